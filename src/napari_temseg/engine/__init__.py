@@ -1,0 +1,1 @@
+"""Tiling, inference, pretraining and fine-tuning: pure torch/numpy, no Qt."""

@@ -1,0 +1,1 @@
+"""Readers and writers: microscope files <-> numpy/dask arrays + calibration. No Qt."""

@@ -1,0 +1,1 @@
+"""Network definitions, bundled weights, checkpoint save/load. No Qt."""

@@ -1,0 +1,1 @@
+"""TEM/STEM image simulator and distortion models. No Qt."""
