@@ -1,0 +1,209 @@
+"""The ``temseg`` command: the headless face of the same engine the napari widgets use.
+
+Every subcommand parses its arguments here and calls library functions in ``io``,
+``synth``, ``engine`` and ``models``; no numerics live in this file. Errors a user can
+cause (a missing file, a corrupt file, a bad option) end with a one-line message on
+stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from napari_temseg import __version__
+
+
+class CLIError(Exception):
+    """An error to report as one line on stderr (exit code 1)."""
+
+
+class NotAvailableYet(CLIError):
+    """A subcommand that is part of the contract but not implemented in this version."""
+
+
+def _not_available(name: str, what: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise NotAvailableYet(
+            f"'temseg {name}' is not available yet in napari-temseg {__version__}: {what}"
+        )
+
+    return run
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _out_path(outdir: Path, source: str | Path, suffix: str = ".tif") -> Path:
+    """``OUTDIR/<input stem>.tif``: the output naming rule of every batch subcommand."""
+    return outdir / (Path(source).stem + suffix)
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar on stderr (quiet when stderr is not a terminal and not asked for)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tile", file=sys.stderr, leave=False)
+
+
+# --------------------------------------------------------------------------- subcommands
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from napari_temseg.io import ReaderError, info_dict
+
+    try:
+        info = info_dict(args.file)
+    except (ReaderError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{args.file}: {info['kind']}, shape {tuple(info['shape'])}, {info['dtype']}")
+        for ax in info["axes"]:
+            print(f"  {ax['name']:>8}: {ax['size']} x {ax['scale']:g} {ax['unit']}")
+        px = info.get("pixel_size_nm")
+        print(f"  pixel size: {px:g} nm" if px else "  pixel size: not calibrated")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tifffile
+
+    from napari_temseg.synth import simulate
+
+    outdir = Path(args.output)
+    outdir.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(args.seed).generate_state(args.n)
+    for i, seed in enumerate(seeds):
+        s = simulate(kind=args.kind, size=args.size, dose=args.dose, seed=int(seed))
+        stem = f"{args.kind}_{i:04d}"
+        res = (1.0 / s.pixel_size_nm, 1.0 / s.pixel_size_nm)
+        meta = {"unit": "nm", "spacing": 1.0}
+        for name, arr in (
+            ("noisy", s.noisy),
+            ("clean", s.clean),
+            ("mask", s.semantic),
+            ("instances", s.instances),
+        ):
+            tifffile.imwrite(
+                outdir / f"{stem}_{name}.tif", arr, imagej=True, resolution=res, metadata=meta
+            )
+        params = {
+            "kind": s.kind,
+            "pixel_size_nm": s.pixel_size_nm,
+            "dose": s.dose,
+            "seed": int(seed),
+            "params": s.params,
+        }
+        (outdir / f"{stem}.json").write_text(json.dumps(params, indent=1, default=float))
+    print(f"wrote {args.n} simulated {args.kind} image(s) with clean versions and masks to {outdir}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+SUBCOMMANDS = (
+    "info",
+    "denoise",
+    "pretrain",
+    "finetune",
+    "segment",
+    "measure",
+    "models",
+    "demo",
+    "synth",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="temseg",
+        description="Denoise, restore and segment TEM/STEM images (the headless face of "
+        "the napari-temseg plugin).",
+    )
+    p.add_argument("--version", action="version", version=f"napari-temseg {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("info", help="describe a microscope file (shape, axes, calibration)")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("denoise", help="denoise/restore images with a bundled or own model")
+    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    s.add_argument("--model", default=None, metavar="NAME|PATH", help="see `temseg models`")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--tile", type=int, default=256, metavar="N")
+    s.add_argument("--overlap", type=int, default=32, metavar="N")
+    s.set_defaults(func=_not_available("denoise", "denoising lands with the bundled models"))
+
+    s = sub.add_parser("pretrain", help="pretrain a denoiser on your own unlabeled images")
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("-o", "--output", required=True, metavar="MODEL")
+    s.add_argument("--method", choices=("poisson", "pix2pix"), default="poisson")
+    s.add_argument("--steps", type=int, default=2000, metavar="N")
+    s.add_argument("--init", default=None, metavar="NAME|PATH")
+    s.set_defaults(func=_not_available("pretrain", "pretraining on your own images"))
+
+    s = sub.add_parser("finetune", help="fine-tune a denoiser into a segmenter from labels")
+    s.add_argument("--image", nargs="+", required=True, metavar="IMG")
+    s.add_argument("--labels", nargs="+", required=True, metavar="LAB")
+    s.add_argument("-o", "--output", required=True, metavar="MODEL")
+    s.add_argument("--init", default=None, metavar="NAME|PATH|none")
+    s.add_argument("--steps", type=int, default=500, metavar="N")
+    s.set_defaults(func=_not_available("finetune", "fine-tuning a segmenter"))
+
+    s = sub.add_parser("segment", help="segment images with a fine-tuned model")
+    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    s.add_argument("--model", required=True, metavar="MODEL")
+    s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    s.set_defaults(func=_not_available("segment", "segmentation with a fine-tuned model"))
+
+    s = sub.add_parser("measure", help="measure particles in masks, write a CSV table")
+    s.add_argument("masks", nargs="+", metavar="MASK")
+    s.add_argument("--image", nargs="+", default=None, metavar="IMG")
+    s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
+    s.set_defaults(func=_not_available("measure", "particle measurements"))
+
+    s = sub.add_parser("models", help="list the bundled models")
+    s.set_defaults(func=_not_available("models", "the bundled models"))
+
+    s = sub.add_parser("demo", help="run the headless end-to-end demo on simulated data")
+    s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    s.set_defaults(func=_not_available("demo", "the end-to-end demo"))
+
+    s = sub.add_parser("synth", help="write simulated TEM/STEM images with clean versions and masks")
+    s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    s.add_argument("--kind", choices=("stem", "hrtem"), default="stem")
+    s.add_argument("--n", type=int, default=1, metavar="N", help="number of images")
+    s.add_argument("--size", type=int, default=512, metavar="N", help="image side in pixels")
+    s.add_argument("--dose", type=float, default=None, metavar="D", help="electrons per pixel")
+    s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.set_defaults(func=cmd_synth)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NotAvailableYet as exc:
+        print(f"temseg: {exc}", file=sys.stderr)
+        return 3
+    except CLIError as exc:
+        print(f"temseg: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("temseg: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

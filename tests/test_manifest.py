@@ -1,0 +1,52 @@
+"""The npe2 manifest is valid, installed inside the package, and its commands resolve."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import yaml
+from npe2 import PluginManager, PluginManifest
+
+import napari_temseg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_top_level_manifest_is_valid():
+    manifest = PluginManifest.from_file(ROOT / "napari.yaml")
+    assert manifest.name == "napari-temseg"
+
+
+def test_packaged_manifest_is_the_top_level_one():
+    packaged = Path(napari_temseg.__file__).parent / "napari.yaml"
+    assert packaged.is_file()
+    assert yaml.safe_load(packaged.read_text()) == yaml.safe_load((ROOT / "napari.yaml").read_text())
+
+
+def test_plugin_is_discovered_through_its_entry_point():
+    pm = PluginManager()
+    pm.discover()
+    manifest = pm.get_manifest("napari-temseg")
+    assert manifest.display_name == "TEM Segmentation"
+    assert {s.key for s in manifest.contributions.sample_data} >= {
+        "stem_nanoparticles",
+        "hrtem_nanoparticles",
+    }
+
+
+def test_every_command_resolves_to_a_callable():
+    manifest = PluginManifest.from_file(ROOT / "napari.yaml")
+    for command in manifest.contributions.commands:
+        module, _, attr = command.python_name.partition(":")
+        obj = getattr(importlib.import_module(module), attr)
+        assert callable(obj), command.id
+
+
+def test_npe2_validate_cli():
+    from npe2.cli import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["validate", "napari-temseg"])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
