@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import napari
 from qtpy.QtWidgets import QApplication
 from skimage.io import imsave
 
@@ -36,5 +35,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    napari  # keep the import: it sets up Qt before QApplication is used
     sys.exit(main())

@@ -34,7 +34,9 @@ def test_parser_matches_the_contract():
     p = build_parser()
     a = p.parse_args(["denoise", "a.dm4", "b.ser", "-o", "out", "--device", "cpu", "--tile", "128"])
     assert a.inputs == ["a.dm4", "b.ser"] and a.output == "out" and a.tile == 128
-    a = p.parse_args(["finetune", "--image", "i1", "i2", "--labels", "l1", "l2", "-o", "m", "--init", "none"])
+    a = p.parse_args(
+        ["finetune", "--image", "i1", "i2", "--labels", "l1", "l2", "-o", "m", "--init", "none"]
+    )
     assert a.image == ["i1", "i2"] and a.labels == ["l1", "l2"] and a.init == "none"
     a = p.parse_args(["pretrain", "x.tif", "-o", "m.pt", "--method", "pix2pix", "--steps", "5"])
     assert a.method == "pix2pix" and a.steps == 5
@@ -49,13 +51,18 @@ def test_missing_required_option_is_a_usage_error(capsys):
 
 def test_python_dash_m_runs_the_same_command():
     r = subprocess.run(
-        [sys.executable, "-m", "napari_temseg", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "napari_temseg", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode == 0 and "synth" in r.stdout
 
 
 def test_synth_writes_images_clean_versions_and_masks(tmp_path, capsys):
-    rc = main(["synth", "-o", str(tmp_path), "--kind", "stem", "--n", "2", "--size", "96", "--seed", "3"])
+    rc = main(
+        ["synth", "-o", str(tmp_path), "--kind", "stem", "--n", "2", "--size", "96", "--seed", "3"]
+    )
     assert rc == 0
     for i in range(2):
         noisy = tifffile.imread(tmp_path / f"stem_{i:04d}_noisy.tif")
@@ -73,5 +80,6 @@ def test_synth_writes_images_clean_versions_and_masks(tmp_path, capsys):
     again = tmp_path / "again"
     main(["synth", "-o", str(again), "--n", "1", "--size", "96", "--seed", "3"])
     np.testing.assert_array_equal(
-        tifffile.imread(again / "stem_0000_noisy.tif"), tifffile.imread(tmp_path / "stem_0000_noisy.tif")
+        tifffile.imread(again / "stem_0000_noisy.tif"),
+        tifffile.imread(tmp_path / "stem_0000_noisy.tif"),
     )

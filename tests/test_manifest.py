@@ -21,7 +21,9 @@ def test_top_level_manifest_is_valid():
 def test_packaged_manifest_is_the_top_level_one():
     packaged = Path(napari_temseg.__file__).parent / "napari.yaml"
     assert packaged.is_file()
-    assert yaml.safe_load(packaged.read_text()) == yaml.safe_load((ROOT / "napari.yaml").read_text())
+    assert yaml.safe_load(packaged.read_text()) == yaml.safe_load(
+        (ROOT / "napari.yaml").read_text()
+    )
 
 
 def test_plugin_is_discovered_through_its_entry_point():

@@ -101,7 +101,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
             "params": s.params,
         }
         (outdir / f"{stem}.json").write_text(json.dumps(params, indent=1, default=float))
-    print(f"wrote {args.n} simulated {args.kind} image(s) with clean versions and masks to {outdir}")
+    print(
+        f"wrote {args.n} simulated {args.kind} image(s) with clean versions and masks to {outdir}"
+    )
     return 0
 
 
@@ -178,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.set_defaults(func=_not_available("demo", "the end-to-end demo"))
 
-    s = sub.add_parser("synth", help="write simulated TEM/STEM images with clean versions and masks")
+    s = sub.add_parser(
+        "synth", help="write simulated TEM/STEM images with clean versions and masks"
+    )
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--kind", choices=("stem", "hrtem"), default="stem")
     s.add_argument("--n", type=int, default=1, metavar="N", help="number of images")
