@@ -1,0 +1,68 @@
+"""Run a blocking engine call off the GUI thread, with progress, cancel and clean shutdown.
+
+Engine functions take ``progress=`` (a callable) and ``cancel=`` (a ``threading.Event``);
+this helper runs one in napari's thread pool and relays progress to the GUI thread through
+a Qt signal (queued across threads), so widgets stay thin and the viewer stays responsive.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QObject, Signal
+
+
+class EngineTask(QObject):
+    """One background engine call at a time, owned by a widget."""
+
+    progress = Signal(object)
+    done = Signal(object)
+    failed = Signal(object)
+    finished = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._cancel = threading.Event()
+        self._worker = None
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Call ``fn(*args, progress=..., cancel=..., **kwargs)`` in a worker thread."""
+        if self._worker is not None:
+            raise RuntimeError("a task is already running")
+        self._cancel = threading.Event()
+        cancel = self._cancel
+
+        def work() -> Any:
+            return fn(*args, progress=lambda *a: self.progress.emit(a), cancel=cancel, **kwargs)
+
+        worker = create_worker(work, _ignore_errors=True)
+        worker.returned.connect(self.done.emit)
+        worker.errored.connect(self.failed.emit)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+
+    def cancel(self) -> None:
+        """Ask the running call to stop at its next checkpoint (between tiles or steps)."""
+        self._cancel.set()
+
+    def wait(self, timeout_s: float = 5.0) -> bool:
+        """Cancel and block until the worker thread ends (used when the viewer closes)."""
+        self.cancel()
+        worker = self._worker
+        if worker is None:
+            return True
+        from qtpy.QtCore import QThreadPool
+
+        return QThreadPool.globalInstance().waitForDone(int(timeout_s * 1000))
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self.finished.emit()

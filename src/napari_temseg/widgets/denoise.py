@@ -1,0 +1,194 @@
+"""Denoise dock widget: pick an image, a model and a device; run in the background.
+
+Thin by design: it reads the layer, hands the array to ``engine.denoise`` in a worker
+thread (``EngineTask``) and writes the result back as "<name> denoised" with the same
+scale and translate. No numerics here beyond choosing display contrast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    create_widget,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_temseg.widgets._tasks import EngineTask
+
+CHECKPOINT_CHOICE = "checkpoint file…"
+SCOPES = ("whole stack", "current frame")
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs naming what was actually found, e.g. "auto: CPU (2 threads)"."""
+    import torch
+
+    from napari_temseg.engine import describe_device, select_device
+
+    choices = [(f"auto: {describe_device(select_device('auto'))}", "auto")]
+    if torch.cuda.is_available():
+        choices.append((describe_device(torch.device("cuda")), "cuda"))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        choices.append(("Apple MPS", "mps"))
+    choices.append((describe_device(torch.device("cpu")), "cpu"))
+    return choices
+
+
+def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
+    from napari_temseg.models import list_models
+
+    found = [(f"{m.name}: {m.description}", m.name) for m in list_models() if m.task == task]
+    return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
+
+
+def display_limits(data: np.ndarray) -> tuple[float, float]:
+    """Contrast limits from robust percentiles, so a hot pixel does not flatten the view."""
+    flat = np.asarray(data).ravel()
+    sample = flat[:: max(1, flat.size // 1_000_000)]
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1.0)
+
+
+class DenoiseWidget(Container):
+    """Denoise or restore the selected image layer with a bundled or own model."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._image = create_widget(annotation=Image, label="Image")
+        self._model = ComboBox(label="Model", choices=model_choices())
+        self._checkpoint = FileEdit(
+            label="Checkpoint", mode="r", filter="*.safetensors *.pt", visible=False
+        )
+        self._device = ComboBox(label="Device", choices=device_choices())
+        self._tile = SpinBox(label="Tile size", min=64, max=4096, step=32, value=256)
+        self._scope = RadioButtons(label="Apply to", choices=SCOPES, value=SCOPES[0])
+        self._run = PushButton(text="Run")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="Progress", min=0, max=100, value=0)
+        self._status = Label(label="", value="")
+        self.extend(
+            [
+                self._image,
+                self._model,
+                self._checkpoint,
+                self._device,
+                self._tile,
+                self._scope,
+                self._run,
+                self._cancel,
+                self._progress,
+                self._status,
+            ]
+        )
+        self._task = EngineTask()
+        self._task.progress.connect(self._on_progress)
+        self._task.done.connect(self._on_done)
+        self._task.failed.connect(self._on_failed)
+        self._task.finished.connect(self._on_finished)
+        self._model.changed.connect(self._on_model_changed)
+        self._run.changed.connect(self.run)
+        self._cancel.changed.connect(self._task.cancel)
+        self.native.destroyed.connect(self._task.cancel)
+        self._source = None  # (layer, frame index or None) of the running job
+
+    # ------------------------------------------------------------------ actions
+
+    def _on_model_changed(self, value: str) -> None:
+        self._checkpoint.visible = value == CHECKPOINT_CHOICE
+
+    def _selected_model(self) -> str | None:
+        if self._model.value != CHECKPOINT_CHOICE:
+            return self._model.value
+        path = self._checkpoint.value
+        if not path or not path.is_file():
+            show_warning("Choose a checkpoint file for the model.")
+            return None
+        return str(path)
+
+    def _frame_index(self, layer: Image) -> tuple[int, ...]:
+        """Index of the displayed frame in the layer's leading (non-image) axes."""
+        point = layer.world_to_data(self._viewer.dims.point)
+        lead = layer.data.ndim - 2
+        return tuple(
+            int(np.clip(round(p), 0, s - 1))
+            for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)
+        )
+
+    def run(self) -> None:
+        from napari_temseg.engine import denoise
+
+        if self._task.running:
+            show_info("Denoising is already running; press Cancel to stop it.")
+            return
+        layer = self._image.value
+        if layer is None:
+            show_warning("Open or select an image layer to denoise.")
+            return
+        if layer.rgb:
+            show_warning(f"'{layer.name}' is an RGB image; denoising expects a grayscale micrograph.")
+            return
+        model = self._selected_model()
+        if model is None:
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        frame = None
+        if data.ndim > 2 and self._scope.value == "current frame":
+            frame = self._frame_index(layer)
+            data = data[frame]
+        self._source = (layer, frame)
+        self._progress.value = 0
+        self._status.value = f"denoising '{layer.name}' on {self._device.value}…"
+        self._run.enabled = False
+        self._cancel.enabled = True
+        self._task.start(
+            denoise, data, model, device=self._device.value, tile=int(self._tile.value)
+        )
+
+    # ------------------------------------------------------------------ callbacks (GUI thread)
+
+    def _on_progress(self, args: tuple) -> None:
+        done, total = args[0], args[1]
+        self._progress.value = int(100 * done / max(total, 1))
+
+    def _on_done(self, result: np.ndarray) -> None:
+        layer, frame = self._source
+        ndim = result.ndim
+        name = f"{layer.name} denoised"
+        if frame is not None:
+            name += f" [frame {', '.join(map(str, frame))}]"
+        self._viewer.add_image(
+            result,
+            name=name,
+            scale=tuple(layer.scale[-ndim:]),
+            translate=tuple(layer.translate[-ndim:]),
+            units=tuple(layer.units[-ndim:]),
+            colormap=layer.colormap.name,
+            contrast_limits=display_limits(result),
+            metadata={**layer.metadata, "denoised_with": self._model.value},
+        )
+        self._progress.value = 100
+        self._status.value = f"done: '{name}'"
+
+    def _on_failed(self, exc: Exception) -> None:
+        from napari_temseg.engine import Cancelled
+
+        if isinstance(exc, Cancelled):
+            self._status.value = "cancelled; nothing was added"
+            return
+        self._status.value = f"failed: {exc}"
+        show_error(f"Denoising failed: {exc}")
+
+    def _on_finished(self) -> None:
+        self._run.enabled = True
+        self._cancel.enabled = False
+        self._source = None
