@@ -70,10 +70,81 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_images(path: str):
+    """The image datasets of one file (spectra and other non-images are refused clearly)."""
+    from napari_temseg.io import ReaderError, read
+
+    try:
+        found = read(path)
+    except (ReaderError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    images = [d for d in found if d.kind in ("image", "stack")]
+    if not images:
+        kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
+        raise CLIError(f"{path}: holds no image to process (found: {kinds})")
+    return images
+
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    from napari_temseg.engine import DeviceError, denoise, describe_device, select_device
+    from napari_temseg.io import write_image
+    from napari_temseg.models import DEFAULT_DENOISER, CheckpointError, load_model
+
+    try:
+        device = select_device(args.device)
+        model = load_model(args.model or DEFAULT_DENOISER, device=device)
+    except (DeviceError, CheckpointError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    outdir = Path(args.output)
+    outdir.mkdir(parents=True, exist_ok=True)
+    name = args.model or DEFAULT_DENOISER
+    print(f"denoising {len(args.inputs)} file(s) with {name} on {describe_device(device)}")
+    failed = 0
+    for path in args.inputs:
+        try:
+            for i, img in enumerate(_read_images(path)):
+                with _progress(0, Path(path).name) as bar:
+
+                    def report(done: int, total: int, bar=bar) -> None:
+                        bar.total = total
+                        bar.n = done
+                        bar.refresh()
+
+                    out = denoise(
+                        img.data,
+                        model,
+                        device=device,
+                        tile=args.tile,
+                        overlap=args.overlap,
+                        progress=report,
+                    )
+                target = _out_path(outdir, path, f"_{i}.tif" if i else ".tif")
+                meta = {**img.metadata, "denoised_with": name}
+                write_image(target, out, scale=img.scale, metadata=meta)
+                print(f"{path} -> {target}")
+        except CLIError as exc:
+            failed += 1
+            print(f"temseg: error: {exc}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from napari_temseg.models import list_models
+
+    models = list_models()
+    if not models:
+        print("no bundled models are installed")
+        return 0
+    width = max(len(m.name) for m in models)
+    for m in models:
+        print(f"{m.name:<{width}}  {m.task:<8}  {m.description}")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     import numpy as np
-    import tifffile
 
+    from napari_temseg.io import write_image, write_labels
     from napari_temseg.synth import simulate
 
     outdir = Path(args.output)
@@ -82,25 +153,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
     for i, seed in enumerate(seeds):
         s = simulate(kind=args.kind, size=args.size, dose=args.dose, seed=int(seed))
         stem = f"{args.kind}_{i:04d}"
-        res = (1.0 / s.pixel_size_nm, 1.0 / s.pixel_size_nm)
-        meta = {"unit": "nm", "spacing": 1.0}
-        for name, arr in (
-            ("noisy", s.noisy),
-            ("clean", s.clean),
-            ("mask", s.semantic),
-            ("instances", s.instances),
-        ):
-            tifffile.imwrite(
-                outdir / f"{stem}_{name}.tif", arr, imagej=True, resolution=res, metadata=meta
-            )
-        params = {
+        scale = (s.pixel_size_nm, s.pixel_size_nm)
+        about = {
             "kind": s.kind,
             "pixel_size_nm": s.pixel_size_nm,
             "dose": s.dose,
             "seed": int(seed),
             "params": s.params,
         }
-        (outdir / f"{stem}.json").write_text(json.dumps(params, indent=1, default=float))
+        write_image(outdir / f"{stem}_noisy.tif", s.noisy, scale=scale, metadata=about)
+        write_image(outdir / f"{stem}_clean.tif", s.clean, scale=scale, metadata=about)
+        write_labels(
+            outdir / f"{stem}_mask.tif",
+            s.semantic,
+            scale=scale,
+            class_names=["support", "particle"],
+        )
+        write_labels(
+            outdir / f"{stem}_instances.tif",
+            s.instances,
+            scale=scale,
+            metadata={"mask": "instance"},
+        )
+        (outdir / f"{stem}.json").write_text(json.dumps(about, indent=1, default=float))
     print(
         f"wrote {args.n} simulated {args.kind} image(s) with clean versions and masks to {outdir}"
     )
@@ -143,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
-    s.set_defaults(func=_not_available("denoise", "denoising lands with the bundled models"))
+    s.set_defaults(func=cmd_denoise)
 
     s = sub.add_parser("pretrain", help="pretrain a denoiser on your own unlabeled images")
     s.add_argument("images", nargs="+", metavar="IMAGE")
@@ -174,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_not_available("measure", "particle measurements"))
 
     s = sub.add_parser("models", help="list the bundled models")
-    s.set_defaults(func=_not_available("models", "the bundled models"))
+    s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("demo", help="run the headless end-to-end demo on simulated data")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")

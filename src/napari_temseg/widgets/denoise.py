@@ -96,6 +96,7 @@ class DenoiseWidget(Container):
         self._task.failed.connect(self._on_failed)
         self._task.finished.connect(self._on_finished)
         self._model.changed.connect(self._on_model_changed)
+        self._on_model_changed(self._model.value)
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self._task.cancel)
         self.native.destroyed.connect(self._task.cancel)
@@ -135,7 +136,9 @@ class DenoiseWidget(Container):
             show_warning("Open or select an image layer to denoise.")
             return
         if layer.rgb:
-            show_warning(f"'{layer.name}' is an RGB image; denoising expects a grayscale micrograph.")
+            show_warning(
+                f"'{layer.name}' is an RGB image; denoising expects a grayscale micrograph."
+            )
             return
         model = self._selected_model()
         if model is None:
@@ -150,8 +153,9 @@ class DenoiseWidget(Container):
         self._status.value = f"denoising '{layer.name}' on {self._device.value}…"
         self._run.enabled = False
         self._cancel.enabled = True
+        tile = int(self._tile.value)
         self._task.start(
-            denoise, data, model, device=self._device.value, tile=int(self._tile.value)
+            denoise, data, model, device=self._device.value, tile=tile, overlap=tile // 8
         )
 
     # ------------------------------------------------------------------ callbacks (GUI thread)

@@ -1,0 +1,109 @@
+"""Denoise dock widget in a real viewer: runs in the background, adds a calibrated layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_temseg.models import UNet, save_checkpoint
+from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, DenoiseWidget
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(base=4, depth=2)
+    return save_checkpoint(tmp_path / "tiny.safetensors", model, {"task": "denoise"})
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tiny_checkpoint):
+    viewer = make_napari_viewer()
+    w = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._model.value = CHECKPOINT_CHOICE
+    w._checkpoint.value = tiny_checkpoint
+    w._device.value = "cpu"
+    w._tile.value = 64
+    return viewer, w
+
+
+def _wait(qtbot, w, timeout=60_000):
+    qtbot.waitUntil(lambda: not w._task.running, timeout=timeout)
+
+
+def test_denoise_adds_layer_with_same_scale(widget, qtbot):
+    viewer, w = widget
+    rng = np.random.default_rng(0)
+    img = rng.poisson(20, size=(150, 170)).astype(np.float32)
+    viewer.add_image(img, name="raw", scale=(0.05, 0.05), translate=(1.0, 2.0))
+    w._image.value = viewer.layers["raw"]
+    assert not w._checkpoint.native.isHidden()  # the viewer window itself is not shown
+    w.run()
+    assert w._task.running and not w._run.enabled
+    _wait(qtbot, w)
+    out = viewer.layers["raw denoised"]
+    assert out.data.shape == img.shape and out.data.dtype == np.float32
+    assert tuple(out.scale) == pytest.approx((0.05, 0.05))
+    assert tuple(out.translate) == pytest.approx((1.0, 2.0))
+    lo, hi = out.contrast_limits
+    assert lo < hi
+    assert w._progress.value == 100 and w._run.enabled
+
+
+def test_current_frame_of_a_stack(widget, qtbot):
+    viewer, w = widget
+    stack = np.random.default_rng(1).poisson(10, size=(3, 96, 96)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    viewer.dims.set_current_step(0, 2)
+    w._image.value = viewer.layers["stack"]
+    w._scope.value = "current frame"
+    w.run()
+    _wait(qtbot, w)
+    out = viewer.layers["stack denoised [frame 2]"]
+    assert out.data.shape == (96, 96)
+
+
+def test_whole_stack(widget, qtbot):
+    viewer, w = widget
+    stack = np.random.default_rng(2).poisson(10, size=(2, 80, 80)).astype(np.float32)
+    viewer.add_image(stack, name="stack")
+    w._image.value = viewer.layers["stack"]
+    w._scope.value = "whole stack"
+    w.run()
+    _wait(qtbot, w)
+    assert viewer.layers["stack denoised"].data.shape == (2, 80, 80)
+
+
+def test_cancel_adds_nothing(widget, qtbot):
+    viewer, w = widget
+    big = np.random.default_rng(3).poisson(5, size=(6, 512, 512)).astype(np.float32)
+    viewer.add_image(big, name="big")
+    w._image.value = viewer.layers["big"]
+    w._scope.value = "whole stack"
+    w.run()
+    w._task.cancel()
+    _wait(qtbot, w)
+    assert "big denoised" not in viewer.layers
+    assert "cancelled" in w._status.value
+
+
+def test_no_image_warns_and_starts_nothing(widget):
+    _viewer, w = widget
+    assert w._image.value is None  # empty viewer: nothing to pick
+    w.run()
+    assert not w._task.running
+
+
+def test_bad_checkpoint_reports_failure(widget, qtbot, tmp_path):
+    viewer, w = widget
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    w._checkpoint.value = bad
+    viewer.add_image(np.ones((64, 64), np.float32), name="ones")
+    w._image.value = viewer.layers["ones"]
+    w.run()
+    _wait(qtbot, w)
+    assert "failed" in w._status.value
+    assert "ones denoised" not in viewer.layers
