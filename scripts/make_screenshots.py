@@ -27,6 +27,10 @@ def main() -> int:
     viewer.window._qt_window.resize(1500, 900)
     viewer.reset_view()
     settle()
+    docks = list(viewer.window._dock_widgets.values())
+    if docks:
+        docks[0].raise_()
+    settle()
     path = OUT / "napari_main.png"
     imsave(path, viewer.screenshot(canvas_only=False, flash=False))
     print(f"wrote {path}")

@@ -27,7 +27,11 @@ def build_viewer(sample: str = "stem_nanoparticles", show: bool = True) -> napar
         dock, _ = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=first is not None)
         first = first or dock
     if first is not None:
+        first.show()
         first.raise_()
+    noisy = [layer for layer in viewer.layers if layer.name.endswith("noisy")]
+    if noisy:
+        viewer.layers.selection.active = noisy[0]
     return viewer
 
 

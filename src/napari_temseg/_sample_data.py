@@ -16,6 +16,7 @@ SAMPLE_LABEL = {"stem": "STEM", "hrtem": "HRTEM"}
 
 
 def _sample(kind: str) -> list[tuple[Any, dict, str]]:
+    from napari_temseg.display import display_limits
     from napari_temseg.synth import simulate
 
     s = simulate(kind=kind, size=SAMPLE_SIZE, dose=SAMPLE_DOSE[kind], seed=SAMPLE_SEED[kind])
@@ -30,9 +31,26 @@ def _sample(kind: str) -> list[tuple[Any, dict, str]]:
     }
     common = {"scale": scale, "units": ("nm", "nm"), "metadata": meta}
     return [
-        (s.noisy, {"name": f"{label} noisy", **common}, "image"),
-        (s.clean, {"name": f"{label} clean", "visible": False, **common}, "image"),
-        (s.semantic, {"name": f"{label} ground truth", "opacity": 0.4, **common}, "labels"),
+        (
+            s.noisy,
+            {"name": f"{label} noisy", "contrast_limits": display_limits(s.noisy), **common},
+            "image",
+        ),
+        (
+            s.clean,
+            {
+                "name": f"{label} clean",
+                "visible": False,
+                "contrast_limits": display_limits(s.clean),
+                **common,
+            },
+            "image",
+        ),
+        (
+            s.semantic,
+            {"name": f"{label} ground truth", "opacity": 0.4, "visible": False, **common},
+            "labels",
+        ),
     ]
 
 

@@ -22,6 +22,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_temseg.display import display_limits
 from napari_temseg.widgets._tasks import EngineTask
 
 CHECKPOINT_CHOICE = "checkpoint file…"
@@ -48,14 +49,6 @@ def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
 
     found = [(f"{m.name}: {m.description}", m.name) for m in list_models() if m.task == task]
     return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
-
-
-def display_limits(data: np.ndarray) -> tuple[float, float]:
-    """Contrast limits from robust percentiles, so a hot pixel does not flatten the view."""
-    flat = np.asarray(data).ravel()
-    sample = flat[:: max(1, flat.size // 1_000_000)]
-    lo, hi = np.percentile(sample, [0.5, 99.5])
-    return (float(lo), float(hi)) if hi > lo else (float(lo), float(lo) + 1.0)
 
 
 class DenoiseWidget(Container):
