@@ -1,1 +1,18 @@
 """Readers and writers: microscope files <-> numpy/dask arrays + calibration. No Qt."""
+
+from napari_temseg.io.model import Axis, EMImage, NotAnImageError, ReaderError
+from napari_temseg.io.readers import info_dict, read
+from napari_temseg.io.writers import WriterError, instance_mask, write_image, write_labels
+
+__all__ = [
+    "Axis",
+    "EMImage",
+    "NotAnImageError",
+    "ReaderError",
+    "WriterError",
+    "info_dict",
+    "instance_mask",
+    "read",
+    "write_image",
+    "write_labels",
+]

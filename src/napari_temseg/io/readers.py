@@ -1,0 +1,170 @@
+"""``read(path)``: one entry point for every supported file, with clear errors.
+
+Picks the library by extension, decides whether to load lazily (large files are
+memory-mapped or dask-backed so napari shows the first frame at once), and turns
+every failure a damaged file can provoke inside a third-party parser (struct errors,
+HDF5 errors, MemoryError from a garbled size field, ...) into a :class:`ReaderError`
+whose message names the file and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_temseg.io.axes import NOT_IMAGES
+from napari_temseg.io.model import EMImage, NotAnImageError, ReaderError
+
+#: files at least this large are opened lazily unless ``lazy`` says otherwise
+LAZY_THRESHOLD_BYTES = 256 * 2**20
+
+MICROSCOPE_SUFFIXES = (".dm3", ".dm4", ".ser", ".emi", ".emd")
+SUFFIXES = (*MICROSCOPE_SUFFIXES, ".mrc", ".mrcs", ".rec", ".tif", ".tiff", ".npy", ".png")
+KIND_WORDS = {
+    "spectrum": "a spectrum",
+    "spectrum_image": "a spectrum image",
+    "diffraction": "a diffraction pattern",
+    "scalar": "a single number",
+}
+
+
+def _reader_for(suffix: str):
+    from napari_temseg.io import simple_readers, tiff
+
+    if suffix in MICROSCOPE_SUFFIXES:
+        from napari_temseg.io.rsciio_reader import read_rsciio
+
+        return read_rsciio
+    return {
+        ".mrc": simple_readers.read_mrc,
+        ".mrcs": simple_readers.read_mrc,
+        ".rec": simple_readers.read_mrc,
+        ".tif": tiff.read_tiff,
+        ".tiff": tiff.read_tiff,
+        ".npy": simple_readers.read_npy,
+        ".png": simple_readers.read_png,
+    }[suffix]
+
+
+def _check_path(path: Path) -> str:
+    if not path.exists():
+        raise ReaderError(f"cannot open '{path}': no such file", path)
+    if path.is_dir():
+        raise ReaderError(f"cannot open '{path}': it is a folder, not a file", path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ReaderError(
+            f"cannot open '{path.name}': unsupported file type '{path.suffix}' "
+            f"(supported: {', '.join(SUFFIXES)})",
+            path,
+        )
+    if path.stat().st_size == 0:
+        raise ReaderError(f"cannot open '{path.name}': the file is empty (0 bytes)", path)
+    return suffix
+
+
+def _describe(exc: BaseException, fmt: str) -> str:
+    """A sentence a microscopist can act on, with the parser's own words for experts."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if isinstance(exc, MemoryError):
+        return "it declares more data than fits in memory (corrupt header?)"
+    if isinstance(exc, RecursionError):
+        return "its metadata is nested impossibly deep (corrupt file?)"
+    if isinstance(exc, EOFError) or any(
+        hint in text
+        for hint in ("unpack requires a buffer", "truncated", "file size", "ends early")
+    ):
+        return f"the file ends early (truncated or incomplete copy?) [{detail}]"
+    return f"the file is damaged or not a valid {fmt} file [{detail}]"
+
+
+def _validate(image: EMImage) -> None:
+    """Fail now, not later inside napari, when the pixels are not all there."""
+    shape = image.shape
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"empty data of shape {shape}")
+    if len(image.axes) != len(shape):
+        raise ValueError(f"{len(image.axes)} axes described for {len(shape)}-D data")
+    if image.lazy:  # touch the first and the last pixel: a truncated file fails here
+        first = image.data[(0,) * len(shape)]
+        last = image.data[tuple(s - 1 for s in shape)]
+        np.asarray(first), np.asarray(last)
+
+
+def read(path: str | Path, *, lazy: bool | None = None, image_only: bool = False) -> list[EMImage]:
+    """Every dataset in ``path`` with nm calibration, in the array's own axis order.
+
+    ``lazy=None`` loads files under ``LAZY_THRESHOLD_BYTES`` into memory and maps or
+    dask-wraps larger ones. ``image_only=True`` drops spectra and raises
+    :class:`NotAnImageError` when nothing image-like is left. Any other failure is a
+    :class:`ReaderError` naming the file.
+    """
+    path = Path(path)
+    suffix = _check_path(path)
+    if lazy is None:
+        from napari_temseg.io.rsciio_reader import file_size_for
+
+        try:
+            size = file_size_for(path)
+        except OSError:
+            size = 0
+        lazy = size >= LAZY_THRESHOLD_BYTES
+    try:
+        images = _reader_for(suffix)(path, lazy)
+        for image in images:
+            _validate(image)
+    except ReaderError as exc:
+        if str(exc).startswith("cannot open") or path.name in str(exc):
+            raise
+        raise ReaderError(f"cannot open '{path.name}': {exc}", path) from exc
+    except Exception as exc:  # incl. MemoryError, RecursionError from garbled headers
+        raise ReaderError(
+            f"cannot open '{path.name}' as {suffix[1:].upper()}: "
+            f"{_describe(exc, suffix[1:].upper())}",
+            path,
+        ) from exc
+    if not images:
+        raise ReaderError(f"cannot open '{path.name}': the file holds no datasets", path)
+    if image_only:
+        kept = [im for im in images if im.kind not in NOT_IMAGES and im.kind != "scalar"]
+        if not kept:
+            raise NotAnImageError(f"'{path.name}' is {not_an_image_reason(images[0])}", path)
+        images = kept
+    return images
+
+
+def not_an_image_reason(image: EMImage) -> str:
+    """E.g. "an EELS spectrum (2048 channels, 0.1 eV/channel), not an image"."""
+    what = KIND_WORDS.get(image.kind, f"a '{image.kind}' dataset")
+    signal = image.metadata.get("signal_type") or ""
+    if signal:
+        what = f"{'an' if signal[0].upper() in 'AEFHILMNORSX' else 'a'} {signal} {what[2:]}"
+    detail = ""
+    original = image.metadata.get("original_axes") or []
+    if original:
+        last = original[-1]
+        unit = last.get("units") or "channel"
+        detail = f" ({last['size']} channels, {last['scale']:.4g} {unit}/channel)"
+    return f"{what}{detail}, not an image"
+
+
+def info_dict(path: str | Path) -> dict[str, Any]:
+    """What ``temseg info FILE --json`` prints: shape, dtype, axes, pixel size and kind.
+
+    Describes the first image-like dataset (or the first dataset when there is none)
+    without loading the pixels of large files.
+    """
+    images = read(path)
+    image = next((im for im in images if im.kind not in NOT_IMAGES), images[0])
+    return {
+        "shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "axes": [
+            {"name": a.name, "size": a.size, "scale": a.scale, "unit": a.unit} for a in image.axes
+        ],
+        "pixel_size_nm": image.pixel_size_nm,
+        "kind": image.kind,
+    }

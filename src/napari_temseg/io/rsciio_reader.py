@@ -1,0 +1,111 @@
+"""Gatan DM3/DM4, FEI TIA SER/EMI and Velox/Berkeley EMD through RosettaSciIO.
+
+RosettaSciIO (GPL-3.0-or-later, imported as a library; see docs/io.md) knows the
+binary layouts of these vendor formats far better than we could. We call its
+``file_reader`` and translate the returned dictionaries (data, axes in array order,
+metadata, original_metadata) into :class:`EMImage`. It is imported lazily so that
+importing ``napari_temseg.io`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from napari_temseg.io.axes import RawAxis, classify, convert_axes
+from napari_temseg.io.metadata import json_safe, microscope_metadata
+from napari_temseg.io.model import EMImage, ReaderError
+
+FORMATS = {
+    ".dm3": ("rsciio.digitalmicrograph", "Gatan DigitalMicrograph"),
+    ".dm4": ("rsciio.digitalmicrograph", "Gatan DigitalMicrograph"),
+    ".ser": ("rsciio.tia", "FEI TIA"),
+    ".emi": ("rsciio.tia", "FEI TIA"),
+    ".emd": ("rsciio.emd", "EMD (Velox/Berkeley)"),
+}
+
+
+def _raw_axes(axes: list[dict], ndim: int) -> list[RawAxis]:
+    ordered = sorted(enumerate(axes), key=lambda ia: int(ia[1].get("index_in_array", ia[0])))
+    out = []
+    for _i, ax in ordered:
+        units = ax.get("units", "")
+        if isinstance(units, (list, tuple)) or units is None:  # DM writes [] for "none"
+            units = ""
+        out.append(
+            RawAxis(
+                name=str(ax.get("name", "") or ""),
+                size=int(ax.get("size", 1)),
+                scale=float(ax.get("scale", 1.0) or 1.0),
+                unit=str(units),
+                offset=float(ax.get("offset", 0.0) or 0.0),
+                navigate=ax.get("navigate"),
+            )
+        )
+    if len(out) != ndim:
+        raise ValueError(f"the file describes {len(out)} axes for {ndim}-dimensional data")
+    return out
+
+
+def file_size_for(path: Path) -> int:
+    """Bytes of pixel data on disk: an .emi keeps its pixels in the .ser files beside it."""
+    if path.suffix.lower() == ".emi":
+        return sum(p.stat().st_size for p in path.parent.glob(f"{path.stem}_*.ser"))
+    return path.stat().st_size
+
+
+def read_rsciio(path: Path, lazy: bool) -> list[EMImage]:
+    """Every dataset RosettaSciIO finds in ``path`` (a Velox EMD may hold several)."""
+    import importlib
+
+    module_name, fmt = FORMATS[path.suffix.lower()]
+    try:
+        reader = importlib.import_module(module_name).file_reader
+    except ImportError as exc:
+        raise ReaderError(
+            f"reading {fmt} files needs RosettaSciIO (pip install rosettasciio), "
+            f"which is not available: {exc}"
+        ) from exc
+    logger = logging.getLogger("rsciio")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # rsciio logs expected quirks of real files as warnings
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            signals = reader(str(path), lazy=lazy)
+    finally:
+        logger.setLevel(level)
+    notes = sorted({str(w.message) for w in caught})
+    images = []
+    for index, sig in enumerate(signals):
+        data = sig["data"]
+        raw = _raw_axes(list(sig.get("axes", [])), data.ndim)
+        kind = classify(raw)
+        md = sig.get("metadata", {}) or {}
+        original = sig.get("original_metadata", {}) or {}
+        meta: dict[str, Any] = {
+            "format": fmt,
+            "reader": f"RosettaSciIO {module_name}",
+            **microscope_metadata(md, original),
+            "title": md.get("General", {}).get("title", ""),
+            "signal_type": md.get("Signal", {}).get("signal_type", ""),
+            "dataset_index": index,
+            "original_axes": [a.as_dict() for a in raw],
+            "original_units": [a.unit for a in raw],
+            "original_metadata": json_safe(original),
+            "rsciio_metadata": json_safe(md),
+        }
+        if notes:
+            meta["reader_warnings"] = notes
+        images.append(
+            EMImage(
+                data=data,
+                axes=convert_axes(raw, kind),
+                kind=kind,
+                metadata=meta,
+                path=str(path),
+            )
+        )
+    return images

@@ -1,0 +1,85 @@
+"""The JSON sidecar written next to every mask: scale, axes and class names/colours.
+
+NPY and PNG cannot carry a calibration or class names, and TIFF readers other than
+ImageJ ignore what we put in the TIFF. A small ``<file>.json`` beside the file (e.g.
+``mask.tif.json``) keeps that information readable by anything, including our readers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FORMAT_TAG = "napari-temseg"
+VERSION = 1
+
+
+def sidecar_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _hex(color: Any) -> str:
+    """'#rrggbb' from a hex string, an RGB(A) tuple in 0..1 or in 0..255."""
+    if isinstance(color, str):
+        text = color.strip().lstrip("#")
+        if len(text) in (6, 8):
+            int(text, 16)  # validates
+            return "#" + text[:6].lower()
+        from matplotlib.colors import to_hex
+
+        return to_hex(color)
+    values = [float(c) for c in list(color)[:3]]
+    if len(values) != 3:
+        raise ValueError(f"not a colour: {color!r}")
+    if max(values) > 1.0:
+        values = [v / 255.0 for v in values]
+    return "#" + "".join(f"{round(min(max(v, 0.0), 1.0) * 255):02x}" for v in values)
+
+
+def class_table(
+    class_names: Mapping[int, str] | Sequence[str] | None,
+    class_colors: Mapping[int, Any] | Sequence[Any] | None,
+) -> list[dict]:
+    """[{"value": 1, "name": ..., "color": "#rrggbb"}, ...]; sequences name labels 1, 2, ..."""
+
+    def as_map(obj: Any) -> dict[int, Any]:
+        if obj is None:
+            return {}
+        if isinstance(obj, Mapping):
+            return {int(k): v for k, v in obj.items()}
+        return {i + 1: v for i, v in enumerate(obj)}
+
+    names, colors = as_map(class_names), as_map(class_colors)
+    table = []
+    for value in sorted(set(names) | set(colors)):
+        entry: dict[str, Any] = {"value": value}
+        if value in names:
+            entry["name"] = str(names[value])
+        if value in colors and colors[value] is not None:
+            entry["color"] = _hex(colors[value])
+        table.append(entry)
+    return table
+
+
+def write_sidecar(path: str | Path, info: dict[str, Any]) -> Path:
+    target = sidecar_path(path)
+    payload = {"format": FORMAT_TAG, "version": VERSION, "file": Path(path).name, **info}
+    target.write_text(json.dumps(payload, indent=1))
+    return target
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar of ``path`` if one of ours is there and readable, else None."""
+    target = sidecar_path(path)
+    if not target.is_file():
+        return None
+    try:
+        info = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("format") != FORMAT_TAG:
+        return None
+    return info

@@ -1,0 +1,156 @@
+"""Every real microscope file in ../shared/testdata reads with the README's shapes and scales."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_temseg.io import NotAnImageError, info_dict, read
+
+# name: (shape, dtype, axis names, scale per axis in nm (None: uncalibrated), kind)
+EXPECTED = {
+    "tkrem_hrstem_example.ser": ((1024, 1024), "uint16", ("y", "x"), (0.05241, 0.05241), "image"),
+    "16_STOimage_1.ser": ((1024, 1024), "uint16", ("y", "x"), (0.01001, 0.01001), "image"),
+    "16_STOimage.emi": ((1024, 1024), "uint16", ("y", "x"), (0.01001, 0.01001), "image"),
+    "64x64_TEM_images_acquire_1.ser": (
+        (64, 64),
+        "float32",
+        ("y", "x"),
+        (6.28183, 6.28183),
+        "image",
+    ),
+    "64x64_TEM_images_acquire.emi": ((64, 64), "float32", ("y", "x"), (6.28183, 6.28183), "image"),
+    "velox_Acquisition_18.emd": ((1024, 1024), "uint16", ("y", "x"), (0.01225, 0.01225), "image"),
+    "velox_camera_ceta_imaging.emd": ((512, 512), "int16", ("y", "x"), (3.13884, 3.13884), "image"),
+    "berkeley_example_image.emd": ((3, 3), "int32", ("y", "x"), None, "image"),
+    # y written in Å (2 Å = 0.2 nm), x in nm: a different pixel size per axis
+    "ncem_float32_nonsquare.dm3": ((64, 128), "float32", ("y", "x"), (0.2, 1.0), "image"),
+    "ncem_float32_nonsquare.dm4": ((64, 128), "float32", ("y", "x"), (0.2, 1.0), "image"),
+    # z in µm, y in nm, x in pm
+    "ncem_3d_int16_64x65x66.dm4": (
+        (66, 65, 64),
+        "int16",
+        ("z", "y", "x"),
+        (4000.0, 3.0, 0.002),
+        "stack",
+    ),
+    "rsciio_2d_test-1.dm3": ((2, 2), "int16", ("y", "x"), None, "image"),
+    "rsciio_2d_test-1.dm4": ((2, 2), "int16", ("y", "x"), None, "image"),
+    "rsciio_3d_test-1.dm4": ((2, 2, 2), "int16", ("frame", "y", "x"), None, "stack"),
+    # an MRC image stack: frames are not spatial (scale 1), pixels 2 Å
+    "ncem_temp.mrc": ((3, 128, 128), "float32", ("frame", "y", "x"), (1.0, 0.2, 0.2), "stack"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_real_file_shape_dtype_axes_and_calibration(testdata, name):
+    shape, dtype, names, scale, kind = EXPECTED[name]
+    images = read(testdata / name)
+    assert len(images) == 1
+    image = images[0]
+    assert image.shape == shape
+    assert image.dtype == np.dtype(dtype)
+    assert tuple(a.name for a in image.axes) == names
+    assert image.kind == kind
+    if scale is None:
+        assert image.pixel_size_nm is None
+        assert image.scale == (1.0,) * len(shape)
+    else:
+        assert image.scale == pytest.approx(scale, rel=1e-3)
+        assert image.pixel_size_nm == pytest.approx(scale[-1], rel=1e-3)
+        for ax, s in zip(image.axes, scale, strict=True):
+            assert ax.unit == ("nm" if ax.name in ("x", "y", "z") else "")
+            assert ax.scale == pytest.approx(s, rel=1e-3)
+    assert isinstance(image.data, np.ndarray)  # small files load into memory
+    assert image.metadata["original_units"]
+
+
+def test_dm_non_square_keeps_original_units(testdata):
+    image = read(testdata / "ncem_float32_nonsquare.dm4")[0]
+    assert image.metadata["original_units"] == ["A", "nm"]
+
+
+def test_3d_dm_stack_converts_um_nm_and_pm(testdata):
+    image = read(testdata / "ncem_3d_int16_64x65x66.dm4")[0]
+    assert image.metadata["original_units"] == ["um", "nm", "pm"]
+    assert image.scale == pytest.approx((4000.0, 3.0, 0.002))
+
+
+def test_velox_era_emd_unit_n_m_is_nanometres(testdata):
+    image = read(testdata / "velox_Acquisition_18.emd")[0]
+    assert image.metadata["original_units"] == ["n_m", "n_m"]
+    assert image.pixel_size_nm == pytest.approx(0.012246524915099144)
+    assert image.metadata["microscope"] == "TEAM 0.5"
+    assert image.metadata["voltage_kV"] == pytest.approx(200.0)
+    assert image.metadata["magnification"] == pytest.approx(5.1e6)
+
+
+def test_velox_metadata_reaches_the_image(testdata):
+    meta = read(testdata / "velox_camera_ceta_imaging.emd")[0].metadata
+    assert meta["voltage_kV"] == pytest.approx(300.0)
+    assert meta["microscope"] == "Titan"
+    assert meta["magnification"] == pytest.approx(26996.349)
+    assert meta["acquisition_time"].startswith("2020-07-29T16:48:19")
+    json.dumps(meta)  # JSON-safe, so layer metadata can be saved anywhere
+
+
+def test_emi_brings_the_acquisition_metadata_of_its_ser(testdata):
+    with_emi = read(testdata / "16_STOimage.emi")[0]
+    ser_only = read(testdata / "16_STOimage_1.ser")[0]
+    assert np.array_equal(with_emi.data, ser_only.data)
+    assert with_emi.scale == ser_only.scale
+    assert with_emi.metadata["voltage_kV"] == pytest.approx(80.0)
+    assert with_emi.metadata["magnification"] == pytest.approx(13.5e6)
+    assert "TitanCubed" in with_emi.metadata["microscope"]
+
+
+def test_ser_without_emi_reads(testdata):
+    assert not list(testdata.glob("tkrem_hrstem_example*.emi"))
+    image = read(testdata / "tkrem_hrstem_example.ser")[0]
+    assert image.pixel_size_nm == pytest.approx(0.05241, rel=1e-3)
+    assert image.data.std() > 0
+
+
+def test_the_eels_spectrum_is_reported_as_a_spectrum(testdata):
+    image = read(testdata / "ncem_08_carbon.dm3")[0]
+    assert image.kind == "spectrum"
+    assert image.shape == (1, 2048)
+    assert image.dtype == np.float32
+    energy = image.metadata["original_axes"][-1]
+    assert energy["units"] == "eV" and energy["scale"] == pytest.approx(0.1)
+    assert image.axes[-1].name == "energy" and image.axes[-1].scale == 1.0
+    assert image.pixel_size_nm is None
+    with pytest.raises(NotAnImageError, match=r"ncem_08_carbon\.dm3.*EELS spectrum.*0\.1 eV"):
+        read(testdata / "ncem_08_carbon.dm3", image_only=True)
+
+
+def test_info_dict_matches_the_cli_contract(testdata):
+    info = info_dict(testdata / "ncem_float32_nonsquare.dm3")
+    assert info == {
+        "shape": [64, 128],
+        "dtype": "float32",
+        "axes": [
+            {"name": "y", "size": 64, "scale": pytest.approx(0.2), "unit": "nm"},
+            {"name": "x", "size": 128, "scale": pytest.approx(1.0), "unit": "nm"},
+        ],
+        "pixel_size_nm": pytest.approx(1.0),
+        "kind": "image",
+    }
+    json.dumps(info)
+    spectrum = info_dict(testdata / "ncem_08_carbon.dm3")
+    assert spectrum["kind"] == "spectrum" and spectrum["pixel_size_nm"] is None
+    uncalibrated = info_dict(testdata / "berkeley_example_image.emd")
+    assert uncalibrated["pixel_size_nm"] is None
+
+
+@pytest.mark.parametrize(
+    "name", ["ncem_3d_int16_64x65x66.dm4", "tkrem_hrstem_example.ser", "velox_Acquisition_18.emd"]
+)
+def test_lazy_read_gives_the_same_pixels(testdata, name):
+    eager = read(testdata / name, lazy=False)[0]
+    lazy = read(testdata / name, lazy=True)[0]
+    assert lazy.lazy and not eager.lazy
+    assert np.array_equal(np.asarray(lazy.data), eager.data)
+    assert lazy.scale == eager.scale
