@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +84,16 @@ def test_synth_writes_images_clean_versions_and_masks(tmp_path, capsys):
         tifffile.imread(again / "stem_0000_noisy.tif"),
         tifffile.imread(tmp_path / "stem_0000_noisy.tif"),
     )
+
+
+def test_demo_writes_results_and_summary(tmp_path):
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("noisy", "clean", "truth", "overview"):
+        assert (tmp_path / summary["outputs"][key]).is_file() or Path(
+            summary["outputs"][key]
+        ).is_file()
+    noisy = tifffile.imread(summary["outputs"]["noisy"])
+    assert noisy.shape == (512, 512)
+    if "denoise" in summary:  # present once the bundled denoiser is installed
+        assert summary["denoise"]["psnr_denoised_db"] > summary["denoise"]["psnr_noisy_db"]

@@ -141,6 +141,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from napari_temseg.demo import run_demo
+
+    run_demo(args.output)
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -253,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run the headless end-to-end demo on simulated data")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    s.set_defaults(func=_not_available("demo", "the end-to-end demo"))
+    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser(
         "synth", help="write simulated TEM/STEM images with clean versions and masks"
