@@ -107,3 +107,19 @@ def test_bad_checkpoint_reports_failure(widget, qtbot, tmp_path):
     _wait(qtbot, w)
     assert "failed" in w._status.value
     assert "ones denoised" not in viewer.layers
+
+
+def test_models_trained_in_the_session_appear_in_the_list(widget, tiny_checkpoint):
+    from napari_temseg.models.user import clear_user_models, register_user_model
+
+    _viewer, w = widget
+    try:
+        register_user_model("my-denoiser", tiny_checkpoint, "pretrained on my images")
+        values = (
+            [v for _, v in w._model.choices]
+            if isinstance(w._model.choices[0], tuple)
+            else list(w._model.choices)
+        )
+        assert str(tiny_checkpoint) in values
+    finally:
+        clear_user_models()

@@ -23,6 +23,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_temseg.display import display_limits
+from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._tasks import EngineTask
 
 CHECKPOINT_CHOICE = "checkpoint file…"
@@ -45,9 +46,12 @@ def device_choices() -> list[tuple[str, str]]:
 
 
 def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
+    """Bundled models by name, then this session's own models by path, then "file…"."""
     from napari_temseg.models import list_models
+    from napari_temseg.models.user import user_models
 
-    found = [(f"{m.name}: {m.description}", m.name) for m in list_models() if m.task == task]
+    found = [(f"{m.name}: {m.description}", m.name) for m in list_models(task)]
+    found += [(f"{m.name} (yours): {m.description}", str(m.path)) for m in user_models(task)]
     return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
 
 
@@ -90,12 +94,21 @@ class DenoiseWidget(Container):
         self._task.finished.connect(self._on_finished)
         self._model.changed.connect(self._on_model_changed)
         self._on_model_changed(self._model.value)
+        user_models_changed.connect(self._refresh_models)
+        self.native.destroyed.connect(lambda: user_models_changed.disconnect(self._refresh_models))
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self._task.cancel)
         self.native.destroyed.connect(self._task.cancel)
         self._source = None  # (layer, frame index or None) of the running job
 
     # ------------------------------------------------------------------ actions
+
+    def _refresh_models(self) -> None:
+        current = self._model.value
+        self._model.choices = model_choices()
+        values = [v for _, v in model_choices()]
+        if current in values:
+            self._model.value = current
 
     def _on_model_changed(self, value: str) -> None:
         self._checkpoint.visible = value == CHECKPOINT_CHOICE
