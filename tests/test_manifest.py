@@ -52,3 +52,38 @@ def test_npe2_validate_cli():
     result = CliRunner().invoke(app, ["validate", "napari-temseg"])
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
+
+
+def test_wheel_ships_the_manifest_as_a_real_file(tmp_path):
+    """`pip install .` (not only -e) must carry napari.yaml inside the package."""
+    import subprocess
+    import sys
+    import zipfile
+
+    import pytest
+
+    pytest.importorskip("setuptools_scm")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("napari_temseg-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        packaged = yaml.safe_load(zf.read("napari_temseg/napari.yaml"))
+        entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
+    assert packaged == yaml.safe_load((ROOT / "napari.yaml").read_text())
+    assert b"napari_temseg:napari.yaml" in entry_points
