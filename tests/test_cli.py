@@ -97,3 +97,43 @@ def test_demo_writes_results_and_summary(tmp_path):
     assert noisy.shape == (512, 512)
     if "denoise" in summary:  # present once the bundled denoiser is installed
         assert summary["denoise"]["psnr_denoised_db"] > summary["denoise"]["psnr_noisy_db"]
+
+
+def test_measure_writes_calibrated_table(tmp_path, capsys):
+    import pandas as pd
+    from skimage.draw import disk
+
+    from napari_temseg.io import write_labels
+
+    mask = np.ones((200, 200), np.uint8)
+    mask[disk((50, 50), 20)] = 2
+    mask[disk((140, 120), 10)] = 2
+    write_labels(tmp_path / "m.tif", mask, scale=(0.5, 0.5))
+    rc = main(["measure", str(tmp_path / "m.tif"), "-o", str(tmp_path / "t.csv")])
+    assert rc == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert len(table) == 2 and set(table["file"]) == {"m.tif"}
+    diam = sorted(table["equivalent_diameter_nm"])
+    assert diam[0] == pytest.approx(10.0, rel=0.05) and diam[1] == pytest.approx(20.0, rel=0.05)
+    assert "2 particle(s)" in capsys.readouterr().out
+
+
+def test_measure_reports_a_bad_file_and_goes_on(tmp_path, capsys):
+    from napari_temseg.io import write_labels
+
+    mask = np.ones((64, 64), np.uint8)
+    mask[10:20, 10:20] = 2
+    write_labels(tmp_path / "good.tif", mask, scale=(1.0, 1.0))
+    (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
+    rc = main(
+        [
+            "measure",
+            str(tmp_path / "bad.tif"),
+            str(tmp_path / "good.tif"),
+            "-o",
+            str(tmp_path / "t.csv"),
+        ]
+    )
+    assert rc == 1
+    assert "bad.tif" in capsys.readouterr().err
+    assert (tmp_path / "t.csv").is_file()

@@ -123,3 +123,22 @@ def test_models_trained_in_the_session_appear_in_the_list(widget, tiny_checkpoin
         assert str(tiny_checkpoint) in values
     finally:
         clear_user_models()
+
+
+def test_closing_the_viewer_mid_run_stops_cleanly(make_napari_viewer, tiny_checkpoint, qtbot):
+    viewer = make_napari_viewer()
+    w = DenoiseWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._model.value = CHECKPOINT_CHOICE
+    w._checkpoint.value = tiny_checkpoint
+    w._device.value = "cpu"
+    w._tile.value = 64
+    big = np.random.default_rng(4).poisson(5, size=(8, 512, 512)).astype(np.float32)
+    viewer.add_image(big, name="big")
+    w._image.value = viewer.layers["big"]
+    w.run()
+    task = w._task
+    assert task.running
+    viewer.close()  # deletes the dock widget while the worker runs
+    qtbot.waitUntil(lambda: not task.running, timeout=10_000)  # cancelled between tiles
+    assert task._cancel.is_set()

@@ -128,6 +128,44 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_measure(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from napari_temseg.engine.measure import measure, write_csv
+
+    images = args.image or []
+    if images and len(images) != len(args.masks):
+        raise CLIError(
+            f"got {len(args.masks)} mask(s) but {len(images)} image(s); give one per mask"
+        )
+    tables, failed = [], 0
+    for i, path in enumerate(args.masks):
+        try:
+            (mask,) = _read_images(path)[:1]
+            image = _read_images(images[i])[0].data if images else None
+            calibrated = mask.pixel_size_nm is not None
+            result = measure(
+                mask.data,
+                image,
+                scale=mask.scale[-2:] if calibrated else (1.0, 1.0),
+                unit="nm" if calibrated else "px",
+                return_labels=False,
+            )
+        except (CLIError, ValueError) as exc:
+            failed += 1
+            print(f"temseg: error: {path}: {exc}", file=sys.stderr)
+            continue
+        table = result.table
+        table.insert(0, "file", Path(path).name)
+        tables.append(table)
+        s = result.summary
+        print(f"{path}: {s.get('count', 0)} particle(s), coverage {s.get('coverage', 0):.1%}")
+    if tables:
+        out = write_csv(pd.concat(tables, ignore_index=True), args.output, overwrite=True)
+        print(f"wrote {out}")
+    return 1 if failed else 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from napari_temseg.models import list_models
 
@@ -253,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("masks", nargs="+", metavar="MASK")
     s.add_argument("--image", nargs="+", default=None, metavar="IMG")
     s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
-    s.set_defaults(func=_not_available("measure", "particle measurements"))
+    s.set_defaults(func=cmd_measure)
 
     s = sub.add_parser("models", help="list the bundled models")
     s.set_defaults(func=cmd_models)

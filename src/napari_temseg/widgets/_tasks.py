@@ -23,10 +23,25 @@ class EngineTask(QObject):
     failed = Signal(object)
     finished = Signal()
 
-    def __init__(self, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, owner: QObject | None = None) -> None:
+        super().__init__()
         self._cancel = threading.Event()
         self._worker = None
+        self._orphaned = False
+        if owner is not None:
+            owner.destroyed.connect(self._on_owner_destroyed)
+
+    def _on_owner_destroyed(self, *_: Any) -> None:
+        """The widget is gone (viewer closed): stop the work and report nothing more."""
+        self._orphaned = True
+        self._cancel.set()
+
+    def _relay(self, signal: Any) -> Callable[..., None]:
+        def emit(*args: Any) -> None:
+            if not self._orphaned:
+                signal.emit(*args)
+
+        return emit
 
     @property
     def running(self) -> bool:
@@ -40,11 +55,15 @@ class EngineTask(QObject):
         cancel = self._cancel
 
         def work() -> Any:
-            return fn(*args, progress=lambda *a: self.progress.emit(a), cancel=cancel, **kwargs)
+            def report(*a: Any) -> None:
+                if not self._orphaned:
+                    self.progress.emit(a)
+
+            return fn(*args, progress=report, cancel=cancel, **kwargs)
 
         worker = create_worker(work, _ignore_errors=True)
-        worker.returned.connect(self.done.emit)
-        worker.errored.connect(self.failed.emit)
+        worker.returned.connect(self._relay(self.done))
+        worker.errored.connect(self._relay(self.failed))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         worker.start()
@@ -65,4 +84,5 @@ class EngineTask(QObject):
 
     def _on_finished(self) -> None:
         self._worker = None
-        self.finished.emit()
+        if not self._orphaned:
+            self.finished.emit()

@@ -87,7 +87,7 @@ class DenoiseWidget(Container):
                 self._status,
             ]
         )
-        self._task = EngineTask()
+        self._task = EngineTask(owner=self.native)
         self._task.progress.connect(self._on_progress)
         self._task.done.connect(self._on_done)
         self._task.failed.connect(self._on_failed)
@@ -98,7 +98,6 @@ class DenoiseWidget(Container):
         self.native.destroyed.connect(lambda: user_models_changed.disconnect(self._refresh_models))
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self._task.cancel)
-        self.native.destroyed.connect(self._task.cancel)
         self._source = None  # (layer, frame index or None) of the running job
 
     # ------------------------------------------------------------------ actions

@@ -1,0 +1,293 @@
+"""Measure dock widget in a real viewer: table, sorting, selection, histogram, CSV."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_temseg.widgets.measure import MeasureWidget, parse_classes
+
+PX = 0.2  # nm per pixel
+RADII_NM = (2.0, 3.0, 4.0)  # three particles of known size, left to right
+
+
+def discs(shape=(120, 260), translate_x_px=0) -> np.ndarray:
+    """Support (1) with three particle discs (2) at known centres."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.ones(shape, dtype=np.uint8)
+    for i, r in enumerate(RADII_NM):
+        cy, cx = 60 * PX, (40 + 80 * i + translate_x_px) * PX
+        mask[(yy * PX - cy) ** 2 + (xx * PX - cx) ** 2 <= r * r] = 2
+    return mask
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    return viewer, w
+
+
+def _measure(qtbot, w, timeout=30_000):
+    w.run()
+    qtbot.waitUntil(lambda: not w._task.running, timeout=timeout)
+    assert w.result is not None
+
+
+def _column(w, name: str) -> list[str]:
+    headers = [w._table.horizontalHeaderItem(c).text() for c in range(w._table.columnCount())]
+    col = headers.index(name)
+    return [w._table.item(r, col).text() for r in range(w._table.rowCount())]
+
+
+def test_measure_table_summary_histogram_and_particles_layer(widget, qtbot):
+    viewer, w = widget
+    viewer.add_labels(discs(), name="mask", scale=(PX, PX), translate=(5.0, 10.0))
+    w._mask.value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 3
+    diam = sorted(float(t) for t in _column(w, "equivalent_diameter_nm"))
+    assert diam == pytest.approx([2 * r for r in RADII_NM], rel=0.02)
+    cx = sorted(float(t) for t in _column(w, "centroid_x_nm"))
+    assert cx == pytest.approx([10.0 + (40 + 80 * i) * PX for i in range(3)], abs=0.02)
+    assert "3 particles" in w._summary.value and "coverage" in w._summary.value
+    ax = w.histogram_axes
+    assert ax is not None and len(ax.patches) >= 5
+    assert sum(p.get_height() for p in ax.patches) == 3  # every particle is in a bar
+    particles = viewer.layers["mask particles"]
+    assert tuple(particles.scale) == pytest.approx((PX, PX))
+    assert tuple(particles.translate) == pytest.approx((5.0, 10.0))
+    assert sorted(np.unique(particles.data).tolist()) == [0, 1, 2, 3]
+
+
+def test_sorting_by_a_column_is_numeric(widget, qtbot):
+    viewer, w = widget
+    viewer.add_labels(discs(), name="mask", scale=(PX, PX))
+    w._mask.value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    headers = [w._table.horizontalHeaderItem(c).text() for c in range(w._table.columnCount())]
+    col = headers.index("area_nm2")
+    w._table.sortItems(col, Qt.SortOrder.DescendingOrder)
+    areas = [float(t) for t in _column(w, "area_nm2")]
+    assert areas == sorted(areas, reverse=True) and areas[0] > areas[-1]
+    w._table.sortItems(col, Qt.SortOrder.AscendingOrder)
+    assert [float(t) for t in _column(w, "area_nm2")] == sorted(areas)
+
+
+def test_clicking_a_row_selects_and_centres_on_the_particle(widget, qtbot):
+    viewer, w = widget
+    viewer.add_labels(discs(), name="mask", scale=(PX, PX), translate=(5.0, 10.0))
+    w._mask.value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    headers = [w._table.horizontalHeaderItem(c).text() for c in range(w._table.columnCount())]
+    w._table.sortItems(
+        headers.index("area_nm2"), Qt.SortOrder.DescendingOrder
+    )  # largest first: the 4 nm disc
+    w._table.resize(600, 300)  # the dock's window is not shown: give the table a size
+    cell = w._table.visualItemRect(w._table.item(0, 1)).center()
+    qtbot.mouseClick(w._table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    assert w._table.currentRow() == 0
+    particles = viewer.layers["mask particles"]
+    label = int(w._table.item(0, headers.index("label")).text())
+    assert particles.selected_label == label and particles.show_selected_label
+    big = (particles.data == label).sum() * PX * PX
+    assert big == pytest.approx(math.pi * 4.0**2, rel=0.02)
+    cy, cx = w._camera().center[-2:]
+    assert (cy, cx) == pytest.approx((5.0 + 60 * PX, 10.0 + 200 * PX), abs=0.05)
+    ring = viewer.layers["selected particle"]
+    assert ring.visible and ring.data[0] == pytest.approx([cy, cx])
+    assert ring.size[0] > 8.0  # wider than the 8 nm particle it surrounds
+    assert viewer.layers.selection.active is viewer.layers["mask"]  # user's layer stays active
+    w._table.clearSelection()
+    assert not particles.show_selected_label and not ring.visible
+
+
+def test_options_split_border_min_area_and_classes(widget, qtbot):
+    viewer, w = widget
+    mask = discs()
+    yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    mask[(yy * PX - 0.0) ** 2 + (xx * PX - 30.0) ** 2 <= 9.0] = 3  # a class-3 cap on the edge
+    viewer.add_labels(mask, name="mask", scale=(PX, PX))
+    w._mask.value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 4
+    w._exclude_border.value = True
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 3
+    w._min_area.value = 20.0  # nm²: drops the 2 nm disc (12.6 nm²)
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 2
+    w._exclude_border.value = False
+    w._min_area.value = 0.0
+    w._classes.value = "3"
+    _measure(qtbot, w)
+    assert _column(w, "class") == ["3"]
+    assert len(viewer.layers) == 2  # re-measuring updates "mask particles" in place
+    assert np.unique(viewer.layers["mask particles"].data).tolist() == [0, 1]
+    w._classes.value = "two"
+    w.run()
+    assert "whole numbers" in w._status.value and not w._task.running
+
+
+def test_split_touching_particles(widget, qtbot):
+    viewer, w = widget
+    yy, xx = np.mgrid[:100, :160]
+    mask = np.ones((100, 160), np.uint8)
+    for cx in (6.0, 13.6):  # 4 nm discs, centres 7.6 nm apart: touching
+        mask[(yy * PX - 10.0) ** 2 + (xx * PX - cx) ** 2 <= 16.0] = 2
+    viewer.add_labels(mask, name="pair", scale=(PX, PX))
+    w._mask.value = viewer.layers["pair"]
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 1
+    assert w._min_distance.native.isHidden()  # only relevant when splitting
+    w._split.value = True
+    assert not w._min_distance.native.isHidden()
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 2
+    areas = [float(t) for t in _column(w, "area_nm2")]
+    assert areas == pytest.approx([math.pi * 16.0] * 2, rel=0.05)
+
+
+def test_intensity_image_adds_mean_intensity(widget, qtbot):
+    viewer, w = widget
+    mask = discs()
+    viewer.add_labels(mask, name="mask", scale=(PX, PX))
+    viewer.add_image(np.where(mask == 2, 50.0, 10.0), name="img", scale=(PX, PX))
+    w._mask.value = viewer.layers["mask"]
+    w._image.value = viewer.layers["img"]
+    _measure(qtbot, w)
+    assert {float(t) for t in _column(w, "mean_intensity")} == {50.0}
+
+
+def test_stack_current_frame_and_all_frames(widget, qtbot):
+    viewer, w = widget
+    stack = np.stack([discs(), np.ones((120, 260), np.uint8), discs(translate_x_px=10)])
+    viewer.add_labels(stack, name="stack", scale=(1.0, PX, PX))
+    w._mask.value = viewer.layers["stack"]
+    viewer.dims.set_current_step(0, 2)
+    w._scope.value = "current frame"
+    _measure(qtbot, w)
+    assert set(_column(w, "frame")) == {"2"}
+    assert "3 particles in frame 2" in w._summary.value
+    particles = viewer.layers["stack particles"]
+    assert particles.data.shape == (1, 120, 260)
+    assert particles.translate[0] == pytest.approx(2.0)  # shown on frame 2 only
+    w._scope.value = "all frames"
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 6 and sorted(set(_column(w, "frame"))) == ["0", "2"]
+    assert particles.data.shape == stack.shape
+    assert "in 3 frames" in w._summary.value
+    viewer.dims.set_current_step(0, 1)
+    row = next(r for r, f in enumerate(_column(w, "frame")) if f == "0")
+    w._table.selectRow(row)
+    assert viewer.dims.current_step[0] == 0  # jumped to the particle's frame
+
+
+def test_csv_export_writes_and_never_overwrites(widget, qtbot, tmp_path):
+    viewer, w = widget
+    viewer.add_labels(discs(), name="mask", scale=(PX, PX))
+    w._mask.value = viewer.layers["mask"]
+    assert w.export_csv() is None and "Measure first" in w._status.value
+    _measure(qtbot, w)
+    assert Path(w._csv.value).name == "mask_particles.csv"  # a suggested name
+    target = tmp_path / "sizes.csv"
+    w._csv.value = target
+    first = w.export_csv()
+    assert first == target and first.is_file()
+    table = pd.read_csv(first)
+    assert len(table) == 3 and "equivalent_diameter_nm" in table.columns
+    assert "bbox_y0_px" in table.columns  # hidden in the dock, kept in the file
+    before = first.read_bytes()
+    second = w.export_csv()
+    assert second == tmp_path / "sizes_1.csv" and second.is_file()
+    assert first.read_bytes() == before
+    assert "exists and was kept" in w._status.value
+
+
+def test_uncalibrated_layer_is_measured_in_pixels(widget, qtbot):
+    viewer, w = widget
+    viewer.add_labels(discs(), name="mask")
+    w._mask.value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    assert "equivalent_diameter_px" in w.result.table.columns
+    assert " px" in w._summary.value
+
+
+def test_layer_in_micrometres_is_measured_in_nm(widget, qtbot):
+    viewer, w = widget
+    um = PX / 1000
+    viewer.add_labels(discs(), name="mask", scale=(um, um), translate=(0.005, 0.01), units="µm")
+    w._mask.value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    table = w.result.table.sort_values("centroid_x_nm")
+    assert table["equivalent_diameter_nm"].tolist() == pytest.approx(
+        [2 * r for r in RADII_NM], rel=0.02
+    )
+    assert table["centroid_x_nm"].iloc[0] == pytest.approx(10.0 + 40 * PX, abs=0.02)
+    w._table.selectRow(0)  # the camera works in the layer's own unit (µm)
+    row = w.result.table.iloc[w._table.item(0, 0).data(Qt.ItemDataRole.UserRole + 1)]
+    assert w._camera().center[-1] == pytest.approx(row["centroid_x_nm"] / 1000, abs=2e-5)
+
+
+def test_empty_mask_reports_the_support_convention(widget, qtbot):
+    viewer, w = widget
+    viewer.add_labels(np.ones((50, 50), np.uint8), name="blank", scale=(PX, PX))
+    w._mask.value = viewer.layers["blank"]
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 0
+    assert "no particles" in w._summary.value and "support" in w._status.value
+
+
+def test_closing_the_viewer_while_measuring_is_harmless(make_napari_viewer, qtbot):
+    from qtpy.QtCore import QThreadPool
+
+    viewer = make_napari_viewer()
+    w = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    stack = np.stack([discs()] * 20)
+    viewer.add_labels(stack, name="stack", scale=(1.0, PX, PX))
+    w._mask.value = viewer.layers["stack"]
+    w._scope.value = "all frames"
+    w.run()
+    assert w._task.running
+    viewer.close()
+    assert QThreadPool.globalInstance().waitForDone(30_000)
+    qtbot.wait(50)  # deliver the late signals: they must not touch the closed dock
+    assert w.result is None
+
+
+def test_real_non_square_file_calibration_and_intensity(widget, qtbot, testdata):
+    """A DM3 with 0.2 nm (y) x 1 nm (x) pixels: a round particle in nm is measured round."""
+    from napari_temseg.io.napari_hooks import read_layers
+
+    viewer, w = widget
+    data, meta, _ = read_layers(str(testdata / "ncem_float32_nonsquare.dm3"))[0]
+    image = viewer.add_image(data, **meta)
+    sy, sx = image.scale
+    assert (sy, sx) == pytest.approx((0.2, 1.0))
+    yy, xx = np.mgrid[: data.shape[0], : data.shape[1]]
+    r = 5.0  # nm: 50 rows tall, 10 columns wide
+    disc = (yy * sy - 6.4) ** 2 + (xx * sx - 64.0) ** 2 <= r * r
+    mask = np.where(disc, 2, 1).astype(np.uint8)
+    viewer.add_labels(mask, name="mask", scale=image.scale, units=image.units)
+    w._mask.value = viewer.layers["mask"]
+    w._image.value = image
+    _measure(qtbot, w)
+    row = w.result.table.iloc[0]
+    assert row["area_nm2"] == pytest.approx(math.pi * r * r, rel=0.03)
+    assert row["feret_max_nm"] == pytest.approx(2 * r, abs=1.001)  # one pixel along x
+    assert row["feret_min_nm"] == pytest.approx(2 * r, abs=1.001)
+    assert row["mean_intensity"] == pytest.approx(float(data[disc].mean()), rel=1e-5)
+
+
+def test_parse_classes():
+    assert parse_classes("") is None
+    assert parse_classes("2, 3;4") == [2, 3, 4]
+    with pytest.raises(ValueError, match=r"1\.\.K"):
+        parse_classes("0")
