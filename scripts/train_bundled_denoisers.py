@@ -1,0 +1,126 @@
+"""Train the denoisers bundled with napari-temseg, on the project's own simulator.
+
+    python scripts/train_bundled_denoisers.py --kind stem --steps 3000 --seed 0
+    python scripts/train_bundled_denoisers.py --kind hrtem --steps 3000 --seed 0
+
+Writes ``src/napari_temseg/models/weights/<kind>-denoise.safetensors`` (the best model by
+validation loss on a fixed simulated validation set), with the command, seed, data, steps
+and training time in its header. Progress goes to stdout (one line per validation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from napari_temseg.engine import TrainConfig, simulated_source, train
+from napari_temseg.models import UNet, count_parameters, save_checkpoint
+from napari_temseg.models.bundled import WEIGHTS_DIR
+
+DESCRIPTIONS = {
+    "stem": "HAADF-STEM denoiser (U-Net, simulated nanoparticles, 0.5-5000 e/px, full distortion set)",
+    "hrtem": "HRTEM denoiser (U-Net, simulated nanoparticles, 0.5-5000 e/px, full distortion set)",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kind", choices=("stem", "hrtem"), required=True)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--loss", default="l1")
+    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--norm", default="none", choices=("none", "channel", "group"))
+    p.add_argument("--residual", type=int, default=1, help="1: predict a correction to the input")
+    p.add_argument("--clean-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--val-every", type=int, default=250)
+    p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--work", type=Path, default=Path("/tmp/temseg-train"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    name = f"{args.kind}-denoise"
+    source = simulated_source(
+        args.kind,
+        size=args.image_size,
+        patch=args.patch,
+        clean_fraction=args.clean_fraction,
+    )
+    torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
+    model = UNet(base=args.base, depth=args.depth, norm=args.norm, residual=bool(args.residual))
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch,
+        lr=args.lr,
+        loss=args.loss,
+        val_every=args.val_every,
+        val_size=64,
+        seed=args.seed,
+        device=args.device,
+        checkpoint=str(args.work / f"{name}.best.safetensors"),
+    )
+    print(f"training {name}: {count_parameters(model)} parameters, {cfg}", flush=True)
+
+    def log(ev) -> None:
+        if ev.kind == "val":
+            print(
+                f"step {ev.step:5d}/{ev.steps}  loss {ev.loss:.4f}  val {ev.val_loss:.4f} "
+                f"({ev.val_psnr:.2f} dB)  best@{ev.best_step}  {ev.examples_per_s:.1f} ex/s  "
+                f"{ev.elapsed_s / 60:.1f} min  skipped {ev.skipped_steps}",
+                flush=True,
+            )
+
+    t0 = time.perf_counter()
+    result = train(model, source, cfg, progress=log)
+    minutes = (time.perf_counter() - t0) / 60
+    desc = source.describe()
+    meta = {
+        "task": "denoise",
+        "name": name,
+        "description": DESCRIPTIONS[args.kind],
+        "modality": args.kind,
+        "normalization": source.normalization.to_dict(),
+        "training_data": desc,
+        "pixel_size_nm_range": desc["pixel_size_range_nm"],
+        "dose_range_e_per_px": desc["dose_range_e_per_px"],
+        "training": {
+            "command": "python scripts/train_bundled_denoisers.py "
+            + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+            "seed": args.seed,
+            "steps": result.steps_done,
+            "batch_size": args.batch,
+            "patch": args.patch,
+            "loss": args.loss,
+            "lr": args.lr,
+            "best_step": result.best_step,
+            "val_loss": result.best_val_loss,
+            "val_psnr_db": result.best_val_psnr,
+            "minutes": round(minutes, 2),
+            "examples_per_s": round(result.examples_per_s, 2),
+            "device": str(cfg.device),
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+    }
+    path = save_checkpoint(args.out / f"{name}.safetensors", result.model, meta)
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): best step {result.best_step}, "
+        f"val {result.best_val_loss:.4f} ({result.best_val_psnr:.2f} dB), {minutes:.1f} min",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

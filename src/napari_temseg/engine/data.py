@@ -1,0 +1,189 @@
+"""Where training patches come from: (noisy, clean) pairs, normalised like inference does.
+
+A *patch source* hands the training loop batches of normalised ``(noisy, clean)`` patches.
+The normalisation is computed on the whole image the patches are cut from, exactly as
+inference computes it on a whole frame, and stored in the checkpoint with the source's
+description. :class:`PairSource` cuts patches from image pairs made on demand by any
+function (the simulator now; the user's own images with added shot noise in issue 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from napari_temseg.engine.normalize import Normalization
+
+MakePair = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
+
+
+@runtime_checkable
+class PatchSource(Protocol):
+    """What the training loop needs from its data."""
+
+    normalization: Normalization
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` normalised patch pairs, each float32 of shape (n, 1, P, P)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description of the training data, for the checkpoint."""
+        ...
+
+
+def augment_pair(
+    a: np.ndarray, b: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same random flip/transpose (one of the 8 square symmetries) of both arrays."""
+    k = int(rng.integers(8))
+    if k & 1:
+        a, b = a[::-1], b[::-1]
+    if k & 2:
+        a, b = a[:, ::-1], b[:, ::-1]
+    if k & 4 and a.shape[0] == a.shape[1]:
+        a, b = a.T, b.T
+    return a, b
+
+
+class PairSource:
+    """Random patches from image pairs ``make_pair(rng) -> (noisy, clean)``.
+
+    Each pair serves ``patches_per_image`` patches before a new one is made (images are
+    costly to make, patches cheap to cut). With probability ``clean_fraction`` the clean
+    image is also the input, so the model learns to leave clean images alone. Noisy and
+    clean are normalised with the statistics of the *input* image, as inference will.
+    """
+
+    def __init__(
+        self,
+        make_pair: MakePair,
+        patch: int = 128,
+        normalization: Normalization | None = None,
+        patches_per_image: int = 4,
+        clean_fraction: float = 0.0,
+        augment: bool = True,
+        description: dict[str, Any] | None = None,
+    ) -> None:
+        if patch < 16:
+            raise ValueError(f"patch must be at least 16 pixels, got {patch}")
+        if not 0 <= clean_fraction <= 1:
+            raise ValueError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
+        self.make_pair = make_pair
+        self.patch = patch
+        self.normalization = normalization or Normalization()
+        self.patches_per_image = max(1, patches_per_image)
+        self.clean_fraction = clean_fraction
+        self.augment = augment
+        self.description = description or {}
+        self._current: tuple[np.ndarray, np.ndarray] | None = None
+        self._uses = 0
+        self._rng: np.random.Generator | None = None
+        self._stats: dict[bool, tuple[float, float]] = {}
+
+    def _next_pair(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        # a different generator (e.g. the validation draw) never reuses the training image
+        if self._current is None or self._uses >= self.patches_per_image or self._rng is not rng:
+            self._rng = rng
+            noisy, clean = self.make_pair(rng)
+            noisy = np.asarray(noisy, np.float32)
+            clean = np.asarray(clean, np.float32)
+            if noisy.shape != clean.shape or noisy.ndim != 2:
+                raise ValueError(
+                    f"make_pair must return two 2D images of one shape, got {noisy.shape}, {clean.shape}"
+                )
+            if min(noisy.shape) < self.patch:
+                raise ValueError(
+                    f"images of shape {noisy.shape} are smaller than patch {self.patch}"
+                )
+            self._current, self._uses, self._stats = (noisy, clean), 0, {}
+        self._uses += 1
+        return self._current
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        p = self.patch
+        xs = np.empty((n, 1, p, p), np.float32)
+        ys = np.empty((n, 1, p, p), np.float32)
+        for i in range(n):
+            noisy, clean = self._next_pair(rng)
+            use_clean = bool(rng.random() < self.clean_fraction)
+            inp = clean if use_clean else noisy
+            if use_clean not in self._stats:
+                self._stats[use_clean] = self.normalization.stats(inp)
+            stats = self._stats[use_clean]
+            y0 = int(rng.integers(inp.shape[0] - p + 1))
+            x0 = int(rng.integers(inp.shape[1] - p + 1))
+            a, b = inp[y0 : y0 + p, x0 : x0 + p], clean[y0 : y0 + p, x0 : x0 + p]
+            if self.augment:
+                a, b = augment_pair(a, b, rng)
+            xs[i, 0] = self.normalization.apply(a, stats)
+            ys[i, 0] = self.normalization.apply(b, stats)
+        np.nan_to_num(xs, copy=False)
+        return xs, ys
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.description,
+            "patch": self.patch,
+            "clean_fraction": self.clean_fraction,
+            "augment": self.augment,
+        }
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
+
+
+def simulated_source(
+    kind: str,
+    size: int = 256,
+    patch: int = 128,
+    dose_range: tuple[float, float] | None = None,
+    pixel_size_range_nm: tuple[float, float] | None = None,
+    distortions: Any = None,
+    clean_fraction: float = 0.1,
+    patches_per_image: int = 4,
+    normalization: Normalization | None = None,
+) -> PairSource:
+    """Patches from the project's simulator: ``kind`` "stem" or "hrtem".
+
+    Dose (electrons per pixel) and pixel size are drawn log-uniformly from the given
+    ranges (default: the simulator's own wide ranges); ``distortions`` None means
+    ``DistortionConfig.full()``. The target is the simulator's ``clean`` image (no noise,
+    no scan distortion, same units as the noisy one).
+    """
+    from napari_temseg.synth import DOSE_RANGE, PIXEL_SIZE_RANGE_NM, DistortionConfig, simulate
+
+    doses = tuple(dose_range or DOSE_RANGE)
+    pixels = tuple(pixel_size_range_nm or PIXEL_SIZE_RANGE_NM[kind])
+    config = distortions if distortions is not None else DistortionConfig.full()
+
+    def make_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        s = simulate(
+            kind,
+            size,
+            pixel_size_nm=_log_uniform(rng, *pixels),
+            dose=_log_uniform(rng, *doses),
+            seed=int(rng.integers(2**63)),
+            distortions=config,
+        )
+        return s.noisy, s.clean
+
+    description = {
+        "source": "napari_temseg.synth.simulate",
+        "kind": kind,
+        "image_size": size,
+        "dose_range_e_per_px": list(doses),
+        "pixel_size_range_nm": list(pixels),
+        "distortions": "full" if distortions is None else "custom",
+    }
+    return PairSource(
+        make_pair,
+        patch=patch,
+        normalization=normalization,
+        patches_per_image=patches_per_image,
+        clean_fraction=clean_fraction,
+        description=description,
+    )

@@ -1,0 +1,96 @@
+"""Robust intensity normalisation of micrographs, and its inverse.
+
+Detector counts vary over orders of magnitude between acquisitions, so each frame is mapped
+to a common range before it meets a network: its low and high percentiles (0.5 % and
+99.5 % by default) go to 0 and 1. Percentiles, unlike min/max or mean/std, ignore the few
+X-ray spikes and dead pixels of a real frame. The statistics come from the whole frame (a
+strided subsample of it for big frames), never from one tile, so every tile of a frame is
+treated alike. The same settings are stored in a checkpoint, so inference normalises
+exactly as training did, and the output is mapped back to the input's intensity range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+METHODS = ("percentile", "none")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How to normalise a frame: ``percentile`` (``low``/``high`` -> 0/1) or ``none``.
+
+    Normalised values are clipped to ``[-clip, clip]``: a saturated X-ray hit in a
+    low-dose frame can sit thousands of normalised units above the signal, and the
+    network need not know by how much.
+    """
+
+    method: str = "percentile"
+    low: float = 0.5
+    high: float = 99.5
+    clip: float | None = 20.0
+    max_samples: int = 1_048_576
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown normalisation {self.method!r}; expected one of {METHODS}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be positive or None, got {self.clip}")
+        if not 0 <= self.low < self.high <= 100:
+            raise ValueError(
+                f"need 0 <= low < high <= 100 percentiles, got {self.low}, {self.high}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Normalization:
+        """From checkpoint metadata; ``None`` gives the default (unknown keys are ignored)."""
+        if not d:
+            return cls()
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def stats(self, frame: Any) -> tuple[float, float]:
+        """``(offset, scale)`` of one frame (numpy, dask or any sliceable 2D array)."""
+        if self.method == "none":
+            return 0.0, 1.0
+        sample = _subsample(frame, self.max_samples)
+        sample = sample[np.isfinite(sample)]
+        if sample.size == 0:
+            return 0.0, 1.0
+        lo, hi = np.percentile(sample, [self.low, self.high])
+        if hi - lo > 1e-6 * max(abs(hi), abs(lo), 1e-12):
+            return float(lo), float(hi - lo)
+        # very sparse images (a few counts in a sea of zeros): fall back to the spread
+        std = float(sample.std())
+        if std > 0:
+            return float(lo), std * 4.0
+        return float(lo), 1.0
+
+    def apply(self, x: Any, stats: tuple[float, float]) -> Any:
+        """Normalise ``x`` (numpy array or torch tensor) with a frame's ``stats``."""
+        if self.method == "none":
+            return x
+        offset, scale = stats
+        y = (x - offset) / scale
+        return y.clip(-self.clip, self.clip) if self.clip else y
+
+    @staticmethod
+    def invert(y: Any, stats: tuple[float, float]) -> Any:
+        offset, scale = stats
+        return y * scale + offset
+
+
+def _subsample(frame: Any, max_samples: int) -> np.ndarray:
+    """A strided float sample of at most about ``max_samples`` pixels, read lazily."""
+    shape = frame.shape
+    size = math.prod(shape)
+    step = max(1, math.ceil((size / max_samples) ** (1 / max(len(shape), 1))))
+    sample = frame[(slice(None, None, step),) * len(shape)] if step > 1 else frame
+    return np.asarray(sample, dtype=np.float64).ravel()

@@ -1,0 +1,295 @@
+"""Tiled inference for images of any size: the one loop behind denoising and segmentation.
+
+Frames are processed one at a time (stacks frame by frame), and each frame tile by tile,
+reading only the region a tile needs (numpy, dask, zarr, memmaps all slice lazily). Tiles
+overlap and are blended with raised-cosine weights that fall to (almost) zero at a tile's
+inner edges, where the network saw padding instead of context; on the image border no
+taper is needed. The weights of a tile are the outer product of a row and a column window,
+so their sum over the tile grid is separable too: dividing by it needs no full weight map.
+The accumulator is the output frame itself (on the CPU) or one frame on the GPU, so memory
+stays at about input + output + one batch of tiles.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_temseg.engine.device import select_device
+from napari_temseg.engine.normalize import Normalization
+
+Progress = Callable[[int, int], Any]
+MIN_TILE = 32
+
+
+class Cancelled(Exception):
+    """Raised between tiles (or training steps) when the caller's cancel event is set."""
+
+
+class _ShrinkTile(Exception):
+    """Internal: out of GPU memory at batch 1; restart the frame with smaller tiles."""
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start positions of tiles covering ``[0, length)``; the last one ends at ``length``."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def _window(start: int, size: int, length: int, overlap: int) -> np.ndarray:
+    """1D blending weights of one tile, toward inner neighbours only.
+
+    Over the ``overlap`` pixels at an inner edge the weight is ~0 for the outer quarter
+    (padding-affected pixels, left to the neighbour), a raised-cosine ramp across the
+    middle half and 1 in the inner quarter; with the neighbour's mirror-image ramp every
+    pixel of the overlap has total weight >= 0.5 and the blend is smooth.
+    """
+    w = np.ones(size, np.float32)
+    ramp_len = min(overlap, size // 2)
+    if ramp_len > 0:
+        margin = ramp_len // 4
+        d = np.arange(ramp_len, dtype=np.float64) + 0.5
+        t = np.clip((d - margin) / max(ramp_len - 2 * margin, 1), 0.0, 1.0)
+        ramp = np.maximum(np.sin(0.5 * np.pi * t) ** 2, 1e-6).astype(np.float32)
+        if start > 0:
+            w[:ramp_len] = ramp
+        if start + size < length:
+            w[size - ramp_len :] = ramp[::-1]
+    return w
+
+
+def _weight_sum(starts: list[int], size: int, length: int, overlap: int) -> np.ndarray:
+    total = np.zeros(length, np.float32)
+    for s in starts:
+        total[s : s + size] += _window(s, size, length, overlap)
+    return total
+
+
+def _default_batch(device: torch.device, th: int, tw: int) -> int:
+    if device.type == "cpu":
+        return 2
+    return int(np.clip(64 * (256 * 256) / (th * tw), 1, 256))
+
+
+def _amp_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _check_args(shape: tuple[int, ...], tile: int, overlap: int, out_channels: int) -> None:
+    if len(shape) < 2:
+        raise ValueError(
+            f"expected an image of at least 2 dimensions (..., Y, X), got shape {shape}"
+        )
+    if min(shape) == 0:
+        raise ValueError(f"the image is empty (shape {shape})")
+    if tile < MIN_TILE:
+        raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
+    if not 0 <= overlap < tile // 2:
+        raise ValueError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
+    if out_channels < 1:
+        raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+
+
+def predict_tiled(
+    image: Any,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    tile: int = 256,
+    overlap: int = 32,
+    out_channels: int = 1,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int | None = None,
+    normalization: Normalization | None = None,
+    denormalize: bool = True,
+    amp: bool | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Apply ``fn`` to an image of any size, tile by tile, and blend the tiles seamlessly.
+
+    ``image`` is (..., Y, X): every leading index is a frame. ``fn`` maps a batch of
+    normalised tiles ``(B, 1, h, w)`` on ``device`` to ``(B, out_channels, h, w)``; it runs
+    under ``torch.inference_mode`` and, on CUDA when ``amp`` is not False, autocast.
+    Each frame is normalised with its own robust statistics (``normalization``; None = as
+    is) and, when ``denormalize``, the result is mapped back to the frame's intensity range
+    (denoising); segmentation passes ``denormalize=False`` and gets ``fn``'s values.
+
+    Returns float32 of shape (..., Y, X) for one output channel, else (..., C, Y, X)
+    (written into ``out`` when given, e.g. a memmap for huge stacks). ``progress(done,
+    total)`` is called after every batch of tiles; ``cancel`` is checked before every
+    batch and raises :class:`Cancelled`. On CUDA out-of-memory the batch is halved, then
+    the tile, and the run continues.
+    """
+    shape = tuple(int(s) for s in image.shape)
+    _check_args(shape, tile, overlap, out_channels)
+    dev = select_device(device)
+    lead, (height, width) = shape[:-2], shape[-2:]
+    out_shape = (
+        (*lead, height, width) if out_channels == 1 else (*lead, out_channels, height, width)
+    )
+    if out is None:
+        out = np.empty(out_shape, np.float32)
+    elif out.shape != out_shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {out_shape}, got {out.dtype} {out.shape}")
+    use_amp = (amp is not False) and _amp_dtype(dev) is not None
+    state = {"tile": tile, "batch": batch_size, "done": 0}
+    frames = list(np.ndindex(*lead)) if lead else [()]
+    for k, idx in enumerate(frames):
+        target = out[idx] if idx else out
+        done_before = state["done"]
+        while True:
+            try:
+                _predict_frame(
+                    image[idx] if idx else image,
+                    target,
+                    fn,
+                    dev,
+                    state,
+                    overlap,
+                    out_channels,
+                    normalization,
+                    denormalize,
+                    use_amp,
+                    progress,
+                    cancel,
+                    remaining_frames=len(frames) - k,
+                )
+                break
+            except _ShrinkTile:
+                state["done"] = done_before
+                state["tile"] = max(MIN_TILE, state["tile"] // 2)
+    return out
+
+
+def _predict_frame(
+    frame: Any,
+    target: np.ndarray,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    dev: torch.device,
+    state: dict,
+    overlap: int,
+    out_channels: int,
+    normalization: Normalization | None,
+    denormalize: bool,
+    use_amp: bool,
+    progress: Progress | None,
+    cancel: threading.Event | None,
+    remaining_frames: int,
+) -> None:
+    """Predict one frame into ``target`` ((Y, X) or (C, Y, X) float32)."""
+    height, width = frame.shape[-2:]
+    th, tw = min(state["tile"], height), min(state["tile"], width)
+    ov = min(overlap, max(0, min(th, tw) // 2 - 1))
+    ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
+    tiles = [(y, x) for y in ys for x in xs]
+    total = state["done"] + remaining_frames * len(tiles)
+    stats = normalization.stats(frame) if normalization is not None else (0.0, 1.0)
+    wy = {y: torch.from_numpy(_window(y, th, height, ov)) for y in ys}
+    wx = {x: torch.from_numpy(_window(x, tw, width, ov)) for x in xs}
+    acc_dev = _accumulator_device(dev, out_channels, height, width)
+    in_place = acc_dev.type == "cpu" and target.flags.c_contiguous and target.flags.writeable
+    if in_place:
+        acc = torch.from_numpy(target).view(out_channels, height, width)  # blend in place
+        acc.zero_()
+    else:
+        acc = torch.zeros((out_channels, height, width), dtype=torch.float32, device=acc_dev)
+    wy = {k: v.to(acc_dev) for k, v in wy.items()}
+    wx = {k: v.to(acc_dev) for k, v in wx.items()}
+    batch = state["batch"] or _default_batch(dev, th, tw)
+    amp_dtype = _amp_dtype(dev) if use_amp else None
+    i = 0
+    while i < len(tiles):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {state['done']} of {total} tiles")
+        chunk = tiles[i : i + batch]
+        x = _gather(frame, chunk, th, tw, dev, stats, normalization)
+        try:
+            with (
+                torch.inference_mode(),
+                torch.autocast(
+                    dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+                ),
+            ):
+                y = fn(x)
+        except torch.cuda.OutOfMemoryError:
+            del x
+            _free(dev)
+            if batch > 1:
+                batch = state["batch"] = max(1, batch // 2)
+                continue
+            if min(th, tw) > MIN_TILE:
+                raise _ShrinkTile() from None
+            raise
+        if y.shape != (len(chunk), out_channels, th, tw):
+            raise ValueError(
+                f"the model returned shape {tuple(y.shape)} for tiles of "
+                f"{(len(chunk), 1, th, tw)}; expected {out_channels} channel(s) of the same size"
+            )
+        y = torch.nan_to_num(y.float()).to(acc_dev)
+        for (ty, tx), yk in zip(chunk, y, strict=True):
+            acc[:, ty : ty + th, tx : tx + tw] += yk * (wy[ty][:, None] * wx[tx][None, :])
+        i += len(chunk)
+        state["done"] += len(chunk)
+        if progress is not None:
+            progress(state["done"], total)
+    norm_y = torch.from_numpy(_weight_sum(ys, th, height, ov)).to(acc_dev)
+    norm_x = torch.from_numpy(_weight_sum(xs, tw, width, ov)).to(acc_dev)
+    for r0 in range(0, height, 1024):  # row blocks: no full-frame temporary
+        block = acc[:, r0 : r0 + 1024]
+        block /= norm_y[r0 : r0 + 1024, None] * norm_x[None, :]
+        if denormalize and normalization is not None:
+            block.mul_(stats[1]).add_(stats[0])
+    if not in_place:
+        target[...] = acc.cpu().numpy().reshape(target.shape)
+
+
+def _gather(
+    frame: Any,
+    chunk: list[tuple[int, int]],
+    th: int,
+    tw: int,
+    dev: torch.device,
+    stats: tuple[float, float],
+    normalization: Normalization | None,
+) -> torch.Tensor:
+    """Read the tiles of a batch from the frame and normalise them on ``dev``."""
+    arr = np.stack([np.asarray(frame[y : y + th, x : x + tw], dtype=np.float32) for y, x in chunk])
+    x = torch.from_numpy(arr).to(dev, non_blocking=True)[:, None]
+    if normalization is not None:
+        x = normalization.apply(x, stats)
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # dead/NaN pixels: neutral
+
+
+def _accumulator_device(dev: torch.device, channels: int, height: int, width: int) -> torch.device:
+    """Blend on the GPU when a frame's accumulator fits comfortably, else in host memory."""
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        if 4 * channels * height * width < free // 4:
+            return dev
+    return torch.device("cpu")
+
+
+def _free(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def tiles_per_frame(shape: tuple[int, ...], tile: int, overlap: int) -> int:
+    """How many tiles one frame of ``shape`` takes (for progress bars and estimates)."""
+    h, w = shape[-2:]
+    th, tw = min(tile, h), min(tile, w)
+    ov = min(overlap, max(0, min(th, tw) // 2 - 1))
+    return len(tile_starts(h, th, ov)) * len(tile_starts(w, tw, ov))
+
+
+__all__ = ["Cancelled", "predict_tiled", "tile_starts", "tiles_per_frame"]

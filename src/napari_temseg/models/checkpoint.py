@@ -1,0 +1,153 @@
+"""One checkpoint format for every model the project writes: denoisers now, segmenters later.
+
+A checkpoint is a safetensors file: the tensors, plus a text header holding JSON for the
+architecture config and the metadata (task, input normalisation, training data, pixel
+size range, class names, ...). Reading it never unpickles anything, so a model file from
+a stranger cannot run code. Files written with ``torch.save`` in the same layout (a dict
+of ``format``, ``config``, ``meta``, ``state_dict``) are read with ``weights_only=True``,
+which refuses anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from napari_temseg.models.factory import build_model
+
+FORMAT = "napari-temseg-checkpoint"
+FORMAT_VERSION = 1
+TASKS = ("denoise", "segment")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable napari-temseg checkpoint (the message says why)."""
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-able copy of ``obj``: numpy/torch scalars and tuples become plain values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"checkpoint metadata must be JSON-able; got {type(obj).__name__}: {obj!r}")
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``model`` (its ``config`` and weights) and ``meta`` to ``path`` (safetensors).
+
+    ``meta["task"]`` must be ``"denoise"`` or ``"segment"``; everything else in ``meta``
+    is free (``normalization``, ``training_data``, ``pixel_size_nm_range``,
+    ``class_names``, ``description``, ...) as long as it is JSON-able.
+    """
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "arch" not in config:
+        raise TypeError(f"{type(model).__name__} has no .config dict; it cannot be checkpointed")
+    if meta.get("task") not in TASKS:
+        raise ValueError(f"meta['task'] must be one of {TASKS}, got {meta.get('task')!r}")
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(_plain(config)),
+        "meta": json.dumps(_plain(meta)),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # ordinary file permissions (not 0600)
+    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    return path
+
+
+def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        header = f.metadata() or {}
+        if header.get("format") != FORMAT:
+            raise CheckpointError(
+                f"{path.name} is a safetensors file but not a napari-temseg checkpoint "
+                "(no architecture/metadata header)"
+            )
+        tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else None
+    try:
+        config, meta = json.loads(header["config"]), json.loads(header["meta"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path.name}: damaged checkpoint header ({exc})") from exc
+    return config, meta, tensors
+
+
+def _read_torch(path: Path) -> tuple[dict, dict, dict]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # weights_only refuses code objects with UnpicklingError
+        raise CheckpointError(
+            f"{path.name} could not be read as a weights-only torch file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); only plain tensors are accepted"
+        ) from exc
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        raise CheckpointError(f"{path.name} is a torch file but not a napari-temseg checkpoint")
+    try:
+        return dict(obj["config"]), dict(obj["meta"]), dict(obj["state_dict"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path.name}: incomplete checkpoint ({exc})") from exc
+
+
+def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return _read_safetensors(path, with_tensors)
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        if zipfile.is_zipfile(path):
+            config, meta, tensors = _read_torch(path)
+            return config, meta, tensors if with_tensors else None
+        raise CheckpointError(
+            f"{path.name} is not a napari-temseg checkpoint (not a safetensors file: {exc})"
+        ) from exc
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a checkpoint, reading only its header (cheap; used to list models)."""
+    return _read(path, with_tensors=False)[1]
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the network stored in ``path`` on ``device`` (in eval mode) -> (model, meta).
+
+    ``meta`` also carries ``config`` (the architecture) for convenience. Raises
+    :class:`CheckpointError` for anything that is not an intact checkpoint.
+    """
+    config, meta, tensors = _read(path, with_tensors=True)
+    name = Path(path).name
+    try:
+        model = build_model(config)
+    except ValueError as exc:
+        raise CheckpointError(f"{name}: {exc}") from exc
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"{name}: weights do not match its architecture ({first})") from exc
+    model.eval().to(device)
+    return model, {**meta, "config": config}
