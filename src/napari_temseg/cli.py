@@ -128,6 +128,27 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from napari_temseg.engine.pretrain import pretrain_files
+
+    try:
+        path = pretrain_files(
+            args.images,
+            args.output,
+            method=args.method,
+            steps=args.steps,
+            init=args.init or "auto",
+            device=args.device,
+            seed=args.seed,
+            overwrite=args.force,
+            patch=args.patch,
+        )
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -270,8 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="MODEL")
     s.add_argument("--method", choices=("poisson", "pix2pix"), default="poisson")
     s.add_argument("--steps", type=int, default=2000, metavar="N")
-    s.add_argument("--init", default=None, metavar="NAME|PATH")
-    s.set_defaults(func=_not_available("pretrain", "pretraining on your own images"))
+    s.add_argument(
+        "--init",
+        default=None,
+        metavar="NAME|PATH",
+        help="start model: 'auto' (bundled denoiser, default), 'scratch', a name or a "
+        "checkpoint (an earlier pretraining continues where it stopped)",
+    )
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--patch", type=int, default=128, metavar="N", help="patch side in pixels")
+    s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
+    s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("finetune", help="fine-tune a denoiser into a segmenter from labels")
     s.add_argument("--image", nargs="+", required=True, metavar="IMG")

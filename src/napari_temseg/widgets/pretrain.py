@@ -1,0 +1,373 @@
+"""Pretrain dock widget: teach a denoiser the user's own images, in a child process.
+
+Thin by design: it collects the chosen layers (or a folder), hands them with a
+``PretrainConfig`` to ``engine.process.TrainingProcess`` and polls its queue from a Qt timer
+(so the GUI thread never computes), drawing loss curves and a before/after preview layer.
+The finished model is registered for the session (the Denoise widget lists it at once)
+and can be saved anywhere; an existing file is never overwritten.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    Select,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+
+from napari_temseg.display import display_limits
+from napari_temseg.models.user import register_user_model, user_models_changed
+from napari_temseg.widgets._curves import LossCurves
+from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices
+
+PREVIEW_LAYER = "pretrain preview (before | after)"
+METHOD_CHOICES = [
+    ("Poisson (encoder-decoder)", "poisson"),
+    ("Pix2Pix (conditional GAN)", "pix2pix"),
+]
+#: how long Stop waits for the graceful end (best checkpoint written) before terminating
+STOP_TIMEOUT_S = 20.0
+
+
+def start_choices() -> list[tuple[str, str]]:
+    from napari_temseg.models import list_models
+    from napari_temseg.models.user import user_models
+
+    found = [("automatic (bundled denoiser if installed)", "auto"), ("from scratch", "scratch")]
+    found += [(f"{m.name}: {m.description}", m.name) for m in list_models("denoise")]
+    found += [(f"{m.name} (yours)", str(m.path)) for m in user_models("denoise")]
+    return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
+
+
+class PretrainWidget(Container):
+    """Pretrain a denoiser on the selected image layers (or a folder of files)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._layers = Select(label="Images", choices=self._image_names, allow_multiple=True)
+        self._folder = FileEdit(label="or folder", mode="d", value="")
+        self._method = ComboBox(label="Method", choices=METHOD_CHOICES)
+        self._steps = SpinBox(label="Steps", min=1, max=1_000_000, value=1000)
+        self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=128)
+        self._batch = SpinBox(label="Batch", min=1, max=256, value=8)
+        self._device = ComboBox(label="Device", choices=device_choices())
+        self._start_model = ComboBox(label="Start from", choices=start_choices())
+        self._checkpoint = FileEdit(
+            label="Checkpoint", mode="r", filter="*.safetensors *.pt", visible=False
+        )
+        self._start = PushButton(text="Start")
+        self._stop = PushButton(text="Stop (keep best)", enabled=False)
+        self._continue = PushButton(text="Continue", enabled=False)
+        self._progress = ProgressBar(label="Progress", min=0, max=100, value=0)
+        self._status = Label(label="", value="")
+        self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors")
+        self._save = PushButton(text="Save model…", enabled=False)
+        self.extend(
+            [
+                self._layers,
+                self._folder,
+                self._method,
+                self._steps,
+                self._patch,
+                self._batch,
+                self._device,
+                self._start_model,
+                self._checkpoint,
+                self._start,
+                self._stop,
+                self._continue,
+                self._progress,
+                self._status,
+            ]
+        )
+        self.curves = LossCurves(ylabel="L1 loss (normalised)", min_redraw_s=2.0)
+        self.native.layout().addWidget(self.curves)
+        self.extend([self._save_path, self._save])
+
+        self._workdir = Path(tempfile.mkdtemp(prefix="temseg-pretrain-"))
+        self._runs = 0
+        self._proc = None
+        self.last_model: Path | None = None
+        self.last_result = None
+        #: further PretrainConfig fields (e.g. base/depth of a fresh U-Net, full_distortions)
+        self.advanced: dict = {}
+        self._timer = QTimer()
+        self._timer.setInterval(100)
+        self._timer.timeout.connect(self._poll)
+        self._stop_deadline: QTimer | None = None
+
+        self._start.changed.connect(self.start)
+        self._stop.changed.connect(self.stop)
+        self._continue.changed.connect(self.continue_)
+        self._save.changed.connect(self.save)
+        self._start_model.changed.connect(
+            lambda v: setattr(self._checkpoint, "visible", v == CHECKPOINT_CHOICE)
+        )
+        napari_viewer.layers.events.inserted.connect(self._refresh_layers)
+        napari_viewer.layers.events.removed.connect(self._refresh_layers)
+        user_models_changed.connect(self._refresh_models)
+        self.native.destroyed.connect(self._on_destroyed)
+
+    # ------------------------------------------------------------------ choices
+
+    def _image_names(self, _widget=None) -> list[str]:
+        return [
+            lay.name
+            for lay in self._viewer.layers
+            if isinstance(lay, Image) and lay.name != PREVIEW_LAYER
+        ]
+
+    def _refresh_layers(self, _event=None) -> None:
+        self._layers.reset_choices()
+
+    def _refresh_models(self) -> None:
+        current = self._start_model.value
+        self._start_model.choices = start_choices()
+        if current in [v for _, v in start_choices()]:
+            self._start_model.value = current
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    # ------------------------------------------------------------------ actions
+
+    def _collect(self) -> tuple[list[np.ndarray], list[str], list[str]] | None:
+        """(arrays, names, folder paths) to train on, or None after telling the user why."""
+        patch = int(self._patch.value)
+        names = list(self._layers.value or [])
+        folder = self._folder.value
+        has_folder = bool(folder) and str(folder) not in ("", ".") and Path(folder).is_dir()
+        if not names and not has_folder:
+            show_warning("Select one or more image layers (or a folder) to pretrain on.")
+            return None
+        arrays = []
+        for name in names:
+            layer = self._viewer.layers[name]
+            if layer.rgb:
+                show_warning(
+                    f"'{name}' is an RGB image; pretraining expects grayscale micrographs."
+                )
+                return None
+            data = layer.data[0] if layer.multiscale else layer.data
+            h, w = data.shape[-2:]
+            if min(h, w) < patch:
+                show_warning(
+                    f"'{name}' ({h}x{w} px) is smaller than the patch size {patch}; "
+                    "choose a smaller patch size."
+                )
+                return None
+            arrays.append(np.asarray(data))
+        return arrays, names, [str(folder)] if has_folder else []
+
+    def _init_model(self) -> str | None:
+        value = self._start_model.value
+        if value != CHECKPOINT_CHOICE:
+            return value
+        path = self._checkpoint.value
+        if not path or not Path(path).is_file():
+            show_warning("Choose a checkpoint file to start from.")
+            return None
+        return str(path)
+
+    def start(self, init: str | None = None) -> None:
+        """Start a run (``init`` overrides the start-model choice; Continue passes its model)."""
+        from napari_temseg.engine.pretrain import PretrainConfig
+        from napari_temseg.engine.process import TrainingProcess
+
+        if self.running:
+            show_info("Pretraining is already running; press Stop to end it.")
+            return
+        collected = self._collect()
+        if collected is None:
+            return
+        arrays, names, paths = collected
+        init = init if isinstance(init, str) else self._init_model()
+        if init is None:
+            return
+        self._runs += 1
+        output = self._workdir / f"pretrained-{self._runs}.safetensors"
+        try:
+            settings = {
+                "method": self._method.value,
+                "steps": int(self._steps.value),
+                "patch": int(self._patch.value),
+                "batch_size": int(self._batch.value),
+                "init": init,
+                "device": self._device.value,
+                "val_every": max(1, min(100, int(self._steps.value) // 5)),
+                **self.advanced,
+                "output": str(output),
+            }
+            cfg = PretrainConfig(**settings)
+        except (TypeError, ValueError) as exc:
+            show_error(str(exc))
+            return
+        if paths:  # a folder: the child reads the files (and the selected layers are not used)
+            self._proc = TrainingProcess(cfg, paths=paths)
+        else:
+            self._proc = TrainingProcess(cfg, images=arrays, names=names)
+        self._proc.start()
+        self.curves.clear()
+        self._prepare_preview(arrays)
+        self._progress.value = 0
+        self._status.value = f"starting ({cfg.method}, {cfg.steps} steps)…"
+        self._set_running(True)
+        self._timer.start()
+
+    def continue_(self) -> None:
+        """A new run from the last model: its best weights, its step count carried on."""
+        if self.last_model is None or not self.last_model.is_file():
+            show_warning("There is no model to continue yet; press Start first.")
+            return
+        self.start(init=str(self.last_model))
+
+    def stop(self) -> None:
+        """Graceful stop (the child saves its best model); terminate after a timeout."""
+        if self._proc is None:
+            return
+        self._proc.stop()
+        self._status.value = "stopping: saving the best model…"
+        self._stop.enabled = False
+        self._stop_deadline = QTimer()
+        self._stop_deadline.setSingleShot(True)
+        self._stop_deadline.timeout.connect(self._force_stop)
+        self._stop_deadline.start(int(STOP_TIMEOUT_S * 1000))
+
+    def _force_stop(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.terminate()
+            show_warning("Training did not stop in time and was terminated.")
+            partial = self._workdir / f"pretrained-{self._runs}.safetensors"
+            if partial.is_file():  # written at its last validation
+                self._register(partial)
+
+    def save(self) -> None:
+        if self.last_model is None:
+            show_warning("There is no trained model to save yet.")
+            return
+        target = self._save_path.value
+        if not target or str(target) in ("", "."):
+            show_warning("Choose a file name to save the model as.")
+            return
+        target = Path(target)
+        if target.suffix.lower() != ".safetensors":
+            target = target.with_name(target.name + ".safetensors")
+        if target.exists():
+            show_warning(f"{target} already exists; choose another name (nothing was overwritten).")
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.last_model, target)
+        show_info(f"Saved the model to {target}")
+        self._status.value = f"saved: {target.name}"
+
+    # ------------------------------------------------------------------ progress (GUI thread)
+
+    def _poll(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        preview = None
+        for kind, payload in proc.poll():
+            if kind == "event":
+                if payload.kind == "preview":
+                    preview = payload.preview
+                else:
+                    self._on_event(payload)
+            elif kind == "done":
+                self._on_done(payload)
+            elif kind == "error":
+                self._status.value = f"failed: {payload.splitlines()[0]}"
+                show_error(f"Pretraining failed: {payload}")
+        if preview is not None:
+            self._show_preview(*preview)
+        if proc.finished or not proc.is_alive():
+            if not proc.finished:
+                proc.poll()
+            proc.join(5)
+            self._finish()
+
+    def _on_event(self, ev) -> None:
+        self._progress.value = int(100 * ev.step / max(ev.steps, 1))
+        if ev.kind == "step":
+            self.curves.add("training", ev.total_step, ev.loss)
+            text = f"step {ev.total_step}  loss {ev.loss:.4f}  {ev.examples_per_s:.1f} ex/s"
+            if ev.d_loss is not None:
+                text += f"  D {ev.d_loss:.3f}"
+            self._status.value = text
+        elif ev.kind == "val":
+            self.curves.add("validation", ev.total_step, ev.val_loss)
+
+    def _prepare_preview(self, arrays: list[np.ndarray]) -> None:
+        """Add the preview layer now, at the click: adding a layer costs a GUI stall of
+        100-150 ms on a small machine, updating its data later costs little."""
+        if not arrays or PREVIEW_LAYER in self._viewer.layers:
+            return
+        size = min(int(self.advanced.get("preview_size", 128)), *arrays[0].shape[-2:])
+        blank = np.zeros((size, 2 * size + 4), np.float32)
+        self._viewer.add_image(blank, name=PREVIEW_LAYER, contrast_limits=(0.0, 1.0))
+
+    def _show_preview(self, before: np.ndarray, after: np.ndarray) -> None:
+        gap = np.full((before.shape[0], 4), np.nan, np.float32)
+        both = np.concatenate([before, gap, after], axis=1)
+        limits = display_limits(before)
+        if PREVIEW_LAYER in self._viewer.layers:
+            layer = self._viewer.layers[PREVIEW_LAYER]
+            layer.data = both
+            layer.contrast_limits = limits
+        else:
+            self._viewer.add_image(both, name=PREVIEW_LAYER, contrast_limits=limits)
+
+    def _on_done(self, result) -> None:
+        self.last_result = result
+        if result.path is None:
+            self._status.value = "stopped before the first validation: no model was saved"
+            show_warning("Training stopped before its first validation; no model was saved.")
+            return
+        self._register(Path(result.path))
+        self._progress.value = 100 if not result.stopped else self._progress.value
+        self._status.value = result.message
+
+    def _register(self, path: Path) -> None:
+        name = path.stem
+        register_user_model(name, path, f"pretrained in this session ({name})")
+        self.last_model = path
+        self._save.enabled = True
+        show_info(f"'{name}' is ready: it is listed in the Denoise widget.")
+
+    def _finish(self) -> None:
+        self._timer.stop()
+        if self._stop_deadline is not None:
+            self._stop_deadline.stop()
+            self._stop_deadline = None
+        self._proc = None
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self._start.enabled = not running
+        self._stop.enabled = running
+        self._continue.enabled = not running and self.last_model is not None
+
+    def _on_destroyed(self, *_args) -> None:
+        self._timer.stop()
+        try:
+            user_models_changed.disconnect(self._refresh_models)
+        except (TypeError, ValueError, RuntimeError):
+            pass
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc = None

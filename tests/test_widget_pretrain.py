@@ -1,0 +1,157 @@
+"""Pretrain dock widget in a real viewer: trains in a child process, Stop/Continue work."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from napari_temseg.models import load_model
+from napari_temseg.models.user import clear_user_models, user_models
+from napari_temseg.widgets.pretrain import PREVIEW_LAYER, PretrainWidget
+
+TINY = {"base": 4, "depth": 2, "val_size": 4, "preview_every_s": 0.5, "preview_size": 32}
+
+
+def _image(seed: int, shape=(80, 80)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lam = 40 * (1.2 + np.sin(xx / 3.0) * np.cos(yy / 4.0))
+    return rng.poisson(lam).astype(np.float32)
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    clear_user_models()
+    viewer = make_napari_viewer()
+    w = PretrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    viewer.add_image(_image(0), name="a")
+    viewer.add_image(_image(1, (72, 96)), name="b")
+    w._layers.value = ["a", "b"]
+    w._patch.value = 32
+    w._batch.value = 2
+    w._device.value = "cpu"
+    w._start_model.value = "scratch"
+    w.advanced = dict(TINY)
+    yield viewer, w
+    if w._proc is not None:
+        w._proc.terminate()
+    clear_user_models()
+
+
+def _wait_done(qtbot, w, timeout=300_000):  # generous: the CI machine may be shared
+    qtbot.waitUntil(lambda: not w.running, timeout=timeout)
+
+
+def test_train_registers_model_and_shows_progress(widget, qtbot):
+    viewer, w = widget
+    w._steps.value = 6
+    w.start()
+    assert w.running and not w._start.enabled and w._stop.enabled
+    _wait_done(qtbot, w)
+    assert w.last_result is not None and w.last_result.steps_done == 6
+    names = [m.name for m in user_models("denoise")]
+    assert names == ["pretrained-1"]
+    _, meta = load_model(w.last_model)
+    assert meta["task"] == "denoise" and meta["training_data"]["files"] == ["a", "b"]
+    assert w._progress.value == 100
+    steps, losses = w.curves.series("validation")
+    assert steps and all(np.isfinite(losses))
+    assert PREVIEW_LAYER in viewer.layers
+    preview = viewer.layers[PREVIEW_LAYER].data
+    assert preview.shape == (32, 32 * 2 + 4)
+    assert np.nanmax(preview[:, :32]) > 0 and np.nanmax(preview[:, 36:]) != 0  # filled in
+    assert w._continue.enabled and w._save.enabled
+
+
+def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
+    _, w = widget
+    w._steps.value = 100_000  # would run for a long time
+    w.start()
+    proc = w._proc
+    qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
+    w.stop()
+    t0 = time.monotonic()
+    _wait_done(qtbot, w, timeout=60_000)
+    assert not proc.is_alive() and time.monotonic() - t0 < 30
+    first = w.last_result
+    assert first.stopped and 0 < first.steps_done < 100_000 and first.path is not None
+    # Continue: a new run from the stopped model, step numbers carried on
+    w._steps.value = 4
+    w._continue.changed.emit(True)
+    _wait_done(qtbot, w)
+    second = w.last_result
+    assert second.total_steps == first.total_steps + 4
+    _, meta = load_model(w.last_model)
+    assert meta["pretrain"]["init"] == str(first.path)
+    assert meta["pretrain"]["step_offset"] == first.total_steps
+    assert sorted(m.name for m in user_models()) == ["pretrained-1", "pretrained-2"]
+    # Save never overwrites
+    target = tmp_path / "mine.safetensors"
+    w._save_path.value = target
+    w.save()
+    assert load_model(target)[1]["task"] == "denoise"
+    before = target.stat().st_mtime_ns
+    w.save()
+    assert target.stat().st_mtime_ns == before
+
+
+def test_clear_messages_and_nothing_started(widget, qtbot, monkeypatch):
+    viewer, w = widget
+    shown = []
+    monkeypatch.setattr("napari_temseg.widgets.pretrain.show_warning", shown.append)
+    w._layers.value = []
+    w.start()
+    assert not w.running and "Select one or more image layers" in shown[-1]
+    w._layers.value = ["a"]
+    w._patch.value = 128
+    w.start()
+    assert not w.running and "smaller than the patch size" in shown[-1]
+    viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="rgb", rgb=True)
+    w._layers.value = ["rgb"]
+    w._patch.value = 16
+    w.start()
+    assert not w.running and "RGB" in shown[-1]
+
+
+def test_stop_before_first_validation_says_so(widget, qtbot, monkeypatch):
+    _, w = widget
+    shown = []
+    monkeypatch.setattr("napari_temseg.widgets.pretrain.show_warning", shown.append)
+    w._steps.value = 50
+    w.start()
+    w.stop()  # before the child has even imported torch
+    _wait_done(qtbot, w, timeout=180_000)
+    assert w.last_result is not None and w.last_result.path is None
+    assert "before its first validation" in shown[-1]
+    assert user_models() == []
+
+
+def test_viewer_stays_responsive_while_training(widget, qtbot):
+    """A 10 ms timer keeps firing while the child trains (generous bound; the benchmark
+    measures the real number)."""
+    from qtpy.QtCore import QElapsedTimer, QTimer
+
+    _, w = widget
+    w._steps.value = 100_000
+    w.start()
+    qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
+    clock, gaps = QElapsedTimer(), []
+    clock.start()
+    last = [clock.elapsed()]
+
+    def tick() -> None:
+        now = clock.elapsed()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    qtbot.wait(3000)
+    timer.stop()
+    w.stop()
+    _wait_done(qtbot, w, timeout=60_000)
+    assert len(gaps) > 50 and max(gaps) < 1000
