@@ -28,6 +28,7 @@ class EngineTask(QObject):
         self._cancel = threading.Event()
         self._worker = None
         self._orphaned = False
+        self._progress_in.connect(self._deliver_progress)
         if owner is not None:
             owner.destroyed.connect(self._on_owner_destroyed)
 
@@ -36,12 +37,22 @@ class EngineTask(QObject):
         self._orphaned = True
         self._cancel.set()
 
-    def _relay(self, signal: Any) -> Callable[..., None]:
-        def emit(*args: Any) -> None:
+    # The worker thread emits the private signals; Qt queues them to this object's (the GUI)
+    # thread, and only there, at delivery time, is it decided whether the widget still
+    # exists. Checking at emit time is too early: a progress report emitted just before the
+    # viewer closes would otherwise reach widgets that Qt has already deleted.
+    _progress_in = Signal(object)
+
+    def _deliver(self, signal: Any) -> Callable[..., None]:
+        def deliver(*args: Any) -> None:
             if not self._orphaned:
                 signal.emit(*args)
 
-        return emit
+        return deliver
+
+    def _deliver_progress(self, args: Any) -> None:
+        if not self._orphaned:
+            self.progress.emit(args)
 
     @property
     def running(self) -> bool:
@@ -57,13 +68,13 @@ class EngineTask(QObject):
         def work() -> Any:
             def report(*a: Any) -> None:
                 if not self._orphaned:
-                    self.progress.emit(a)
+                    self._progress_in.emit(a)
 
             return fn(*args, progress=report, cancel=cancel, **kwargs)
 
         worker = create_worker(work, _ignore_errors=True)
-        worker.returned.connect(self._relay(self.done))
-        worker.errored.connect(self._relay(self.failed))
+        worker.returned.connect(self._deliver(self.done))
+        worker.errored.connect(self._deliver(self.failed))
         worker.finished.connect(self._on_finished)
         self._worker = worker
         worker.start()
