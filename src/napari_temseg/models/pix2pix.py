@@ -23,7 +23,7 @@ class PatchGANDiscriminator(nn.Module):
         target_channels: int = 1,
         base: int = 32,
         layers: int = 3,
-        norm: str = "channel",
+        norm: str = "group",
     ) -> None:
         super().__init__()
         if layers < 1 or base < 1:

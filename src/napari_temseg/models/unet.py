@@ -69,7 +69,7 @@ class UNet(nn.Module):
         out_channels: int = 1,
         base: int = 16,
         depth: int = 4,
-        norm: str = "channel",
+        norm: str = "none",
         residual: bool = False,
     ) -> None:
         super().__init__()
