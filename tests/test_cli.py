@@ -156,3 +156,35 @@ def test_pretrain_writes_a_denoiser_that_loads(tmp_path, capsys):
     # an existing output is refused with a one-line message unless --force
     assert main([*args, "--init", "scratch", "--patch", "48"]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
+    """`temseg synth` -> strokes written as a label TIFF -> `temseg finetune` -> `segment`."""
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.io import write_labels
+
+    assert main(["synth", "-o", str(tmp_path), "--n", "1", "--size", "128", "--seed", "2"]) == 0
+    noisy = tmp_path / "stem_0000_noisy.tif"
+    truth = tifffile.imread(tmp_path / "stem_0000_mask.tif")
+    strokes = scribbles_from_mask(truth, per_class=3, length=20, seed=0)
+    write_labels(tmp_path / "strokes.tif", strokes, class_names=["carbon", "gold"])
+    model = tmp_path / "seg.safetensors"
+    argv = ["finetune", "--image", str(noisy), "--labels", str(tmp_path / "strokes.tif")]
+    argv += ["-o", str(model), "--init", "none", "--steps", "4", "--patch", "64"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert model.is_file() and "held-out Dice: carbon" in out
+    assert main(argv) == 1  # never overwrites without --force
+    assert "already exists" in capsys.readouterr().err
+
+    masks = tmp_path / "masks"
+    seg = ["segment", "--model", str(model), "-o", str(masks), "--device", "cpu"]
+    rc = main([*seg, str(noisy), str(tmp_path / "nope.tif")])
+    assert rc == 1  # one input failed, the other was still written
+    err = capsys.readouterr().err
+    assert "nope.tif" in err and "Traceback" not in err
+    mask = tifffile.imread(masks / "stem_0000_noisy.tif")
+    assert mask.shape == truth.shape and set(np.unique(mask)) <= {1, 2}
+
+    rc = main(["segment", str(noisy), "--model", str(tmp_path / "gone.safetensors"), "-o", "x"])
+    assert rc == 1 and "gone.safetensors" in capsys.readouterr().err

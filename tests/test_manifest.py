@@ -87,3 +87,16 @@ def test_wheel_ships_the_manifest_as_a_real_file(tmp_path):
         entry_points = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
     assert packaged == yaml.safe_load((ROOT / "napari.yaml").read_text())
     assert b"napari_temseg:napari.yaml" in entry_points
+
+
+def test_every_widget_docks_from_the_plugins_menu(make_napari_viewer):
+    """What Plugins > TEM Segmentation > ... does: each widget builds inside a real viewer."""
+    from napari_temseg._launch import PLUGIN
+
+    manifest = PluginManifest.from_file(ROOT / "napari.yaml")
+    names = [w.display_name for w in manifest.contributions.widgets]
+    assert names == ["Denoise", "Pretrain", "Train segmenter", "Measure", "Export masks"]
+    viewer = make_napari_viewer()
+    for name in names:
+        dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+        assert dock is not None and widget is not None, name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from napari_temseg import __version__
@@ -19,19 +19,6 @@ from napari_temseg import __version__
 
 class CLIError(Exception):
     """An error to report as one line on stderr (exit code 1)."""
-
-
-class NotAvailableYet(CLIError):
-    """A subcommand that is part of the contract but not implemented in this version."""
-
-
-def _not_available(name: str, what: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise NotAvailableYet(
-            f"'temseg {name}' is not available yet in napari-temseg {__version__}: {what}"
-        )
-
-    return run
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,6 +134,86 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     print(f"wrote {path}")
     return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from napari_temseg.engine.finetune import FinetuneConfig
+    from napari_temseg.engine.segment import finetune_files
+    from napari_temseg.io import ReaderError
+    from napari_temseg.models import CheckpointError
+
+    names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
+    cfg = FinetuneConfig(
+        steps=args.steps, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device
+    )
+    bar = _progress(args.steps, "fine-tuning")
+    bar.unit = "step"
+
+    def report(ev) -> None:
+        if ev.kind == "step":
+            bar.update(1)
+            bar.set_postfix(loss=f"{ev.loss:.3f}", refresh=False)
+        elif ev.val_dice is not None:
+            dice = " ".join("-" if d is None else f"{d:.3f}" for d in ev.val_dice)
+            bar.write(f"step {ev.step}: validation Dice per class {dice}")
+
+    try:
+        with bar:
+            path, result = finetune_files(
+                args.image,
+                args.labels,
+                args.output,
+                init=args.init or "auto",
+                steps=args.steps,
+                class_names=names,
+                device=args.device,
+                overwrite=args.force,
+                config=cfg,
+                progress=report,
+            )
+    except (ValueError, RuntimeError, OSError, ReaderError, CheckpointError) as exc:
+        raise CLIError(str(exc)) from exc
+    dice = ", ".join(
+        f"{n} {'-' if d is None else f'{d:.3f}'}"
+        for n, d in zip(result.meta["class_names"], result.best_val_dice, strict=True)
+    )
+    print(f"wrote {path} (best step {result.best_step}; held-out Dice: {dice})")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from napari_temseg.engine.segment import segment_files
+    from napari_temseg.io import ReaderError
+    from napari_temseg.models import CheckpointError
+
+    failed = 0
+    for path in args.inputs:
+        with _progress(0, Path(path).name) as bar:
+
+            def report(done: int, total: int, bar=bar) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            try:
+                written = segment_files(
+                    [path],
+                    args.model,
+                    args.output,
+                    device=args.device,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    progress=report,
+                )
+            except CheckpointError as exc:  # the model is wrong for every file: stop now
+                raise CLIError(str(exc)) from exc
+            except (ValueError, RuntimeError, OSError, ReaderError) as exc:
+                failed += 1
+                print(f"temseg: error: {path}: {exc}", file=sys.stderr)
+                continue
+        for target in written:
+            print(f"{path} -> {target}")
+    return 1 if failed else 0
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -306,17 +373,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("finetune", help="fine-tune a denoiser into a segmenter from labels")
     s.add_argument("--image", nargs="+", required=True, metavar="IMG")
-    s.add_argument("--labels", nargs="+", required=True, metavar="LAB")
+    s.add_argument(
+        "--labels",
+        nargs="+",
+        required=True,
+        metavar="LAB",
+        help="stroke masks, one per image, same shape: 0 = not labelled, 1..K = classes",
+    )
     s.add_argument("-o", "--output", required=True, metavar="MODEL")
-    s.add_argument("--init", default=None, metavar="NAME|PATH|none")
-    s.add_argument("--steps", type=int, default=500, metavar="N")
-    s.set_defaults(func=_not_available("finetune", "fine-tuning a segmenter"))
+    s.add_argument(
+        "--init",
+        default=None,
+        metavar="NAME|PATH|none",
+        help="denoiser to start from ('auto': the bundled STEM denoiser), a segmenter to "
+        "continue, or 'none' to train from scratch",
+    )
+    s.add_argument("--steps", type=int, default=300, metavar="N")
+    s.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,...",
+        help="class names for labels 1..K (default: from the labels' sidecar, else "
+        "'support,particle')",
+    )
+    s.add_argument("--patch", type=int, default=128, metavar="N", help="patch side in pixels")
+    s.add_argument("--lr", type=float, default=2e-3, metavar="LR")
+    s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
+    s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("segment", help="segment images with a fine-tuned model")
     s.add_argument("inputs", nargs="+", metavar="INPUT")
     s.add_argument("--model", required=True, metavar="MODEL")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    s.set_defaults(func=_not_available("segment", "segmentation with a fine-tuned model"))
+    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--tile", type=int, default=256, metavar="N")
+    s.add_argument("--overlap", type=int, default=32, metavar="N")
+    s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("measure", help="measure particles in masks, write a CSV table")
     s.add_argument("masks", nargs="+", metavar="MASK")
@@ -349,9 +443,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except NotAvailableYet as exc:
-        print(f"temseg: {exc}", file=sys.stderr)
-        return 3
     except CLIError as exc:
         print(f"temseg: error: {exc}", file=sys.stderr)
         return 1

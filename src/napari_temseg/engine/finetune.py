@@ -1,0 +1,533 @@
+"""Fine-tune a pretrained denoiser (or a fresh U-Net) into a K-class segmenter from strokes.
+
+Copying a denoiser's weights naively does not help (``NOTES.md``: no better and less stable
+than training from scratch), so the recipe here is the careful one:
+
+- the pretrained encoder-decoder is kept and a new, zero-initialised K-class 1x1 head is put
+  on it; for the first ``head_warmup`` steps only the head trains (the backbone is frozen),
+  so random head gradients never scramble the pretrained features;
+- afterwards the pretrained layers train with a lower learning rate than the head
+  (``backbone_lr_scale``), or the encoder stays frozen throughout (``freeze_encoder``);
+- the input normalisation is the denoiser's own (from its checkpoint), and the networks have
+  no normalisation layers (``models/layers.py``), so nothing depends on batch size or tile;
+  a from-scratch segmenter is the very same U-Net, so comparisons measure the init alone;
+- the loss is class-weighted cross-entropy over painted pixels only (label 0 is ignored)
+  plus a soft Dice term, so a class covering well under 1 % of the image still counts;
+- the best model by held-out strokes (mean per-class Dice) is kept; early stopping, a NaN
+  guard and cancel between steps; a run continues from a segmenter (step count included).
+
+:class:`Finetuner` is a generator-driven trainer (widgets and scripts watch the same
+events); :func:`finetune` runs it to the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_temseg.engine.device import select_device
+from napari_temseg.engine.normalize import Normalization
+from napari_temseg.engine.strokes import SegmentError, StrokeSource
+from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model, resolve_model
+
+#: colours of classes 1..K when none are given (support blue, particle orange, ...)
+DEFAULT_COLORS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+)
+DEFAULT_CLASSES = ("support", "particle")
+
+Init = str | Path | nn.Module | tuple[nn.Module, dict] | None
+
+
+@dataclass
+class FinetuneConfig:
+    """How to fine-tune; the defaults are the measured ones (``docs/segment.md``)."""
+
+    steps: int = 300
+    batch_size: int = 8
+    patch: int = 128
+    lr: float = 2e-3
+    backbone_lr_scale: float = 0.3
+    head_warmup: int = 20
+    freeze_encoder: bool = False
+    weight_decay: float = 1e-4
+    dice_weight: float = 0.5
+    val_every: int = 25
+    first_val: int = 10
+    patience: int = 12  # validations without improvement before stopping; 0 = never
+    val_fraction: float = 0.2
+    augment: bool = True
+    scale_jitter: float = 0.15
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "auto"
+    base: int = 16  # architecture of a from-scratch U-Net
+    depth: int = 4
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
+            raise ValueError("steps, batch_size and val_every must all be >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.val_fraction < 0.9:
+            raise ValueError(f"val_fraction must be in [0, 0.9), got {self.val_fraction}")
+
+
+@dataclass
+class FinetuneEvent:
+    """One training step (``kind="step"``) or one validation (``kind="val"``)."""
+
+    kind: str
+    step: int  # counts across continued runs
+    steps: int  # the step this run ends at
+    loss: float
+    lr: float
+    examples_per_s: float
+    elapsed_s: float
+    phase: str = "train"  # "head warm-up" while only the new head trains
+    val_loss: float | None = None
+    val_dice: list[float | None] | None = None  # per class 1..K, None: no held-out strokes
+    best_score: float = -math.inf
+    best_step: int = 0
+    improved: bool = False
+
+
+@dataclass
+class FinetuneResult:
+    model: nn.Module
+    meta: dict[str, Any]
+    steps_done: int
+    best_step: int
+    best_score: float
+    best_val_dice: list[float | None]
+    best_val_loss: float
+    stopped: bool
+    early_stopped: bool
+    elapsed_s: float
+    history: list[FinetuneEvent] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _resolve_init(init: Init) -> tuple[nn.Module | None, dict, str]:
+    """-> (model or None for scratch, its meta, a name for the checkpoint)."""
+    if isinstance(init, str) and init.strip().lower() in ("none", "scratch", "from scratch", ""):
+        init = None
+    if isinstance(init, str) and init == "auto":
+        names = {m.name for m in list_models("denoise")}
+        init = DEFAULT_DENOISER if DEFAULT_DENOISER in names else None
+    if init is None:
+        return None, {}, "none"
+    if isinstance(init, tuple):
+        return init[0], dict(init[1]), str(init[1].get("name", "in-memory model"))
+    if isinstance(init, nn.Module):
+        return init, {"task": "denoise"}, "in-memory model"
+    path = resolve_model(init)
+    model, meta = load_model(path, device="cpu")
+    return model, meta, str(init)
+
+
+def init_segmenter(
+    init: Init, class_names: list[str], base: int = 16, depth: int = 4
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """A K-class segmenter from ``init`` -> (model, meta, head_is_new).
+
+    ``init``: "none" (from scratch), "auto" (the bundled STEM denoiser if installed, else
+    scratch), a bundled name, a checkpoint path, a module or a ``(module, meta)`` pair.
+    A denoiser gets a new K-class head; a segmenter continues as it is, and must have
+    been trained for as many classes.
+    """
+    k = len(class_names)
+    if k < 2:
+        raise SegmentError("name at least two classes (e.g. support, particle)")
+    src, meta, name = _resolve_init(init)
+    if src is None:
+        model = UNet(1, k, base=base, depth=depth)  # the same network as the denoisers
+        nn.init.zeros_(model.head.weight)
+        nn.init.zeros_(model.head.bias)
+        return model, {"source_model": "none", "normalization": Normalization().to_dict()}, True
+    task = meta.get("task", "denoise")
+    if task == "segment":
+        old = list(meta.get("class_names") or [])
+        out = getattr(src, "config", {}).get("out_channels", len(old))
+        if out != k:
+            raise SegmentError(
+                f"this segmenter was trained for {out} classes ({', '.join(old)}), not for "
+                f"{k} ({', '.join(class_names)}); use the same classes or start from a denoiser"
+            )
+        model = copy.deepcopy(src).cpu()
+        return model, {k2: v for k2, v in meta.items() if k2 != "config"}, False
+    if not hasattr(src, "replace_head"):
+        raise SegmentError(
+            f"{name}: only U-Net denoisers can become segmenters "
+            f"(this is a {getattr(src, 'config', {}).get('arch', type(src).__name__)})"
+        )
+    model = copy.deepcopy(src).cpu()
+    head = model.replace_head(k)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    norm = meta.get("normalization") or Normalization().to_dict()
+    return model, {"source_model": name, "normalization": norm}, True
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def stroke_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    dice_weight: float = 0.5,
+) -> torch.Tensor:
+    """Weighted cross-entropy + soft Dice over painted pixels only (target 0 = ignore).
+
+    ``target`` holds labels 1..K as painted; unlabelled pixels contribute nothing, whatever
+    the network predicts there.
+    """
+    mask = target > 0
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    ce = F.cross_entropy(logits.float(), target - 1, weight=weights, ignore_index=-1)
+    if dice_weight <= 0:
+        return ce
+    probs = logits.float().softmax(1)
+    k = logits.shape[1]
+    onehot = F.one_hot((target - 1).clamp(min=0), k).permute(0, 3, 1, 2).float()
+    m = mask[:, None].float()
+    inter = (probs * onehot * m).sum((0, 2, 3))
+    denom = (probs * m).sum((0, 2, 3)) + (onehot * m).sum((0, 2, 3))
+    present = (onehot * m).sum((0, 2, 3)) > 0
+    dice = (2 * inter + 1) / (denom + 1)
+    return ce + dice_weight * (1 - dice[present]).mean()
+
+
+def dice_per_class(pred: np.ndarray, target: np.ndarray, k: int) -> list[float | None]:
+    """Dice of labels 1..k on the labelled pixels of ``target`` (None: class absent there)."""
+    m = target > 0
+    p, t = pred[m], target[m]
+    out: list[float | None] = []
+    for c in range(1, k + 1):
+        tc, pc = t == c, p == c
+        n = tc.sum()
+        out.append(None if n == 0 else float(2 * (tc & pc).sum() / (n + pc.sum())))
+    return out
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Finetuner:
+    """Fine-tune a segmenter on painted strokes; :meth:`run` yields :class:`FinetuneEvent`.
+
+    ``images``/``labels``: lists of arrays (2D or stacks) of matching shapes, labels 0 =
+    unlabelled, 1..K = ``class_names``. ``pixel_sizes``: nm/px per image (None: unknown).
+    ``init``: see :func:`init_segmenter`. Errors a user can cause raise
+    :class:`~napari_temseg.engine.strokes.SegmentError` here, before any training.
+    """
+
+    def __init__(
+        self,
+        images: list[Any],
+        labels: list[Any],
+        class_names: list[str] | tuple[str, ...] = DEFAULT_CLASSES,
+        init: Init = "auto",
+        config: FinetuneConfig | None = None,
+        pixel_sizes: list[float | None] | None = None,
+        class_colors: list[str] | None = None,
+    ) -> None:
+        self.config = cfg = config or FinetuneConfig()
+        self.class_names = [str(c).strip() for c in class_names]
+        if len(set(self.class_names)) != len(self.class_names) or not all(self.class_names):
+            raise SegmentError(f"class names must be distinct and non-empty: {self.class_names}")
+        k = len(self.class_names)
+        self.model, self.meta, self.head_is_new = init_segmenter(
+            init, self.class_names, cfg.base, cfg.depth
+        )
+        self.class_colors = list(class_colors or self.meta.get("class_colors") or [])
+        self.class_colors += list(DEFAULT_COLORS[len(self.class_colors) : k])
+        self.normalization = Normalization.from_dict(self.meta.get("normalization"))
+        self.source = StrokeSource(
+            images,
+            labels,
+            k,
+            patch=cfg.patch,
+            normalization=self.normalization,
+            pixel_sizes=pixel_sizes,
+            pixel_size_nm=self.meta.get("pixel_size_nm"),
+            val_fraction=cfg.val_fraction,
+            augment=cfg.augment,
+            scale_jitter=cfg.scale_jitter,
+            seed=cfg.seed,
+        )
+        self.val = self.source.validation()
+        self.val_on = "held-out strokes"
+        if len(self.val[0]) == 0:
+            self.val = self.source.validation(which="train")
+            self.val_on = "training strokes (too few strokes to hold any out)"
+        self.device = select_device(cfg.device)
+        self.start_step = int(self.meta.get("training", {}).get("steps_done", 0))
+        self.steps_done = self.start_step
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.best_score, self.best_step = -math.inf, self.start_step
+        self.best_dice: list[float | None] = [None] * k
+        self.best_loss = math.inf
+
+    # ------------------------------------------------------------------ helpers
+
+    def _groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+        enc = list(self.model.encoder.parameters())
+        dec = list(self.model.decoder.parameters())
+        head = list(self.model.head.parameters())
+        return enc, dec, head
+
+    def _lr(self, i: int, steps: int) -> float:
+        """Short linear ramp, then cosine decay to 10 % of the peak over this run."""
+        cfg = self.config
+        if i < 10:
+            return cfg.lr * (i + 1) / 10
+        t = (i - 10) / max(1, steps - 10)
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module | None = None) -> tuple[float, list[float | None]]:
+        """(cross-entropy, per-class Dice) on the validation windows."""
+        model = model or self.model
+        model.eval()
+        xs, ys = self.val
+        preds, losses, n = [], 0.0, 0
+        for i in range(0, len(xs), 8):
+            x = torch.from_numpy(xs[i : i + 8]).to(self.device)
+            y = torch.from_numpy(ys[i : i + 8]).to(self.device)
+            logits = model(x).float()
+            m = y > 0
+            if m.any():
+                losses += float(F.cross_entropy(logits, y - 1, ignore_index=-1, reduction="sum"))
+                n += int(m.sum())
+            preds.append(logits.argmax(1).cpu().numpy() + 1)
+        dice = dice_per_class(np.concatenate(preds), ys, len(self.class_names))
+        return losses / max(n, 1), dice
+
+    def best_model(self) -> nn.Module:
+        """A copy of the network with the best weights so far (eval mode, same device)."""
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(self.best_state)
+        return model.eval()
+
+    def segmenter_meta(self) -> dict[str, Any]:
+        """Checkpoint metadata of the best model so far."""
+        cfg = {k: v for k, v in asdict(self.config).items()}
+        return {
+            "task": "segment",
+            "description": "segmenter fine-tuned from painted strokes on "
+            + ("scratch" if self.meta.get("source_model") == "none" else "a denoiser"),
+            "class_names": self.class_names,
+            "class_colors": self.class_colors,
+            "source_model": self.meta.get("source_model", "none"),
+            "normalization": self.normalization.to_dict(),
+            "pixel_size_nm": self.source.pixel_size_nm,
+            "training_data": self.source.describe(),
+            "training": {
+                **cfg,
+                "steps_done": self.steps_done,
+                "best_step": self.best_step,
+                "val_dice": self.best_dice,
+                "val_loss": self.best_loss,
+                "validation": self.val_on,
+            },
+        }
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(
+        self, steps: int | None = None, cancel: threading.Event | None = None
+    ) -> Generator[FinetuneEvent, None, FinetuneResult]:
+        """Train ``steps`` more steps (default ``config.steps``); yields events, returns the result.
+
+        The model ends with the best weights; ``cancel`` stops between steps and keeps them.
+        """
+        cfg = self.config
+        steps = int(steps or cfg.steps)
+        torch.manual_seed(cfg.seed + self.start_step)
+        rng = np.random.default_rng([cfg.seed, self.steps_done])
+        model = self.model.to(self.device)
+        enc, dec, head = self._groups()
+        backbone_scale = cfg.backbone_lr_scale if self.meta.get("source_model") != "none" else 1.0
+        opt = torch.optim.AdamW(
+            [
+                {"params": enc, "scale": 0.0 if cfg.freeze_encoder else backbone_scale},
+                {"params": dec, "scale": backbone_scale},
+                {"params": head, "scale": 1.0},
+            ],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        weights = torch.from_numpy(self.source.class_weights()).to(self.device)
+        pretrained = self.meta.get("source_model") != "none"
+        warmup = cfg.head_warmup if (self.head_is_new and pretrained) else 0
+        t0 = time.perf_counter()
+        history: list[FinetuneEvent] = []
+        loss_ema, bad, since_best = math.nan, 0, 0
+        stopped = early = False
+        first = self.steps_done
+        end = first + steps
+        i = 0
+
+        def event(kind: str, **kw: Any) -> FinetuneEvent:
+            el = time.perf_counter() - t0
+            return FinetuneEvent(
+                kind=kind,
+                step=self.steps_done,
+                steps=end,
+                loss=loss_ema,
+                lr=self._lr(max(i - 1, 0), steps),
+                examples_per_s=i * cfg.batch_size / el if el > 0 else 0.0,
+                elapsed_s=el,
+                phase="head warm-up" if i <= warmup and warmup else "train",
+                best_score=self.best_score,
+                best_step=self.best_step,
+                **kw,
+            )
+
+        def validate() -> FinetuneEvent:
+            nonlocal since_best
+            vloss, dice = self.validate()
+            known = [d for d in dice if d is not None]
+            score = float(np.mean(known)) if known else -vloss
+            better = score > self.best_score + 1e-9 or (
+                abs(score - self.best_score) <= 1e-9 and vloss < self.best_loss
+            )
+            if better:
+                self.best_score, self.best_step = score, self.steps_done
+                self.best_dice, self.best_loss = dice, vloss
+                self.best_state = copy.deepcopy(model.state_dict())
+                since_best = 0
+            else:
+                since_best += 1
+            ev = event("val", val_loss=vloss, val_dice=dice, improved=better)
+            history.append(ev)
+            return ev
+
+        if not self.head_is_new and self.best_score == -math.inf:
+            yield validate()  # a continued segmenter starts as the one to beat
+        while i < steps:
+            if cancel is not None and cancel.is_set():
+                stopped = True
+                break
+            frozen = i < warmup
+            for p in enc + dec:
+                p.requires_grad_(not frozen)
+            if cfg.freeze_encoder:
+                for p in enc:
+                    p.requires_grad_(False)
+            for g in opt.param_groups:
+                g["lr"] = self._lr(i, steps) * g["scale"]
+            x_np, y_np = self.source.sample(cfg.batch_size, rng)
+            x = torch.from_numpy(x_np).to(self.device)
+            y = torch.from_numpy(y_np).to(self.device)
+            model.train()
+            loss = stroke_loss(model(x), y, weights, cfg.dice_weight)
+            ok = bool(torch.isfinite(loss))
+            if ok:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                ok = bool(torch.isfinite(gnorm))
+                if ok:
+                    opt.step()
+            i += 1
+            self.steps_done += 1
+            if ok:
+                bad = 0
+                v = float(loss.detach())
+                loss_ema = v if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * v
+            else:
+                opt.zero_grad(set_to_none=True)
+                bad += 1
+                if bad > 20:
+                    model.load_state_dict(self.best_state)
+                    raise SegmentError(
+                        f"training diverged ({bad} non-finite steps in a row); kept the best "
+                        "weights so far; try a lower learning rate"
+                    )
+            yield event("step")
+            if i == min(cfg.first_val, steps) or i % cfg.val_every == 0 or i == steps:
+                yield validate()
+                if cfg.patience and since_best >= cfg.patience and i >= warmup:
+                    early = True
+                    break
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if i > 0 and (not history or history[-1].step != self.steps_done):
+            yield validate()
+        model.load_state_dict(self.best_state)
+        model.eval()
+        return FinetuneResult(
+            model=model,
+            meta=self.segmenter_meta(),
+            steps_done=self.steps_done,
+            best_step=self.best_step,
+            best_score=self.best_score,
+            best_val_dice=self.best_dice,
+            best_val_loss=self.best_loss,
+            stopped=stopped,
+            early_stopped=early,
+            elapsed_s=time.perf_counter() - t0,
+            history=history,
+        )
+
+
+def finetune(
+    images: list[Any],
+    labels: list[Any],
+    class_names: list[str] | tuple[str, ...] = DEFAULT_CLASSES,
+    init: Init = "auto",
+    config: FinetuneConfig | None = None,
+    pixel_sizes: list[float | None] | None = None,
+    progress: Callable[[FinetuneEvent], Any] | None = None,
+    cancel: threading.Event | None = None,
+) -> FinetuneResult:
+    """Fine-tune to the end (or to ``cancel``), calling ``progress(event)`` for every event."""
+    gen = Finetuner(images, labels, class_names, init, config, pixel_sizes).run(cancel=cancel)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(ev)
+
+
+def save_segmenter(
+    path: str | Path, model: nn.Module, meta: dict[str, Any], overwrite: bool = False
+) -> Path:
+    """Write a segmenter checkpoint; refuses to replace an existing file unless asked."""
+    from napari_temseg.models import save_checkpoint
+
+    path = Path(path)
+    if path.suffix == "":
+        path = path.with_suffix(".safetensors")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; choose another name or allow overwrite")
+    meta = {k: v for k, v in meta.items() if k != "config"}
+    if meta.get("task") != "segment":
+        raise SegmentError("only a segmenter (task 'segment') can be saved as one")
+    return save_checkpoint(path, model, meta)

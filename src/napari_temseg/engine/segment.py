@@ -1,0 +1,269 @@
+"""Apply a segmenter to images and stacks; the headless fine-tune and segment commands.
+
+Prediction is tiled exactly like denoising (``predict_tiled``: blended tiles, frame by
+frame, lazy stacks, progress, cancel, GPU out-of-memory fallback); tiles are blended as
+class probabilities and the class with the highest one wins. When the image's pixel size
+is known and differs from the segmenter's training scale by more than a factor 2, each
+frame is resampled to that scale, segmented, and the probabilities resampled back; within
+a factor 2 the (scale-augmented) network is robust by itself (see ``docs/segment.md``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from napari_temseg.engine.denoise import get_model
+from napari_temseg.engine.device import select_device
+from napari_temseg.engine.finetune import (
+    DEFAULT_CLASSES,
+    FinetuneConfig,
+    FinetuneEvent,
+    Finetuner,
+    FinetuneResult,
+    save_segmenter,
+)
+from napari_temseg.engine.normalize import Normalization
+from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
+from napari_temseg.engine.tiling import predict_tiled, tiles_per_frame
+from napari_temseg.models import load_model, resolve_model
+
+Segmenter = str | Path | tuple[nn.Module, dict]
+
+
+def load_segmenter(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Load a segmenter checkpoint (safe loader); a denoiser is refused with a clear message."""
+    model, meta = load_model(resolve_model(name_or_path), device=device)
+    if meta.get("task") != "segment":
+        raise SegmentError(
+            f"{Path(str(name_or_path)).name} is a {meta.get('task', 'unknown')} model, not a "
+            "segmenter; fine-tune it on painted strokes first"
+        )
+    return model, meta
+
+
+def _segmenter(model: Segmenter, dev: torch.device) -> tuple[nn.Module, dict]:
+    if isinstance(model, tuple):
+        net, meta = model
+        if meta.get("task", "segment") != "segment":
+            raise SegmentError("this model is a denoiser, not a segmenter")
+        return net.eval().to(dev), meta
+    net, meta = get_model(model, dev)
+    if meta.get("task") != "segment":
+        raise SegmentError(
+            f"{Path(str(model)).name} is a {meta.get('task', 'unknown')} model, not a segmenter"
+        )
+    return net, meta
+
+
+def segment(
+    image: Any,
+    model: Segmenter,
+    device: str | torch.device = "auto",
+    tile: int = 256,
+    overlap: int = 32,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: threading.Event | None = None,
+    probabilities: bool = False,
+    pixel_size_nm: float | None = None,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Class ids 1..K (uint8, shape of ``image``) of a 2D image or a stack (..., Y, X).
+
+    ``model``: a checkpoint path or name, or a ``(module, meta)`` pair. With
+    ``probabilities=True`` also returns float32 per-class probabilities (..., K, Y, X).
+    ``pixel_size_nm`` (the image's, nm/px) lets frames be resampled to the segmenter's
+    scale. ``progress(done, total)`` counts tiles; ``cancel`` raises ``engine.Cancelled``.
+    """
+    shape = tuple(int(s) for s in getattr(image, "shape", ()))
+    if len(shape) < 2 or min(shape) == 0:
+        raise SegmentError(f"expected a 2D image or a stack (..., Y, X), got shape {shape}")
+    if np.dtype(getattr(image, "dtype", np.float32)).kind not in "uif":
+        raise SegmentError(f"expected a grayscale image of numbers, got {image.dtype}")
+    dev = select_device(device)
+    net, meta = _segmenter(model, dev)
+    k = int(getattr(net, "config", {}).get("out_channels", len(meta.get("class_names", []))))
+    norm = Normalization.from_dict(meta.get("normalization"))
+    zoom = 1.0
+    trained_px = meta.get("pixel_size_nm")
+    if pixel_size_nm and trained_px:
+        zoom = float(pixel_size_nm) / float(trained_px)
+        if abs(np.log(zoom)) <= np.log(SCALE_TOLERANCE) + 1e-9:
+            zoom = 1.0
+        zoom = float(np.clip(zoom, 0.125, 8.0))
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return net(x).float().softmax(1)
+
+    lead, (h, w) = shape[:-2], shape[-2:]
+    frames = list(np.ndindex(*lead)) if lead else [()]
+    zh, zw = max(1, round(h * zoom)), max(1, round(w * zoom))
+    per_frame = tiles_per_frame((zh, zw), tile, overlap)
+    total = per_frame * len(frames)
+    labels = np.empty(shape, np.uint8)
+    probs = np.empty((*lead, k, h, w), np.float32) if probabilities else None
+    for n, idx in enumerate(frames):
+        frame = image[idx] if idx else image
+
+        def report(done: int, _total: int, base: int = n * per_frame) -> None:
+            if progress is not None:
+                progress(base + done, total)
+
+        if zoom != 1.0:
+            f = np.asarray(frame, np.float32)
+            frame = ndimage.zoom(f, (zh / h, zw / w), order=1, grid_mode=True, mode="reflect")
+        p = predict_tiled(
+            frame,
+            fn,
+            tile=tile,
+            overlap=overlap,
+            out_channels=k,
+            device=dev,
+            normalization=norm,
+            denormalize=False,
+            progress=report,
+            cancel=cancel,
+        )
+        if zoom != 1.0:
+            p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
+            p = p[:, :h, :w]
+        labels[idx] = p.argmax(0) + 1
+        if probs is not None:
+            probs[idx] = p
+    return (labels, probs) if probabilities else labels
+
+
+# --------------------------------------------------------------------------- files (CLI)
+
+
+def _first_image(path: str | Path):
+    from napari_temseg.io import read
+
+    found = [d for d in read(path) if d.kind in ("image", "stack")]
+    if not found:
+        raise SegmentError(f"{path}: holds no image")
+    return found[0]
+
+
+def finetune_files(
+    images: Sequence[str | Path],
+    labels: Sequence[str | Path],
+    output: str | Path,
+    init: str | Path | None = "auto",
+    steps: int = 300,
+    class_names: Sequence[str] | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    config: FinetuneConfig | None = None,
+    progress: Callable[[FinetuneEvent], Any] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[Path, FinetuneResult]:
+    """``temseg finetune``: images and their stroke masks (same shapes) -> a segmenter file.
+
+    Class names come from ``class_names``, else from the first label file's sidecar,
+    else "support, particle" (as many as the highest label needs).
+    """
+    from dataclasses import replace
+
+    from napari_temseg.io import read
+
+    if len(images) != len(labels):
+        raise SegmentError(f"got {len(images)} image file(s) but {len(labels)} label file(s)")
+    out = Path(output)
+    if out.suffix == "":
+        out = out.with_suffix(".safetensors")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; choose another name or allow overwrite")
+    imgs, labs, sizes = [], [], []
+    names = list(class_names or [])
+    for ip, lp in zip(images, labels, strict=True):
+        im = _first_image(ip)
+        lab = read(lp)[0]
+        imgs.append(np.asarray(im.data))
+        labs.append(np.asarray(lab.data))
+        sizes.append(im.pixel_size_nm)
+        if not names:
+            names = _names_from(lab.metadata)
+    kmax = max(int(np.max(lab)) for lab in labs)
+    if not names:
+        names = list(DEFAULT_CLASSES) + [f"class {i}" for i in range(3, kmax + 1)]
+    cfg = replace(config or FinetuneConfig(), steps=int(steps), device=device)
+    tuner = Finetuner(imgs, labs, names, init=init, config=cfg, pixel_sizes=sizes)
+    gen = tuner.run(cancel=cancel)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if progress is not None:
+            progress(ev)
+    save_segmenter(out, result.model, result.meta, overwrite=overwrite)
+    return out, result
+
+
+def _names_from(meta: dict) -> list[str]:
+    """Class names stored by ``io.write_labels`` (sidecar "classes") or napari metadata."""
+    if meta.get("class_names"):
+        return [str(n) for n in meta["class_names"]]
+    if isinstance(meta.get("sidecar"), dict):
+        return _names_from(meta["sidecar"])
+    classes = meta.get("classes")
+    if isinstance(classes, dict):
+        items = sorted((int(k), v) for k, v in classes.items() if int(k) > 0)
+        return [str(v.get("name", v)) if isinstance(v, dict) else str(v) for _, v in items]
+    if isinstance(classes, list):
+        named = sorted(
+            (int(c.get("value", i + 1)), str(c.get("name", f"class {i + 1}")))
+            for i, c in enumerate(classes)
+            if isinstance(c, dict)
+        )
+        return [n for v, n in named if v > 0]
+    return []
+
+
+def segment_files(
+    inputs: Sequence[str | Path],
+    model: str | Path,
+    outdir: str | Path,
+    device: str = "auto",
+    tile: int = 256,
+    overlap: int = 32,
+    progress: Callable[[int, int], Any] | None = None,
+) -> list[Path]:
+    """``temseg segment``: each input's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K)."""
+    from napari_temseg.io import write_labels
+
+    dev = select_device(device)
+    seg = load_segmenter(model, device=str(dev))
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in inputs:
+        im = _first_image(path)
+        mask = segment(
+            im.data,
+            seg,
+            device=dev,
+            tile=tile,
+            overlap=overlap,
+            progress=progress,
+            pixel_size_nm=im.pixel_size_nm,
+        )
+        target = outdir / (Path(path).stem + ".tif")
+        write_labels(
+            target,
+            mask,
+            scale=im.scale,
+            class_names=seg[1].get("class_names"),
+            class_colors=seg[1].get("class_colors"),
+            metadata={"segmented_with": str(model)},
+        )
+        written.append(target)
+    return written

@@ -1,0 +1,595 @@
+"""Train dock widget: paint strokes, press Train, watch a denoiser become a segmenter.
+
+The ilastik loop with deep features. Thin by design: it reads layers, builds a
+``engine.finetune.Finetuner`` (input errors surface at once, as notifications) and runs it
+in a worker thread (``EngineTask``); the worker relays every training event and, each time
+the held-out strokes say the model got better (at most every few seconds), a prediction of
+the displayed frame, which the GUI thread writes to "<image> prediction". Stop keeps the
+best model; pressing Train again continues from it. Apply writes "<image> segmentation"
+layers carrying ``class_names``/``class_colors`` in their metadata, as the exporter expects.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    SpinBox,
+    create_widget,
+)
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_temseg.models import DEFAULT_DENOISER
+from napari_temseg.models.user import user_models_changed
+from napari_temseg.widgets._curves import LossCurves
+from napari_temseg.widgets._tasks import EngineTask
+from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices, model_choices
+
+SCRATCH = "none"
+APPLY_SCOPES = ("current frame", "whole stack", "all open images")
+PREVIEW_EVERY_S = 3.0
+PREVIEW_MAX_SIDE = 1024  # the live preview covers at most this much of the view
+
+
+def init_choices() -> list[tuple[str, str]]:
+    """Denoisers to start from (bundled, then this session's), scratch, or a file."""
+    found = model_choices("denoise")
+    return [*found[:-1], ("from scratch (no pretraining)", SCRATCH), found[-1]]
+
+
+def parse_class_names(text: str) -> list[str]:
+    return [n.strip() for n in str(text).split(",") if n.strip()]
+
+
+def _frame_index(viewer: Any, layer: Any) -> tuple[int, ...]:
+    """Index of the displayed frame in the layer's leading (non-image) axes."""
+    point = layer.world_to_data(viewer.dims.point)
+    lead = layer.data.ndim - 2
+    return tuple(
+        int(np.clip(round(p), 0, s - 1))
+        for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)
+    )
+
+
+def _camera(viewer: Any) -> Any:
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _preview_corner(viewer: Any, layer: Any) -> tuple[int, int]:
+    """Top-left (y, x) of the preview window: centred on the view, inside the frame."""
+    h, w = layer.data.shape[-2:]
+    side = PREVIEW_MAX_SIDE
+    if h <= side and w <= side:
+        return 0, 0
+    cy, cx = (np.asarray(_camera(viewer).center[-2:]) - layer.translate[-2:]) / layer.scale[-2:]
+    y0 = int(np.clip(round(cy) - side // 2, 0, max(0, h - side)))
+    x0 = int(np.clip(round(cx) - side // 2, 0, max(0, w - side)))
+    return y0, x0
+
+
+def _pixel_size(layer: Any) -> float | None:
+    """The layer's in-plane pixel size in nm, when its units say it is calibrated."""
+    units = [str(u) for u in getattr(layer, "units", ())][-1:]
+    if units and units[0] in ("nm", "nanometer"):
+        return float(layer.scale[-1])
+    return None
+
+
+def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
+    """Worker-thread body: run the fine-tuner, relaying events and smoothed previews."""
+    from napari_temseg.engine import Cancelled
+    from napari_temseg.engine.segment import segment
+
+    gen = tuner.run(steps, cancel=cancel)
+    last = -np.inf
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        payload: dict[str, Any] = {"event": ev}
+        due = time.monotonic() - last >= PREVIEW_EVERY_S or last == -np.inf
+        if ev.kind == "val" and ev.improved and preview is not None and due:
+            try:
+                seg = (tuner.best_model(), tuner.segmenter_meta())
+                payload["preview"] = segment(
+                    preview, seg, device=tuner.device, tile=256, overlap=32, cancel=cancel
+                )
+                last = time.monotonic()
+            except Cancelled:
+                pass
+        progress(payload)
+
+
+def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
+    """Worker-thread body: segment every job's data; progress counts jobs' tiles."""
+    from napari_temseg.engine.segment import segment
+
+    out = []
+    for n, job in enumerate(jobs):
+
+        def report(done: int, total: int, n: int = n) -> None:
+            progress(n, len(jobs), done, total)
+
+        labels = segment(
+            job["data"],
+            model,
+            device=device,
+            tile=tile,
+            overlap=tile // 8,
+            progress=report,
+            cancel=cancel,
+            pixel_size_nm=job["pixel_size"],
+        )
+        out.append({**{k: v for k, v in job.items() if k != "data"}, "labels": labels})
+    return out
+
+
+class TrainWidget(Container):
+    """Fine-tune a segmenter from strokes painted in a Labels layer, live, in the background."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._image = create_widget(annotation=Image, label="Image")
+        self._labels = create_widget(annotation=Labels, label="Strokes")
+        self._add_strokes = PushButton(text="Add strokes layer")
+        self._all_pairs = CheckBox(text="also use other strokes layers", value=True)
+        self._classes = LineEdit(label="Classes", value="support, particle")
+        self._init = ComboBox(label="Start from", choices=init_choices())
+        if DEFAULT_DENOISER in [v for _, v in init_choices()]:
+            self._init.value = DEFAULT_DENOISER  # not the alphabetically first (hrtem)
+        self._init_file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors *.pt")
+        self._init_file.visible = False
+        self._continue = CheckBox(text="continue from the current segmenter", value=True)
+        self._steps = SpinBox(label="Steps", min=1, max=100_000, value=300)
+        self._lr = FloatSpinBox(label="Learning rate", min=1e-5, max=0.1, step=1e-4, value=2e-3)
+        self._patch = SpinBox(label="Patch size", min=32, max=512, step=16, value=128)
+        self._device = ComboBox(label="Device", choices=device_choices())
+        self._train = PushButton(text="Train")
+        self._stop = PushButton(text="Stop", enabled=False)
+        self._progress = ProgressBar(label="Progress", min=0, max=100, value=0)
+        self._status = Label(label="", value="paint a few strokes of every class")
+        self._scope = RadioButtons(label="Apply to", choices=APPLY_SCOPES, value=APPLY_SCOPES[1])
+        self._apply = PushButton(text="Apply", enabled=False)
+        self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors")
+        self._overwrite = CheckBox(text="overwrite", value=False)
+        self._save = PushButton(text="Save segmenter", enabled=False)
+        self._load_path = FileEdit(label="Load", mode="r", filter="*.safetensors *.pt")
+        self._load = PushButton(text="Load segmenter")
+        self.extend(
+            [
+                self._image,
+                self._labels,
+                self._add_strokes,
+                self._all_pairs,
+                self._classes,
+                self._init,
+                self._init_file,
+                self._continue,
+                self._steps,
+                self._lr,
+                self._patch,
+                self._device,
+                self._train,
+                self._stop,
+                self._progress,
+                self._status,
+                self._scope,
+                self._apply,
+                self._save_path,
+                self._overwrite,
+                self._save,
+                self._load_path,
+                self._load,
+            ]
+        )
+        self._loss_plot = LossCurves(ylabel="loss")
+        self._dice_plot = LossCurves(ylabel="val Dice", logy=False)
+        self.native.layout().addWidget(self._loss_plot)
+        self.native.layout().addWidget(self._dice_plot)
+
+        self.segmenter: tuple[Any, dict] | None = None  # (model, meta), the current best
+        self._job: dict[str, Any] = {}
+        self._closed = False
+        self._task = EngineTask()
+        self._task.progress.connect(self._on_train_progress)
+        self._task.done.connect(self._on_train_done)
+        self._task.failed.connect(self._on_failed)
+        self._task.finished.connect(self._on_train_finished)
+        self._apply_task = EngineTask()
+        self._apply_task.progress.connect(self._on_apply_progress)
+        self._apply_task.done.connect(self._on_apply_done)
+        self._apply_task.failed.connect(self._on_failed)
+        self._apply_task.finished.connect(self._on_apply_finished)
+
+        self._add_strokes.changed.connect(self.add_strokes_layer)
+        self._train.changed.connect(self.train)
+        self._stop.changed.connect(self.stop)
+        self._apply.changed.connect(self.apply)
+        self._save.changed.connect(self.save)
+        self._load.changed.connect(self.load)
+        self._init.changed.connect(
+            lambda v: setattr(self._init_file, "visible", v == CHECKPOINT_CHOICE)
+        )
+        user_models_changed.connect(self._refresh_models)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.native.destroyed.connect(self._on_destroyed)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _on_destroyed(self, *_: Any) -> None:
+        self._closed = True
+        self._task.cancel()
+        self._apply_task.cancel()
+        try:
+            user_models_changed.disconnect(self._refresh_models)
+        except Exception:
+            pass
+
+    def _refresh_models(self) -> None:
+        current = self._init.value
+        self._init.choices = init_choices()
+        if current in [v for _, v in init_choices()]:
+            self._init.value = current
+
+    def _class_names(self) -> list[str] | None:
+        names = parse_class_names(self._classes.value)
+        if len(names) < 2 or len(set(names)) != len(names):
+            show_warning("Name at least two distinct classes, separated by commas.")
+            return None
+        return names
+
+    def _colors(self, names: list[str]) -> list[str]:
+        from napari_temseg.engine.finetune import DEFAULT_COLORS
+
+        old = list((self.segmenter or (None, {}))[1].get("class_colors") or [])
+        return (old + list(DEFAULT_COLORS))[: len(names)] if len(names) <= 8 else old
+
+    def _style_labels(self, layer: Labels, names: list[str], colors: list[str]) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer.metadata = {**layer.metadata, "class_names": names, "class_colors": colors}
+        mapping: dict[Any, Any] = {None: "transparent", 0: "transparent"}
+        mapping.update({i + 1: c for i, c in enumerate(colors)})
+        layer.colormap = DirectLabelColormap(color_dict=mapping)
+
+    def _put_labels(
+        self,
+        name: str,
+        like: Image,
+        data: np.ndarray,
+        frame: tuple | None,
+        names: list[str],
+        colors: list[str],
+        corner: tuple[int, int] = (0, 0),
+    ) -> Labels:
+        """Write ``data`` into layer ``name`` (image-shaped when a frame or corner is given)."""
+        whole = frame is None and corner == (0, 0)
+        shape = data.shape if whole else like.data.shape
+        ndim = len(shape)
+        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        if not isinstance(layer, Labels) or layer.data.shape != tuple(shape):
+            if layer is not None:
+                self._viewer.layers.remove(layer)
+            layer = self._viewer.add_labels(
+                np.zeros(shape, np.uint8),
+                name=name,
+                scale=tuple(like.scale[-ndim:]),
+                translate=tuple(like.translate[-ndim:]),
+                units=tuple(like.units[-ndim:]),
+            )
+        if whole:
+            layer.data[...] = data
+        else:
+            y0, x0 = corner
+            region = (
+                *(frame or ()),
+                slice(y0, y0 + data.shape[-2]),
+                slice(x0, x0 + data.shape[-1]),
+            )
+            layer.data[region] = data
+        self._style_labels(layer, names, colors)
+        layer.refresh()
+        return layer
+
+    def _pairs(self, image: Image, labels: Labels) -> list[tuple[Image, Labels]]:
+        pairs = [(image, labels)]
+        if self._all_pairs.value:
+            for layer in self._viewer.layers:
+                target = layer.metadata.get("strokes_for") if isinstance(layer, Labels) else None
+                if layer is labels or target not in self._viewer.layers:
+                    continue
+                img = self._viewer.layers[target]
+                if isinstance(img, Image) and img.data.shape == layer.data.shape:
+                    if np.asarray(layer.data).any():
+                        pairs.append((img, layer))
+        return pairs
+
+    # ------------------------------------------------------------------ actions
+
+    def add_strokes_layer(self) -> Labels | None:
+        image = self._image.value
+        if image is None:
+            show_warning("Open or select an image layer first.")
+            return None
+        names = self._class_names() or ["support", "particle"]
+        shape = image.data[0].shape if image.multiscale else image.data.shape
+        ndim = len(shape)
+        layer = self._viewer.add_labels(
+            np.zeros(shape, np.uint8),
+            name=f"{image.name} strokes",
+            scale=tuple(image.scale[-ndim:]),
+            translate=tuple(image.translate[-ndim:]),
+            units=tuple(image.units[-ndim:]),
+            metadata={"strokes_for": image.name},
+        )
+        self._style_labels(layer, names, self._colors(names))
+        layer.brush_size = 5
+        layer.selected_label = 1
+        layer.mode = "paint"
+        self._labels.value = layer
+        return layer
+
+    def train(self) -> None:
+        from napari_temseg.engine.finetune import FinetuneConfig, Finetuner
+
+        if self._task.running:
+            show_info("Training is already running; press Stop to end it.")
+            return
+        image, labels = self._image.value, self._labels.value
+        if image is None or labels is None:
+            show_warning(
+                "Choose an image layer and a Labels layer with strokes (Add strokes layer)."
+            )
+            return
+        if image.rgb or image.multiscale:
+            show_warning(f"'{image.name}' must be a single-resolution grayscale image.")
+            return
+        names = self._class_names()
+        if names is None:
+            return
+        init: Any = self._init.value
+        if self.segmenter is not None and self._continue.value:
+            init = self.segmenter
+        elif init == CHECKPOINT_CHOICE:
+            path = self._init_file.value
+            if not path or not Path(path).is_file():
+                show_warning("Choose a denoiser checkpoint file to start from.")
+                return
+            init = str(path)
+        pairs = self._pairs(image, labels)
+        cfg = FinetuneConfig(
+            steps=int(self._steps.value),
+            lr=float(self._lr.value),
+            patch=int(self._patch.value),
+            device=self._device.value,
+        )
+        try:
+            tuner = Finetuner(
+                [i.data for i, _ in pairs],  # lazy stacks: only labelled frames are read
+                [np.array(lab.data, copy=True) for _, lab in pairs],  # painting goes on
+                names,
+                init=init,
+                config=cfg,
+                pixel_sizes=[_pixel_size(i) for i, _ in pairs],
+                class_colors=self._colors(names),
+            )
+        except (ValueError, OSError) as exc:  # SegmentError, CheckpointError, DeviceError
+            show_error(f"Cannot train: {exc}")
+            self._status.value = f"cannot train: {exc}"
+            return
+        labels.metadata = {**labels.metadata, "class_names": names}
+        frame = _frame_index(self._viewer, image) if image.data.ndim > 2 else ()
+        corner = _preview_corner(self._viewer, image)
+        view = image.data[frame] if frame else image.data
+        side = PREVIEW_MAX_SIDE
+        preview = np.asarray(view[corner[0] : corner[0] + side, corner[1] : corner[1] + side])
+        self._job = {
+            "image": image,
+            "layers": {id(i) for i, _ in pairs} | {id(lab) for _, lab in pairs},
+            "start": tuner.steps_done,
+            "steps": cfg.steps,
+            "names": names,
+            "colors": tuner.class_colors,
+            "frame": frame,
+            "corner": corner,
+        }
+        if tuner.steps_done == 0:
+            self._loss_plot.clear()
+            self._dice_plot.clear()
+        self._progress.value = 0
+        self._status.value = (
+            f"training on {len(tuner.source.frames)} frame(s) from {tuner.meta.get('source_model')}"
+            f"{'' if tuner.head_is_new else ' (continuing)'}…"
+        )
+        self._train.enabled = False
+        self._stop.enabled = True
+        self._task.start(train_job, tuner, cfg.steps, preview)
+
+    def stop(self) -> None:
+        self._task.cancel()
+        self._status.value = "stopping; the best model is kept…"
+
+    def apply(self) -> None:
+        if self.segmenter is None:
+            show_warning("Train or load a segmenter first.")
+            return
+        if self._apply_task.running:
+            show_info("Already applying the segmenter.")
+            return
+        image = self._image.value
+        scope = self._scope.value
+        layers = (
+            [lay for lay in self._viewer.layers if isinstance(lay, Image) and not lay.rgb]
+            if scope == APPLY_SCOPES[2]
+            else [image]
+        )
+        if not layers or layers[0] is None:
+            show_warning("Choose an image layer to apply the segmenter to.")
+            return
+        jobs = []
+        for layer in layers:
+            data = layer.data[0] if layer.multiscale else layer.data
+            frame = None
+            if scope == APPLY_SCOPES[0] and data.ndim > 2:
+                frame = _frame_index(self._viewer, layer)
+                data = data[frame]
+            jobs.append(
+                {"layer": layer, "data": data, "frame": frame, "pixel_size": _pixel_size(layer)}
+            )
+        self._apply.enabled = False
+        self._status.value = f"segmenting {len(jobs)} image(s)…"
+        self._apply_task.start(apply_job, jobs, self.segmenter, self._device.value, 256)
+
+    def save(self) -> Path | None:
+        from napari_temseg.engine.finetune import save_segmenter
+        from napari_temseg.models.user import register_user_model
+
+        if self.segmenter is None:
+            show_warning("Train or load a segmenter first.")
+            return None
+        path = self._save_path.value
+        if not path or str(path) in ("", "."):
+            show_warning("Choose a file name to save the segmenter to.")
+            return None
+        try:
+            saved = save_segmenter(path, *self.segmenter, overwrite=bool(self._overwrite.value))
+        except FileExistsError as exc:
+            show_warning(f"{exc}.")
+            return None
+        except (OSError, ValueError) as exc:
+            show_error(f"Could not save the segmenter: {exc}")
+            return None
+        register_user_model(saved.stem, saved, "segmenter from your strokes")
+        self._status.value = f"saved to {saved}"
+        return saved
+
+    def load(self) -> None:
+        from napari_temseg.engine.segment import load_segmenter
+
+        path = self._load_path.value
+        if not path or not Path(path).is_file():
+            show_warning("Choose a segmenter file to load.")
+            return
+        try:
+            model, meta = load_segmenter(path)
+        except (ValueError, OSError) as exc:
+            show_error(f"Could not load the segmenter: {exc}")
+            return
+        self.segmenter = (model, meta)
+        self._classes.value = ", ".join(meta.get("class_names") or [])
+        self._apply.enabled = self._save.enabled = True
+        self._status.value = f"loaded {Path(path).name}: {self._classes.value}"
+
+    # ------------------------------------------------------------------ callbacks (GUI thread)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        if self._task.running and id(event.value) in self._job.get("layers", ()):
+            self._task.cancel()
+            self._status.value = f"'{event.value.name}' was removed; training stopped"
+        if self._apply_task.running:
+            self._apply_task.cancel()
+
+    def _on_train_progress(self, args: tuple) -> None:
+        if self._closed:
+            return
+        payload = args[0]
+        ev = payload["event"]
+        job = self._job
+        self._progress.value = int(100 * (ev.step - job["start"]) / max(job["steps"], 1))
+        if ev.kind == "step":
+            if ev.step % 5 == 0:
+                self._loss_plot.add("train loss", ev.step, ev.loss)
+            self._status.value = (
+                f"step {ev.step}/{ev.steps} ({ev.phase}), loss {ev.loss:.3f}, "
+                f"{ev.examples_per_s:.1f} patches/s"
+            )
+        else:
+            self._loss_plot.add("val loss", ev.step, ev.val_loss)
+            for name, d in zip(job["names"], ev.val_dice or [], strict=False):
+                if d is not None:
+                    self._dice_plot.add(name, ev.step, d)
+        if "preview" in payload and job.get("image") is not None:
+            image = job["image"]
+            if image in self._viewer.layers:
+                self._put_labels(
+                    f"{image.name} prediction",
+                    image,
+                    payload["preview"],
+                    job["frame"] or None,
+                    job["names"],
+                    job["colors"],
+                    job["corner"],
+                )
+
+    def _on_train_done(self, result: Any) -> None:
+        if self._closed:
+            return
+        self.segmenter = (result.model, result.meta)
+        self._apply.enabled = self._save.enabled = True
+        dice = ", ".join(
+            f"{n} {d:.2f}"
+            for n, d in zip(self._job["names"], result.best_val_dice, strict=False)
+            if d is not None
+        )
+        why = "stopped" if result.stopped else "early stop" if result.early_stopped else "done"
+        self._status.value = (
+            f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
+        )
+        self._loss_plot.redraw()
+        self._dice_plot.redraw()
+
+    def _on_failed(self, exc: Exception) -> None:
+        from napari_temseg.engine import Cancelled
+
+        if self._closed or isinstance(exc, Cancelled):
+            return
+        self._status.value = f"failed: {exc}"
+        show_error(f"Segmentation training failed: {exc}")
+
+    def _on_train_finished(self) -> None:
+        if self._closed:
+            return
+        self._train.enabled = True
+        self._stop.enabled = False
+        self._progress.value = 100
+
+    def _on_apply_progress(self, args: tuple) -> None:
+        n, jobs, done, total = args
+        self._progress.value = int(100 * (n + done / max(total, 1)) / max(jobs, 1))
+
+    def _on_apply_done(self, results: list) -> None:
+        if self._closed:
+            return
+        names = self.segmenter[1].get("class_names") or []
+        colors = self.segmenter[1].get("class_colors") or self._colors(names)
+        for r in results:
+            layer = r["layer"]
+            if layer not in self._viewer.layers:
+                continue
+            self._put_labels(
+                f"{layer.name} segmentation", layer, r["labels"], r["frame"], names, colors
+            )
+        self._status.value = f"segmented {len(results)} image(s)"
+
+    def _on_apply_finished(self) -> None:
+        if not self._closed:
+            self._apply.enabled = self.segmenter is not None
+            self._progress.value = 100

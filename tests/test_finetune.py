@@ -1,0 +1,308 @@
+"""Fine-tuning a segmenter from painted strokes, and applying it: engine only, no Qt."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_temseg.engine.finetune import (
+    FinetuneConfig,
+    Finetuner,
+    dice_per_class,
+    finetune,
+    save_segmenter,
+    stroke_loss,
+)
+from napari_temseg.engine.segment import (
+    finetune_files,
+    load_segmenter,
+    segment,
+    segment_files,
+)
+from napari_temseg.engine.strokes import (
+    SegmentError,
+    StrokeError,
+    StrokeSource,
+    scribbles_from_mask,
+)
+from napari_temseg.models import UNet, save_checkpoint
+from napari_temseg.synth import simulate
+
+torch.set_num_threads(1)  # tiny networks: one thread is fastest on a shared 2-core box
+
+
+def tiny(steps: int = 40, **kw) -> FinetuneConfig:
+    base = dict(steps=steps, batch_size=4, patch=64, base=8, depth=3, device="cpu", val_every=20)
+    return FinetuneConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def stem():
+    s = simulate("stem", 160, pixel_size_nm=0.1, dose=200, seed=1)
+    strokes = scribbles_from_mask(s.semantic, per_class=4, length=24, seed=0)
+    return s, strokes
+
+
+def run(tuner: Finetuner, cancel=None):
+    events = []
+    gen = tuner.run(cancel=cancel)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, events
+
+
+def test_scribbles_are_sparse_and_inside_their_class(stem):
+    s, strokes = stem
+    labelled = strokes > 0
+    assert 0 < labelled.mean() < 0.05  # strokes, not a full mask
+    assert set(np.unique(strokes)) == {0, 1, 2}
+    assert np.array_equal(strokes[labelled], s.semantic[labelled])
+
+
+def test_training_from_strokes_segments_the_whole_image(stem):
+    s, strokes = stem
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(60))
+    before = segment(s.noisy, (tuner.model, {**tuner.segmenter_meta()}), device="cpu", tile=96)
+    result, events = run(tuner)
+    after = segment(s.noisy, (result.model, result.meta), device="cpu", tile=96, overlap=16)
+    d0 = dice_per_class(before, s.semantic, 2)[1]
+    d1 = dice_per_class(after, s.semantic, 2)[1]
+    assert after.dtype == np.uint8 and set(np.unique(after)) <= {1, 2}
+    assert d0 < 0.5 < 0.8 < d1, (d0, d1)
+    vals = [e for e in events if e.kind == "val"]
+    assert vals and all(len(e.val_dice) == 2 for e in vals)
+    assert result.steps_done == 60 and result.best_step in [e.step for e in vals]
+    assert events[-1].examples_per_s > 0
+
+
+def test_loss_ignores_unlabelled_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 4:6, 2:12] = 1
+    target[:, 10:12, 2:12] = 3
+    loss = stroke_loss(logits, target, dice_weight=0.5)
+    loss.backward()
+    unlabelled = (target == 0)[:, None].expand_as(logits)
+    assert torch.all(logits.grad[unlabelled] == 0)
+    changed = logits.detach().clone()
+    changed[unlabelled] = torch.randn(int(unlabelled.sum())) * 10
+    assert torch.isclose(stroke_loss(changed, target, dice_weight=0.5), loss.detach())
+    flipped = target.clone()
+    flipped[:, 10:12, 2:12] = 2  # changing a *labelled* pixel's class does change it
+    assert not torch.isclose(stroke_loss(logits.detach(), flipped), loss.detach())
+
+
+def test_rare_class_gets_weight_and_patches():
+    img = np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)
+    lab = np.zeros((256, 256), np.uint8)
+    lab[10:250, 20:30] = 1
+    lab[100:240, 200:210] = 1
+    lab[50:53, 150:152] = 2  # 6 pixels of a rare class
+    src = StrokeSource([img], [lab], 2, patch=64, val_fraction=0.0)
+    w = src.class_weights()
+    assert w[1] > 5 * w[0]
+    _, ys = src.sample(64, np.random.default_rng(1))
+    with_rare = np.mean([(y == 2).any() for y in ys])
+    assert with_rare > 0.3, with_rare
+
+
+def test_clear_errors(stem):
+    s, strokes = stem
+    with pytest.raises(StrokeError, match="no strokes"):
+        Finetuner([s.noisy], [np.zeros_like(strokes)], init="none", config=tiny())
+    with pytest.raises(StrokeError, match="only class 1"):
+        Finetuner([s.noisy], [(strokes == 1).astype(np.uint8)], init="none", config=tiny())
+    with pytest.raises(StrokeError, match="differ in shape"):
+        Finetuner([s.noisy], [strokes[:100]], init="none", config=tiny())
+    three = strokes.copy()
+    three[0:3, 0:3] = 3
+    with pytest.raises(StrokeError, match="label 3"):
+        Finetuner([s.noisy], [three], init="none", config=tiny())
+    with pytest.raises(SegmentError, match="two classes"):
+        Finetuner([s.noisy], [strokes], ["only"], init="none", config=tiny())
+
+
+def test_image_smaller_than_a_patch_is_padded(stem):
+    s, strokes = stem
+    small, lab = s.noisy[:40, :48], strokes[:40, :48].copy()
+    lab[2:5, 2:20], lab[30:33, 10:40] = 1, 2
+    result, _ = run(Finetuner([small], [lab], init="none", config=tiny(5, patch=64)))
+    assert segment(small, (result.model, result.meta), device="cpu").shape == small.shape
+
+
+def test_checkpoint_round_trip_and_other_classes(stem, tmp_path):
+    s, strokes = stem
+    names = ["carbon", "gold"]
+    result = finetune([s.noisy], [strokes], names, init="none", config=tiny(10))
+    path = save_segmenter(tmp_path / "seg", result.model, result.meta)
+    assert path.suffix == ".safetensors"
+    with pytest.raises(FileExistsError):
+        save_segmenter(path, result.model, result.meta)
+    _model, meta = load_segmenter(path)
+    assert meta["class_names"] == names and len(meta["class_colors"]) == 2
+    assert meta["source_model"] == "none" and meta["normalization"]["method"] == "percentile"
+    assert meta["training"]["steps_done"] == 10 and meta["pixel_size_nm"] is None
+    a = segment(s.noisy, path, device="cpu")
+    b = segment(s.noisy, (result.model, result.meta), device="cpu")
+    assert np.array_equal(a, b)
+    with pytest.raises(SegmentError, match="trained for 2 classes"):
+        Finetuner([s.noisy], [strokes], ["a", "b", "c"], init=str(path), config=tiny())
+    denoiser = save_checkpoint(
+        tmp_path / "den.safetensors", UNet(base=8, depth=3), {"task": "denoise"}
+    )
+    with pytest.raises(SegmentError, match="not a segmenter"):
+        load_segmenter(denoiser)
+    with pytest.raises(SegmentError, match="not a segmenter"):
+        segment(s.noisy, denoiser, device="cpu")
+
+
+def test_continue_from_current_model(stem):
+    s, strokes = stem
+    first, _ = run(Finetuner([s.noisy], [strokes], init="none", config=tiny(20)))
+    w_head = first.model.head.weight.detach().clone()
+    more = strokes.copy()
+    more[:, :4][s.semantic[:, :4] == 1] = 1  # paint more, press Train again
+    tuner = Finetuner([s.noisy], [more], init=(first.model, first.meta), config=tiny(10))
+    assert not tuner.head_is_new and torch.equal(tuner.model.head.weight, w_head)
+    second, events = run(tuner)
+    steps = [e.step for e in events if e.kind == "step"]
+    assert steps[0] == 21 and second.steps_done == 30
+    assert events[0].kind == "val" and events[0].step == 20  # the model to beat
+    assert second.meta["training"]["steps_done"] == 30
+
+
+def test_cancel_keeps_the_best(stem):
+    s, strokes = stem
+    cancel = threading.Event()
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(200))
+    gen = tuner.run(cancel=cancel)
+    for ev in gen:
+        if ev.kind == "val":
+            cancel.set()
+    result = tuner  # generator finished; its state holds the best
+    assert result.steps_done < 200 and result.best_step > 0
+    assert torch.equal(tuner.model.state_dict()["head.weight"], tuner.best_state["head.weight"])
+
+
+def test_stack_uses_labelled_frames_only_and_segments_all(stem):
+    s, strokes = stem
+    other = simulate("stem", 160, pixel_size_nm=0.1, dose=200, seed=2)
+    stack = np.stack([other.noisy, s.noisy, other.noisy])
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[1] = strokes
+    tuner = Finetuner([stack], [labels], init="none", config=tiny(30))
+    assert [f.origin for f in tuner.source.frames] == [(0, 1)]
+    result, _ = run(tuner)
+    seen = []
+    out, probs = segment(
+        stack,
+        (result.model, result.meta),
+        device="cpu",
+        tile=96,
+        overlap=16,
+        probabilities=True,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert out.shape == stack.shape and probs.shape == (3, 2, 160, 160)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+    assert np.array_equal(
+        out[1], segment(s.noisy, (result.model, result.meta), device="cpu", tile=96, overlap=16)
+    )
+    assert np.array_equal(out, probs.argmax(1) + 1)
+    assert seen[-1][0] == seen[-1][1] and len({t for _, t in seen}) == 1
+
+
+def test_pixel_sizes_are_brought_to_one_scale(stem):
+    s, strokes = stem
+    big = simulate("stem", 160, pixel_size_nm=0.3, dose=200, seed=3)
+    big_strokes = scribbles_from_mask(big.semantic, per_class=3, seed=1)
+    tuner = Finetuner(
+        [s.noisy, big.noisy],
+        [strokes, big_strokes],
+        init="none",
+        config=tiny(5),
+        pixel_sizes=[0.05, 0.3],
+    )
+    assert tuner.source.pixel_size_nm == pytest.approx(0.175)
+    shapes = [f.image.shape for f in tuner.source.frames]
+    assert shapes == [(46, 46), (160, 160)]  # > x2 off: resampled; within x2: as is
+    result, _ = run(tuner)
+    assert result.meta["pixel_size_nm"] == pytest.approx(0.175)
+    seg = (result.model, result.meta)
+    for px in (0.3, 1.0):  # as is, and resampled (x5.7) and back to the input's shape
+        assert segment(big.noisy, seg, device="cpu", pixel_size_nm=px).shape == big.noisy.shape
+
+
+def test_init_from_denoiser_copies_encoder_and_warms_up_head(stem, tmp_path):
+    s, strokes = stem
+    torch.manual_seed(3)
+    den = UNet(base=8, depth=3)
+    norm = {"method": "percentile", "low": 1.0, "high": 99.0, "clip": 10.0}
+    path = save_checkpoint(
+        tmp_path / "den.safetensors", den, {"task": "denoise", "normalization": norm}
+    )
+    tuner = Finetuner([s.noisy], [strokes], init=str(path), config=tiny(6, head_warmup=6))
+    assert tuner.head_is_new and tuner.model.head.out_channels == 2
+    for name, value in den.encoder.state_dict().items():
+        assert torch.equal(tuner.model.encoder.state_dict()[name], value), name
+    assert tuner.normalization.low == 1.0 and tuner.normalization.clip == 10.0
+    head0 = tuner.model.head.weight.detach().clone()
+    _, events = run(tuner)
+    assert events[0].phase == "head warm-up"
+    for name, value in den.encoder.state_dict().items():  # frozen during warm-up
+        assert torch.equal(tuner.model.encoder.state_dict()[name].cpu(), value), name
+    assert not torch.equal(tuner.model.head.weight.detach().cpu(), head0)
+    meta = tuner.segmenter_meta()
+    assert meta["source_model"] == str(path) and meta["normalization"]["low"] == 1.0
+
+
+def test_files_round_trip(stem, tmp_path):
+    from napari_temseg.io import write_image, write_labels
+
+    s, strokes = stem
+    write_image(tmp_path / "a.tif", s.noisy, scale=(0.1, 0.1))
+    write_labels(
+        tmp_path / "a_strokes.tif", strokes, scale=(0.1, 0.1), class_names=["carbon", "gold"]
+    )
+    out, result = finetune_files(
+        [tmp_path / "a.tif"],
+        [tmp_path / "a_strokes.tif"],
+        tmp_path / "seg",
+        init="none",
+        steps=10,
+        device="cpu",
+        config=tiny(10),
+    )
+    assert out.is_file() and result.meta["class_names"] == ["carbon", "gold"]
+    assert result.meta["pixel_size_nm"] == pytest.approx(0.1)
+    with pytest.raises(FileExistsError):
+        finetune_files([tmp_path / "a.tif"], [tmp_path / "a_strokes.tif"], out, init="none")
+    written = segment_files([tmp_path / "a.tif"], out, tmp_path / "masks", device="cpu")
+    assert [p.name for p in written] == ["a.tif"]
+    from napari_temseg.io import read
+
+    mask = read(written[0])[0]
+    assert mask.shape == s.noisy.shape and set(np.unique(np.asarray(mask.data))) <= {1, 2}
+
+
+def test_auto_init_uses_the_bundled_denoiser_when_installed(stem):
+    from napari_temseg.models import list_models, load_model
+
+    if "stem-denoise" not in {m.name for m in list_models("denoise")}:
+        pytest.skip("bundled stem-denoise weights not installed")
+    s, strokes = stem
+    tuner = Finetuner([s.noisy], [strokes], init="auto", config=tiny(1, base=16, depth=4))
+    den, meta = load_model("stem-denoise")
+    assert tuner.meta["source_model"] == "stem-denoise" and tuner.head_is_new
+    for name, value in den.decoder.state_dict().items():
+        assert torch.equal(tuner.model.decoder.state_dict()[name], value), name
+    assert tuner.normalization.to_dict() == {
+        **tuner.normalization.to_dict(),
+        **(meta.get("normalization") or {}),
+    }

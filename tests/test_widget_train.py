@@ -1,0 +1,210 @@
+"""Train dock widget in a real viewer: strokes in, live prediction and segmentation out."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from napari_temseg.engine.strokes import scribbles_from_mask
+from napari_temseg.synth import simulate
+from napari_temseg.widgets import train as train_mod
+from napari_temseg.widgets.train import SCRATCH, TrainWidget
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    s = simulate("stem", 128, pixel_size_nm=0.1, dose=200, seed=1)
+    return s, scribbles_from_mask(s.semantic, per_class=4, length=24, seed=0)
+
+
+@pytest.fixture
+def widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._init.value = SCRATCH
+    w._device.value = "cpu"
+    w._patch.value = 64
+    return viewer, w
+
+
+def _wait(qtbot, task, timeout=60_000):
+    qtbot.waitUntil(lambda: not task.running, timeout=timeout)
+
+
+def _small_net(monkeypatch):
+    """Base-8 networks keep the GUI tests quick on a 2-core machine."""
+    from napari_temseg.engine import finetune as ft
+
+    orig = ft.FinetuneConfig.__init__
+
+    def init(self, *a, **kw):
+        orig(self, *a, **{"base": 8, "depth": 3, "batch_size": 4, "val_every": 10, **kw})
+
+    monkeypatch.setattr(ft.FinetuneConfig, "__init__", init)
+
+
+def _paint(layer, strokes):
+    """Paint like a brush would: label by label, through the layer's own API."""
+    layer.brush_size = 1
+    for value in (1, 2):
+        for coord in np.argwhere(strokes == value):
+            layer.paint(tuple(coord), value, refresh=False)
+    layer.refresh()
+
+
+def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
+    _small_net(monkeypatch)
+    monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
+    viewer, w = widget
+    s, strokes = sample
+    stack = np.stack([s.noisy, s.noisy[::-1]])
+    image = viewer.add_image(stack, name="raw", scale=(1.0, 0.1, 0.1), units=("pixel", "nm", "nm"))
+    w._image.value = image
+    layer = w.add_strokes_layer()
+    assert layer.data.shape == stack.shape and tuple(layer.scale) == (1.0, 0.1, 0.1)
+    assert layer.metadata["class_names"] == ["support", "particle"]
+    viewer.dims.set_point(0, 0)
+    brush = np.zeros_like(stack, dtype=np.uint8)
+    brush[0] = strokes
+    _paint(layer, brush)
+    assert np.array_equal(layer.data[0] > 0, strokes > 0)
+
+    w._steps.value = 40
+    w.train()
+    assert w._task.running
+    _wait(qtbot, w._task)
+    assert w.segmenter is not None
+    assert "raw prediction" in viewer.layers
+    pred = viewer.layers["raw prediction"]
+    assert pred.metadata["class_names"] == ["support", "particle"]
+    assert set(np.unique(pred.data[0])) <= {1, 2} and (pred.data[0] == 2).any()
+    assert w._loss_plot.series("train loss")[0] and w._dice_plot.series("particle")[0]
+    first_steps = w.segmenter[1]["training"]["steps_done"]
+    assert first_steps == 40
+
+    # Stop mid-run keeps the best; Train again continues the step count
+    w._steps.value = 400
+    w.train()
+    qtbot.waitUntil(lambda: w._loss_plot.series("train loss")[0][-1] > 45, timeout=30_000)
+    t0 = time.monotonic()
+    w.stop()
+    _wait(qtbot, w._task, timeout=10_000)
+    assert time.monotonic() - t0 < 5
+    steps_done = w.segmenter[1]["training"]["steps_done"]
+    assert first_steps < steps_done < first_steps + 400
+    assert "stopped" in w._status.value
+
+    # apply to the whole stack
+    w._scope.value = "whole stack"
+    w.apply()
+    _wait(qtbot, w._apply_task)
+    seg = viewer.layers["raw segmentation"]
+    assert seg.data.shape == stack.shape and tuple(seg.scale) == (1.0, 0.1, 0.1)
+    assert set(np.unique(seg.data)) <= {1, 2} and (seg.data[1] == 2).any()
+    assert seg.metadata["class_names"] == ["support", "particle"]
+    assert len(seg.metadata["class_colors"]) == 2
+
+
+def test_error_notifications(widget, sample, monkeypatch):
+    viewer, w = widget
+    s, strokes = sample
+    image = viewer.add_image(s.noisy, name="raw")
+    w._image.value = image
+    layer = w.add_strokes_layer()
+    shown = []
+    monkeypatch.setattr(train_mod, "show_error", shown.append)
+    w.train()
+    assert not w._task.running and "no strokes" in shown[-1]
+    layer.data = (strokes == 1).astype(np.uint8)
+    w.train()
+    assert not w._task.running and "only class 1" in shown[-1]
+    other = viewer.add_labels(np.zeros((50, 50), np.uint8), name="wrong")
+    other.data[5:10, 5:10] = 1
+    w._labels.value = other
+    w._all_pairs.value = False
+    w.train()
+    assert "differ in shape" in shown[-1]
+
+
+def test_removing_the_image_stops_training(widget, sample, qtbot, monkeypatch):
+    _small_net(monkeypatch)
+    viewer, w = widget
+    s, strokes = sample
+    image = viewer.add_image(s.noisy, name="raw")
+    w._image.value = image
+    layer = w.add_strokes_layer()
+    layer.data = strokes.copy()
+    w._steps.value = 5000
+    w.train()
+    qtbot.waitUntil(lambda: bool(w._loss_plot.series("train loss")[0]), timeout=30_000)
+    t0 = time.monotonic()
+    viewer.layers.remove(image)
+    _wait(qtbot, w._task, timeout=10_000)
+    assert time.monotonic() - t0 < 3
+    assert "removed" in w._status.value or "stopped" in w._status.value
+
+
+def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_path):
+    _small_net(monkeypatch)
+    viewer, w = widget
+    s, strokes = sample
+    image = viewer.add_image(s.noisy, name="raw")
+    w._image.value = image
+    layer = w.add_strokes_layer()
+    layer.data = strokes.copy()
+    w._classes.value = "carbon, gold"
+    w._steps.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    w._save_path.value = tmp_path / "seg.safetensors"
+    assert w.save() == tmp_path / "seg.safetensors"
+    warned = []
+    monkeypatch.setattr(train_mod, "show_warning", warned.append)
+    assert w.save() is None and "already exists" in warned[-1]
+    w._classes.value = "x, y"
+    w._load_path.value = tmp_path / "seg.safetensors"
+    w.load()
+    assert w._classes.value == "carbon, gold"
+    w._scope.value = "all open images"
+    viewer.add_image(s.noisy[:100, :90], name="other")
+    w.apply()
+    _wait(qtbot, w._apply_task)
+    assert viewer.layers["other segmentation"].data.shape == (100, 90)
+    assert viewer.layers["raw segmentation"].metadata["class_names"] == ["carbon", "gold"]
+
+
+def test_preview_window_follows_the_view_on_big_images(widget):
+    viewer, _ = widget
+    image = viewer.add_image(np.zeros((2000, 1500), np.float32), name="big", scale=(0.5, 0.5))
+    train_mod._camera(viewer).center = (0.0, 900.0, 700.0)  # world units: pixel (1800, 1400)
+    y0, x0 = train_mod._preview_corner(viewer, image)
+    assert (y0, x0) == (2000 - 1024, 1500 - 1024)
+    train_mod._camera(viewer).center = (0.0, 250.0, 250.0)
+    assert train_mod._preview_corner(viewer, image) == (0, 0)
+    small = viewer.add_image(np.zeros((300, 200), np.float32), name="small")
+    assert train_mod._preview_corner(viewer, small) == (0, 0)
+
+
+def test_closing_the_viewer_stops_training(make_napari_viewer, sample, qtbot, monkeypatch):
+    _small_net(monkeypatch)
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w._init.value, w._device.value, w._patch.value = SCRATCH, "cpu", 64
+    s, strokes = sample
+    w._image.value = viewer.add_image(s.noisy, name="raw")
+    w.add_strokes_layer().data = strokes.copy()
+    w._steps.value = 5000
+    task = w._task
+    w.train()
+    qtbot.waitUntil(lambda: bool(w._loss_plot.series("train loss")[0]), timeout=30_000)
+    t0 = time.monotonic()
+    viewer.close()
+    qtbot.waitUntil(lambda: not task.running, timeout=10_000)
+    assert time.monotonic() - t0 < 3
