@@ -72,47 +72,93 @@ def _read_images(path: str):
     return images
 
 
+def _tile_bar(name: str):
+    """A per-file tile progress bar and the ``progress(done, total)`` callback that feeds it."""
+    bar = _progress(0, name)
+
+    def report(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, report
+
+
+def _print_result(r) -> None:
+    """One line per input: where it went, that it was skipped, or why it failed."""
+    if r.status == "failed":
+        print(f"temseg: error: {r.input}: {r.error}", file=sys.stderr)
+    elif r.status == "skipped":
+        print(f"{r.input}: skipped, {r.outputs[0]} is already complete")
+    else:
+        print(f"{r.input} -> {', '.join(r.outputs)} ({r.seconds:.1f} s)")
+
+
+def _finish(report, outdir: Path) -> int:
+    c = report.counts()
+    print(
+        f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
+        f"summary in {outdir / 'summary.json'}"
+    )
+    return 1 if c["failed"] else 0
+
+
+BATCH_ERRORS = (CLIError, ValueError, RuntimeError, OSError, MemoryError)
+
+
+def _check_tiling(args: argparse.Namespace) -> None:
+    """Refuse a bad --tile/--overlap once, before a batch fails on every file with it."""
+    if args.tile < 16 or not 0 <= args.overlap < args.tile / 2:
+        raise CLIError(
+            f"--tile must be at least 16 and --overlap in [0, tile/2); got --tile "
+            f"{args.tile} --overlap {args.overlap}"
+        )
+
+
 def cmd_denoise(args: argparse.Namespace) -> int:
+    from napari_temseg.batch import run_batch
     from napari_temseg.engine import DeviceError, denoise, describe_device, select_device
-    from napari_temseg.io import write_image
+    from napari_temseg.io import ReaderError, write_image
     from napari_temseg.models import DEFAULT_DENOISER, CheckpointError, load_model
 
+    _check_tiling(args)
     try:
         device = select_device(args.device)
         model = load_model(args.model or DEFAULT_DENOISER, device=device)
     except (DeviceError, CheckpointError, OSError) as exc:
         raise CLIError(str(exc)) from exc
     outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
     name = args.model or DEFAULT_DENOISER
-    print(f"denoising {len(args.inputs)} file(s) with {name} on {describe_device(device)}")
-    failed = 0
-    for path in args.inputs:
-        try:
-            for i, img in enumerate(_read_images(path)):
-                with _progress(0, Path(path).name) as bar:
+    print(f"denoising with {name} on {describe_device(device)}")
 
-                    def report(done: int, total: int, bar=bar) -> None:
-                        bar.total = total
-                        bar.n = done
-                        bar.refresh()
+    def process(path: Path) -> list[Path]:
+        written = []
+        for i, img in enumerate(_read_images(str(path))):
+            bar, report = _tile_bar(path.name)
+            with bar:
+                out = denoise(
+                    img.data,
+                    model,
+                    device=device,
+                    tile=args.tile,
+                    overlap=args.overlap,
+                    progress=report,
+                )
+            target = _out_path(outdir, path, f"_{i}.tif" if i else ".tif")
+            meta = {**img.metadata, "denoised_with": name}
+            written.append(write_image(target, out, scale=img.scale, metadata=meta))
+        return written
 
-                    out = denoise(
-                        img.data,
-                        model,
-                        device=device,
-                        tile=args.tile,
-                        overlap=args.overlap,
-                        progress=report,
-                    )
-                target = _out_path(outdir, path, f"_{i}.tif" if i else ".tif")
-                meta = {**img.metadata, "denoised_with": name}
-                write_image(target, out, scale=img.scale, metadata=meta)
-                print(f"{path} -> {target}")
-        except CLIError as exc:
-            failed += 1
-            print(f"temseg: error: {exc}", file=sys.stderr)
-    return 1 if failed else 0
+    report = run_batch(
+        args.inputs,
+        outdir,
+        process,
+        expected=lambda p: _out_path(outdir, p),
+        resume=not args.overwrite,
+        errors=(*BATCH_ERRORS, ReaderError),
+        on_result=_print_result,
+    )
+    return _finish(report, outdir)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -182,52 +228,60 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from napari_temseg.engine.segment import segment_files
+    from napari_temseg.batch import run_batch
+    from napari_temseg.engine import DeviceError, select_device
+    from napari_temseg.engine.segment import load_segmenter, segment_files
     from napari_temseg.io import ReaderError
     from napari_temseg.models import CheckpointError
 
-    failed = 0
-    for path in args.inputs:
-        with _progress(0, Path(path).name) as bar:
+    _check_tiling(args)
+    try:
+        device = select_device(args.device)
+        seg = load_segmenter(args.model, device=str(device))
+    except (DeviceError, CheckpointError, OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    outdir = Path(args.output)
 
-            def report(done: int, total: int, bar=bar) -> None:
-                bar.total = total
-                bar.n = done
-                bar.refresh()
+    def process(path: Path) -> list[Path]:
+        bar, report = _tile_bar(path.name)
+        with bar:
+            return segment_files(
+                [path],
+                seg,
+                outdir,
+                device=str(device),
+                tile=args.tile,
+                overlap=args.overlap,
+                progress=report,
+            )
 
-            try:
-                written = segment_files(
-                    [path],
-                    args.model,
-                    args.output,
-                    device=args.device,
-                    tile=args.tile,
-                    overlap=args.overlap,
-                    progress=report,
-                )
-            except CheckpointError as exc:  # the model is wrong for every file: stop now
-                raise CLIError(str(exc)) from exc
-            except (ValueError, RuntimeError, OSError, ReaderError) as exc:
-                failed += 1
-                print(f"temseg: error: {path}: {exc}", file=sys.stderr)
-                continue
-        for target in written:
-            print(f"{path} -> {target}")
-    return 1 if failed else 0
+    report = run_batch(
+        args.inputs,
+        outdir,
+        process,
+        expected=lambda p: _out_path(outdir, p),
+        resume=not args.overwrite,
+        errors=(*BATCH_ERRORS, ReaderError),
+        on_result=_print_result,
+    )
+    return _finish(report, outdir)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.measure import measure, write_csv
 
-    images = args.image or []
-    if images and len(images) != len(args.masks):
-        raise CLIError(
-            f"got {len(args.masks)} mask(s) but {len(images)} image(s); give one per mask"
-        )
-    tables, failed = [], 0
-    for i, path in enumerate(args.masks):
+    masks, misses = expand_inputs(args.masks)
+    images, image_misses = expand_inputs(args.image or [])
+    misses += image_misses
+    for miss in misses:
+        _print_result(miss)
+    if images and len(images) != len(masks):
+        raise CLIError(f"got {len(masks)} mask(s) but {len(images)} image(s); give one per mask")
+    tables, failed = [], len(misses)
+    for i, path in enumerate(masks):
         try:
             (mask,) = _read_images(path)[:1]
             image = _read_images(images[i])[0].data if images else None
@@ -330,6 +384,13 @@ SUBCOMMANDS = (
 )
 
 
+INPUTS_HELP = "files, folders (every image file in them) or quoted glob patterns"
+OVERWRITE_HELP = (
+    "redo inputs whose output already exists (default: skip outputs that are complete, "
+    "so an interrupted batch resumes)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="temseg",
@@ -345,12 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("denoise", help="denoise/restore images with a bundled or own model")
-    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUTS_HELP)
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--model", default=None, metavar="NAME|PATH", help="see `temseg models`")
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.set_defaults(func=cmd_denoise)
 
     s = sub.add_parser("pretrain", help="pretrain a denoiser on your own unlabeled images")
@@ -404,16 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("segment", help="segment images with a fine-tuned model")
-    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUTS_HELP)
     s.add_argument("--model", required=True, metavar="MODEL")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
+    s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("measure", help="measure particles in masks, write a CSV table")
-    s.add_argument("masks", nargs="+", metavar="MASK")
+    s.add_argument("masks", nargs="+", metavar="MASK", help=INPUTS_HELP)
     s.add_argument("--image", nargs="+", default=None, metavar="IMG")
     s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
     s.set_defaults(func=cmd_measure)

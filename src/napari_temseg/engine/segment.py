@@ -230,18 +230,23 @@ def _names_from(meta: dict) -> list[str]:
 
 def segment_files(
     inputs: Sequence[str | Path],
-    model: str | Path,
+    model: Segmenter,
     outdir: str | Path,
     device: str = "auto",
     tile: int = 256,
     overlap: int = 32,
     progress: Callable[[int, int], Any] | None = None,
 ) -> list[Path]:
-    """``temseg segment``: each input's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K)."""
+    """``temseg segment``: each input's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K).
+
+    ``model``: a segmenter file, or a ``(module, meta)`` pair already loaded (a batch loads
+    it once).
+    """
     from napari_temseg.io import write_labels
 
     dev = select_device(device)
-    seg = load_segmenter(model, device=str(dev))
+    seg = model if isinstance(model, tuple) else load_segmenter(model, device=str(dev))
+    source = str(model) if not isinstance(model, tuple) else seg[1].get("name", "in memory")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -263,7 +268,7 @@ def segment_files(
             scale=im.scale,
             class_names=seg[1].get("class_names"),
             class_colors=seg[1].get("class_colors"),
-            metadata={"segmented_with": str(model)},
+            metadata={"segmented_with": source},
         )
         written.append(target)
     return written

@@ -1,0 +1,177 @@
+"""Batch runs over many files: input expansion, resume, failure isolation, a summary.
+
+What ``temseg denoise`` and ``temseg segment`` share when a microscopist points them at a
+session's worth of files: inputs may be files, folders or glob patterns; one bad file is
+reported on one line and the others still run; outputs already written completely are
+skipped (so an interrupted batch resumes where it stopped); and ``OUTDIR/summary.json`` and
+``summary.csv`` say what happened to every input. No Qt, no numerics: the per-file work is
+a callable from the caller.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from napari_temseg.io.readers import SUFFIXES
+
+#: in a folder, these are not inputs of their own: an .emi's image is its .ser, which is
+#: listed anyway, and .png files are the plugin's own masks
+FOLDER_SKIP = (".emi", ".png")
+
+
+@dataclass
+class FileResult:
+    input: str
+    status: str  # "done", "skipped" (output already complete) or "failed"
+    outputs: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str = ""
+
+
+@dataclass
+class BatchReport:
+    results: list[FileResult]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        out = {"done": 0, "skipped": 0, "failed": 0}
+        for r in self.results:
+            out[r.status] += 1
+        return out
+
+    def write(self, outdir: Path, name: str = "summary") -> tuple[Path, Path]:
+        """``summary.json`` (counts and every file) and ``summary.csv`` (one row a file)."""
+        js, cs = outdir / f"{name}.json", outdir / f"{name}.csv"
+        payload = {"counts": self.counts(), "files": [asdict(r) for r in self.results]}
+        js.write_text(json.dumps(payload, indent=1))
+        with cs.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["input", "status", "outputs", "seconds", "error"])
+            for r in self.results:
+                w.writerow([r.input, r.status, ";".join(r.outputs), f"{r.seconds:.2f}", r.error])
+        return js, cs
+
+
+def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[FileResult]]:
+    """Files, folders (their readable files, sorted) and glob patterns -> (files, misses).
+
+    A folder contributes the files the readers take (not ``.emi``/``.png``, see
+    ``FOLDER_SKIP``); a pattern or path that matches nothing becomes a failed result, so
+    a typo is reported instead of silently processing nothing. Duplicates are dropped.
+    """
+    files: list[Path] = []
+    misses: list[FileResult] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file()
+                and f.suffix.lower() in SUFFIXES
+                and f.suffix.lower() not in FOLDER_SKIP
+            )
+            if not found:
+                misses.append(FileResult(str(item), "failed", error="folder holds no image file"))
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            matched = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
+            matched = [m for m in matched if m.is_file()]
+            if not matched:
+                misses.append(FileResult(str(item), "failed", error="no such file"))
+            files += matched
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, misses
+
+
+def output_is_complete(path: Path) -> bool:
+    """True when ``path`` is a TIFF whose every page's data lies inside the file.
+
+    An interrupted write leaves a file that is missing pages or whose last strips point
+    past its end; such a file is redone on resume. Cheap: reads the headers only.
+    """
+    if not path.is_file():
+        return False
+    try:
+        import tifffile
+
+        size = path.stat().st_size
+        with tifffile.TiffFile(path) as tf:
+            if not tf.pages:
+                return False
+            for page in tf.pages:
+                offsets, counts = page.dataoffsets, page.databytecounts
+                if not offsets or any(o + c > size for o, c in zip(offsets, counts, strict=True)):
+                    return False
+                if any(c == 0 for c in counts):
+                    return False
+            series = tf.series[0]
+            return series.size > 0
+    except Exception:  # unreadable header: not complete
+        return False
+
+
+def run_batch(
+    inputs: Sequence[str | Path],
+    outdir: str | Path,
+    process: Callable[[Path], list[Path]],
+    *,
+    expected: Callable[[Path], Path] | None = None,
+    resume: bool = True,
+    errors: tuple[type[BaseException], ...] = (Exception,),
+    on_result: Callable[[FileResult], None] | None = None,
+) -> BatchReport:
+    """Run ``process(input) -> outputs`` over the expanded ``inputs``, one file at a time.
+
+    ``expected(input)`` names the main output; with ``resume`` an input whose expected
+    output is already complete is skipped. An exception in ``errors`` marks that input
+    failed and the batch goes on; anything else (a wrong model, Ctrl-C) stops it, with
+    the summary of what was done still written. ``on_result`` sees each result as it
+    comes (the CLI prints it).
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files, results = expand_inputs(inputs)
+    for r in results:
+        if on_result:
+            on_result(r)
+    report = BatchReport(results)
+    try:
+        for path in files:
+            target = expected(path) if expected else None
+            if resume and target is not None and output_is_complete(target):
+                r = FileResult(str(path), "skipped", [str(target)])
+            else:
+                t0 = time.perf_counter()
+                try:
+                    outs = process(path)
+                    r = FileResult(str(path), "done", [str(o) for o in outs])
+                except errors as exc:
+                    if target is not None and target.exists() and not output_is_complete(target):
+                        os.remove(target)  # never leave a half-written output behind
+                    r = FileResult(str(path), "failed", error=str(exc) or type(exc).__name__)
+                r.seconds = time.perf_counter() - t0
+            results.append(r)
+            if on_result:
+                on_result(r)
+    finally:
+        report.write(outdir)
+    return report
