@@ -2,6 +2,8 @@
 
     python scripts/train_bundled_denoisers.py --kind stem --steps 3000 --seed 0
     python scripts/train_bundled_denoisers.py --kind hrtem --steps 3000 --seed 0
+    # a second stage, continuing from the first one's weights with another loss:
+    python scripts/train_bundled_denoisers.py --kind stem --init stem-denoise --loss l2 ...
 
 Writes ``src/napari_temseg/models/weights/<kind>-denoise.safetensors`` (the best model by
 validation loss on a fixed simulated validation set), with the command, seed, data, steps
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 
 from napari_temseg.engine import TrainConfig, simulated_source, train
-from napari_temseg.models import UNet, count_parameters, save_checkpoint
+from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
 from napari_temseg.models.bundled import WEIGHTS_DIR
 
 DESCRIPTIONS = {
@@ -43,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--residual", type=int, default=1, help="1: predict a correction to the input")
     p.add_argument("--clean-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--init",
+        default=None,
+        help="continue from this model's weights (bundled name or checkpoint); its own "
+        "training record is kept in the new header under 'previous_training'",
+    )
+    p.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--val-every", type=int, default=250)
@@ -58,12 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         clean_fraction=args.clean_fraction,
     )
     torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
-    model = UNet(base=args.base, depth=args.depth, norm=args.norm, residual=bool(args.residual))
+    previous = None
+    if args.init:
+        model, init_meta = load_model(args.init, device="cpu")
+        model.train()
+        previous = init_meta.get("training")
+    else:
+        model = UNet(base=args.base, depth=args.depth, norm=args.norm, residual=bool(args.residual))
     cfg = TrainConfig(
         steps=args.steps,
         batch_size=args.batch,
         lr=args.lr,
         loss=args.loss,
+        warmup=args.warmup,
         val_every=args.val_every,
         val_size=64,
         seed=args.seed,
@@ -111,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(cfg.device),
             "threads": args.threads,
             "torch": torch.__version__,
+            **({"previous_training": previous} if previous else {}),
         },
     }
     path = save_checkpoint(args.out / f"{name}.safetensors", result.model, meta)
