@@ -142,3 +142,12 @@ def test_closing_the_viewer_mid_run_stops_cleanly(make_napari_viewer, tiny_check
     viewer.close()  # deletes the dock widget while the worker runs
     qtbot.waitUntil(lambda: not task.running, timeout=10_000)  # cancelled between tiles
     assert task._cancel.is_set()
+
+
+def test_default_model_is_the_default_denoiser(make_napari_viewer):
+    from napari_temseg.models import DEFAULT_DENOISER, list_models
+
+    if DEFAULT_DENOISER not in {m.name for m in list_models("denoise")}:
+        pytest.skip("bundled weights not installed")
+    w = DenoiseWidget(make_napari_viewer())
+    assert w._model.value == DEFAULT_DENOISER  # not whichever name sorts first

@@ -23,6 +23,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_temseg.display import display_limits
+from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._tasks import EngineTask
 
@@ -63,6 +64,8 @@ class DenoiseWidget(Container):
         self._viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
         self._model = ComboBox(label="Model", choices=model_choices())
+        if DEFAULT_DENOISER in [v for _, v in model_choices()]:
+            self._model.value = DEFAULT_DENOISER  # not the alphabetically first (hrtem)
         self._checkpoint = FileEdit(
             label="Checkpoint", mode="r", filter="*.safetensors *.pt", visible=False
         )
