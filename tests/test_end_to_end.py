@@ -153,7 +153,7 @@ def test_the_same_session_through_temseg_only(testdata, tmp_path, capsys):
     model = tmp_path / "seg.safetensors"
     argv = ["finetune", "--image", str(tmp_path / "sim" / "stem_0000_noisy.tif")]
     argv += ["--labels", str(tmp_path / "strokes.tif"), "-o", str(model)]
-    argv += ["--init", "stem-denoise", "--steps", "40", "--patch", "96", "--device", "cpu"]
+    argv += ["--init", "stem-denoise", "--steps", "150", "--patch", "96", "--device", "cpu"]
     assert main(argv) == 0
     pattern = str(tmp_path / "sim" / "*_noisy.tif")
     assert main(["segment", pattern, "--model", str(model), "-o", str(tmp_path / "masks")]) == 0

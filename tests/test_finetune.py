@@ -66,7 +66,9 @@ def test_scribbles_are_sparse_and_inside_their_class(stem):
 
 def test_training_from_strokes_segments_the_whole_image(stem):
     s, strokes = stem
-    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(60))
+    # 100 steps: at 60 the plain U-Net from scratch reached particle Dice 0.74-0.91
+    # depending on the seed and thread count; at 100, 0.92 for every seed tried
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(100))
     before = segment(s.noisy, (tuner.model, {**tuner.segmenter_meta()}), device="cpu", tile=96)
     result, events = run(tuner)
     after = segment(s.noisy, (result.model, result.meta), device="cpu", tile=96, overlap=16)
@@ -76,7 +78,7 @@ def test_training_from_strokes_segments_the_whole_image(stem):
     assert d0 < 0.5 < 0.8 < d1, (d0, d1)
     vals = [e for e in events if e.kind == "val"]
     assert vals and all(len(e.val_dice) == 2 for e in vals)
-    assert result.steps_done == 60 and result.best_step in [e.step for e in vals]
+    assert result.steps_done == 100 and result.best_step in [e.step for e in vals]
     assert events[-1].examples_per_s > 0
 
 

@@ -66,7 +66,7 @@ class FinetuneConfig:
     patch: int = 128
     lr: float = 2e-3
     backbone_lr_scale: float = 0.3
-    head_warmup: int = 20
+    head_warmup: int = 5  # measured: 5 beats 20 on sparse strokes (docs/benchmarks.md)
     freeze_encoder: bool = False
     weight_decay: float = 1e-4
     dice_weight: float = 0.5

@@ -46,13 +46,21 @@ def device_choices() -> list[tuple[str, str]]:
     return choices
 
 
+def _short(text: str, limit: int = 40) -> str:
+    """A model's description cut to fit a dock's combo box (the full one is in its card)."""
+    text = text.split(" (")[0] if len(text) > limit else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
     """Bundled models by name, then this session's own models by path, then "file…"."""
     from napari_temseg.models import list_models
     from napari_temseg.models.user import user_models
 
-    found = [(f"{m.name}: {m.description}", m.name) for m in list_models(task)]
-    found += [(f"{m.name} (yours): {m.description}", str(m.path)) for m in user_models(task)]
+    found = [(f"{m.name}: {_short(m.description)}", m.name) for m in list_models(task)]
+    found += [
+        (f"{m.name} (yours): {_short(m.description)}", str(m.path)) for m in user_models(task)
+    ]
     return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
 
 

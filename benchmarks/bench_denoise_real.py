@@ -1,0 +1,127 @@
+"""The bundled denoisers on real micrographs (../shared/testdata): figures and sanity numbers.
+
+    python benchmarks/bench_denoise_real.py --out /tmp/denoise_real        # PNGs to look at
+    python benchmarks/bench_denoise_real.py --figure docs/images/denoise_real.png
+
+There is no clean truth for a real micrograph, so this reports what can be checked:
+the largest difference between tiled (256 px tiles) and whole-frame inference (seams),
+how much the output's mean differs from the input's (intensity kept), and the residual
+(input - output) standard deviation against a Poisson estimate of the noise. The PNGs
+(full frame and a 256 px crop, before and after, same contrast) are for looking at:
+artefacts, seams, hallucinated lattice.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_temseg.engine import denoise
+from napari_temseg.models import load_model
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+FILES = {
+    "tkrem_hrstem_example.ser": ("tia", "stem-denoise", "real HRSTEM (HAADF), 0.052 nm/px"),
+    "16_STOimage_1.ser": ("tia", "stem-denoise", "real HAADF-STEM of SrTiO3, 0.010 nm/px"),
+    "velox_camera_ceta_imaging.emd": (
+        "emd",
+        "hrtem-denoise",
+        "real TEM camera image (Ceta), 3.1 nm/px",
+    ),
+}
+
+
+def read(path: Path, kind: str) -> np.ndarray:
+    if kind == "tia":
+        from rsciio.tia import file_reader
+    else:
+        from rsciio.emd import file_reader
+    return np.asarray(file_reader(str(path))[0]["data"], np.float32)
+
+
+def crop_box(img: np.ndarray, size: int = 256) -> tuple[slice, slice]:
+    h, w = img.shape
+    y0, x0 = (h - min(size, h)) // 2, (w - min(size, w)) // 2
+    return slice(y0, y0 + min(size, h)), slice(x0, x0 + min(size, w))
+
+
+def limits(a: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(a, [0.5, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("/tmp/denoise_real"))
+    p.add_argument("--figure", type=Path, help="also write one combined before/after figure here")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not TESTDATA.is_dir():
+        print(f"no real test data at {TESTDATA}")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    print(
+        "| file | model | tiled vs whole (max, % of range) | mean shift (% of range) | residual std / Poisson-ish std |"
+    )
+    print("|---|---|---|---|---|")
+    for name, (kind, model_name, what) in FILES.items():
+        path = TESTDATA / name
+        if not path.is_file():
+            continue
+        img = read(path, kind)
+        model = load_model(model_name, "cpu")
+        out = denoise(img, model, device="cpu", tile=256, overlap=32)
+        whole = denoise(img, model, device="cpu", tile=max(img.shape))
+        rng = np.ptp(np.percentile(img, [0.5, 99.5]))
+        seam = 100 * float(np.abs(out - whole).max()) / rng
+        shift = 100 * float(out.mean() - img.mean()) / rng
+        resid = float((img - out).std())
+        print(
+            f"| {name} | {model_name} | {seam:.3f} % | {shift:+.2f} % | {resid:.1f} / {np.sqrt(max(img.mean(), 1e-6)):.1f} |"
+        )
+        lo, hi = limits(out)
+        ys, xs = crop_box(img)
+        fig, ax = plt.subplots(2, 2, figsize=(10, 10))
+        for a, data, title in (
+            (ax[0, 0], img, "input"),
+            (ax[0, 1], out, f"{model_name}"),
+            (ax[1, 0], img[ys, xs], "input (crop)"),
+            (ax[1, 1], out[ys, xs], f"{model_name} (crop)"),
+        ):
+            a.imshow(data, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            a.set_title(title)
+            a.axis("off")
+        fig.suptitle(f"{name}: {what}")
+        fig.tight_layout()
+        fig.savefig(args.out / f"{Path(name).stem}_{model_name}.png", dpi=90)
+        plt.close(fig)
+        rows.append((name, what, model_name, img[ys, xs], out[ys, xs], (lo, hi)))
+    if args.figure and rows:
+        fig, ax = plt.subplots(2, len(rows), figsize=(3.2 * len(rows), 6.6))
+        ax = np.asarray(ax).reshape(2, len(rows))
+        for j, (name, what, model_name, before, after, (lo, hi)) in enumerate(rows):
+            ax[0, j].imshow(before, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax[1, j].imshow(after, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax[0, j].set_title(f"{name}\n{what.split(',')[0]}", fontsize=7)
+            ax[1, j].set_title(model_name, fontsize=7)
+            for a in ax[:, j]:
+                a.axis("off")
+        fig.tight_layout()
+        args.figure.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.figure, dpi=80)
+        print(f"wrote {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

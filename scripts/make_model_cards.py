@@ -1,0 +1,150 @@
+"""Write the model cards in docs/models/ from the bundled checkpoints and measured quality.
+
+    python benchmarks/bench_denoise_quality.py --n 4 --out /tmp/quality.json
+    python scripts/make_model_cards.py --quality /tmp/quality.json
+
+Everything a card says about training comes from the checkpoint's own header (command,
+seed, steps, time, validation), so a card cannot drift from the weights it describes; the
+quality tables come from ``bench_denoise_quality.py``'s JSON. Hand-written notes per model
+(what it is for) live in ``NOTES`` below; measured findings in ``docs/models/<name>.notes.md``,
+which is appended to the card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from napari_temseg.models import count_parameters, list_models, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NOTES = {
+    "stem-denoise": (
+        "For HAADF/ADF-STEM images of particles and crystals (bright atomic columns on a "
+        "dark or amorphous background), pixel sizes 0.01-0.25 nm."
+    ),
+    "hrtem-denoise": (
+        "For camera images (HRTEM/TEM) with lattice fringes, pixel sizes 0.01-0.12 nm."
+    ),
+}
+
+
+def _fmt(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def quality_table(rows: dict) -> list[str]:
+    methods = list(next(iter(rows.values())))
+    base = [m for m in methods if m not in ("model", "noisy")]
+    lines = [
+        "| dose (e/px) | " + " | ".join(methods) + " | model - best baseline |",
+        "|" + "---|" * (len(methods) + 2),
+    ]
+    mean = {m: np.mean([r[m] for r in rows.values()], axis=0).tolist() for m in methods}
+    for dose, r in [*rows.items(), ("**mean**", mean)]:
+        bp = max(r[m][0] for m in base)
+        bs = max(r[m][1] for m in base)
+        cells = " | ".join(f"{r[m][0]:.2f} / {r[m][1]:.3f}" for m in methods)
+        label = dose if dose == "**mean**" else f"{float(dose):g}"
+        gain = f"{r['model'][0] - bp:+.2f} dB / {r['model'][1] - bs:+.3f}"
+        lines.append(f"| {label} | {cells} | {gain} |")
+    return lines
+
+
+def card(name: str, quality: dict) -> str:
+    model, meta = load_model(name)
+    tr = dict(meta.get("training", {}))
+    prev = tr.pop("previous_training", None)
+    data = meta.get("training_data", {})
+    lines = [
+        f"# Model card: `{name}`",
+        "",
+        meta.get("description", ""),
+        "",
+        NOTES.get(name, ""),
+        "",
+        "## Network",
+        "",
+        f"- architecture: `{json.dumps(model.config)}`",
+        f"- parameters: {count_parameters(model):,}; file: "
+        f"`src/napari_temseg/models/weights/{name}.safetensors` (safetensors, loads offline, "
+        "runs no code)",
+        f"- input normalisation: `{json.dumps(meta.get('normalization'))}`; the output is "
+        "mapped back to the input's intensity units",
+        "",
+        "## Training (read from the checkpoint header)",
+        "",
+        "Data: the project's own simulator (`napari_temseg.synth`), drawn afresh for every "
+        "batch, so no image is seen twice:",
+        "",
+        "```json",
+        json.dumps(data, indent=1),
+        "```",
+        "",
+    ]
+    stages = [*([prev] if prev else []), tr]
+    for i, stage in enumerate(stages, 1):
+        if len(stages) > 1:
+            lines += [f"Stage {i}:", ""]
+        lines += [
+            "```bash",
+            stage.get("command", "(command not recorded)"),
+            "```",
+            "",
+            "| " + " | ".join(k for k in stage if k != "command") + " |",
+            "|" + "---|" * (len(stage) - 1),
+            "| " + " | ".join(_fmt(v) for k, v in stage.items() if k != "command") + " |",
+            "",
+        ]
+    lines += [
+        "`val_psnr_db` is on the validation set in normalised units (the training metric), "
+        "not comparable with the tables below.",
+        "",
+        "## Measured quality",
+        "",
+        "`python benchmarks/bench_denoise_quality.py --n 4 --threads 1` (PSNR dB / SSIM "
+        "against the noise-free image, mean over 4 images of 256x256 per dose). Baselines: "
+        "Gaussian filter with the best sigma per image and non-local means with the best h "
+        "per image (both *oracles*: they are tuned on the clean image), and BM3D with the "
+        "noise level estimated from the image. Test images use seeds the training never "
+        "draws.",
+        "",
+    ]
+    kind = name.split("-")[0]
+    for which, title in (
+        ("standard", "Standard test set (the training distribution)"),
+        (
+            "shifted",
+            "Shifted test set (pixel sizes and lattice constants outside the "
+            "training range, strong read-out noise, many X-ray hits)",
+        ),
+    ):
+        rows = quality.get(f"{kind}/{which}")
+        if rows:
+            lines += [f"### {title}", "", *quality_table(rows), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quality", type=Path, required=True, help="bench_denoise_quality.py JSON")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "models")
+    args = p.parse_args()
+    quality = json.loads(args.quality.read_text())
+    args.out.mkdir(parents=True, exist_ok=True)
+    for m in list_models("denoise"):
+        text = card(m.name, quality)
+        extra = args.out / f"{m.name}.notes.md"
+        if extra.is_file():
+            text += "\n" + extra.read_text()
+        (args.out / f"{m.name}.md").write_text(text.rstrip() + "\n")
+        print(f"wrote {args.out / (m.name + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
