@@ -111,7 +111,9 @@ def test_open_denoise_paint_train_apply_measure_export(
     n_true = int(label(truth[0] == 2).max())
     assert 0.5 * n_true <= len(table) <= 2 * n_true
     assert (table["equivalent_diameter_nm"] > 0).all()
+    meas._csv.value = tmp_path / "particles.csv"
     csv = meas.export_csv()
+    assert csv == tmp_path / "particles.csv"
     assert csv is not None and csv.is_file() and csv.read_text().count("\n") == len(table) + 1
 
     # 6. export the segmentation: calibrated TIFF + sidecar with the class names
