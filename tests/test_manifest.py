@@ -100,3 +100,19 @@ def test_every_widget_docks_from_the_plugins_menu(make_napari_viewer):
     for name in names:
         dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
         assert dock is not None and widget is not None, name
+
+
+def test_hub_and_package_metadata_agree():
+    """What the napari hub and PyPI show: classifiers, URLs, description, changelog."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "Framework :: napari" in project["classifiers"]
+    assert "version" in project["dynamic"]  # from git tags (setuptools-scm)
+    hub = yaml.safe_load((ROOT / ".napari-hub" / "config.yml").read_text())
+    for name, url in project["urls"].items():
+        assert hub["project_urls"][name] == url
+    description = (ROOT / ".napari-hub" / "DESCRIPTION.md").read_text()
+    for widget in PluginManifest.from_file(ROOT / "napari.yaml").contributions.widgets:
+        assert widget.display_name.split()[0].lower() in description.lower()
+    assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()
