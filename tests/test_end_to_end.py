@@ -31,6 +31,15 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
 
 
+def _noise_sigma(image: np.ndarray) -> float:
+    """Immerkaer's fast noise estimate: a Laplacian-difference mask blind to smooth signal."""
+    from scipy import ndimage
+
+    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], float)
+    residual = np.abs(ndimage.convolve(image, mask))[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) * residual.mean() / 6)
+
+
 def _paint(layer, strokes: np.ndarray, frame: int) -> None:
     layer.brush_size = 1
     for value in np.unique(strokes[strokes > 0]):
@@ -61,10 +70,8 @@ def test_open_denoise_paint_train_apply_measure_export(
     raw = np.asarray(real.data, np.float64)
     clean = np.asarray(out.data, np.float64)
     assert abs(clean.mean() - raw.mean()) < 0.02 * np.ptp(raw)  # intensities kept
-    # far less noise (wavelet noise estimate, measured 329 -> 44 ADU), same image
-    from skimage.restoration import estimate_sigma
-
-    assert estimate_sigma(clean) < 0.3 * estimate_sigma(raw)
+    # far less noise (Immerkaer's estimate, measured 330 -> 43 ADU), same image
+    assert _noise_sigma(clean) < 0.3 * _noise_sigma(raw)
     assert np.corrcoef(clean.ravel(), raw.ravel())[0, 1] > 0.9
 
     # 3. a stack of two simulated STEM frames with strokes on the first frame only
