@@ -18,7 +18,7 @@ import numpy as np
 from qtpy.QtWidgets import QApplication
 from skimage.io import imsave
 
-from napari_temseg._launch import build_viewer
+from napari_temseg._launch import PLUGIN, build_viewer, widget_names
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 
@@ -34,25 +34,69 @@ def main() -> int:
     viewer.window._qt_window.resize(1500, 900)
     viewer.reset_view()
     settle()
-    docks = list(viewer.window._dock_widgets.values())
-    if docks:
-        docks[0].raise_()
+    first, _ = viewer.window.add_plugin_dock_widget(PLUGIN, widget_names()[0])  # already docked
+    first.raise_()
     settle()
     path = OUT / "napari_main.png"
     imsave(path, viewer.screenshot(canvas_only=False, flash=False))
     print(f"wrote {path}")
+    denoise_screenshot(viewer)
     train_screenshot(viewer)
+    measure_screenshot(viewer)
     viewer.close()
     return 0
 
 
+def _wait(task, limit_s: float = 600) -> None:
+    t0 = time.monotonic()
+    while task.running and time.monotonic() - t0 < limit_s:
+        settle(5)
+        time.sleep(0.05)
+    settle()
+
+
+def _shot(viewer, name: str, note: str = "") -> None:
+    path = OUT / name
+    imsave(path, viewer.screenshot(canvas_only=False, flash=False))
+    print(f"wrote {path}{f' ({note})' if note else ''}")
+
+
+def denoise_screenshot(viewer) -> None:
+    """The Denoise dock after denoising the STEM sample: noisy and denoised side by side."""
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Denoise")
+    noisy = next(layer for layer in viewer.layers if layer.name.endswith("noisy"))
+    widget._image.value = noisy
+    widget._device.value = "cpu"
+    dock.raise_()
+    widget.run()
+    _wait(widget._task)
+    viewer.grid.enabled = True
+    for layer in viewer.layers:
+        layer.visible = layer is noisy or layer.name.endswith("denoised")
+    settle()
+    _shot(viewer, "denoise_widget.png", widget._status.value)
+    viewer.grid.enabled = False
+
+
+def measure_screenshot(viewer) -> None:
+    """The Measure dock with its table and histogram, on the ground-truth mask."""
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Measure")
+    truth = next(layer for layer in viewer.layers if layer.name.endswith("ground truth"))
+    for layer in viewer.layers:
+        layer.visible = layer is truth or layer.name.endswith("noisy")
+    widget._mask.value = truth
+    dock.raise_()
+    widget.run()
+    _wait(widget._task)
+    _shot(viewer, "measure_widget.png", widget._summary.value)
+
+
 def train_screenshot(viewer, steps: int = 80) -> None:
     """Paint strokes on the STEM sample, train from the bundled denoiser, screenshot."""
-    from napari_temseg._launch import PLUGIN
     from napari_temseg.engine.strokes import scribbles_from_mask
 
     dock, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train segmenter")
-    noisy = next(layer for layer in viewer.layers if layer.name.endswith("noisy"))
+    noisy = next(layer for layer in viewer.layers if layer.name == "STEM noisy")
     for layer in viewer.layers:
         layer.visible = layer is noisy
     truth = next(layer for layer in viewer.layers if layer.name.endswith("ground truth"))
@@ -67,14 +111,8 @@ def train_screenshot(viewer, steps: int = 80) -> None:
     train._device.value = "cpu"
     dock.raise_()
     train.train()
-    t0 = time.monotonic()
-    while train._task.running and time.monotonic() - t0 < 600:
-        settle(5)
-        time.sleep(0.05)
-    settle()
-    path = OUT / "train_widget.png"
-    imsave(path, viewer.screenshot(canvas_only=False, flash=False))
-    print(f"wrote {path} ({train._status.value})")
+    _wait(train._task)
+    _shot(viewer, "train_widget.png", train._status.value)
 
 
 if __name__ == "__main__":
