@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from napari_temseg import __version__
 
@@ -94,6 +97,22 @@ def _print_result(r) -> None:
         print(f"{r.input} -> {', '.join(r.outputs)} ({r.seconds:.1f} s)")
 
 
+def _per_frame(data: Any, dtype: Any, fn: Callable[[Any, str], np.ndarray], name: str) -> Any:
+    """``fn(frame, label)`` on a 2D image, or a ``FrameStream`` of it over a stack's frames."""
+    from napari_temseg.io import FrameStream
+
+    if data.ndim == 2:
+        return fn(data, name)
+    lead = data.shape[:-2]
+    n = int(np.prod(lead))
+
+    def frames():
+        for k, idx in enumerate(np.ndindex(*lead)):
+            yield fn(data[idx], f"{name} [{k + 1}/{n}]")
+
+    return FrameStream(data.shape, dtype, frames())
+
+
 def _finish(report, outdir: Path) -> int:
     c = report.counts()
     print(
@@ -131,19 +150,18 @@ def cmd_denoise(args: argparse.Namespace) -> int:
     name = args.model or DEFAULT_DENOISER
     print(f"denoising with {name} on {describe_device(device)}")
 
+    def run(frame: Any, name: str) -> np.ndarray:
+        bar, report = _tile_bar(name)
+        with bar:
+            return denoise(
+                frame, model, device=device, tile=args.tile, overlap=args.overlap, progress=report
+            )
+
     def process(path: Path) -> list[Path]:
         written = []
         for i, img in enumerate(_read_images(str(path))):
-            bar, report = _tile_bar(path.name)
-            with bar:
-                out = denoise(
-                    img.data,
-                    model,
-                    device=device,
-                    tile=args.tile,
-                    overlap=args.overlap,
-                    progress=report,
-                )
+            # a stack streams to disk frame by frame: one frame in memory, however long
+            out = _per_frame(img.data, np.float32, run, path.name)
             target = _out_path(outdir, path, f"_{i}.tif" if i else ".tif")
             meta = {**img.metadata, "denoised_with": name}
             written.append(write_image(target, out, scale=img.scale, metadata=meta))

@@ -228,6 +228,40 @@ def _names_from(meta: dict) -> list[str]:
     return []
 
 
+def _segment_streamed(
+    data: Any,
+    seg: tuple[nn.Module, dict],
+    dev: torch.device,
+    tile: int,
+    overlap: int,
+    progress: Callable[[int, int], Any] | None,
+    pixel_size_nm: float | None,
+) -> Any:
+    """A 2D mask, or for a stack a ``FrameStream`` that segments frame by frame as it is
+    written, so a long stack never has to fit in memory; progress counts the stack's tiles."""
+    from napari_temseg.io import FrameStream
+
+    kw = {"device": dev, "tile": tile, "overlap": overlap, "pixel_size_nm": pixel_size_nm}
+    if data.ndim == 2:
+        return segment(data, seg, progress=progress, **kw)
+    lead = data.shape[:-2]
+    k = int(seg[0].config.get("out_channels", 2)) if hasattr(seg[0], "config") else 2
+    per_frame = tiles_per_frame(data.shape[-2:], tile, overlap)
+    total = per_frame * int(np.prod(lead))
+    dtype = np.uint8 if k < 256 else np.uint16
+
+    def frames():
+        for n, idx in enumerate(np.ndindex(*lead)):
+
+            def report(done: int, _total: int, base: int = n * per_frame) -> None:
+                if progress is not None:
+                    progress(base + done, total)
+
+            yield segment(data[idx], seg, progress=report, **kw)
+
+    return FrameStream(data.shape, dtype, frames())
+
+
 def segment_files(
     inputs: Sequence[str | Path],
     model: Segmenter,
@@ -252,15 +286,7 @@ def segment_files(
     written = []
     for path in inputs:
         im = _first_image(path)
-        mask = segment(
-            im.data,
-            seg,
-            device=dev,
-            tile=tile,
-            overlap=overlap,
-            progress=progress,
-            pixel_size_nm=im.pixel_size_nm,
-        )
+        mask = _segment_streamed(im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm)
         target = outdir / (Path(path).stem + ".tif")
         write_labels(
             target,

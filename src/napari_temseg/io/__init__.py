@@ -2,11 +2,18 @@
 
 from napari_temseg.io.model import Axis, EMImage, NotAnImageError, ReaderError
 from napari_temseg.io.readers import info_dict, read
-from napari_temseg.io.writers import WriterError, instance_mask, write_image, write_labels
+from napari_temseg.io.writers import (
+    FrameStream,
+    WriterError,
+    instance_mask,
+    write_image,
+    write_labels,
+)
 
 __all__ = [
     "Axis",
     "EMImage",
+    "FrameStream",
     "NotAnImageError",
     "ReaderError",
     "WriterError",

@@ -68,6 +68,36 @@ def label_dtype(data: np.ndarray) -> np.dtype:
     raise WriterError(f"label {hi} does not fit in 32 bits")
 
 
+class FrameStream:
+    """A stack written frame by frame: ``frames`` yields its 2D frames in order.
+
+    Pass one to :func:`write_image` or :func:`write_labels` instead of an array when the
+    frames are computed one at a time (denoising or segmenting a long stack): tifffile
+    writes each frame as it comes, so only one frame is ever in memory. TIFF only.
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: Any, frames: Any) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._frames = frames
+
+    def __iter__(self):
+        height, width = self.shape[-2:]
+        count = 0
+        for frame in self._frames:
+            frame = np.asarray(frame)
+            if frame.shape != (height, width):
+                raise WriterError(
+                    f"frame {count} has shape {frame.shape}, expected {(height, width)}"
+                )
+            count += 1
+            yield frame.astype(self.dtype, copy=False)
+        expected = int(np.prod(self.shape[:-2], dtype=np.int64))
+        if count != expected:
+            raise WriterError(f"got {count} frames, expected {expected}")
+
+
 def mask_axes(
     shape: Sequence[int], scale: Sequence[float] | None, names: Sequence[str] | None = None
 ) -> list[Axis]:
@@ -133,6 +163,10 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
     import tifffile
 
     letters = "".join(_IJ_LETTERS.get(a.name, "?") for a in axes)
+    stream = isinstance(data, FrameStream)
+    source = (
+        {"data": iter(data), "shape": data.shape, "dtype": data.dtype} if stream else {"data": data}
+    )
     imagej_ok = (
         data.dtype in (np.uint8, np.uint16, np.float32)
         and "?" not in letters
@@ -160,7 +194,7 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
                 metadata["LUTs"] = [extra["lut"]]
             tifffile.imwrite(
                 tmp,
-                data,
+                **source,
                 imagej=True,
                 resolution=resolution,
                 metadata=metadata,
@@ -169,7 +203,7 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
         else:  # ImageJ cannot hold this dtype/axis layout: plain TIFF + our JSON
             tifffile.imwrite(
                 tmp,
-                data,
+                **source,
                 photometric="minisblack",
                 metadata={"temseg": {"napari-temseg": info}},
                 compression=extra.get("compression"),
@@ -221,9 +255,16 @@ def write_labels(
     ``metadata`` (JSON-able) is stored in the sidecar, e.g. {"mask": "instance"}.
     """
     target, name = target_path(path, fmt)
-    array = np.asarray(data)
-    dtype = label_dtype(array)
-    array = array.astype(dtype, copy=False)
+    if isinstance(data, FrameStream):
+        if name != "tiff":
+            raise WriterError("a stack written frame by frame can only be saved as TIFF")
+        if data.dtype not in (np.uint8, np.uint16, np.uint32):
+            raise WriterError(f"labels must be unsigned integers, got {data.dtype}")
+        array, dtype = data, data.dtype
+    else:
+        array = np.asarray(data)
+        dtype = label_dtype(array)
+        array = array.astype(dtype, copy=False)
     ax = mask_axes(array.shape, scale, axes)
     classes = class_table(class_names, class_colors)
     info: dict[str, Any] = {
@@ -256,14 +297,17 @@ def write_image(
 ) -> list[str]:
     """Write an image as a calibrated float32 ImageJ TIFF; ``metadata`` goes in its Info."""
     target, _ = target_path(path, "tiff")
-    array = np.asarray(data)
+    if isinstance(data, FrameStream):
+        data = FrameStream(data.shape, np.float32, data._frames)
+    array = data if isinstance(data, FrameStream) else np.asarray(data)
     if array.dtype.kind == "c":
         raise WriterError("complex images cannot be saved as float32 TIFF; take abs() first")
     if array.dtype.kind not in "biuf" or array.ndim < 2:
         raise WriterError(
             f"expected a 2D or larger numeric image, got {array.ndim}-D {array.dtype}"
         )
-    array = array.astype(np.float32, copy=False)
+    if not isinstance(array, FrameStream):
+        array = array.astype(np.float32, copy=False)
     ax = mask_axes(array.shape, scale, axes)
     info = {
         "kind": "image",
