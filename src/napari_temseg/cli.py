@@ -113,7 +113,20 @@ def _per_frame(data: Any, dtype: Any, fn: Callable[[Any, str], np.ndarray], name
     return FrameStream(data.shape, dtype, frames())
 
 
-def _finish(report, outdir: Path) -> int:
+def _run_files(args: argparse.Namespace, outdir: Path, process: Callable[[Path], list]) -> int:
+    """The batch over ``args.inputs`` shared by denoise and segment: resume, summary, exit."""
+    from napari_temseg.batch import run_batch
+    from napari_temseg.io import ReaderError
+
+    report = run_batch(
+        args.inputs,
+        outdir,
+        process,
+        expected=lambda p: _out_path(outdir, p),
+        resume=not args.overwrite,
+        errors=(*BATCH_ERRORS, ReaderError),
+        on_result=_print_result,
+    )
     c = report.counts()
     print(
         f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
@@ -135,9 +148,8 @@ def _check_tiling(args: argparse.Namespace) -> None:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
-    from napari_temseg.batch import run_batch
     from napari_temseg.engine import DeviceError, denoise, describe_device, select_device
-    from napari_temseg.io import ReaderError, write_image
+    from napari_temseg.io import write_image
     from napari_temseg.models import DEFAULT_DENOISER, CheckpointError, load_model
 
     _check_tiling(args)
@@ -167,16 +179,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
             written.append(write_image(target, out, scale=img.scale, metadata=meta))
         return written
 
-    report = run_batch(
-        args.inputs,
-        outdir,
-        process,
-        expected=lambda p: _out_path(outdir, p),
-        resume=not args.overwrite,
-        errors=(*BATCH_ERRORS, ReaderError),
-        on_result=_print_result,
-    )
-    return _finish(report, outdir)
+    return _run_files(args, outdir, process)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -246,10 +249,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from napari_temseg.batch import run_batch
     from napari_temseg.engine import DeviceError, select_device
     from napari_temseg.engine.segment import load_segmenter, segment_files
-    from napari_temseg.io import ReaderError
     from napari_temseg.models import CheckpointError
 
     _check_tiling(args)
@@ -273,16 +274,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
                 progress=report,
             )
 
-    report = run_batch(
-        args.inputs,
-        outdir,
-        process,
-        expected=lambda p: _out_path(outdir, p),
-        resume=not args.overwrite,
-        errors=(*BATCH_ERRORS, ReaderError),
-        on_result=_print_result,
-    )
-    return _finish(report, outdir)
+    return _run_files(args, outdir, process)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

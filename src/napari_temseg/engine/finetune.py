@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.events import drain
 from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
 from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model, resolve_model
@@ -506,14 +507,10 @@ def finetune(
     cancel: threading.Event | None = None,
 ) -> FinetuneResult:
     """Fine-tune to the end (or to ``cancel``), calling ``progress(event)`` for every event."""
-    gen = Finetuner(images, labels, class_names, init, config, pixel_sizes).run(cancel=cancel)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(ev)
+    return drain(
+        Finetuner(images, labels, class_names, init, config, pixel_sizes).run(cancel=cancel),
+        progress,
+    )
 
 
 def save_segmenter(

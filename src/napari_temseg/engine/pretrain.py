@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from napari_temseg.engine.data import PairSource
+from napari_temseg.engine.events import drain
 from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.train import TrainConfig, TrainEvent, TrainResult, iter_train
 
@@ -562,14 +563,7 @@ def run_pretrain(
     cancel: threading.Event | None = None,
 ) -> PretrainResult:
     """:func:`iter_pretrain` to the end, calling ``progress(event)`` for every event."""
-    gen = iter_pretrain(images, config, names, cancel)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(ev)
+    return drain(iter_pretrain(images, config, names, cancel), progress)
 
 
 def read_images(paths: Sequence[str | Path]) -> tuple[list[Any], list[str]]:

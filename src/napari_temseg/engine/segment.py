@@ -22,6 +22,7 @@ from torch import nn
 
 from napari_temseg.engine.denoise import get_model
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.events import drain
 from napari_temseg.engine.finetune import (
     DEFAULT_CLASSES,
     FinetuneConfig,
@@ -195,15 +196,7 @@ def finetune_files(
         names = list(DEFAULT_CLASSES) + [f"class {i}" for i in range(3, kmax + 1)]
     cfg = replace(config or FinetuneConfig(), steps=int(steps), device=device)
     tuner = Finetuner(imgs, labs, names, init=init, config=cfg, pixel_sizes=sizes)
-    gen = tuner.run(cancel=cancel)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        if progress is not None:
-            progress(ev)
+    result = drain(tuner.run(cancel=cancel), progress)
     save_segmenter(out, result.model, result.meta, overwrite=overwrite)
     return out, result
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from napari_temseg.engine.data import PatchSource
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.events import drain
 from napari_temseg.models.checkpoint import save_checkpoint
 
 LOSSES = ("l1", "l2", "charbonnier")
@@ -328,14 +329,7 @@ def train(
     cancel: threading.Event | None = None,
 ) -> TrainResult:
     """Run :func:`iter_train` to the end, calling ``progress(event)`` for every event."""
-    gen = iter_train(model, source, config, val=val, cancel=cancel)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(ev)
+    return drain(iter_train(model, source, config, val=val, cancel=cancel), progress)
 
 
 def _save(
