@@ -40,6 +40,7 @@ from napari_temseg.engine.device import select_device
 from napari_temseg.engine.events import drain
 from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
+from napari_temseg.engine.train import guarded_step
 from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model, resolve_model
 
 #: colours of classes 1..K when none are given (support blue, particle orange, ...)
@@ -446,14 +447,7 @@ class Finetuner:
             y = torch.from_numpy(y_np).to(self.device)
             model.train()
             loss = stroke_loss(model(x), y, weights, cfg.dice_weight)
-            ok = bool(torch.isfinite(loss))
-            if ok:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                ok = bool(torch.isfinite(gnorm))
-                if ok:
-                    opt.step()
+            ok = guarded_step(loss, model, opt, cfg.grad_clip)
             i += 1
             self.steps_done += 1
             if ok:

@@ -264,21 +264,15 @@ def iter_train(
                 dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
             ):
                 loss = pixel_loss(model(x).float(), y, cfg.loss)
-            ok = bool(torch.isfinite(loss))
+            ok = guarded_step(loss, model, opt, cfg.grad_clip)
             if ok:
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                ok = bool(torch.isfinite(gnorm))
-                if ok:
-                    opt.step()
-                    ok = _finite_params(model)
-                    if not ok:  # the step itself broke the weights: go back, calm down
-                        model.load_state_dict(last_good)
-                        opt = torch.optim.AdamW(
-                            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-                        )
-                        lr_scale *= 0.5
+                ok = _finite_params(model)
+                if not ok:  # the step itself broke the weights: go back, calm down
+                    model.load_state_dict(last_good)
+                    opt = torch.optim.AdamW(
+                        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+                    )
+                    lr_scale *= 0.5
             step += 1
             if ok:
                 bad_in_row = 0
@@ -330,6 +324,25 @@ def train(
 ) -> TrainResult:
     """Run :func:`iter_train` to the end, calling ``progress(event)`` for every event."""
     return drain(iter_train(model, source, config, val=val, cancel=cancel), progress)
+
+
+def guarded_step(
+    loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float
+) -> bool:
+    """Backward, clip and step, but only while the loss and the gradient norm are finite.
+
+    Returns whether the step was taken; a False leaves the weights untouched (the callers
+    count such steps and stop after too many in a row).
+    """
+    if not bool(torch.isfinite(loss)):
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if not bool(torch.isfinite(gnorm)):
+        return False
+    opt.step()
+    return True
 
 
 def _save(
