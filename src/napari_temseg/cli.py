@@ -140,11 +140,12 @@ BATCH_ERRORS = (CLIError, ValueError, RuntimeError, OSError, MemoryError)
 
 def _check_tiling(args: argparse.Namespace) -> None:
     """Refuse a bad --tile/--overlap once, before a batch fails on every file with it."""
-    if args.tile < 16 or not 0 <= args.overlap < args.tile / 2:
-        raise CLIError(
-            f"--tile must be at least 16 and --overlap in [0, tile/2); got --tile "
-            f"{args.tile} --overlap {args.overlap}"
-        )
+    from napari_temseg.engine.tiling import check_tiling
+
+    try:
+        check_tiling(args.tile, args.overlap)
+    except ValueError as exc:
+        raise CLIError(f"--tile {args.tile} --overlap {args.overlap}: {exc}") from exc
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:

@@ -84,6 +84,14 @@ def _amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def check_tiling(tile: int, overlap: int) -> None:
+    """The tile and overlap every tiled run accepts (ValueError saying which is wrong)."""
+    if tile < MIN_TILE:
+        raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
+    if not 0 <= overlap < tile // 2:
+        raise ValueError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
+
+
 def _check_args(shape: tuple[int, ...], tile: int, overlap: int, out_channels: int) -> None:
     if len(shape) < 2:
         raise ValueError(
@@ -91,10 +99,7 @@ def _check_args(shape: tuple[int, ...], tile: int, overlap: int, out_channels: i
         )
     if min(shape) == 0:
         raise ValueError(f"the image is empty (shape {shape})")
-    if tile < MIN_TILE:
-        raise ValueError(f"tile must be at least {MIN_TILE} pixels, got {tile}")
-    if not 0 <= overlap < tile // 2:
-        raise ValueError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
+    check_tiling(tile, overlap)
     if out_channels < 1:
         raise ValueError(f"out_channels must be >= 1, got {out_channels}")
 
