@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from napari_temseg.io.readers import SUFFIXES
 
@@ -129,6 +130,29 @@ def output_is_complete(path: Path) -> bool:
         return False
 
 
+def attempt(
+    process: Callable[[Path], list[Path]],
+    path: Path,
+    target: Path | None,
+    errors: tuple[type[BaseException], ...] = (Exception,),
+) -> FileResult:
+    """Run ``process(path)`` once -> its result; an error in ``errors`` becomes "failed".
+
+    A failed file's half-written main output (``target``) is removed. Module-level so that
+    a cluster worker can run it (``process`` must then be picklable, e.g. a ``FileJob``).
+    """
+    t0 = time.perf_counter()
+    try:
+        outs = process(path)
+        r = FileResult(str(path), "done", [str(o) for o in outs])
+    except errors as exc:
+        if target is not None and target.exists() and not output_is_complete(target):
+            os.remove(target)  # never leave a half-written output behind
+        r = FileResult(str(path), "failed", error=str(exc) or type(exc).__name__)
+    r.seconds = time.perf_counter() - t0
+    return r
+
+
 def run_batch(
     inputs: Sequence[str | Path],
     outdir: str | Path,
@@ -138,14 +162,20 @@ def run_batch(
     resume: bool = True,
     errors: tuple[type[BaseException], ...] = (Exception,),
     on_result: Callable[[FileResult], None] | None = None,
+    client: Any = None,
 ) -> BatchReport:
-    """Run ``process(input) -> outputs`` over the expanded ``inputs``, one file at a time.
+    """Run ``process(input) -> outputs`` over the expanded ``inputs``.
 
     ``expected(input)`` names the main output; with ``resume`` an input whose expected
     output is already complete is skipped. An exception in ``errors`` marks that input
     failed and the batch goes on; anything else (a wrong model, Ctrl-C) stops it, with
     the summary of what was done still written. ``on_result`` sees each result as it
     comes (the CLI prints it).
+
+    Without ``client`` the files run one after the other in this process. With a
+    ``dask.distributed`` client they run on its workers, one task per file (``process``
+    must be picklable and the output folder shared); any error there marks only that
+    file failed, and the summary lists the files in input order.
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -154,24 +184,57 @@ def run_batch(
         if on_result:
             on_result(r)
     report = BatchReport(results)
+    todo: list[tuple[Path, Path | None]] = []
     try:
         for path in files:
             target = expected(path) if expected else None
             if resume and target is not None and output_is_complete(target):
                 r = FileResult(str(path), "skipped", [str(target)])
+                results.append(r)
+                if on_result:
+                    on_result(r)
+            elif client is None:
+                r = attempt(process, path, target, errors)
+                results.append(r)
+                if on_result:
+                    on_result(r)
             else:
-                t0 = time.perf_counter()
-                try:
-                    outs = process(path)
-                    r = FileResult(str(path), "done", [str(o) for o in outs])
-                except errors as exc:
-                    if target is not None and target.exists() and not output_is_complete(target):
-                        os.remove(target)  # never leave a half-written output behind
-                    r = FileResult(str(path), "failed", error=str(exc) or type(exc).__name__)
-                r.seconds = time.perf_counter() - t0
-            results.append(r)
-            if on_result:
-                on_result(r)
+                todo.append((path, target))
+        if todo:
+            _run_on_cluster(client, process, todo, errors, results, on_result)
+            order = {str(p): i for i, p in enumerate(files)}
+            results.sort(key=lambda r: order.get(r.input, -1))
     finally:
         report.write(outdir)
     return report
+
+
+def _run_on_cluster(
+    client: Any,
+    process: Callable[[Path], list[Path]],
+    todo: list[tuple[Path, Path | None]],
+    errors: tuple[type[BaseException], ...],
+    results: list[FileResult],
+    on_result: Callable[[FileResult], None] | None,
+) -> None:
+    """One task per file on the client's workers; results as they finish."""
+    from distributed import as_completed
+
+    futures = {
+        client.submit(attempt, process, path, target, errors, pure=False): (path, target)
+        for path, target in todo
+    }
+    try:
+        for fut in as_completed(list(futures)):
+            path, _ = futures[fut]
+            try:
+                r = fut.result()
+            except Exception as exc:  # a worker died or raised something unexpected
+                msg = str(exc) or type(exc).__name__
+                r = FileResult(str(path), "failed", error=f"on the cluster: {msg}")
+            results.append(r)
+            if on_result:
+                on_result(r)
+    except BaseException:
+        client.cancel(list(futures))
+        raise

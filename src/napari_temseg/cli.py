@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,36 +98,36 @@ def _print_result(r) -> None:
         print(f"{r.input} -> {', '.join(r.outputs)} ({r.seconds:.1f} s)")
 
 
-def _per_frame(data: Any, dtype: Any, fn: Callable[[Any, str], np.ndarray], name: str) -> Any:
-    """``fn(frame, label)`` on a 2D image, or a ``FrameStream`` of it over a stack's frames."""
-    from napari_temseg.io import FrameStream
+def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], list]) -> int:
+    """The batch over ``args.inputs`` shared by denoise and segment: resume, summary, exit.
 
-    if data.ndim == 2:
-        return fn(data, name)
-    lead = data.shape[:-2]
-    n = int(np.prod(lead))
-
-    def frames():
-        for k, idx in enumerate(np.ndindex(*lead)):
-            yield fn(data[idx], f"{name} [{k + 1}/{n}]")
-
-    return FrameStream(data.shape, dtype, frames())
-
-
-def _run_files(args: argparse.Namespace, outdir: Path, process: Callable[[Path], list]) -> int:
-    """The batch over ``args.inputs`` shared by denoise and segment: resume, summary, exit."""
+    In this process ``process`` runs each file (with progress bars); with ``--scheduler``
+    the picklable ``job`` runs on the cluster's workers instead, one task per file.
+    """
     from napari_temseg.batch import run_batch
+    from napari_temseg.cluster import ClusterError, batch_client, threads_per_worker
     from napari_temseg.io import ReaderError
 
-    report = run_batch(
-        args.inputs,
-        outdir,
-        process,
-        expected=lambda p: _out_path(outdir, p),
-        resume=not args.overwrite,
-        errors=(*BATCH_ERRORS, ReaderError),
-        on_result=_print_result,
-    )
+    outdir = Path(job.outdir)
+    try:
+        with batch_client(args.scheduler, args.workers) as client:
+            if client is not None:
+                n = len(client.scheduler_info().get("workers", {}))
+                print(f"running on {n} dask worker(s) at {client.scheduler.address}")
+                if args.scheduler == "local" and job.device in ("auto", "cpu"):
+                    job = replace(job, threads=threads_per_worker(n))
+            report = run_batch(
+                args.inputs,
+                outdir,
+                process if client is None else job,
+                expected=job.output_for,
+                resume=not args.overwrite,
+                errors=(*BATCH_ERRORS, ReaderError),
+                on_result=_print_result,
+                client=client,
+            )
+    except ClusterError as exc:
+        raise CLIError(str(exc)) from exc
     c = report.counts()
     print(
         f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
@@ -148,39 +149,51 @@ def _check_tiling(args: argparse.Namespace) -> None:
         raise CLIError(f"--tile {args.tile} --overlap {args.overlap}: {exc}") from exc
 
 
-def cmd_denoise(args: argparse.Namespace) -> int:
-    from napari_temseg.engine import DeviceError, denoise, describe_device, select_device
-    from napari_temseg.io import write_image
-    from napari_temseg.models import DEFAULT_DENOISER, CheckpointError, load_model
+def _file_job(args: argparse.Namespace, task: str) -> Any:
+    """The per-file job of ``temseg denoise|segment``, its model loaded (and checked) here."""
+    from napari_temseg.engine import DeviceError, describe_device
+    from napari_temseg.engine.files import FileJob
+    from napari_temseg.models import CheckpointError
 
     _check_tiling(args)
+    job = FileJob(
+        task,
+        args.model,
+        args.output,
+        device=args.device,
+        tile=args.tile,
+        overlap=args.overlap,
+    )
     try:
-        device = select_device(args.device)
-        model = load_model(args.model or DEFAULT_DENOISER, device=device)
-    except (DeviceError, CheckpointError, OSError) as exc:
+        device = job.resolved_device()
+        job.load()
+    except (DeviceError, CheckpointError, OSError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
-    outdir = Path(args.output)
-    name = args.model or DEFAULT_DENOISER
-    print(f"denoising with {name} on {describe_device(device)}")
+    if not args.scheduler:
+        verb = "denoising" if task == "denoise" else "segmenting"
+        print(f"{verb} with {job.model_name} on {describe_device(device)}")
+    return job
 
-    def run(frame: Any, name: str) -> np.ndarray:
-        bar, report = _tile_bar(name)
-        with bar:
-            return denoise(
-                frame, model, device=device, tile=args.tile, overlap=args.overlap, progress=report
-            )
+
+def cmd_denoise(args: argparse.Namespace) -> int:
+    job = _file_job(args, "denoise")
+    bars: list = []
+
+    def frame_bar(label: str):
+        while bars:
+            bars.pop().close()
+        bar, report = _tile_bar(label)
+        bars.append(bar)
+        return report
 
     def process(path: Path) -> list[Path]:
-        written = []
-        for i, img in enumerate(_read_images(str(path))):
-            # a stack streams to disk frame by frame: one frame in memory, however long
-            out = _per_frame(img.data, np.float32, run, path.name)
-            target = _out_path(outdir, path, f"_{i}.tif" if i else ".tif")
-            meta = {**img.metadata, "denoised_with": name}
-            written.append(write_image(target, out, scale=img.scale, metadata=meta))
-        return written
+        try:
+            return job(path, frame_progress=frame_bar)
+        finally:
+            while bars:
+                bars.pop().close()
 
-    return _run_files(args, outdir, process)
+    return _run_files(args, job, process)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -250,32 +263,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from napari_temseg.engine import DeviceError, select_device
-    from napari_temseg.engine.segment import load_segmenter, segment_files
-    from napari_temseg.models import CheckpointError
-
-    _check_tiling(args)
-    try:
-        device = select_device(args.device)
-        seg = load_segmenter(args.model, device=str(device))
-    except (DeviceError, CheckpointError, OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from exc
-    outdir = Path(args.output)
+    job = _file_job(args, "segment")
 
     def process(path: Path) -> list[Path]:
         bar, report = _tile_bar(path.name)
         with bar:
-            return segment_files(
-                [path],
-                seg,
-                outdir,
-                device=str(device),
-                tile=args.tile,
-                overlap=args.overlap,
-                progress=report,
-            )
+            return job(path, progress=report)
 
-    return _run_files(args, outdir, process)
+    return _run_files(args, job, process)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -340,7 +335,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from napari_temseg.io import write_image, write_labels
     from napari_temseg.synth import simulate
@@ -380,6 +374,57 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_bioimageio(args: argparse.Namespace) -> int:
+    from napari_temseg.io import ReaderError
+    from napari_temseg.models import CheckpointError
+    from napari_temseg.models.bioimageio import (
+        export_bioimageio,
+        package_path,
+        validate_bioimageio,
+    )
+
+    out = package_path(args.output)
+    if out.exists() and not args.force:
+        raise CLIError(f"{out} already exists; choose another name or pass --force")
+    try:
+        path = export_bioimageio(
+            args.model,
+            out,
+            name=args.name,
+            authors=args.author,
+            description=args.description,
+            sample=args.sample,
+        )
+    except (ImportError, CheckpointError, ReaderError, ValueError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"wrote {path}")
+    if args.no_validate:
+        return 0
+    ok, summary = validate_bioimageio(path)
+    if not ok:
+        print(summary, file=sys.stderr)
+        raise CLIError(f"{path}: the bioimageio.core model test failed (summary above)")
+    print("bioimageio.core model test: passed")
+    return 0
+
+
+def cmd_import_bioimageio(args: argparse.Namespace) -> int:
+    from napari_temseg.models.bioimageio import import_bioimageio
+
+    out = Path(args.output)
+    if out.suffix == "":
+        out = out.with_suffix(".safetensors")
+    if out.exists() and not args.force:
+        raise CLIError(f"{out} already exists; choose another name or pass --force")
+    try:
+        _, meta = import_bioimageio(args.package, out)
+    except (ValueError, OSError) as exc:
+        raise CLIError(str(exc)) from exc
+    task = meta.get("task", "denoise")
+    print(f"wrote {out} (a {task} model: temseg {task} --model {out} ...)")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 SUBCOMMANDS = (
@@ -392,6 +437,8 @@ SUBCOMMANDS = (
     "models",
     "demo",
     "synth",
+    "export-bioimageio",
+    "import-bioimageio",
 )
 
 
@@ -400,6 +447,23 @@ OVERWRITE_HELP = (
     "redo inputs whose output already exists (default: skip outputs that are complete, "
     "so an interrupted batch resumes)"
 )
+
+
+def _cluster_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS|local",
+        help="run the files on a dask.distributed cluster: a scheduler address "
+        "(tcp://host:8786) or 'local' to start one on this machine (default: in this process)",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="workers of --scheduler local (default: one per GPU, else one per 2 CPU cores)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _cluster_options(s)
     s.set_defaults(func=cmd_denoise)
 
     s = sub.add_parser("pretrain", help="pretrain a denoiser on your own unlabeled images")
@@ -484,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    _cluster_options(s)
     s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("measure", help="measure particles in masks, write a CSV table")
@@ -509,6 +575,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dose", type=float, default=None, metavar="D", help="electrons per pixel")
     s.add_argument("--seed", type=int, default=0, metavar="S")
     s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser(
+        "export-bioimageio",
+        help="write a model as a bioimage.io model package (zip) and test it",
+    )
+    s.add_argument("model", metavar="MODEL", help="a bundled model's name or a checkpoint")
+    s.add_argument("output", metavar="OUTPUT.zip")
+    s.add_argument("--name", default=None, help="the package's name (default: the model's)")
+    s.add_argument(
+        "--author", action="append", default=None, metavar="NAME", help="repeat for several"
+    )
+    s.add_argument("--description", default=None, metavar="TEXT")
+    s.add_argument(
+        "--sample",
+        default=None,
+        metavar="FILE",
+        help="image for the test tensors and cover (default: a simulated micrograph)",
+    )
+    s.add_argument("--no-validate", action="store_true", help="skip the bioimageio.core model test")
+    s.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    s.set_defaults(func=cmd_export_bioimageio)
+
+    s = sub.add_parser(
+        "import-bioimageio",
+        help="turn a package written by export-bioimageio back into a checkpoint",
+    )
+    s.add_argument("package", metavar="PACKAGE", help="the zip, its folder or its rdf.yaml")
+    s.add_argument("output", metavar="OUTPUT.safetensors")
+    s.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    s.set_defaults(func=cmd_import_bioimageio)
     return p
 
 

@@ -66,6 +66,7 @@ def denoise(
     cancel: threading.Event | None = None,
     *,
     out: np.ndarray | None = None,
+    stats: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Denoise a 2D image or a stack (..., Y, X), frame by frame; float32, input's units.
 
@@ -74,6 +75,8 @@ def denoise(
     or a ``(module, meta)`` pair as returned by ``models.load_model``. ``image`` may be
     numpy or dask (only one frame's tiles are read at a time). ``progress(done, total)``
     counts tiles; setting ``cancel`` stops between tiles with ``engine.Cancelled``.
+    ``stats`` overrides each frame's normalisation statistics (``engine.large`` passes a
+    whole frame's to each of its bands).
     """
     _check_image(image)
     dev = select_device(device)
@@ -99,4 +102,5 @@ def denoise(
         progress=progress,
         cancel=cancel,
         out=out,
+        stats=stats,
     )

@@ -74,6 +74,7 @@ def segment(
     cancel: threading.Event | None = None,
     probabilities: bool = False,
     pixel_size_nm: float | None = None,
+    stats: tuple[float, float] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class ids 1..K (uint8, shape of ``image``) of a 2D image or a stack (..., Y, X).
 
@@ -81,6 +82,7 @@ def segment(
     ``probabilities=True`` also returns float32 per-class probabilities (..., K, Y, X).
     ``pixel_size_nm`` (the image's, nm/px) lets frames be resampled to the segmenter's
     scale. ``progress(done, total)`` counts tiles; ``cancel`` raises ``engine.Cancelled``.
+    ``stats`` fixes every frame's normalisation statistics (a band of a larger frame).
     """
     shape = tuple(int(s) for s in getattr(image, "shape", ()))
     if len(shape) < 2 or min(shape) == 0:
@@ -130,6 +132,7 @@ def segment(
             denormalize=False,
             progress=report,
             cancel=cancel,
+            stats=stats,
         )
         if zoom != 1.0:
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
@@ -229,19 +232,25 @@ def _segment_streamed(
     overlap: int,
     progress: Callable[[int, int], Any] | None,
     pixel_size_nm: float | None,
+    large_frame_px: int | None = None,
 ) -> Any:
-    """A 2D mask, or for a stack a ``FrameStream`` that segments frame by frame as it is
-    written, so a long stack never has to fit in memory; progress counts the stack's tiles."""
-    from napari_temseg.io import FrameStream
+    """A 2D mask, or what writes one piece by piece: for a stack a ``FrameStream`` that
+    segments frame by frame as it is written, for a frame larger than ``large_frame_px``
+    a ``TileStream`` that segments it band by band (``engine.large``), so neither has to
+    fit in memory; progress counts the whole file's tiles."""
+    from napari_temseg.engine.large import is_large, segment_bands
+    from napari_temseg.io import FrameStream, TileStream
 
     kw = {"device": dev, "tile": tile, "overlap": overlap, "pixel_size_nm": pixel_size_nm}
+    k = int(seg[0].config.get("out_channels", 2)) if hasattr(seg[0], "config") else 2
+    dtype = np.uint8 if k < 256 else np.uint16
+    if is_large(data.shape, large_frame_px):
+        return TileStream(data.shape, dtype, segment_bands(data, seg, progress=progress, **kw))
     if data.ndim == 2:
         return segment(data, seg, progress=progress, **kw)
     lead = data.shape[:-2]
-    k = int(seg[0].config.get("out_channels", 2)) if hasattr(seg[0], "config") else 2
     per_frame = tiles_per_frame(data.shape[-2:], tile, overlap)
     total = per_frame * int(np.prod(lead))
-    dtype = np.uint8 if k < 256 else np.uint16
 
     def frames():
         for n, idx in enumerate(np.ndindex(*lead)):
@@ -253,6 +262,41 @@ def _segment_streamed(
             yield segment(data[idx], seg, progress=report, **kw)
 
     return FrameStream(data.shape, dtype, frames())
+
+
+def segment_file(
+    path: str | Path,
+    seg: tuple[nn.Module, dict],
+    outdir: str | Path,
+    device: str | torch.device = "auto",
+    tile: int = 256,
+    overlap: int = 32,
+    progress: Callable[[int, int], Any] | None = None,
+    source: str = "in memory",
+    large_frame_px: int | None = None,
+) -> Path:
+    """One file's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K, calibrated, classes named).
+
+    Stacks are written frame by frame and frames above ``large_frame_px`` pixels band by
+    band, as they are segmented.
+    """
+    from napari_temseg.io import write_labels
+
+    dev = select_device(device)
+    im = _first_image(path)
+    mask = _segment_streamed(
+        im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px
+    )
+    target = Path(outdir) / (Path(path).stem + ".tif")
+    write_labels(
+        target,
+        mask,
+        scale=im.scale,
+        class_names=seg[1].get("class_names"),
+        class_colors=seg[1].get("class_colors"),
+        metadata={"segmented_with": source},
+    )
+    return target
 
 
 def segment_files(
@@ -269,25 +313,11 @@ def segment_files(
     ``model``: a segmenter file, or a ``(module, meta)`` pair already loaded (a batch loads
     it once).
     """
-    from napari_temseg.io import write_labels
-
     dev = select_device(device)
     seg = model if isinstance(model, tuple) else load_segmenter(model, device=str(dev))
     source = str(model) if not isinstance(model, tuple) else seg[1].get("name", "in memory")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in inputs:
-        im = _first_image(path)
-        mask = _segment_streamed(im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm)
-        target = outdir / (Path(path).stem + ".tif")
-        write_labels(
-            target,
-            mask,
-            scale=im.scale,
-            class_names=seg[1].get("class_names"),
-            class_colors=seg[1].get("class_colors"),
-            metadata={"segmented_with": source},
-        )
-        written.append(target)
-    return written
+    return [
+        segment_file(path, seg, outdir, dev, tile, overlap, progress, source) for path in inputs
+    ]

@@ -119,6 +119,7 @@ def predict_tiled(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     out: np.ndarray | None = None,
+    stats: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` to an image of any size, tile by tile, and blend the tiles seamlessly.
 
@@ -133,7 +134,8 @@ def predict_tiled(
     (written into ``out`` when given, e.g. a memmap for huge stacks). ``progress(done,
     total)`` is called after every batch of tiles; ``cancel`` is checked before every
     batch and raises :class:`Cancelled`. On CUDA out-of-memory the batch is halved, then
-    the tile, and the run continues.
+    the tile, and the run continues. ``stats`` fixes the normalisation statistics of
+    every frame (a band of a larger frame must use the whole frame's, see ``engine.large``).
     """
     shape = tuple(int(s) for s in image.shape)
     _check_args(shape, tile, overlap, out_channels)
@@ -168,6 +170,7 @@ def predict_tiled(
                     progress,
                     cancel,
                     remaining_frames=len(frames) - k,
+                    stats=stats,
                 )
                 break
             except _ShrinkTile:
@@ -190,6 +193,7 @@ def _predict_frame(
     progress: Progress | None,
     cancel: threading.Event | None,
     remaining_frames: int,
+    stats: tuple[float, float] | None = None,
 ) -> None:
     """Predict one frame into ``target`` ((Y, X) or (C, Y, X) float32)."""
     height, width = frame.shape[-2:]
@@ -198,7 +202,8 @@ def _predict_frame(
     ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
     tiles = [(y, x) for y in ys for x in xs]
     total = state["done"] + remaining_frames * len(tiles)
-    stats = normalization.stats(frame) if normalization is not None else (0.0, 1.0)
+    if stats is None:
+        stats = normalization.stats(frame) if normalization is not None else (0.0, 1.0)
     wy = {y: torch.from_numpy(_window(y, th, height, ov)) for y in ys}
     wx = {x: torch.from_numpy(_window(x, tw, width, ov)) for x in xs}
     acc_dev = _accumulator_device(dev, out_channels, height, width)

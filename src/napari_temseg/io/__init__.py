@@ -4,6 +4,7 @@ from napari_temseg.io.model import Axis, EMImage, NotAnImageError, ReaderError
 from napari_temseg.io.readers import info_dict, read
 from napari_temseg.io.writers import (
     FrameStream,
+    TileStream,
     WriterError,
     instance_mask,
     write_image,
@@ -16,6 +17,7 @@ __all__ = [
     "FrameStream",
     "NotAnImageError",
     "ReaderError",
+    "TileStream",
     "WriterError",
     "info_dict",
     "instance_mask",

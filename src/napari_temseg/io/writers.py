@@ -98,6 +98,48 @@ class FrameStream:
             raise WriterError(f"got {count} frames, expected {expected}")
 
 
+class TileStream:
+    """A 2D image written band by band: ``bands`` yields full-width row bands, top to bottom.
+
+    For frames larger than memory (``engine.large``): the TIFF is tiled (``tile`` x
+    ``tile``) and each band is cut into tiles and written as it comes, so only one band is
+    ever in memory. Every band but the last must be a whole number of tile rows high.
+    ImageJ cannot read tiled files, so these are plain TIFFs carrying our calibration
+    (resolution tags and the JSON block); Fiji opens them through Bio-Formats. TIFF only.
+    """
+
+    def __init__(self, shape: Sequence[int], dtype: Any, bands: Any, tile: int = 256) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        if len(self.shape) != 2:
+            raise WriterError(f"a band-by-band image is 2D, got shape {self.shape}")
+        if tile < 16 or tile % 16:
+            raise WriterError(f"TIFF tiles must be a multiple of 16 pixels, got {tile}")
+        self.dtype = np.dtype(dtype)
+        self.ndim = 2
+        self.tile = int(tile)
+        self._bands = bands
+
+    def tiles(self):
+        """The image's tiles in TIFF order (row of tiles by row of tiles, left to right)."""
+        height, width = self.shape
+        t, row = self.tile, 0
+        pending = np.empty((0, width), self.dtype)
+        for band in self._bands:
+            band = np.asarray(band)
+            if band.ndim != 2 or band.shape[1] != width:
+                raise WriterError(f"band of shape {band.shape} does not fit width {width}")
+            pending = np.concatenate([pending, band.astype(self.dtype, copy=False)])
+            if row + len(pending) > height:
+                raise WriterError(f"bands hold more than the image's {height} rows")
+            while len(pending) >= t or (len(pending) and row + len(pending) == height):
+                strip, pending = pending[:t], pending[t:]
+                for x0 in range(0, width, t):
+                    yield strip[:, x0 : x0 + t]  # tifffile zero-pads incomplete tiles
+                row += len(strip)
+        if row != height:
+            raise WriterError(f"got {row} rows, expected {height}")
+
+
 def mask_axes(
     shape: Sequence[int], scale: Sequence[float] | None, names: Sequence[str] | None = None
 ) -> list[Axis]:
@@ -164,11 +206,17 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
 
     letters = "".join(_IJ_LETTERS.get(a.name, "?") for a in axes)
     stream = isinstance(data, FrameStream)
-    source = (
-        {"data": iter(data), "shape": data.shape, "dtype": data.dtype} if stream else {"data": data}
-    )
+    tiled = isinstance(data, TileStream)
+    if tiled:
+        source = {"data": data.tiles(), "shape": data.shape, "dtype": data.dtype}
+        source["tile"] = (data.tile, data.tile)
+    elif stream:
+        source = {"data": iter(data), "shape": data.shape, "dtype": data.dtype}
+    else:
+        source = {"data": data}
     imagej_ok = (
-        data.dtype in (np.uint8, np.uint16, np.float32)
+        not tiled
+        and data.dtype in (np.uint8, np.uint16, np.float32)
         and "?" not in letters
         and len(set(letters)) == len(letters)
         and letters == "".join(c for c in "TZCYX" if c in letters)
@@ -200,16 +248,24 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
                 metadata=metadata,
                 compression=extra.get("compression"),
             )
-        else:  # ImageJ cannot hold this dtype/axis layout: plain TIFF + our JSON
+        else:  # ImageJ cannot hold this dtype/axis layout (or tiles): plain TIFF + our JSON
             tifffile.imwrite(
                 tmp,
                 **source,
                 photometric="minisblack",
+                **_cm_resolution(resolution),
                 metadata={"temseg": {"napari-temseg": info}},
                 compression=extra.get("compression"),
             )
 
     _replace_atomically(path, write)
+
+
+def _cm_resolution(per_nm: tuple[float, float] | None) -> dict[str, Any]:
+    """Baseline TIFF resolution tags (pixels per cm) for readers that know no ImageJ."""
+    if per_nm is None or max(per_nm) * 1e7 >= 2**31:
+        return {}
+    return {"resolution": tuple(r * 1e7 for r in per_nm), "resolutionunit": "CENTIMETER"}
 
 
 def _write_png(path: Path, data: np.ndarray) -> None:
@@ -255,7 +311,7 @@ def write_labels(
     ``metadata`` (JSON-able) is stored in the sidecar, e.g. {"mask": "instance"}.
     """
     target, name = target_path(path, fmt)
-    if isinstance(data, FrameStream):
+    if isinstance(data, FrameStream | TileStream):
         if name != "tiff":
             raise WriterError("a stack written frame by frame can only be saved as TIFF")
         if data.dtype not in (np.uint8, np.uint16, np.uint32):
@@ -299,14 +355,17 @@ def write_image(
     target, _ = target_path(path, "tiff")
     if isinstance(data, FrameStream):
         data = FrameStream(data.shape, np.float32, data._frames)
-    array = data if isinstance(data, FrameStream) else np.asarray(data)
+    elif isinstance(data, TileStream):
+        data = TileStream(data.shape, np.float32, data._bands, data.tile)
+    streamed = isinstance(data, FrameStream | TileStream)
+    array = data if streamed else np.asarray(data)
     if array.dtype.kind == "c":
         raise WriterError("complex images cannot be saved as float32 TIFF; take abs() first")
     if array.dtype.kind not in "biuf" or array.ndim < 2:
         raise WriterError(
             f"expected a 2D or larger numeric image, got {array.ndim}-D {array.dtype}"
         )
-    if not isinstance(array, FrameStream):
+    if not streamed:
         array = array.astype(np.float32, copy=False)
     ax = mask_axes(array.shape, scale, axes)
     info = {

@@ -1,0 +1,184 @@
+"""One file in, its result on disk: the unit of work of ``temseg denoise|segment`` batches.
+
+A :class:`FileJob` says what to do with every file of a batch (which task, model, device,
+tile); calling it on a path reads the file, runs the engine and writes the output under
+``outdir``. It is a plain picklable value and loads its model at most once per process,
+so the very same job runs in the ``temseg`` process or on the workers of a
+dask.distributed cluster (``napari_temseg.cluster``), each worker with its own copy of
+the model on its own device.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_temseg.engine.device import select_device
+
+TASKS = ("denoise", "segment")
+_LOADED: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """What to do with each file of a batch; ``job(path)`` does it and returns the outputs.
+
+    ``model`` is a bundled model's name or a checkpoint path (None: the default denoiser);
+    ``device`` is resolved where the job runs (``auto`` on a GPU worker picks its GPU).
+    ``threads`` sets torch's CPU threads in the process that runs it (a cluster worker
+    sharing a machine with others); ``large_frame_px`` overrides the size above which a
+    2D frame is processed band by band (``engine.large``).
+    """
+
+    task: str
+    model: str | None
+    outdir: str
+    device: str = "auto"
+    tile: int = 256
+    overlap: int = 32
+    threads: int | None = None
+    large_frame_px: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+
+    @property
+    def model_name(self) -> str:
+        from napari_temseg.models import DEFAULT_DENOISER
+
+        return str(self.model or DEFAULT_DENOISER)
+
+    def output_for(self, path: str | Path) -> Path:
+        """The main output of ``path``: ``OUTDIR/<stem>.tif`` (how resume finds it)."""
+        return Path(self.outdir) / (Path(path).stem + ".tif")
+
+    def resolved_device(self) -> torch.device:
+        """Where this process runs the job (a cluster worker picks its own GPU)."""
+        from napari_temseg.cluster import worker_device
+
+        return select_device(worker_device(self.device))
+
+    def load(self) -> tuple[nn.Module, dict]:
+        """The job's model on this process's device, loaded once per process."""
+        dev = self.resolved_device()
+        key = (self.task, self.model_name, str(dev))
+        with _LOCK:
+            if key not in _LOADED:
+                if self.task == "segment":
+                    from napari_temseg.engine.segment import load_segmenter
+
+                    _LOADED[key] = load_segmenter(self.model_name, device=str(dev))
+                else:
+                    from napari_temseg.models import load_model
+
+                    _LOADED[key] = load_model(self.model_name, device=dev)
+            return _LOADED[key]
+
+    def __call__(
+        self,
+        path: str | Path,
+        progress: Callable[[int, int], Any] | None = None,
+        frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
+    ) -> list[Path]:
+        """Process one file; ``progress(done, total)`` counts its tiles (segment), or
+        ``frame_progress(label)`` gives one callback per frame (denoise, for a bar each)."""
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        Path(self.outdir).mkdir(parents=True, exist_ok=True)
+        model = self.load()
+        dev = self.resolved_device()
+        if self.task == "segment":
+            from napari_temseg.engine.segment import segment_file
+
+            out = segment_file(
+                path,
+                model,
+                self.outdir,
+                dev,
+                self.tile,
+                self.overlap,
+                progress,
+                source=self.model_name,
+                large_frame_px=self.large_frame_px,
+            )
+            return [out]
+        return denoise_file(
+            path,
+            model,
+            self.outdir,
+            dev,
+            self.tile,
+            self.overlap,
+            name=self.model_name,
+            frame_progress=frame_progress,
+            large_frame_px=self.large_frame_px,
+        )
+
+
+def denoise_file(
+    path: str | Path,
+    model: tuple[nn.Module, dict],
+    outdir: str | Path,
+    device: str | torch.device = "auto",
+    tile: int = 256,
+    overlap: int = 32,
+    *,
+    name: str = "in memory",
+    frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
+    large_frame_px: int | None = None,
+) -> list[Path]:
+    """Every image of one file -> ``OUTDIR/<stem>.tif`` (``<stem>_1.tif``, ... for more).
+
+    Float32 in the input's units, calibrated, with the file's metadata and the model's
+    name. A stack streams to disk frame by frame and a frame above ``large_frame_px``
+    band by band, so neither has to fit in memory.
+    """
+    from napari_temseg.engine.denoise import denoise
+    from napari_temseg.engine.large import denoise_bands, is_large
+    from napari_temseg.io import FrameStream, ReaderError, TileStream, read, write_image
+
+    path = Path(path)
+    found = read(path)
+    images = [d for d in found if d.kind in ("image", "stack")]
+    if not images:
+        kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
+        raise ReaderError(f"{path}: holds no image to process (found: {kinds})")
+    dev = select_device(device)
+
+    def run(frame: Any, label: str) -> np.ndarray:
+        report = frame_progress(label) if frame_progress else None
+        return denoise(frame, model, device=dev, tile=tile, overlap=overlap, progress=report)
+
+    written = []
+    for i, img in enumerate(images):
+        data = img.data
+        if is_large(data.shape, large_frame_px):
+            report = frame_progress(path.name) if frame_progress else None
+            bands = denoise_bands(data, model, dev, tile, overlap, progress=report)
+            out: Any = TileStream(data.shape, np.float32, bands)
+        elif data.ndim == 2:
+            out = run(data, path.name)
+        else:
+            lead = data.shape[:-2]
+            n = int(np.prod(lead))
+            frames = (
+                run(data[idx], f"{path.name} [{k + 1}/{n}]")
+                for k, idx in enumerate(np.ndindex(*lead))
+            )
+            out = FrameStream(data.shape, np.float32, frames)
+        target = Path(outdir) / (path.stem + (f"_{i}.tif" if i else ".tif"))
+        meta = {**img.metadata, "denoised_with": name}
+        written += [Path(p) for p in write_image(target, out, scale=img.scale, metadata=meta)]
+    return written
+
+
+__all__ = ["FileJob", "denoise_file"]

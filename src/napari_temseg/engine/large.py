@@ -1,0 +1,192 @@
+"""Frames larger than memory: predicted band by band and handed on as each band is done.
+
+A 16k x 16k float32 micrograph is 1 GB; its class probabilities are 2 GB more. Held whole,
+that is more than a laptop has to spare, so a frame above :data:`LARGE_FRAME_PX` goes
+through here instead: it is cut into bands of :data:`BAND_ROWS` full-width rows, each band
+is read lazily (memory map, dask or any sliceable array) with a ``halo`` of extra rows
+above and below, predicted by the usual tiled engine, cropped to its own rows and yielded;
+the caller writes it (``io.TileStream``) before the next one is read. Memory is about one
+band's input, output and probabilities, whatever the frame's height.
+
+Two things keep the bands invisible in the result: every band is normalised with the
+statistics of the whole frame (a strided sample of it, as for any frame), never its own;
+and the halo gives the pixels next to a cut the same context a tile's inner edge gets, so
+a banded result differs from a whole-frame one only where tiles are blended differently
+(far below what the eye or a measurement sees; ``tests/test_large.py`` bounds it).
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_temseg.engine.normalize import Normalization
+from napari_temseg.engine.tiling import Cancelled, tiles_per_frame
+
+#: frames with more pixels than this (8192 x 8192) are processed band by band by the CLI
+LARGE_FRAME_PX = 8192 * 8192
+#: rows per band: a multiple of every tile size the writers use
+BAND_ROWS = 1024
+#: rows of context read above and below each band
+HALO = 64
+
+Progress = Callable[[int, int], Any]
+
+
+def is_large(shape: tuple[int, ...], limit_px: int | None = None) -> bool:
+    """True for a single 2D frame too large to hold with its prediction in memory."""
+    limit = LARGE_FRAME_PX if limit_px is None else limit_px
+    return len(shape) == 2 and int(shape[0]) * int(shape[1]) > limit
+
+
+def band_rows(height: int, band: int = BAND_ROWS, halo: int = HALO) -> list[tuple[int, ...]]:
+    """``(r0, r1, h0, h1)`` per band: its own rows ``[r0, r1)`` and the rows read ``[h0, h1)``."""
+    if band < 1 or halo < 0:
+        raise ValueError(f"need band >= 1 and halo >= 0, got band {band}, halo {halo}")
+    out = []
+    for r0 in range(0, height, band):
+        r1 = min(r0 + band, height)
+        out.append((r0, r1, max(0, r0 - halo), min(height, r1 + halo)))
+    return out
+
+
+def release_pages(array: Any) -> None:
+    """Let the kernel take back the pages a read-only memory map has touched so far.
+
+    Reading a memory-mapped file band by band would otherwise leave every page read in
+    the process's resident memory until the end (they are clean file pages, so dropping
+    them costs nothing but a re-read from the page cache if they are needed again).
+    """
+    mm = getattr(array, "_mmap", None)
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def frame_stats(frame: Any, normalization: Normalization) -> tuple[float, float]:
+    """The whole frame's normalisation statistics, from a strided (lazy) sample of it."""
+    stats = normalization.stats(frame)
+    release_pages(frame)
+    return stats
+
+
+def iter_bands(
+    frame: Any,
+    predict: Callable[[np.ndarray, Progress], np.ndarray],
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    band: int = BAND_ROWS,
+    halo: int = HALO,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield ``predict(rows, report)`` band by band, top to bottom, cropped to each band.
+
+    ``predict`` gets a band's rows with their halo as a float32 array and returns an array
+    of the same height (and width), e.g. a denoised band or its class ids. ``progress``
+    counts tiles over the whole frame; ``cancel`` stops before the next band (and between
+    tiles inside one, when ``predict`` passes it on).
+    """
+    height, width = (int(s) for s in frame.shape[-2:])
+    plan = band_rows(height, band, halo)
+    per_band = [tiles_per_frame((h1 - h0, width), tile, overlap) for _, _, h0, h1 in plan]
+    total = sum(per_band)
+    base = 0
+    for (r0, r1, h0, h1), n in zip(plan, per_band, strict=True):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {base} of {total} tiles")
+        rows = np.asarray(frame[h0:h1], dtype=np.float32)
+        release_pages(frame)
+
+        def report(done: int, of: int, base: int = base, n: int = n) -> None:
+            if progress is not None:  # scaled: a resampled band may count other tiles
+                progress(base + min(n, math.ceil(done * n / max(of, 1))), total)
+
+        out = predict(rows, report)
+        del rows
+        yield np.ascontiguousarray(out[..., r0 - h0 : r1 - h0, :])
+        base += n
+        if progress is not None:
+            progress(base, total)
+
+
+def denoise_bands(
+    frame: Any,
+    model: tuple[nn.Module, dict],
+    device: str | torch.device = "cpu",
+    tile: int = 256,
+    overlap: int = 32,
+    **kw: Any,
+) -> Iterator[np.ndarray]:
+    """Denoised bands of a large 2D frame (float32, the frame's units); see :func:`iter_bands`."""
+    from napari_temseg.engine.denoise import denoise
+
+    stats = frame_stats(frame, Normalization.from_dict(model[1].get("normalization")))
+    cancel = kw.get("cancel")
+
+    def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
+        return denoise(
+            rows,
+            model,
+            device=device,
+            tile=tile,
+            overlap=overlap,
+            progress=report,
+            cancel=cancel,
+            stats=stats,
+        )
+
+    return iter_bands(frame, predict, tile=tile, overlap=overlap, **kw)
+
+
+def segment_bands(
+    frame: Any,
+    model: tuple[nn.Module, dict],
+    device: str | torch.device = "cpu",
+    tile: int = 256,
+    overlap: int = 32,
+    pixel_size_nm: float | None = None,
+    **kw: Any,
+) -> Iterator[np.ndarray]:
+    """Class ids (uint8) of a large 2D frame, band by band; see :func:`iter_bands`."""
+    from napari_temseg.engine.segment import segment
+
+    stats = frame_stats(frame, Normalization.from_dict(model[1].get("normalization")))
+    cancel = kw.get("cancel")
+
+    def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
+        return segment(
+            rows,
+            model,
+            device=device,
+            tile=tile,
+            overlap=overlap,
+            progress=report,
+            cancel=cancel,
+            pixel_size_nm=pixel_size_nm,
+            stats=stats,
+        )
+
+    return iter_bands(frame, predict, tile=tile, overlap=overlap, **kw)
+
+
+__all__ = [
+    "BAND_ROWS",
+    "HALO",
+    "LARGE_FRAME_PX",
+    "band_rows",
+    "denoise_bands",
+    "is_large",
+    "iter_bands",
+    "segment_bands",
+]
