@@ -192,10 +192,13 @@ def test_cli_processes_a_large_frame_band_by_band(tmp_path, micrograph, segmente
     save_checkpoint(tmp_path / "seg.safetensors", *segmenter)
     seg_out = tmp_path / "masks"
     cmd = ["segment", str(tmp_path / "big.tif"), "--model", str(tmp_path / "seg.safetensors")]
-    assert cli.main([*cmd, "-o", str(seg_out), *args]) == 0
+    monkeypatch.setattr(large_mod, "LARGE_FRAME_PX", 10**9)  # the option decides alone
+    assert cli.main([*cmd, "-o", str(seg_out), *args, "--band-above", "0.04"]) == 0
     mask = read(seg_out / "big.tif")[0]
     whole_mask = segment(micrograph, segmenter, device="cpu", tile=128, overlap=16)
     assert np.mean(np.asarray(mask.data) == whole_mask) > 0.995
+    with tifffile.TiffFile(seg_out / "big.tif") as tf:
+        assert tf.pages[0].is_tiled
     assert mask.pixel_size_nm == pytest.approx(0.1)
     # resume: the tiled output counts as complete and is skipped
     assert cli.main([*cmd, "-o", str(seg_out), *args]) == 0

@@ -163,6 +163,7 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
         device=args.device,
         tile=args.tile,
         overlap=args.overlap,
+        large_frame_px=None if args.band_above is None else int(args.band_above * 1e6),
     )
     try:
         device = job.resolved_device()
@@ -449,7 +450,15 @@ OVERWRITE_HELP = (
 )
 
 
-def _cluster_options(s: argparse.ArgumentParser) -> None:
+def _batch_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--band-above",
+        type=float,
+        default=None,
+        metavar="MP",
+        help="process 2D frames larger than this many megapixels band by band, written "
+        "as they are done, so they need not fit in memory (default: 67, i.e. 8192²)",
+    )
     s.add_argument(
         "--scheduler",
         default=None,
@@ -488,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    _cluster_options(s)
+    _batch_options(s)
     s.set_defaults(func=cmd_denoise)
 
     s = sub.add_parser("pretrain", help="pretrain a denoiser on your own unlabeled images")
@@ -549,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile", type=int, default=256, metavar="N")
     s.add_argument("--overlap", type=int, default=32, metavar="N")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    _cluster_options(s)
+    _batch_options(s)
     s.set_defaults(func=cmd_segment)
 
     s = sub.add_parser("measure", help="measure particles in masks, write a CSV table")
