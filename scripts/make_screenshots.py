@@ -1,11 +1,14 @@
 """Screenshots of the real napari window for the README and docs, taken under Xvfb.
 
 Run: xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/make_screenshots.py
+     (``--only pretrain export`` retakes just those)
 
 ``napari_main.png``: the window as ``scripts/run.sh`` opens it. ``train_widget.png``: the
 Train segmenter dock after a real fine-tuning run from the bundled STEM denoiser on the
 STEM sample, with strokes painted through the Labels layer API (as a brush would) and the
-live prediction shown.
+live prediction shown. ``pretrain_widget.png``: the Pretrain dock during/after a short
+Poisson pretraining on the STEM sample (curves and before/after preview).
+``export_widget.png``: the Export dock after writing a calibrated TIFF mask.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ def settle(n: int = 20) -> None:
 
 
 def main() -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="screenshots for the docs")
+    p.add_argument("--only", nargs="*", default=None, help="main denoise pretrain train ...")
+    only = p.parse_args().only
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = build_viewer(show=True)
     viewer.window._qt_window.resize(1500, 900)
@@ -37,12 +45,20 @@ def main() -> int:
     first, _ = viewer.window.add_plugin_dock_widget(PLUGIN, widget_names()[0])  # already docked
     first.raise_()
     settle()
-    path = OUT / "napari_main.png"
-    imsave(path, viewer.screenshot(canvas_only=False, flash=False))
-    print(f"wrote {path}")
-    denoise_screenshot(viewer)
-    train_screenshot(viewer)
-    measure_screenshot(viewer)
+    if only is None or "main" in only:
+        path = OUT / "napari_main.png"
+        imsave(path, viewer.screenshot(canvas_only=False, flash=False))
+        print(f"wrote {path}")
+    shots = {
+        "denoise": denoise_screenshot,
+        "pretrain": pretrain_screenshot,
+        "train": train_screenshot,
+        "measure": measure_screenshot,
+        "export": export_screenshot,
+    }
+    for name, shot in shots.items():
+        if only is None or name in only:
+            shot(viewer)
     viewer.close()
     return 0
 
@@ -76,6 +92,57 @@ def denoise_screenshot(viewer) -> None:
     settle()
     _shot(viewer, "denoise_widget.png", widget._status.value)
     viewer.grid.enabled = False
+
+
+def pretrain_screenshot(viewer, steps: int = 150) -> None:
+    """Poisson pretraining of the bundled STEM denoiser on the STEM sample, screenshot."""
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Pretrain")
+    noisy = next(layer for layer in viewer.layers if layer.name == "STEM noisy")
+    for layer in viewer.layers:
+        layer.visible = layer is noisy
+    widget._layers.value = [noisy.name]
+    widget._steps.value = steps
+    widget._patch.value = 96
+    widget._batch.value = 4
+    widget._device.value = "cpu"
+    dock.raise_()
+    widget.start()
+    t0 = time.monotonic()
+    while widget.running and time.monotonic() - t0 < 900:
+        settle(5)
+        time.sleep(0.05)
+    settle(40)
+    preview = next(layer for layer in viewer.layers if layer.name.startswith("pretrain preview"))
+    for layer in viewer.layers:
+        layer.visible = layer is preview
+    _fit(viewer, preview)
+    _shot(viewer, "pretrain_widget.png", widget._status.value)
+
+
+def _fit(viewer, layer) -> None:
+    """Centre and zoom the canvas on one layer (reset_view fits every layer, hidden too)."""
+    lo, hi = np.asarray(layer.extent.world)[:, -2:]
+    viewer.camera.center = tuple((lo + hi) / 2)
+    canvas = np.asarray(viewer.window._qt_viewer.canvas.size, float)  # (height, width)
+    viewer.camera.zoom = 0.95 * float(np.min(canvas / np.maximum(hi - lo, 1e-9)))
+    settle()
+
+
+def export_screenshot(viewer) -> None:
+    """The Export dock after writing the ground-truth mask as a calibrated TIFF."""
+    import tempfile
+
+    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Export masks")
+    truth = next(layer for layer in viewer.layers if layer.name.endswith("ground truth"))
+    for layer in viewer.layers:
+        layer.visible = layer is truth or layer.name == "STEM noisy"
+    widget._layers.value = [truth.name]
+    widget._instance.value = True
+    widget._folder.value = Path(tempfile.mkdtemp(prefix="temseg-export-"))
+    dock.raise_()
+    widget.export()
+    _fit(viewer, truth)
+    _shot(viewer, "export_widget.png", widget._status.value)
 
 
 def measure_screenshot(viewer) -> None:

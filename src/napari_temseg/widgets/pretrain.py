@@ -363,7 +363,10 @@ class PretrainWidget(Container):
         self._continue.enabled = not running and self.last_model is not None
 
     def _on_destroyed(self, *_args) -> None:
-        self._timer.stop()
+        try:
+            self._timer.stop()
+        except RuntimeError:  # Qt already deleted the timer with its parent
+            pass
         try:
             user_models_changed.disconnect(self._refresh_models)
         except (TypeError, ValueError, RuntimeError):
