@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 
 import numpy as np
@@ -171,6 +172,16 @@ def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_
     w._load_path.value = tmp_path / "seg.safetensors"
     w.load()
     assert w._classes.value == "carbon, gold"
+    if importlib.util.find_spec("bioimageio.core") is not None:  # model exchange round trip
+        trained = {k: v.clone() for k, v in w.segmenter[0].state_dict().items()}
+        w._save_path.value = tmp_path / "seg.zip"
+        assert w.save() == tmp_path / "seg.zip" and "bioimage.io" in w._status.value
+        w._classes.value = "x, y"
+        w._load_path.value = tmp_path / "seg.zip"
+        w.load()
+        assert w._classes.value == "carbon, gold"
+        for k, v in w.segmenter[0].state_dict().items():
+            assert torch.equal(v, trained[k]), k
     w._scope.value = "all open images"
     viewer.add_image(s.noisy[:100, :90], name="other")
     w.apply()

@@ -168,10 +168,10 @@ class TrainWidget(Container):
         self._status = Label(label="", value="paint a few strokes of every class")
         self._scope = RadioButtons(label="Apply to", choices=APPLY_SCOPES, value=APPLY_SCOPES[1])
         self._apply = PushButton(text="Apply", enabled=False)
-        self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors")
+        self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors *.zip")
         self._overwrite = CheckBox(text="overwrite", value=False)
         self._save = PushButton(text="Save segmenter", enabled=False)
-        self._load_path = FileEdit(label="Load", mode="r", filter="*.safetensors *.pt")
+        self._load_path = FileEdit(label="Load", mode="r", filter="*.safetensors *.pt *.zip")
         self._load = PushButton(text="Load segmenter")
         self.extend(
             [
@@ -469,6 +469,8 @@ class TrainWidget(Container):
         if not path or str(path) in ("", "."):
             show_warning("Choose a file name to save the segmenter to.")
             return None
+        if Path(path).suffix.lower() == ".zip":  # a bioimage.io package (docs/exchange.md)
+            return self._export_package(Path(path))
         try:
             saved = save_segmenter(path, *self.segmenter, overwrite=bool(self._overwrite.value))
         except FileExistsError as exc:
@@ -481,6 +483,25 @@ class TrainWidget(Container):
         self._status.value = f"saved to {saved}"
         return saved
 
+    def _export_package(self, path: Path) -> Path | None:
+        """Save as a bioimage.io model package, its test image taken from the chosen image."""
+        from napari_temseg.models.bioimageio import export_bioimageio
+
+        if path.exists() and not self._overwrite.value:
+            show_warning(f"{path} already exists; choose another name or allow overwrite.")
+            return None
+        layer = self._image.value
+        sample = None
+        if layer is not None and layer.ndim >= 2 and not getattr(layer, "rgb", False):
+            sample = np.asarray(layer.data[tuple(self._viewer.dims.current_step[: layer.ndim - 2])])
+        try:
+            saved = export_bioimageio(self.segmenter, path, sample=sample)
+        except (ImportError, OSError, ValueError, RuntimeError) as exc:
+            show_error(f"Could not export the bioimage.io package: {exc}")
+            return None
+        self._status.value = f"exported bioimage.io package {saved}"
+        return saved
+
     def load(self) -> None:
         from napari_temseg.engine.segment import load_segmenter
 
@@ -489,7 +510,14 @@ class TrainWidget(Container):
             show_warning("Choose a segmenter file to load.")
             return
         try:
-            model, meta = load_segmenter(path)
+            if Path(path).suffix.lower() == ".zip":
+                from napari_temseg.models.bioimageio import import_bioimageio
+
+                model, meta = import_bioimageio(path)
+                if meta.get("task") != "segment":
+                    raise ValueError(f"{Path(path).name} holds a denoiser, not a segmenter")
+            else:
+                model, meta = load_segmenter(path)
         except (ValueError, OSError) as exc:
             show_error(f"Could not load the segmenter: {exc}")
             return
