@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from npe2 import PluginManager, PluginManifest
 
@@ -116,3 +120,20 @@ def test_hub_and_package_metadata_agree():
     for widget in PluginManifest.from_file(ROOT / "napari.yaml").contributions.widgets:
         assert widget.display_name.split()[0].lower() in description.lower()
     assert "## Unreleased" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_the_version_comes_from_the_git_tag(tmp_path):
+    """Releases are cut by tagging: setuptools-scm turns tag v9.8.7 into version 9.8.7."""
+    setuptools_scm = pytest.importorskip("setuptools_scm")
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+    env = {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(tmp_path)}
+    subprocess.run(
+        ["git", "-C", str(clone), "tag", "-a", "v9.8.7", "-m", "release"],
+        check=True,
+        env={**os.environ, **env},
+    )
+    assert setuptools_scm.get_version(root=str(clone)) == "9.8.7"
