@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,32 @@ def test_cli_processes_a_large_frame_band_by_band(tmp_path, micrograph, segmente
     assert cli.main([*cmd, "-o", str(seg_out), *args]) == 0
     summary = (seg_out / "summary.json").read_text()
     assert '"skipped": 1' in summary
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux /proc")
+def test_pages_of_a_memory_mapped_input_are_given_back(tmp_path):
+    """Reading a mapped file band by band must not keep every page read resident."""
+    import tifffile
+
+    from napari_temseg.engine.large import release_pages
+
+    path = tmp_path / "big.tif"
+    mm = tifffile.memmap(path, shape=(2048, 2048), dtype=np.float32, photometric="minisblack")
+    mm[:] = 1.0
+    mm.flush()
+    del mm
+    data = tifffile.memmap(path, mode="r")
+
+    def file_pages_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no RssFile line")
+
+    before = file_pages_mb()
+    assert float(np.asarray(data[:1536]).sum()) == 1536 * 2048  # touch 12 MB of pages
+    touched = file_pages_mb()
+    release_pages(data)
+    after = file_pages_mb()
+    assert touched - before > 8, "the read should have mapped the pages in"
+    assert after - before < 2, f"{after - before:.1f} MB still resident after release"

@@ -143,7 +143,7 @@ def denoise_file(
     band by band, so neither has to fit in memory.
     """
     from napari_temseg.engine.denoise import denoise
-    from napari_temseg.engine.large import denoise_bands, is_large
+    from napari_temseg.engine.large import denoise_bands, is_large, release_pages
     from napari_temseg.io import FrameStream, ReaderError, TileStream, read, write_image
 
     path = Path(path)
@@ -154,9 +154,11 @@ def denoise_file(
         raise ReaderError(f"{path}: holds no image to process (found: {kinds})")
     dev = select_device(device)
 
-    def run(frame: Any, label: str) -> np.ndarray:
+    def run(frame: Any, label: str, source: Any = None) -> np.ndarray:
         report = frame_progress(label) if frame_progress else None
-        return denoise(frame, model, device=dev, tile=tile, overlap=overlap, progress=report)
+        out = denoise(frame, model, device=dev, tile=tile, overlap=overlap, progress=report)
+        release_pages(source)  # a memory-mapped stack: drop the frame's pages
+        return out
 
     written = []
     for i, img in enumerate(images):
@@ -171,7 +173,7 @@ def denoise_file(
             lead = data.shape[:-2]
             n = int(np.prod(lead))
             frames = (
-                run(data[idx], f"{path.name} [{k + 1}/{n}]")
+                run(data[idx], f"{path.name} [{k + 1}/{n}]", data)
                 for k, idx in enumerate(np.ndindex(*lead))
             )
             out = FrameStream(data.shape, np.float32, frames)

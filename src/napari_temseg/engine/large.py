@@ -105,8 +105,7 @@ def iter_bands(
     for (r0, r1, h0, h1), n in zip(plan, per_band, strict=True):
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {base} of {total} tiles")
-        rows = np.asarray(frame[h0:h1], dtype=np.float32)
-        release_pages(frame)
+        rows = np.asarray(frame[h0:h1], dtype=np.float32)  # a memory map stays a view
 
         def report(done: int, of: int, base: int = base, n: int = n) -> None:
             if progress is not None:  # scaled: a resampled band may count other tiles
@@ -114,6 +113,7 @@ def iter_bands(
 
         out = predict(rows, report)
         del rows
+        release_pages(frame)  # the band's pages were touched while predicting
         yield np.ascontiguousarray(out[..., r0 - h0 : r1 - h0, :])
         base += n
         if progress is not None:

@@ -137,10 +137,17 @@ def segment(
         if zoom != 1.0:
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
             p = p[:, :h, :w]
-        labels[idx] = p.argmax(0) + 1
+        _classes_into(p, labels[idx])
         if probs is not None:
             probs[idx] = p
     return (labels, probs) if probabilities else labels
+
+
+def _classes_into(probs: np.ndarray, out: np.ndarray, rows: int = 256) -> None:
+    """``out = argmax(probs) + 1`` in row blocks: argmax's int64 result for a whole large
+    frame would be 8 bytes a pixel (150 MB for a 1k x 16k band) on top of everything else."""
+    for r0 in range(0, probs.shape[1], rows):
+        out[r0 : r0 + rows] = probs[:, r0 : r0 + rows].argmax(0) + 1
 
 
 # --------------------------------------------------------------------------- files (CLI)
@@ -238,7 +245,7 @@ def _segment_streamed(
     segments frame by frame as it is written, for a frame larger than ``large_frame_px``
     a ``TileStream`` that segments it band by band (``engine.large``), so neither has to
     fit in memory; progress counts the whole file's tiles."""
-    from napari_temseg.engine.large import is_large, segment_bands
+    from napari_temseg.engine.large import is_large, release_pages, segment_bands
     from napari_temseg.io import FrameStream, TileStream
 
     kw = {"device": dev, "tile": tile, "overlap": overlap, "pixel_size_nm": pixel_size_nm}
@@ -259,7 +266,9 @@ def _segment_streamed(
                 if progress is not None:
                     progress(base + done, total)
 
-            yield segment(data[idx], seg, progress=report, **kw)
+            mask = segment(data[idx], seg, progress=report, **kw)
+            release_pages(data)  # a memory-mapped stack: drop the frame's pages
+            yield mask
 
     return FrameStream(data.shape, dtype, frames())
 
