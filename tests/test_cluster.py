@@ -113,3 +113,19 @@ def test_worker_device_keeps_explicit_devices():
     assert cluster_mod.worker_device("cpu") == "cpu"
     assert cluster_mod.worker_device("cuda:1") == "cuda:1"
     assert cluster_mod.worker_device("auto") == "auto"  # not on a multi-GPU worker
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--workers", "2"], "--scheduler local only"),
+        (["--scheduler", "local", "--workers", "0"], "--scheduler local only"),
+        (["--band-above", "0"], "positive number of megapixels"),
+    ],
+)
+def test_cluster_and_band_options_are_checked_before_anything_runs(
+    tmp_path, capsys, extra, message
+):
+    assert cli.main(["denoise", "x.tif", "-o", str(tmp_path / "o"), *extra]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

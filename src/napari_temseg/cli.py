@@ -156,6 +156,12 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
     from napari_temseg.models import CheckpointError
 
     _check_tiling(args)
+    if args.band_above is not None and not args.band_above > 0:
+        raise CLIError(
+            f"--band-above must be a positive number of megapixels, got {args.band_above}"
+        )
+    if args.workers is not None and (args.scheduler != "local" or args.workers < 1):
+        raise CLIError("--workers N (N >= 1) sizes the cluster of --scheduler local only")
     job = FileJob(
         task,
         args.model,
