@@ -72,11 +72,28 @@ def release_pages(array: Any) -> None:
             pass
 
 
-def frame_stats(frame: Any, normalization: Normalization) -> tuple[float, float]:
-    """The whole frame's normalisation statistics, from a strided (lazy) sample of it."""
-    stats = normalization.stats(frame)
-    release_pages(frame)
-    return stats
+def frame_stats(
+    frame: Any, normalization: Normalization, rows: int = BAND_ROWS
+) -> tuple[float, float]:
+    """The whole frame's normalisation statistics, from the same strided sample as
+    ``normalization.stats(frame)``, read ``rows`` rows at a time.
+
+    Read in one go, the sample of a memory-mapped 16k x 16k frame touched one pixel in
+    every megabyte, and the kernel mapped the whole 1 GB file in (it maps page-cache
+    folios whole): RSS jumped by the file's size for a moment. Block by block, with the
+    pages given back after each block, it stays at one block's worth.
+    """
+    if normalization.method == "none":
+        return normalization.stats(frame)
+    height, width = (int(s) for s in frame.shape[-2:])
+    step = max(1, math.ceil((height * width / normalization.max_samples) ** 0.5))
+    parts = []
+    for r0 in range(0, height, rows):
+        first = -(-r0 // step) * step  # the first sampled row in this block
+        if first < min(r0 + rows, height):
+            parts.append(np.array(frame[first : r0 + rows : step, ::step], dtype=np.float64))
+            release_pages(frame)
+    return normalization.stats_of_sample(np.concatenate([p.ravel() for p in parts]))
 
 
 def iter_bands(
@@ -131,7 +148,8 @@ def denoise_bands(
     """Denoised bands of a large 2D frame (float32, the frame's units); see :func:`iter_bands`."""
     from napari_temseg.engine.denoise import denoise
 
-    stats = frame_stats(frame, Normalization.from_dict(model[1].get("normalization")))
+    norm = Normalization.from_dict(model[1].get("normalization"))
+    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
     cancel = kw.get("cancel")
 
     def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
@@ -161,7 +179,8 @@ def segment_bands(
     """Class ids (uint8) of a large 2D frame, band by band; see :func:`iter_bands`."""
     from napari_temseg.engine.segment import segment
 
-    stats = frame_stats(frame, Normalization.from_dict(model[1].get("normalization")))
+    norm = Normalization.from_dict(model[1].get("normalization"))
+    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
     cancel = kw.get("cancel")
 
     def predict(rows: np.ndarray, report: Progress) -> np.ndarray:

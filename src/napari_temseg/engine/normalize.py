@@ -60,7 +60,13 @@ class Normalization:
         """``(offset, scale)`` of one frame (numpy, dask or any sliceable 2D array)."""
         if self.method == "none":
             return 0.0, 1.0
-        sample = _subsample(frame, self.max_samples)
+        return self.stats_of_sample(_subsample(frame, self.max_samples))
+
+    def stats_of_sample(self, sample: np.ndarray) -> tuple[float, float]:
+        """``(offset, scale)`` from pixels already sampled from a frame (used as they are)."""
+        if self.method == "none":
+            return 0.0, 1.0
+        sample = np.asarray(sample, dtype=np.float64).ravel()
         sample = sample[np.isfinite(sample)]
         if sample.size == 0:
             return 0.0, 1.0
