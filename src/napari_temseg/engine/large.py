@@ -137,6 +137,35 @@ def iter_bands(
             progress(base, total)
 
 
+def _bands(
+    frame: Any,
+    model: tuple[nn.Module, dict],
+    predict_frame: Callable[..., np.ndarray],
+    tile: int,
+    overlap: int,
+    engine_kw: dict[str, Any],
+    kw: dict[str, Any],
+) -> Iterator[np.ndarray]:
+    """``predict_frame(rows, model, ..., stats=whole frame's)`` band by band (iter_bands)."""
+    norm = Normalization.from_dict(model[1].get("normalization"))
+    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
+    cancel = kw.get("cancel")
+
+    def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
+        return predict_frame(
+            rows,
+            model,
+            tile=tile,
+            overlap=overlap,
+            progress=report,
+            cancel=cancel,
+            stats=stats,
+            **engine_kw,
+        )
+
+    return iter_bands(frame, predict, tile=tile, overlap=overlap, **kw)
+
+
 def denoise_bands(
     frame: Any,
     model: tuple[nn.Module, dict],
@@ -148,23 +177,7 @@ def denoise_bands(
     """Denoised bands of a large 2D frame (float32, the frame's units); see :func:`iter_bands`."""
     from napari_temseg.engine.denoise import denoise
 
-    norm = Normalization.from_dict(model[1].get("normalization"))
-    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
-    cancel = kw.get("cancel")
-
-    def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
-        return denoise(
-            rows,
-            model,
-            device=device,
-            tile=tile,
-            overlap=overlap,
-            progress=report,
-            cancel=cancel,
-            stats=stats,
-        )
-
-    return iter_bands(frame, predict, tile=tile, overlap=overlap, **kw)
+    return _bands(frame, model, denoise, tile, overlap, {"device": device}, kw)
 
 
 def segment_bands(
@@ -179,24 +192,8 @@ def segment_bands(
     """Class ids (uint8) of a large 2D frame, band by band; see :func:`iter_bands`."""
     from napari_temseg.engine.segment import segment
 
-    norm = Normalization.from_dict(model[1].get("normalization"))
-    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
-    cancel = kw.get("cancel")
-
-    def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
-        return segment(
-            rows,
-            model,
-            device=device,
-            tile=tile,
-            overlap=overlap,
-            progress=report,
-            cancel=cancel,
-            pixel_size_nm=pixel_size_nm,
-            stats=stats,
-        )
-
-    return iter_bands(frame, predict, tile=tile, overlap=overlap, **kw)
+    engine_kw = {"device": device, "pixel_size_nm": pixel_size_nm}
+    return _bands(frame, model, segment, tile, overlap, engine_kw, kw)
 
 
 __all__ = [
