@@ -75,25 +75,15 @@ def release_pages(array: Any) -> None:
 def frame_stats(
     frame: Any, normalization: Normalization, rows: int = BAND_ROWS
 ) -> tuple[float, float]:
-    """The whole frame's normalisation statistics, from the same strided sample as
-    ``normalization.stats(frame)``, read ``rows`` rows at a time.
+    """The whole frame's normalisation statistics (the same strided sample as
+    ``normalization.stats(frame)``), read ``rows`` rows at a time.
 
     Read in one go, the sample of a memory-mapped 16k x 16k frame touched one pixel in
     every megabyte, and the kernel mapped the whole 1 GB file in (it maps page-cache
     folios whole): RSS jumped by the file's size for a moment. Block by block, with the
     pages given back after each block, it stays at one block's worth.
     """
-    if normalization.method == "none":
-        return normalization.stats(frame)
-    height, width = (int(s) for s in frame.shape[-2:])
-    step = max(1, math.ceil((height * width / normalization.max_samples) ** 0.5))
-    parts = []
-    for r0 in range(0, height, rows):
-        first = -(-r0 // step) * step  # the first sampled row in this block
-        if first < min(r0 + rows, height):
-            parts.append(np.array(frame[first : r0 + rows : step, ::step], dtype=np.float64))
-            release_pages(frame)
-    return normalization.stats_of_sample(np.concatenate([p.ravel() for p in parts]))
+    return normalization.stats(frame, block_rows=rows, after_block=lambda: release_pages(frame))
 
 
 def iter_bands(

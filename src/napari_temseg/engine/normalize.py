@@ -12,6 +12,7 @@ exactly as training did, and the output is mapped back to the input's intensity 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -56,17 +57,22 @@ class Normalization:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def stats(self, frame: Any) -> tuple[float, float]:
-        """``(offset, scale)`` of one frame (numpy, dask or any sliceable 2D array)."""
-        if self.method == "none":
-            return 0.0, 1.0
-        return self.stats_of_sample(_subsample(frame, self.max_samples))
+    def stats(
+        self,
+        frame: Any,
+        *,
+        block_rows: int | None = None,
+        after_block: Callable[[], Any] | None = None,
+    ) -> tuple[float, float]:
+        """``(offset, scale)`` of one frame (numpy, dask or any sliceable 2D array).
 
-    def stats_of_sample(self, sample: np.ndarray) -> tuple[float, float]:
-        """``(offset, scale)`` from pixels already sampled from a frame (used as they are)."""
+        ``block_rows`` reads the strided sample that many rows at a time (the same
+        pixels), calling ``after_block()`` after each: ``engine.large`` gives a memory
+        map's pages back there, so sampling a huge mapped frame never maps it all in.
+        """
         if self.method == "none":
             return 0.0, 1.0
-        sample = np.asarray(sample, dtype=np.float64).ravel()
+        sample = _subsample(frame, self.max_samples, block_rows, after_block)
         sample = sample[np.isfinite(sample)]
         if sample.size == 0:
             return 0.0, 1.0
@@ -93,10 +99,27 @@ class Normalization:
         return y * scale + offset
 
 
-def _subsample(frame: Any, max_samples: int) -> np.ndarray:
-    """A strided float sample of at most about ``max_samples`` pixels, read lazily."""
+def _subsample(
+    frame: Any,
+    max_samples: int,
+    block_rows: int | None = None,
+    after_block: Callable[[], Any] | None = None,
+) -> np.ndarray:
+    """A strided float sample of at most about ``max_samples`` pixels, read lazily
+    (in one go, or ``block_rows`` rows at a time with ``after_block()`` after each)."""
     shape = frame.shape
     size = math.prod(shape)
     step = max(1, math.ceil((size / max_samples) ** (1 / max(len(shape), 1))))
-    sample = frame[(slice(None, None, step),) * len(shape)] if step > 1 else frame
-    return np.asarray(sample, dtype=np.float64).ravel()
+    if block_rows is None or not shape:
+        sample = frame[(slice(None, None, step),) * len(shape)] if step > 1 else frame
+        return np.asarray(sample, dtype=np.float64).ravel()
+    rest = (slice(None, None, step),) * (len(shape) - 1)
+    parts = []
+    for r0 in range(0, shape[0], block_rows):
+        first = -(-r0 // step) * step  # the first sampled row of this block
+        if first < min(r0 + block_rows, shape[0]):
+            rows = slice(first, r0 + block_rows, step)
+            parts.append(np.asarray(frame[(rows, *rest)], dtype=np.float64).ravel())
+            if after_block is not None:
+                after_block()
+    return np.concatenate(parts) if parts else np.empty(0)
