@@ -148,3 +148,25 @@ def test_stacks_stream_to_disk_frame_by_frame(tmp_path, monkeypatch):
     again = tmp_path / "again"
     assert main(["segment", str(tmp_path / "in"), "--model", str(model), "-o", str(again)]) == 1
     assert sorted(p.name for p in again.iterdir()) == ["summary.csv", "summary.json"]
+
+
+def test_a_file_without_an_image_fails_alike_in_every_command(tmp_path, capsys):
+    """denoise, segment and measure share one check (io.read_images) and one message."""
+    import numpy as np
+
+    from napari_temseg import cli
+    from napari_temseg.engine.segment import _first_image
+    from napari_temseg.engine.strokes import SegmentError
+    from napari_temseg.io import NotAnImageError, read_images
+
+    np.save(tmp_path / "eels.npy", np.arange(100.0))
+    with pytest.raises(NotAnImageError, match=r"holds no image to process \(found: spectrum\)"):
+        read_images(tmp_path / "eels.npy")
+    with pytest.raises(SegmentError, match="holds no image to process"):
+        _first_image(tmp_path / "eels.npy")
+    for argv in (
+        ["denoise", str(tmp_path / "eels.npy"), "-o", str(tmp_path / "d"), "--device", "cpu"],
+        ["measure", str(tmp_path / "eels.npy"), "-o", str(tmp_path / "t.csv")],
+    ):
+        assert cli.main(argv) == 1
+        assert "holds no image to process (found: spectrum)" in capsys.readouterr().err

@@ -63,17 +63,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _read_images(path: str):
     """The image datasets of one file (spectra and other non-images are refused clearly)."""
-    from napari_temseg.io import ReaderError, read
+    from napari_temseg.io import ReaderError, read_images
 
     try:
-        found = read(path)
+        return read_images(path)
     except (ReaderError, OSError) as exc:
         raise CLIError(str(exc)) from exc
-    images = [d for d in found if d.kind in ("image", "stack")]
-    if not images:
-        kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
-        raise CLIError(f"{path}: holds no image to process (found: {kinds})")
-    return images
 
 
 def _tile_bar(name: str):

@@ -144,14 +144,10 @@ def denoise_file(
     """
     from napari_temseg.engine.denoise import denoise
     from napari_temseg.engine.large import denoise_bands, is_large, release_pages
-    from napari_temseg.io import FrameStream, ReaderError, TileStream, read, write_image
+    from napari_temseg.io import FrameStream, TileStream, read_images, write_image
 
     path = Path(path)
-    found = read(path)
-    images = [d for d in found if d.kind in ("image", "stack")]
-    if not images:
-        kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
-        raise ReaderError(f"{path}: holds no image to process (found: {kinds})")
+    images = read_images(path)
     dev = select_device(device)
 
     def run(frame: Any, label: str, source: Any = None) -> np.ndarray:

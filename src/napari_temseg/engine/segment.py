@@ -154,12 +154,12 @@ def _classes_into(probs: np.ndarray, out: np.ndarray, rows: int = 256) -> None:
 
 
 def _first_image(path: str | Path):
-    from napari_temseg.io import read
+    from napari_temseg.io import NotAnImageError, read_images
 
-    found = [d for d in read(path) if d.kind in ("image", "stack")]
-    if not found:
-        raise SegmentError(f"{path}: holds no image")
-    return found[0]
+    try:
+        return read_images(path)[0]
+    except NotAnImageError as exc:
+        raise SegmentError(str(exc)) from exc
 
 
 def finetune_files(

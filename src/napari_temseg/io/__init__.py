@@ -1,7 +1,7 @@
 """Readers and writers: microscope files <-> numpy/dask arrays + calibration. No Qt."""
 
 from napari_temseg.io.model import Axis, EMImage, NotAnImageError, ReaderError
-from napari_temseg.io.readers import info_dict, read
+from napari_temseg.io.readers import info_dict, read, read_images
 from napari_temseg.io.writers import (
     FrameStream,
     TileStream,
@@ -22,6 +22,7 @@ __all__ = [
     "info_dict",
     "instance_mask",
     "read",
+    "read_images",
     "write_image",
     "write_labels",
 ]

@@ -136,6 +136,21 @@ def read(path: str | Path, *, lazy: bool | None = None, image_only: bool = False
     return images
 
 
+def read_images(path: str | Path) -> list[EMImage]:
+    """The 2D images and stacks of a file, for the commands that process images.
+
+    Narrower than ``read(image_only=True)``, which keeps diffraction patterns too: denoise
+    and segment take only ``image``/``stack`` datasets. A file holding none raises
+    :class:`NotAnImageError` saying what it holds instead.
+    """
+    found = read(path)
+    images = [d for d in found if d.kind in ("image", "stack")]
+    if not images:
+        kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
+        raise NotAnImageError(f"{path}: holds no image to process (found: {kinds})", path)
+    return images
+
+
 def not_an_image_reason(image: EMImage) -> str:
     """E.g. "an EELS spectrum (2048 channels, 0.1 eV/channel), not an image"."""
     what = KIND_WORDS.get(image.kind, f"a '{image.kind}' dataset")
