@@ -31,23 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLER = """
-import threading, time
-_peak = {"VmRSS": 0, "RssAnon": 0}
-def _status():
-    out = {}
-    for line in open("/proc/self/status"):
-        key = line.split(":")[0]
-        if key in _peak:
-            out[key] = int(line.split()[1]) / 1024
-    return out
-def _sample():
-    while True:
-        for k, v in _status().items():
-            _peak[k] = max(_peak[k], v)
-        time.sleep(0.02)
-threading.Thread(target=_sample, daemon=True).start()
-"""
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_stack_memory import SAMPLER  # the child's own peak memory, every 20 ms
 
 CLI = (
     SAMPLER
