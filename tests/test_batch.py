@@ -119,7 +119,7 @@ def test_stacks_stream_to_disk_frame_by_frame(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(back.data), expected, rtol=1e-5, atol=1e-3)
     assert back.scale == pytest.approx((1.0, 0.1, 0.1))
 
-    strokes = scribbles_from_mask(frames[0].semantic, per_class=3, length=16, seed=0)
+    strokes = scribbles_from_mask(frames[0].recorded_semantic, per_class=3, length=16, seed=0)
     result = finetune(
         [frames[0].noisy],
         [strokes],

@@ -77,7 +77,7 @@ def test_open_denoise_paint_train_apply_measure_export(
     # 3. a stack of two simulated STEM frames with strokes on the first frame only
     frames = [simulate("stem", 192, pixel_size_nm=0.1, dose=200, seed=s) for s in (12, 5)]
     stack = np.stack([f.noisy for f in frames])
-    truth = np.stack([f.semantic for f in frames])
+    truth = np.stack([f.recorded_semantic for f in frames])
     image = viewer.add_image(
         stack, name="particles", scale=(1, 0.1, 0.1), units=("pixel", "nm", "nm")
     )

@@ -83,6 +83,41 @@ def test_masks_agree_and_instances_are_single_regions(kind, seed):
         assert ncomp == 1, f"instance {i} is in {ncomp} pieces"
 
 
+def test_scan_coordinates_reproduce_the_recorded_geometry():
+    from napari_temseg.synth.distortions import scan_coordinates
+
+    # geometry only: the recorded frame is the scene sampled where the probe was
+    cfg = DistortionConfig.none()
+    for name in ("drift", "row_jitter", "fly_back"):
+        getattr(cfg, name).enabled = True
+        getattr(cfg, name).probability = 1.0
+    cfg.drift.total_px = (6.0, 6.0)
+    ideal = specimen("stem", 128, 0.05, _rng(3))[0]
+    noisy, _, params = distort(ideal, 100.0, "stem", _rng(4), cfg)
+    coords = scan_coordinates(ideal.shape, "stem", params["seed"], cfg)
+    warped = ndimage.map_coordinates(ideal, coords, order=1, mode="reflect")
+    np.testing.assert_allclose(noisy, 100.0 * warped, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(noisy, 100.0 * ideal, atol=1e-2)
+    assert scan_coordinates(ideal.shape, "hrtem", params["seed"], cfg) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recorded_masks_follow_the_scan(seed):
+    # a drifting scan moves the particles in the recorded image: the recorded mask follows
+    cfg = DistortionConfig.none()
+    cfg.drift.enabled = True
+    cfg.drift.total_px = (8.0, 8.0)
+    s = simulate("stem", 256, pixel_size_nm=0.05, dose=100.0, seed=seed, distortions=cfg)
+    bright = s.noisy > np.percentile(s.noisy, 100 * (s.recorded_semantic == 1).mean())
+    agree_recorded = (bright == (s.recorded_semantic == 2)).mean()
+    agree_scene = (bright == (s.semantic == 2)).mean()
+    assert agree_recorded > agree_scene + 0.01, (agree_recorded, agree_scene)
+    np.testing.assert_array_equal(s.recorded_semantic == 2, s.recorded_instances > 0)
+    assert set(np.unique(s.recorded_instances)) <= set(np.unique(s.instances))
+    h = simulate("hrtem", 128, pixel_size_nm=0.05, dose=100.0, seed=seed)
+    assert h.recorded_semantic is h.semantic and h.recorded_instances is h.instances
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_stem_particles_brighter_than_support(seed):
     s = simulate("stem", 160, dose=50.0, seed=seed)

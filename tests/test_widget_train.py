@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def sample():
     s = simulate("stem", 128, pixel_size_nm=0.1, dose=200, seed=1)
-    return s, scribbles_from_mask(s.semantic, per_class=4, length=24, seed=0)
+    return s, scribbles_from_mask(s.recorded_semantic, per_class=4, length=24, seed=0)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def _sample(kind: str) -> list[tuple[Any, dict, str]]:
             "image",
         ),
         (
-            s.semantic,
+            s.recorded_semantic,  # registers with the noisy image shown
             {"name": f"{label} ground truth", "opacity": 0.4, "visible": False, **common},
             "labels",
         ),

@@ -359,13 +359,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
         write_image(outdir / f"{stem}_clean.tif", s.clean, scale=scale, metadata=about)
         write_labels(
             outdir / f"{stem}_mask.tif",
-            s.semantic,
+            s.recorded_semantic,  # registers with the noisy file
             scale=scale,
             class_names=["support", "particle"],
         )
         write_labels(
             outdir / f"{stem}_instances.tif",
-            s.instances,
+            s.recorded_instances,
             scale=scale,
             metadata={"mask": "instance"},
         )

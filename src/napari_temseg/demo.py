@@ -47,7 +47,7 @@ def run_demo(outdir: str | Path, log: Callable[[str], Any] = print) -> dict[str,
     summary["outputs"]["noisy"] = write_image(out / "noisy.tif", s.noisy, scale, about)[0]
     summary["outputs"]["clean"] = write_image(out / "clean.tif", s.clean, scale, about)[0]
     summary["outputs"]["truth"] = write_labels(
-        out / "ground_truth.tif", s.semantic, scale, class_names=["support", "particle"]
+        out / "ground_truth.tif", s.recorded_semantic, scale, class_names=["support", "particle"]
     )[0]
     log(f"[demo] simulated a {DEMO_SIZE}² HAADF-STEM image at {s.dose:g} e/px")
 
@@ -95,7 +95,7 @@ def _overview(path: Path, sample, denoised: np.ndarray | None) -> Path:
         lo, hi = display_limits(img)
         ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
         ax.set_title(title)
-    axes[-1].imshow(sample.semantic, cmap="viridis", interpolation="nearest")
+    axes[-1].imshow(sample.recorded_semantic, cmap="viridis", interpolation="nearest")
     axes[-1].set_title("ground truth (1 support, 2 particle)")
     for ax in axes:
         ax.set_axis_off()

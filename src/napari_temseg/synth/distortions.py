@@ -300,6 +300,26 @@ def _scan_coordinates(
     return np.broadcast_to(rows + dy, shape), np.broadcast_to(cols + dx, shape)
 
 
+def scan_coordinates(
+    shape: tuple[int, int], kind: str, seed: int, config: DistortionConfig | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where the probe was for each recorded pixel of the frame :func:`distort` drew.
+
+    ``seed`` is ``params["seed"]`` of that frame and ``config`` its distortion settings:
+    every distortion draws from its own stream of that seed, so the same drift, jitter and
+    fly-back come out. Returns (rows, cols) to sample the undistorted scene at, or None when
+    the scan was ideal (HRTEM, or no geometric distortion drawn). ``synth.simulate`` uses it
+    to put the ground-truth masks where the particles appear in the recorded image.
+    """
+    if kind != "stem":
+        return None
+    cfg = DistortionConfig.full() if config is None else config
+    names = cfg.names()
+    streams = np.random.SeedSequence(int(seed)).spawn(len(names))
+    rngs = {n: np.random.default_rng(s) for n, s in zip(names, streams, strict=True)}
+    return _scan_coordinates(tuple(shape), cfg, rngs, {})
+
+
 def _scan_blur(img: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict) -> np.ndarray:
     if not _applies(cfg, "scan_blur", rngs, params):
         return img
