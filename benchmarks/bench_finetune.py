@@ -40,7 +40,9 @@ def data(kind: str, n: int, seed0: int, size: int, dose: float, strokes: int):
     out = []
     for i in range(n):
         s = simulate(kind, size, pixel_size_nm=PIXEL[kind], dose=dose, seed=seed0 + i)
-        lab = scribbles_from_mask(s.semantic, per_class=strokes, length=32, width=2, seed=i)
+        lab = scribbles_from_mask(
+            s.recorded_semantic, per_class=strokes, length=32, width=2, seed=i
+        )
         out.append((s, lab))
     return out
 
@@ -48,7 +50,9 @@ def data(kind: str, n: int, seed0: int, size: int, dose: float, strokes: int):
 def test_dice(model, meta, tests) -> list[float]:
     """Mean over test images of the per-class Dice on their full masks."""
     per = [
-        dice_per_class(segment(s.noisy, (model, meta), device="cpu", tile=256), s.semantic, 2)
+        dice_per_class(
+            segment(s.noisy, (model, meta), device="cpu", tile=256), s.recorded_semantic, 2
+        )
         for s, _ in tests
     ]
     return [float(np.mean([p[c] for p in per])) for c in range(2)]
@@ -92,6 +96,7 @@ def recipe(a) -> dict:
         "backbone_lr_scale": a.backbone_lr,
         "head_warmup": a.warmup,
         "freeze_encoder": a.freeze_encoder,
+        "head_fit": not a.no_head_fit,
     }
 
 
@@ -160,7 +165,7 @@ def cmd_forest(a) -> dict:
         for s, _ in images:
             f = forest_features(s.noisy)
             pred = rf.predict(f.reshape(-1, f.shape[-1])).reshape(s.noisy.shape)
-            per.append(dice_per_class(pred, s.semantic, 2))
+            per.append(dice_per_class(pred, s.recorded_semantic, 2))
         d = [float(np.mean([p[c] for p in per])) for c in range(2)]
         print(f"  random forest, {name} images: particle {d[1]:.3f} support {d[0]:.3f}")
         out.update({f"{name}_support": d[0], f"{name}_particle": d[1]})
@@ -189,7 +194,7 @@ def cmd_scales(a) -> dict:
             t = simulate(a.kind, a.size, pixel_size_nm=px * factor, dose=a.dose, seed=900 + i)
             for name, p in (("resampled", t.pixel_size_nm), ("as is", None)):
                 pred = segment(t.noisy, seg, device="cpu", pixel_size_nm=p)
-                per[name].append(dice_per_class(pred, t.semantic, 2)[1])
+                per[name].append(dice_per_class(pred, t.recorded_semantic, 2)[1])
         res[factor] = {k: float(np.mean(v)) for k, v in per.items()}
         print(
             f"  pixel size x{factor}: particle Dice resampled {res[factor]['resampled']:.3f}, "
@@ -200,7 +205,7 @@ def cmd_scales(a) -> dict:
 
 def cmd_speed(a) -> dict:
     torch.set_num_threads(2)
-    ((s, lab),) = data("stem", 1, 100, 1024, a.dose, a.strokes)
+    ((s, lab),) = data("stem", 1, a.image_seed, 1024, a.dose, a.strokes)
     cfg = FinetuneConfig(
         steps=a.steps,
         val_every=10,
@@ -220,7 +225,7 @@ def cmd_speed(a) -> dict:
         if ev.kind == "val" and ev.improved:
             seg = segment(s.noisy, (tuner.best_model(), tuner.segmenter_meta()), device="cpu")
             now = time.perf_counter() - t0
-            d = dice_per_class(seg, s.semantic, 2)
+            d = dice_per_class(seg, s.recorded_semantic, 2)
             log.append({"step": ev.step, "s": now, "particle": d[1], "support": d[0]})
             print(f"  step {ev.step}: {now:.1f} s particle Dice {d[1]:.3f}")
             first_preview = first_preview or now
@@ -250,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone-lr", type=float, default=FinetuneConfig.backbone_lr_scale)
     p.add_argument("--warmup", type=int, default=FinetuneConfig.head_warmup)
     p.add_argument("--freeze-encoder", action="store_true")
+    p.add_argument(
+        "--no-head-fit", action="store_true", help="start the new head at zero (the old recipe)"
+    )
+    p.add_argument("--image-seed", type=int, default=100, help="speed: the image's seed")
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

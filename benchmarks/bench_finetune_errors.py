@@ -51,7 +51,7 @@ def ceiling(seed: int) -> float:
 
 def correction_loop(strokes: int) -> None:
     ((s, lab),) = data("stem", 1, 100, 1024, 200.0, 4)
-    truth = s.semantic == 2
+    truth = s.recorded_semantic == 2
     t0 = time.perf_counter()
 
     def run(labels: np.ndarray, init, steps: int):
@@ -109,7 +109,7 @@ def main() -> int:
     print(f"fine-tuned for 100 steps in {time.perf_counter() - t0:.0f} s")
     model = (tuner.best_model(), tuner.segmenter_meta())
     seg, prob = segment(s.noisy, model, device="cpu", probabilities=True)
-    truth, pred = s.semantic == 2, seg == 2
+    truth, pred = s.recorded_semantic == 2, seg == 2
     near = ndimage.binary_dilation(truth, iterations=3)
     fp, fn = pred & ~truth, truth & ~pred
     print(f"particle Dice (argmax) {dice(pred, truth):.3f}")

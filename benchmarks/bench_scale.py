@@ -86,7 +86,7 @@ def make_segmenter(work: Path) -> Path:
 
     s = simulate("stem", 512, pixel_size_nm=0.1, dose=100, seed=0)
     write_image(work / "train.tif", s.noisy, scale=(0.1, 0.1))
-    strokes = scribbles_from_mask(s.semantic, per_class=6, length=40, seed=0)
+    strokes = scribbles_from_mask(s.recorded_semantic, per_class=6, length=40, seed=0)
     write_labels(work / "strokes.tif", strokes, scale=(0.1, 0.1))
     out, _ = finetune_files(
         [work / "train.tif"],

@@ -42,7 +42,7 @@ def tiny(steps: int = 40, **kw) -> FinetuneConfig:
 @pytest.fixture(scope="module")
 def stem():
     s = simulate("stem", 160, pixel_size_nm=0.1, dose=200, seed=1)
-    strokes = scribbles_from_mask(s.semantic, per_class=4, length=24, seed=0)
+    strokes = scribbles_from_mask(s.recorded_semantic, per_class=4, length=24, seed=0)
     return s, strokes
 
 
@@ -61,7 +61,7 @@ def test_scribbles_are_sparse_and_inside_their_class(stem):
     labelled = strokes > 0
     assert 0 < labelled.mean() < 0.05  # strokes, not a full mask
     assert set(np.unique(strokes)) == {0, 1, 2}
-    assert np.array_equal(strokes[labelled], s.semantic[labelled])
+    assert np.array_equal(strokes[labelled], s.recorded_semantic[labelled])
 
 
 def test_training_from_strokes_segments_the_whole_image(stem):
@@ -72,8 +72,8 @@ def test_training_from_strokes_segments_the_whole_image(stem):
     before = segment(s.noisy, (tuner.model, {**tuner.segmenter_meta()}), device="cpu", tile=96)
     result, events = run(tuner)
     after = segment(s.noisy, (result.model, result.meta), device="cpu", tile=96, overlap=16)
-    d0 = dice_per_class(before, s.semantic, 2)[1]
-    d1 = dice_per_class(after, s.semantic, 2)[1]
+    d0 = dice_per_class(before, s.recorded_semantic, 2)[1]
+    d1 = dice_per_class(after, s.recorded_semantic, 2)[1]
     assert after.dtype == np.uint8 and set(np.unique(after)) <= {1, 2}
     assert d0 < 0.5 < 0.8 < d1, (d0, d1)
     vals = [e for e in events if e.kind == "val"]
@@ -169,7 +169,7 @@ def test_continue_from_current_model(stem):
     first, _ = run(Finetuner([s.noisy], [strokes], init="none", config=tiny(20)))
     w_head = first.model.head.weight.detach().clone()
     more = strokes.copy()
-    more[:, :4][s.semantic[:, :4] == 1] = 1  # paint more, press Train again
+    more[:, :4][s.recorded_semantic[:, :4] == 1] = 1  # paint more, press Train again
     tuner = Finetuner([s.noisy], [more], init=(first.model, first.meta), config=tiny(10))
     assert not tuner.head_is_new and torch.equal(tuner.model.head.weight, w_head)
     second, events = run(tuner)
@@ -185,10 +185,11 @@ def test_cancel_keeps_the_best(stem):
     tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(200))
     gen = tuner.run(cancel=cancel)
     for ev in gen:
-        if ev.kind == "val":
+        if ev.kind == "val" and ev.step > 0:  # step 0: the fitted head, before training
             cancel.set()
     result = tuner  # generator finished; its state holds the best
-    assert result.steps_done < 200 and result.best_step > 0
+    assert result.steps_done == 10 and result.best_step in (0, 10)
+    assert result.best_score > -1  # validated, so there is a best to keep
     assert torch.equal(tuner.model.state_dict()["head.weight"], tuner.best_state["head.weight"])
 
 
@@ -223,7 +224,7 @@ def test_stack_uses_labelled_frames_only_and_segments_all(stem):
 def test_pixel_sizes_are_brought_to_one_scale(stem):
     s, strokes = stem
     big = simulate("stem", 160, pixel_size_nm=0.3, dose=200, seed=3)
-    big_strokes = scribbles_from_mask(big.semantic, per_class=3, seed=1)
+    big_strokes = scribbles_from_mask(big.recorded_semantic, per_class=3, seed=1)
     tuner = Finetuner(
         [s.noisy, big.noisy],
         [strokes, big_strokes],
@@ -249,14 +250,15 @@ def test_init_from_denoiser_copies_encoder_and_warms_up_head(stem, tmp_path):
     path = save_checkpoint(
         tmp_path / "den.safetensors", den, {"task": "denoise", "normalization": norm}
     )
-    tuner = Finetuner([s.noisy], [strokes], init=str(path), config=tiny(6, head_warmup=6))
+    cfg = tiny(6, head_warmup=6, head_fit=False)  # a head left at zero warms up alone
+    tuner = Finetuner([s.noisy], [strokes], init=str(path), config=cfg)
     assert tuner.head_is_new and tuner.model.head.out_channels == 2
     for name, value in den.encoder.state_dict().items():
         assert torch.equal(tuner.model.encoder.state_dict()[name], value), name
     assert tuner.normalization.low == 1.0 and tuner.normalization.clip == 10.0
     head0 = tuner.model.head.weight.detach().clone()
     _, events = run(tuner)
-    assert events[0].phase == "head warm-up"
+    assert events[0].phase == "head warm-up" and events[0].kind == "step"
     for name, value in den.encoder.state_dict().items():  # frozen during warm-up
         assert torch.equal(tuner.model.encoder.state_dict()[name].cpu(), value), name
     assert not torch.equal(tuner.model.head.weight.detach().cpu(), head0)
@@ -308,3 +310,51 @@ def test_auto_init_uses_the_bundled_denoiser_when_installed(stem):
         **tuner.normalization.to_dict(),
         **(meta.get("normalization") or {}),
     }
+
+
+def test_new_head_is_fitted_to_the_strokes_before_training(stem):
+    """The linear probe: a usable mask before the first gradient step (engine/probe.py)."""
+    from napari_temseg.models import list_models
+
+    if "stem-denoise" not in {m.name for m in list_models("denoise")}:
+        pytest.skip("bundled stem-denoise weights not installed")
+    s, strokes = stem
+    truth = s.recorded_semantic
+    tuner = Finetuner([s.noisy], [strokes], init="stem-denoise", config=tiny(1, base=16))
+    zero = segment(s.noisy, (tuner.model, tuner.segmenter_meta()), device="cpu")
+    backbone = {k: v.clone() for k, v in tuner.model.state_dict().items() if "head" not in k}
+    cancel = threading.Event()
+    gen = tuner.run(cancel=cancel)
+    first = next(gen)
+    cancel.set()  # stop before any training step
+    for _ in gen:
+        pass
+    assert first.kind == "val" and first.step == 0 and tuner.steps_done == 0
+    assert tuner.head_fit_accuracy is not None and tuner.head_fit_accuracy > 0.95
+    for k, v in tuner.model.state_dict().items():  # only the head changed
+        if "head" not in k:
+            assert torch.equal(v.cpu(), backbone[k]), k
+    fitted = segment(s.noisy, (tuner.model, tuner.segmenter_meta()), device="cpu")
+    assert dice_per_class(zero, truth, 2)[1] < 0.3  # a zero head: one class everywhere
+    assert dice_per_class(fitted, truth, 2)[1] > 0.75, dice_per_class(fitted, truth, 2)
+    assert first.val_dice[1] > 0.75 and tuner.best_step == 0
+
+
+def test_head_fit_needs_two_painted_classes():
+    from napari_temseg.engine.probe import fit_head
+
+    model = UNet(1, 2, base=8, depth=3)
+    x = np.random.default_rng(0).normal(size=(2, 1, 32, 32)).astype(np.float32)
+    y = np.zeros((2, 32, 32), np.int64)
+    y[:, 4:8, 4:8] = 1  # one class only
+    before = model.head.weight.detach().clone()
+    w = torch.ones(2)
+    assert fit_head(model, [(x, y)], w, np.random.default_rng(0)) is None
+    assert torch.equal(model.head.weight, before)
+    y[:, 20:24, 20:24] = 2
+    x[:, :, 20:24, 20:24] += 3.0  # class 2 is brighter: linearly separable
+    acc = fit_head(model, [(x, y)], w, np.random.default_rng(0))
+    assert acc is not None and acc > 0.7 and not torch.equal(model.head.weight, before)
+    with torch.no_grad():  # the head written into the model is the one that was fitted
+        pred = model(torch.from_numpy(x)).argmax(1).numpy() + 1
+    assert (pred[y > 0] == y[y > 0]).mean() == pytest.approx(acc, abs=1e-6)

@@ -3,9 +3,11 @@
 Copying a denoiser's weights naively does not help (``NOTES.md``: no better and less stable
 than training from scratch), so the recipe here is the careful one:
 
-- the pretrained encoder-decoder is kept and a new, zero-initialised K-class 1x1 head is put
-  on it; for the first ``head_warmup`` steps only the head trains (the backbone is frozen),
-  so random head gradients never scramble the pretrained features;
+- the pretrained encoder-decoder is kept and a new K-class 1x1 head is put on it, fitted to
+  the strokes by logistic regression on the network's features before the first step
+  (``head_fit``, ``engine/probe.py``): the first preview is already a usable mask, and
+  no random head gradients scramble the pretrained features. A head left at zero (no fit)
+  trains alone for the first ``head_warmup`` steps instead;
 - afterwards the pretrained layers train with a lower learning rate than the head
   (``backbone_lr_scale``), or the encoder stays frozen throughout (``freeze_encoder``);
 - the input normalisation is the denoiser's own (from its checkpoint), and the networks have
@@ -39,6 +41,7 @@ from torch import nn
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.events import drain
 from napari_temseg.engine.normalize import Normalization
+from napari_temseg.engine.probe import fit_head
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
 from napari_temseg.engine.train import guarded_step
 from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model, resolve_model
@@ -68,7 +71,8 @@ class FinetuneConfig:
     patch: int = 128
     lr: float = 2e-3
     backbone_lr_scale: float = 0.3
-    head_warmup: int = 5  # measured: 5 beats 20 on sparse strokes (docs/benchmarks.md)
+    head_fit: bool = True  # fit a new head to the strokes first (engine/probe.py)
+    head_warmup: int = 5  # head-only steps for a head left at zero (head_fit off or failed)
     freeze_encoder: bool = False
     weight_decay: float = 1e-4
     dice_weight: float = 0.5
@@ -292,8 +296,18 @@ class Finetuner:
         self.best_score, self.best_step = -math.inf, self.start_step
         self.best_dice: list[float | None] = [None] * k
         self.best_loss = math.inf
+        self.head_fit_accuracy: float | None = None  # set once the new head is fitted
 
     # ------------------------------------------------------------------ helpers
+
+    def fit_new_head(self) -> float | None:
+        """Fit the new head to the strokes (``engine/probe.py``); None: left at zero."""
+        rng = np.random.default_rng([self.config.seed, self.steps_done, 7])
+        batches = [self.source.sample(self.config.batch_size, rng) for _ in range(2)]
+        weights = torch.from_numpy(self.source.class_weights())
+        model = self.model.to(self.device)
+        self.head_fit_accuracy = fit_head(model, batches, weights, rng)
+        return self.head_fit_accuracy
 
     def _groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
         enc = list(self.model.encoder.parameters())
@@ -384,7 +398,11 @@ class Finetuner:
         )
         weights = torch.from_numpy(self.source.class_weights()).to(self.device)
         pretrained = self.meta.get("source_model") != "none"
-        warmup = cfg.head_warmup if (self.head_is_new and pretrained) else 0
+        fit_now = self.head_is_new and cfg.head_fit and self.head_fit_accuracy is None
+        if fit_now and not (cancel is not None and cancel.is_set()):
+            self.fit_new_head()
+        fitted = self.head_fit_accuracy is not None
+        warmup = cfg.head_warmup if (self.head_is_new and pretrained and not fitted) else 0
         t0 = time.perf_counter()
         history: list[FinetuneEvent] = []
         loss_ema, bad, since_best = math.nan, 0, 0
@@ -428,8 +446,8 @@ class Finetuner:
             history.append(ev)
             return ev
 
-        if not self.head_is_new and self.best_score == -math.inf:
-            yield validate()  # a continued segmenter starts as the one to beat
+        if self.best_score == -math.inf and (fitted or not self.head_is_new):
+            yield validate()  # a fitted head or a continued segmenter: the one to beat
         while i < steps:
             if cancel is not None and cancel.is_set():
                 stopped = True
