@@ -320,7 +320,8 @@ def test_new_head_is_fitted_to_the_strokes_before_training(stem):
         pytest.skip("bundled stem-denoise weights not installed")
     s, strokes = stem
     truth = s.recorded_semantic
-    tuner = Finetuner([s.noisy], [strokes], init="stem-denoise", config=tiny(1, base=16))
+    cfg = tiny(1, base=16, batch_size=8, patch=128)
+    tuner = Finetuner([s.noisy], [strokes], init="stem-denoise", config=cfg)
     zero = segment(s.noisy, (tuner.model, tuner.segmenter_meta()), device="cpu")
     backbone = {k: v.clone() for k, v in tuner.model.state_dict().items() if "head" not in k}
     cancel = threading.Event()
@@ -330,7 +331,7 @@ def test_new_head_is_fitted_to_the_strokes_before_training(stem):
     for _ in gen:
         pass
     assert first.kind == "val" and first.step == 0 and tuner.steps_done == 0
-    assert tuner.head_fit_accuracy is not None and tuner.head_fit_accuracy > 0.95
+    assert tuner.head_fit_accuracy is not None and tuner.head_fit_accuracy > 0.85
     for k, v in tuner.model.state_dict().items():  # only the head changed
         if "head" not in k:
             assert torch.equal(v.cpu(), backbone[k]), k
@@ -338,13 +339,15 @@ def test_new_head_is_fitted_to_the_strokes_before_training(stem):
     assert dice_per_class(zero, truth, 2)[1] < 0.3  # a zero head: one class everywhere
     assert dice_per_class(fitted, truth, 2)[1] > 0.75, dice_per_class(fitted, truth, 2)
     assert first.val_dice[1] > 0.75 and tuner.best_step == 0
+    assert tuner.segmenter_meta()["training"]["head_fit_accuracy"] == tuner.head_fit_accuracy
 
 
 def test_head_fit_needs_two_painted_classes():
     from napari_temseg.engine.probe import fit_head
 
+    torch.manual_seed(0)
     model = UNet(1, 2, base=8, depth=3)
-    x = np.random.default_rng(0).normal(size=(2, 1, 32, 32)).astype(np.float32)
+    x = 0.2 * np.random.default_rng(0).normal(size=(2, 1, 32, 32)).astype(np.float32)
     y = np.zeros((2, 32, 32), np.int64)
     y[:, 4:8, 4:8] = 1  # one class only
     before = model.head.weight.detach().clone()
@@ -358,3 +361,15 @@ def test_head_fit_needs_two_painted_classes():
     with torch.no_grad():  # the head written into the model is the one that was fitted
         pred = model(torch.from_numpy(x)).argmax(1).numpy() + 1
     assert (pred[y > 0] == y[y > 0]).mean() == pytest.approx(acc, abs=1e-6)
+
+
+def test_a_fit_that_fails_on_held_out_strokes_falls_back_to_warm_up(stem):
+    s, strokes = stem
+    cfg = tiny(6, head_warmup=3, head_fit_min_dice=1.01)  # no fit can pass this
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=cfg)
+    tuner.meta["source_model"] = "a denoiser"  # warm-up applies to pretrained inits
+    _, events = run(tuner)
+    assert tuner.head_fit_accuracy is None and tuner.head_fit_val_dice is not None
+    assert events[0].kind == "step" and events[0].phase == "head warm-up"
+    meta = tuner.segmenter_meta()["training"]
+    assert meta["head_fit_accuracy"] is None and meta["head_fit_val_dice"] < 1.01
