@@ -331,6 +331,7 @@ def test_new_head_is_fitted_to_the_strokes_before_training(stem):
     for _ in gen:
         pass
     assert first.kind == "val" and first.step == 0 and tuner.steps_done == 0
+    assert first.phase == "head fitted"
     assert tuner.head_fit_accuracy is not None and tuner.head_fit_accuracy > 0.85
     for k, v in tuner.model.state_dict().items():  # only the head changed
         if "head" not in k:

@@ -219,3 +219,27 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, sample, qtbot, mo
     viewer.close()
     qtbot.waitUntil(lambda: not task.running, timeout=10_000)
     assert time.monotonic() - t0 < 3
+
+
+def test_first_preview_comes_from_the_fitted_head(widget, sample, qtbot, monkeypatch):
+    """With a pretrained start, the head is fitted first and says so (engine/probe.py)."""
+    from napari_temseg.models import DEFAULT_DENOISER, list_models
+
+    if DEFAULT_DENOISER not in {m.name for m in list_models("denoise")}:
+        pytest.skip("bundled denoiser not installed")
+    monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
+    viewer, w = widget
+    s, strokes = sample
+    image = viewer.add_image(s.noisy, name="raw")
+    w._image.value = image
+    w._init.value = DEFAULT_DENOISER
+    w._patch.value = 128
+    _paint(w.add_strokes_layer(), strokes)
+    said: list[str] = []  # what the status line said after each event
+    w._task.progress.connect(lambda *_: said.append(str(w._status.value)))
+    w._steps.value = 2
+    w.train()
+    _wait(qtbot, w._task)
+    assert any(v.startswith("class head fitted to the strokes") for v in said), said
+    assert w.segmenter[1]["training"]["head_fit_accuracy"] is not None
+    assert w._dice_plot.series("particle")[0][0] == 0  # the fitted head's validation

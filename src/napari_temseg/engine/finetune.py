@@ -109,7 +109,7 @@ class FinetuneEvent:
     lr: float
     examples_per_s: float
     elapsed_s: float
-    phase: str = "train"  # "head warm-up" while only the new head trains
+    phase: str = "train"  # "head warm-up" while only the new head trains; "head fitted"
     val_loss: float | None = None
     val_dice: list[float | None] | None = None  # per class 1..K, None: no held-out strokes
     best_score: float = -math.inf
@@ -469,7 +469,10 @@ class Finetuner:
             return ev
 
         if self.best_score == -math.inf and (fitted or not self.head_is_new):
-            yield validate()  # a fitted head or a continued segmenter: the one to beat
+            first_val = validate()  # a fitted head or a continued segmenter: the one to beat
+            if fitted and i == 0:
+                first_val.phase = "head fitted"
+            yield first_val
         while i < steps:
             if cancel is not None and cancel.is_set():
                 stopped = True

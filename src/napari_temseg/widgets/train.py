@@ -550,6 +550,13 @@ class TrainWidget(Container):
                 f"{ev.examples_per_s:.1f} patches/s"
             )
         else:
+            if ev.phase == "head fitted":
+                known = [d for d in ev.val_dice or [] if d is not None]
+                self._status.value = (
+                    "class head fitted to the strokes"
+                    + (f" (held-out Dice {np.mean(known):.2f})" if known else "")
+                    + "; training..."
+                )
             self._loss_plot.add("val loss", ev.step, ev.val_loss)
             for name, d in zip(job["names"], ev.val_dice or [], strict=False):
                 if d is not None:
