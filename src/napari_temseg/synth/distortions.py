@@ -314,10 +314,14 @@ def scan_coordinates(
     if kind != "stem":
         return None
     cfg = DistortionConfig.full() if config is None else config
+    return _scan_coordinates(tuple(shape), cfg, _streams(cfg, int(seed)), {})
+
+
+def _streams(cfg: DistortionConfig, seed: int) -> dict[str, np.random.Generator]:
+    """One independent random stream per distortion of ``cfg``, all from ``seed``."""
     names = cfg.names()
-    streams = np.random.SeedSequence(int(seed)).spawn(len(names))
-    rngs = {n: np.random.default_rng(s) for n, s in zip(names, streams, strict=True)}
-    return _scan_coordinates(tuple(shape), cfg, rngs, {})
+    streams = np.random.SeedSequence(seed).spawn(len(names))
+    return {n: np.random.default_rng(s) for n, s in zip(names, streams, strict=True)}
 
 
 def _scan_blur(img: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict) -> np.ndarray:
@@ -464,8 +468,7 @@ def distort(
         raise TypeError(f"config must be a DistortionConfig, got {type(cfg).__name__}")
     seed = int(rng.integers(2**63))
     names = cfg.names()
-    streams = np.random.SeedSequence(seed).spawn(len(names))
-    rngs = {n: np.random.default_rng(s) for n, s in zip(names, streams, strict=True)}
+    rngs = _streams(cfg, seed)
     params: dict = {"seed": seed, "dose": dose, "kind": kind}
     scan_ok = kind == "stem"
     cam_ok = kind == "hrtem"
