@@ -24,16 +24,6 @@ from torch import nn
 MAX_PIXELS = 20_000
 
 
-def head_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The features a U-Net's head sees for input ``x`` (padded as ``forward`` does)."""
-    h, w = x.shape[-2:]
-    m = model.multiple
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
-    return model.decoder(model.encoder(x))[..., :h, :w]
-
-
 @torch.no_grad()
 def stroke_features(
     model: nn.Module,
@@ -45,7 +35,7 @@ def stroke_features(
     model.eval()
     feats, classes = [], []
     for x_np, y_np in batches:
-        f = head_features(model, torch.from_numpy(x_np).to(device)).float()
+        f = model.features(torch.from_numpy(x_np).to(device)).float()
         y = torch.from_numpy(y_np).to(device)
         painted = y > 0
         feats.append(f.permute(0, 2, 3, 1)[painted])

@@ -107,13 +107,21 @@ class UNet(nn.Module):
         self.config = {**self.config, "out_channels": out_channels, "residual": False}
         return self.head
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head sees: decoder features, (n, C, H, W) for any input size.
+
+        The input is padded up to :attr:`multiple` and the features cropped back (the head
+        is a 1x1 convolution, so cropping before or after it is the same). The
+        fine-tuner's head fit (``engine/probe.py``) reads these.
+        """
         h, w = x.shape[-2:]
         m = self.multiple
         ph, pw = (-h) % m, (-w) % m
-        xp = x
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
-            xp = F.pad(x, (0, pw, 0, ph), mode=mode)
-        y = self.head(self.decoder(self.encoder(xp)))[..., :h, :w]
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        return self.decoder(self.encoder(x))[..., :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(self.features(x))
         return y + x if self.config["residual"] else y
