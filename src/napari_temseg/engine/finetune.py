@@ -300,6 +300,7 @@ class Finetuner:
         self.head_fit_accuracy: float | None = None  # stroke-pixel accuracy of a kept fit
         self.head_fit_val_dice: float | None = None  # held-out Dice of the fit, kept or not
         self._head_fit_tried = False
+        self._head_fit_val: tuple[float, list[float | None]] | None = None  # run() reuses it
 
     # ------------------------------------------------------------------ helpers
 
@@ -320,11 +321,13 @@ class Finetuner:
         accuracy = fit_head(model, batches, weights, rng)
         if accuracy is None:
             return None
-        known = [d for d in self.validate()[1] if d is not None]
+        self._head_fit_val = self.validate()
+        known = [d for d in self._head_fit_val[1] if d is not None]
         self.head_fit_val_dice = float(np.mean(known)) if known else None
         if known and self.head_fit_val_dice < self.config.head_fit_min_dice:
             nn.init.zeros_(model.head.weight)  # back to the warm-up recipe
             nn.init.zeros_(model.head.bias)
+            self._head_fit_val = None
             return None
         self.head_fit_accuracy = accuracy
         return accuracy
@@ -449,9 +452,9 @@ class Finetuner:
                 **kw,
             )
 
-        def validate() -> FinetuneEvent:
+        def validate(done: tuple[float, list[float | None]] | None = None) -> FinetuneEvent:
             nonlocal since_best
-            vloss, dice = self.validate()
+            vloss, dice = done or self.validate()
             known = [d for d in dice if d is not None]
             score = float(np.mean(known)) if known else -vloss
             better = score > self.best_score + 1e-9 or (
@@ -469,7 +472,9 @@ class Finetuner:
             return ev
 
         if self.best_score == -math.inf and (fitted or not self.head_is_new):
-            first_val = validate()  # a fitted head or a continued segmenter: the one to beat
+            # a fitted head (validated by the fit already) or a continued segmenter
+            done, self._head_fit_val = self._head_fit_val, None
+            first_val = validate(done)
             if fitted and i == 0:
                 first_val.phase = "head fitted"
             yield first_val
