@@ -4,6 +4,9 @@
     python scripts/train_bundled_denoisers.py --kind hrtem --steps 3000 --seed 0
     # a second stage, continuing from the first one's weights with another loss:
     python scripts/train_bundled_denoisers.py --kind stem --init stem-denoise --loss l2 ...
+    # on a GPU: 14 simulator processes feed it, and the run stops after 6 minutes
+    python scripts/train_bundled_denoisers.py --kind stem --device cuda --workers 14 \
+        --batch 64 --steps 100000 --minutes 6 --curve /tmp/stem-curve.json
 
 Writes ``src/napari_temseg/models/weights/<kind>-denoise.safetensors`` (the best model by
 validation loss on a fixed simulated validation set), with the command, seed, data, steps
@@ -13,14 +16,23 @@ and training time in its header. Progress goes to stdout (one line per validatio
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from napari_temseg.engine import TrainConfig, simulated_source, train
+from napari_temseg.engine import (
+    TrainConfig,
+    describe_device,
+    select_device,
+    simulated_source,
+    train,
+)
+from napari_temseg.engine.data import TARGETS, ParallelSource
 from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
 from napari_temseg.models.bundled import WEIGHTS_DIR
 
@@ -44,6 +56,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--norm", default="none", choices=("none", "channel", "group"))
     p.add_argument("--residual", type=int, default=1, help="1: predict a correction to the input")
     p.add_argument("--clean-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="recorded",
+        help="recorded: the clean scene in the scan's recorded geometry (keeps columns sharp); "
+        "scene: the undistorted scene (the network must guess row jitter, so it blurs)",
+    )
+    p.add_argument("--patches-per-image", type=int, default=4)
+    p.add_argument(
+        "--workers", type=int, default=0, help="simulator processes (0: simulate in-process)"
+    )
+    p.add_argument("--minutes", type=float, default=None, help="time budget; stops then")
+    p.add_argument("--val-size", type=int, default=64)
+    p.add_argument("--curve", type=Path, help="write the validation curve here (JSON)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--init",
@@ -65,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         size=args.image_size,
         patch=args.patch,
         clean_fraction=args.clean_fraction,
+        patches_per_image=args.patches_per_image,
+        target=args.target,
     )
+    # the validation set comes from the in-process source, so it is the same with or
+    # without workers
+    val = source.sample(args.val_size, np.random.default_rng([args.seed, 1]))
     torch.manual_seed(args.seed)  # the initial weights are part of the seeded run
     previous = None
     if args.init:
@@ -81,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         loss=args.loss,
         warmup=args.warmup,
         val_every=args.val_every,
-        val_size=64,
+        val_size=args.val_size,
         seed=args.seed,
         device=args.device,
+        max_seconds=args.minutes * 60 if args.minutes else None,
         checkpoint=str(args.work / f"{name}.best.safetensors"),
     )
     print(f"training {name}: {count_parameters(model)} parameters, {cfg}", flush=True)
@@ -98,8 +130,26 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     t0 = time.perf_counter()
-    result = train(model, source, cfg, progress=log)
+    feed = ParallelSource(source, args.workers, seed=args.seed) if args.workers else source
+    try:
+        result = train(model, feed, cfg, val=val, progress=log)
+    finally:
+        if feed is not source:
+            feed.close()
     minutes = (time.perf_counter() - t0) / 60
+    curve = [
+        {
+            "step": e.step,
+            "minutes": round(e.elapsed_s / 60, 3),
+            "val_loss": e.val_loss,
+            "val_psnr_db": e.val_psnr,
+            "train_loss": e.loss,
+        }
+        for e in result.history
+    ]
+    if args.curve:
+        args.curve.parent.mkdir(parents=True, exist_ok=True)
+        args.curve.write_text(json.dumps(curve, indent=1))
     desc = source.describe()
     meta = {
         "task": "denoise",
@@ -125,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             "minutes": round(minutes, 2),
             "examples_per_s": round(result.examples_per_s, 2),
             "device": str(cfg.device),
+            "device_name": describe_device(select_device(cfg.device)),
             "threads": args.threads,
+            "workers": args.workers,
+            "target": args.target,
+            "curve": [[c["step"], c["val_loss"], c["val_psnr_db"]] for c in curve],
             "torch": torch.__version__,
             **({"previous_training": previous} if previous else {}),
         },

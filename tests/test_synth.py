@@ -361,3 +361,17 @@ def test_scan_blur_acts_along_the_fast_scan_axis_only():
     across = np.abs(np.diff(noisy, axis=0)).mean() / np.abs(np.diff(clean, axis=0)).mean()
     assert along < 0.75 and along < across - 0.1
     assert noisy.mean() == pytest.approx(clean.mean(), rel=0.01)
+
+
+def test_recorded_clean_is_the_noise_free_image_in_the_scan_geometry():
+    # with counting noise off, the recorded image IS the scene at the probe positions
+    cfg = DistortionConfig.none()
+    cfg.drift.enabled = True
+    cfg.drift.total_px = (8.0, 8.0)
+    cfg.row_jitter.enabled = True
+    s = simulate("stem", 128, pixel_size_nm=0.05, dose=100.0, seed=3, distortions=cfg)
+    err_recorded = np.abs(s.noisy - s.recorded_clean).mean()
+    err_scene = np.abs(s.noisy - s.clean).mean()
+    assert err_recorded < 1e-3 * s.clean.mean() < err_scene
+    h = simulate("hrtem", 64, pixel_size_nm=0.05, dose=100.0, seed=3)
+    assert h.recorded_clean is h.clean

@@ -136,6 +136,33 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
 
 
+#: what a simulated pair's target is: the scene where the scan recorded it (``recorded``,
+#: noise and artefacts removed, geometry kept) or the undistorted scene (``scene``)
+TARGETS = ("recorded", "scene")
+
+
+class _SimulatedPair:
+    """``make_pair`` for the simulator; a class (not a closure) so worker processes can
+    receive it (:class:`ParallelSource`)."""
+
+    def __init__(self, kind: str, size: int, doses, pixels, config: Any, target: str) -> None:
+        self.kind, self.size, self.doses, self.pixels = kind, size, doses, pixels
+        self.config, self.target = config, target
+
+    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        from napari_temseg.synth import simulate
+
+        s = simulate(
+            self.kind,
+            self.size,
+            pixel_size_nm=_log_uniform(rng, *self.pixels),
+            dose=_log_uniform(rng, *self.doses),
+            seed=int(rng.integers(2**63)),
+            distortions=self.config,
+        )
+        return s.noisy, (s.recorded_clean if self.target == "recorded" else s.clean)
+
+
 def simulated_source(
     kind: str,
     size: int = 256,
@@ -146,31 +173,26 @@ def simulated_source(
     clean_fraction: float = 0.1,
     patches_per_image: int = 4,
     normalization: Normalization | None = None,
+    target: str = "recorded",
 ) -> PairSource:
     """Patches from the project's simulator: ``kind`` "stem" or "hrtem".
 
     Dose (electrons per pixel) and pixel size are drawn log-uniformly from the given
     ranges (default: the simulator's own wide ranges); ``distortions`` None means
-    ``DistortionConfig.full()``. The target is the simulator's ``clean`` image (no noise,
-    no scan distortion, same units as the noisy one).
+    ``DistortionConfig.full()``. The target is noise- and artefact-free, in the noisy
+    image's units: with ``target="recorded"`` (default) in the geometry the scan recorded
+    (``SynthSample.recorded_clean``), with ``"scene"`` the undistorted scene
+    (``SynthSample.clean``), which asks the network to undo random row jitter and so
+    teaches it to blur along the scan.
     """
-    from napari_temseg.synth import DOSE_RANGE, PIXEL_SIZE_RANGE_NM, DistortionConfig, simulate
+    from napari_temseg.synth import DOSE_RANGE, PIXEL_SIZE_RANGE_NM, DistortionConfig
 
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
     doses = tuple(dose_range or DOSE_RANGE)
     pixels = tuple(pixel_size_range_nm or PIXEL_SIZE_RANGE_NM[kind])
     config = distortions if distortions is not None else DistortionConfig.full()
-
-    def make_pair(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        s = simulate(
-            kind,
-            size,
-            pixel_size_nm=_log_uniform(rng, *pixels),
-            dose=_log_uniform(rng, *doses),
-            seed=int(rng.integers(2**63)),
-            distortions=config,
-        )
-        return s.noisy, s.clean
-
+    make_pair = _SimulatedPair(kind, size, doses, pixels, config, target)
     description = {
         "source": "napari_temseg.synth.simulate",
         "kind": kind,
@@ -178,6 +200,7 @@ def simulated_source(
         "dose_range_e_per_px": list(doses),
         "pixel_size_range_nm": list(pixels),
         "distortions": "full" if distortions is None else "custom",
+        "target": target,
     }
     return PairSource(
         make_pair,
@@ -187,3 +210,77 @@ def simulated_source(
         clean_fraction=clean_fraction,
         description=description,
     )
+
+
+_WORKER_SOURCE: PairSource | None = None
+
+
+def _worker_init(source: PairSource) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = source
+
+
+def _worker_patches(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    assert _WORKER_SOURCE is not None
+    return _WORKER_SOURCE.sample(_WORKER_SOURCE.patches_per_image, np.random.default_rng(seed))
+
+
+class ParallelSource:
+    """A :class:`PairSource` drawn by ``workers`` processes, for a GPU that outruns one core.
+
+    Each task makes one image (``patches_per_image`` patches of it) from its own seed;
+    results are used in task order, so a run stays seeded. At most ``4 * workers`` tasks
+    are in flight. ``sample`` ignores its ``rng`` (the stream is fixed by ``seed``): draw
+    the validation set from the wrapped source itself. :meth:`close` (or ``with``) stops
+    the workers.
+    """
+
+    def __init__(self, source: PairSource, workers: int, seed: int = 0) -> None:
+        import multiprocessing as mp
+        from collections import deque
+
+        self.source = source
+        self.normalization = source.normalization
+        self._seeds = np.random.SeedSequence([seed, 7])
+        # fork: the workers inherit the imported simulator; they never touch CUDA
+        self._pool = mp.get_context("fork").Pool(
+            max(1, workers), initializer=_worker_init, initargs=(source,)
+        )
+        self._pending: deque = deque()
+        self._depth = 4 * max(1, workers)
+        self._buf_x = np.empty((0, 1, source.patch, source.patch), np.float32)
+        self._buf_y = self._buf_x
+
+    def _submit(self) -> None:
+        while len(self._pending) < self._depth:
+            seed = int(self._seeds.spawn(1)[0].generate_state(1, np.uint64)[0])
+            self._pending.append(self._pool.apply_async(_worker_patches, (seed,)))
+
+    def sample(
+        self, n: int, rng: np.random.Generator | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [self._buf_x], [self._buf_y]
+        have = len(self._buf_x)
+        while have < n:
+            self._submit()
+            x, y = self._pending.popleft().get()
+            xs.append(x)
+            ys.append(y)
+            have += len(x)
+        self._submit()
+        x_all, y_all = np.concatenate(xs), np.concatenate(ys)
+        self._buf_x, self._buf_y = x_all[n:], y_all[n:]
+        return x_all[:n], y_all[:n]
+
+    def describe(self) -> dict[str, Any]:
+        return self.source.describe()
+
+    def close(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self) -> ParallelSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -59,6 +59,7 @@ class TrainConfig:
     amp: bool = True
     prefetch: int | None = None  # batches made ahead in a thread; None: 2 on GPU, 0 on CPU
     max_bad_steps: int = 20
+    max_seconds: float | None = None  # a time budget: stop then; the schedule follows it too
     checkpoint: str | None = None
     task: str = "denoise"
     meta: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +71,8 @@ class TrainConfig:
             raise ValueError("steps, batch_size, val_every and val_size must all be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
 
 
 @dataclass
@@ -112,11 +115,14 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     return torch.sqrt((pred - target).pow(2) + 1e-6).mean()
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the peak."""
+def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak, over the steps or over the
+    time budget (``max_seconds``), whichever runs out first."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    if cfg.max_seconds:
+        t = max(t, elapsed_s / cfg.max_seconds)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
@@ -228,7 +234,7 @@ def iter_train(
             step=step,
             steps=cfg.steps,
             loss=loss_ema,
-            lr=_lr_at(max(step - 1, 0), cfg) * lr_scale,
+            lr=_lr_at(max(step - 1, 0), cfg, elapsed) * lr_scale,
             examples_per_s=step * cfg.batch_size / elapsed if elapsed > 0 else 0.0,
             elapsed_s=elapsed,
             best_val_loss=best_loss,
@@ -254,11 +260,13 @@ def iter_train(
             if cancel is not None and cancel.is_set():
                 stopped = True
                 break
+            if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds:
+                break  # the time budget is spent: validate and return the best
             x_np, y_np = feeder.get()
             x = torch.from_numpy(x_np).to(dev, non_blocking=True, memory_format=fmt)
             y = torch.from_numpy(y_np).to(dev, non_blocking=True, memory_format=fmt)
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg) * lr_scale
+                group["lr"] = _lr_at(step, cfg, time.perf_counter() - t0) * lr_scale
             model.train()
             with torch.autocast(
                 dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
@@ -295,7 +303,7 @@ def iter_train(
                 yield validate()
     finally:
         feeder.close()
-    if stopped and step > 0 and (not history or history[-1].step != step):
+    if step > 0 and (not history or history[-1].step != step):
         yield validate()
     if best_step or history:
         model.load_state_dict(best_state)

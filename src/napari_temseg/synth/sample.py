@@ -28,6 +28,11 @@ class SynthSample:
     ideal: float32 in [0, 1], the relative noise-free image before dose and detector.
     semantic: uint8, 1 = support/background, 2 = particle, aligned with ``ideal``/``clean``.
     instances: int32, 0 = background, 1..N one id per particle, aligned the same way.
+    recorded_clean: float32, ``clean`` where the scan recorded it: the scene at the probe
+        positions (drift, row jitter, fly-back), still free of noise, blur and artefacts.
+        The denoising target that keeps the recorded geometry: undoing a random row
+        jitter from one noisy frame is guesswork, and a network trained to guess learns to
+        blur atomic columns along the scan. Identical to ``clean`` for HRTEM or an ideal scan.
     recorded_semantic, recorded_instances: the same masks where the particles appear in
         ``noisy``: a STEM scan's drift, row jitter and fly-back move them by up to a few
         pixels (the masks are resampled at the probe positions, nearest neighbour). The
@@ -47,8 +52,11 @@ class SynthSample:
     params: dict
     recorded_semantic: np.ndarray | None = None
     recorded_instances: np.ndarray | None = None
+    recorded_clean: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.recorded_clean is None:
+            self.recorded_clean = self.clean
         if self.recorded_semantic is None:
             self.recorded_semantic = self.semantic
         if self.recorded_instances is None:
@@ -84,8 +92,10 @@ def simulate(
     ideal, semantic, instances, sinfo = specimen(kind, shape, float(pixel_size_nm), spec_rng)
     noisy, clean, dinfo = distort(ideal, float(dose), kind, dist_rng, distortions)
     coords = scan_coordinates(shape, kind, dinfo["seed"], distortions)
-    rec_sem, rec_inst = semantic, instances
-    if coords is not None:  # the masks where the scan recorded the particles
+    rec_sem, rec_inst, rec_clean = semantic, instances, clean
+    if coords is not None:  # the masks and the scene where the scan recorded them
+        rec_clean = ndimage.map_coordinates(clean, coords, order=1, mode="reflect")
+        rec_clean = rec_clean.astype(np.float32)
         rec_inst = ndimage.map_coordinates(instances, coords, order=0, mode="reflect")
         rec_inst = rec_inst.astype(np.int32)
         rec_sem = np.where(rec_inst > 0, 2, 1).astype(np.uint8)
@@ -110,4 +120,5 @@ def simulate(
         params=params,
         recorded_semantic=rec_sem,
         recorded_instances=rec_inst,
+        recorded_clean=rec_clean,
     )
