@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
+from napari_temseg.io.outputs import replace_atomically, rescue_folders
 from napari_temseg.models.factory import build_model
 
 FORMAT = "napari-temseg-checkpoint"
@@ -31,6 +32,17 @@ TASKS = ("denoise", "segment")
 
 class CheckpointError(ValueError):
     """A file that is not a readable napari-temseg checkpoint (the message says why)."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written where asked; ``rescued`` is where it went instead."""
+
+    def __init__(self, message: str, rescued: Path | None) -> None:
+        super().__init__(message)
+        self.rescued = rescued
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _plain(obj: Any) -> Any:
@@ -68,14 +80,45 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the checkpoint a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # ordinary file permissions (not 0600)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    # our own temporary name (safetensors' save_file would leave a hidden .tmpXXXXXX of
+    # its own behind when killed); ordinary file permissions, not mkstemp's 0600
+    blob = save(tensors, metadata=header)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(blob))
+    legacy = path.with_name(path.name + ".tmp")  # what versions up to 0.x left behind
+    if legacy.is_file():
+        legacy.unlink()
     return path
+
+
+def save_or_rescue(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """:func:`save_checkpoint`, but a trained model is never lost to an unwritable path.
+
+    If ``path`` cannot be written at the end of a run (the disk filled, the folder went
+    away), the model is saved under :func:`~napari_temseg.io.outputs.rescue_folders`
+    instead and :class:`CheckpointSaveError` says where.
+    """
+    path = Path(path)
+    try:
+        return save_checkpoint(path, model, meta)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        for folder in rescue_folders():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            spare = folder / f"{path.stem}-{stamp}{path.suffix or '.safetensors'}"
+            try:
+                save_checkpoint(spare, model, meta)
+            except OSError:
+                continue
+            raise CheckpointSaveError(
+                f"could not write {path} ({reason}); the model was saved to {spare} instead",
+                spare,
+            ) from exc
+        raise CheckpointSaveError(
+            f"could not write {path} ({reason}), nor a copy in {rescue_folders()[0]}", None
+        ) from exc
 
 
 def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
