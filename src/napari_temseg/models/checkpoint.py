@@ -23,11 +23,15 @@ from safetensors.torch import save
 from torch import nn
 
 from napari_temseg.io.outputs import replace_atomically, rescue_folders
-from napari_temseg.models.factory import build_model
+from napari_temseg.models.trust import (
+    TASKS,
+    build_trusted,
+    check_architecture,
+    check_header,
+)
 
 FORMAT = "napari-temseg-checkpoint"
 FORMAT_VERSION = 1
-TASKS = ("denoise", "segment")
 
 
 class CheckpointError(ValueError):
@@ -122,6 +126,8 @@ def save_or_rescue(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> 
 
 
 def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
+    """Header first, checked; the stored shapes against the declared network next; the
+    tensors last, so a hostile header costs nothing (``models.trust``)."""
     with safe_open(str(path), framework="pt", device="cpu") as f:
         header = f.metadata() or {}
         if header.get("format") != FORMAT:
@@ -129,12 +135,24 @@ def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict, dict, dict 
                 f"{path.name} is a safetensors file but not a napari-temseg checkpoint "
                 "(no architecture/metadata header)"
             )
-        tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else None
+        try:
+            config, meta = json.loads(header["config"]), json.loads(header["meta"])
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path.name}: damaged checkpoint header ({exc})") from exc
+        _trusted(path, check_header, config, meta)
+        if not with_tensors:
+            return config, meta, None
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        _trusted(path, check_architecture, config, shapes)
+        return config, meta, {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _trusted(path: Path, check: Any, *args: Any) -> Any:
+    """``check(*args)`` from ``models.trust``, its ValueError as a CheckpointError."""
     try:
-        config, meta = json.loads(header["config"]), json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path.name}: damaged checkpoint header ({exc})") from exc
-    return config, meta, tensors
+        return check(*args)
+    except ValueError as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from exc
 
 
 def _read_torch(path: Path) -> tuple[dict, dict, dict]:
@@ -148,9 +166,11 @@ def _read_torch(path: Path) -> tuple[dict, dict, dict]:
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise CheckpointError(f"{path.name} is a torch file but not a napari-temseg checkpoint")
     try:
-        return dict(obj["config"]), dict(obj["meta"]), dict(obj["state_dict"])
+        config, meta, state = obj["config"], obj["meta"], dict(obj["state_dict"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path.name}: incomplete checkpoint ({exc})") from exc
+    _trusted(path, check_header, config, meta)
+    return config, meta, state
 
 
 def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
@@ -182,15 +202,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     :class:`CheckpointError` for anything that is not an intact checkpoint.
     """
     config, meta, tensors = _read(path, with_tensors=True)
-    name = Path(path).name
-    try:
-        model = build_model(config)
-    except ValueError as exc:
-        raise CheckpointError(f"{name}: {exc}") from exc
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{name}: weights do not match its architecture ({first})") from exc
+    model = _trusted(Path(path), build_trusted, config, tensors)
     model.eval().to(device)
     return model, {**meta, "config": config}
