@@ -101,7 +101,8 @@ def _print_result(r) -> None:
     if r.status == "failed":
         print(f"temseg: error: {r.input}: {r.error}", file=sys.stderr)
     elif r.status == "skipped":
-        print(f"{r.input}: skipped, {r.outputs[0]} is already complete")
+        done = ", ".join(r.outputs)
+        print(f"{r.input}: skipped, {done} {'is' if len(r.outputs) == 1 else 'are'} complete")
     else:
         print(f"{r.input} -> {', '.join(r.outputs)} ({r.seconds:.1f} s)")
 
@@ -128,7 +129,7 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
                 args.inputs,
                 outdir,
                 process if client is None else job,
-                expected=job.output_for,
+                outputs=job.outputs_for,
                 resume=not args.overwrite,
                 errors=(*BATCH_ERRORS, ReaderError),
                 on_result=_print_result,
@@ -137,10 +138,8 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
     except ClusterError as exc:
         raise CLIError(str(exc)) from exc
     c = report.counts()
-    print(
-        f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
-        f"summary in {outdir / 'summary.json'}"
-    )
+    where = f"summary in {report.summary}" if report.summary else "nothing written"
+    print(f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; {where}")
     return 1 if c["failed"] else 0
 
 
@@ -206,9 +205,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         bars.append(bar)
         return report
 
-    def process(path: Path) -> list[Path]:
+    def process(path: Path, stem: str) -> list[Path]:
         try:
-            return job(path, frame_progress=frame_bar)
+            return job(path, stem, frame_progress=frame_bar)
         finally:
             while bars:
                 bars.pop().close()
@@ -299,10 +298,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     job = _file_job(args, "segment")
 
-    def process(path: Path) -> list[Path]:
+    def process(path: Path, stem: str) -> list[Path]:
         bar, report = _tile_bar(path.name)
         with bar:
-            return job(path, progress=report)
+            return job(path, stem, progress=report)
 
     return _run_files(args, job, process)
 

@@ -287,8 +287,11 @@ def segment_file(
     progress: Callable[[int, int], Any] | None = None,
     source: str = "in memory",
     large_frame_px: int | None = None,
+    stem: str | None = None,
 ) -> Path:
     """One file's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K, calibrated, classes named).
+
+    ``stem`` defaults to the input's (a batch gives inputs that share one their own).
 
     Stacks are written frame by frame and frames above ``large_frame_px`` pixels band by
     band, as they are segmented.
@@ -300,7 +303,7 @@ def segment_file(
     mask = _segment_streamed(
         im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px
     )
-    target = Path(outdir) / (Path(path).stem + ".tif")
+    target = Path(outdir) / ((stem or Path(path).stem) + ".tif")
     write_labels(
         target,
         mask,
