@@ -143,3 +143,13 @@ def test_checkpoints_are_written_atomically_under_our_own_name(tmp_path):
         save_checkpoint(tmp_path / "dir.safetensors", net, {"task": "denoise"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.safetensors", "m.safetensors"]
     assert path.stat().st_mode & 0o044  # ordinary permissions, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("command", ["denoise", "measure"])
+def test_a_spectrum_is_refused_naming_the_file_once(testdata, tmp_path, capsys, command):
+    spectrum = str(testdata / "ncem_08_carbon.dm3")
+    out = str(tmp_path / ("out" if command == "denoise" else "t.csv"))
+    assert main([command, spectrum, "-o", out]) == 1
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("temseg: error: "))
+    assert line.count("ncem_08_carbon.dm3") == 1 and "spectrum" in line

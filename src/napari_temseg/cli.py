@@ -96,10 +96,17 @@ def _tile_bar(name: str):
     return bar, report
 
 
+def _about(path: str | Path, message: str) -> str:
+    """``path: message``, unless the message names the file already (readers' errors do)."""
+    path = str(path)
+    named = message.startswith((path, Path(path).name))
+    return message if named else f"{path}: {message}"
+
+
 def _print_result(r) -> None:
     """One line per input: where it went, that it was skipped, or why it failed."""
     if r.status == "failed":
-        print(f"temseg: error: {r.input}: {r.error}", file=sys.stderr)
+        print(f"temseg: error: {_about(r.input, r.error)}", file=sys.stderr)
     elif r.status == "skipped":
         done = ", ".join(r.outputs)
         print(f"{r.input}: skipped, {done} {'is' if len(r.outputs) == 1 else 'are'} complete")
@@ -338,7 +345,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
             )
         except (CLIError, ValueError) as exc:
             failed += 1
-            print(f"temseg: error: {path}: {exc}", file=sys.stderr)
+            print(f"temseg: error: {_about(path, str(exc))}", file=sys.stderr)
             continue
         table = result.table
         table.insert(0, "file", Path(path).name)
