@@ -198,3 +198,15 @@ def test_nan_weights_are_refused_when_loaded(tmp_path, image, capsys):
 def test_metadata_of_the_wrong_type_is_one_line(tmp_path, image, capsys, config, meta, words):
     bad = _raw_checkpoint(tmp_path / "bad.safetensors", config, meta)
     assert words in _denoise_with(bad, image, capsys)
+
+
+def test_import_checks_its_output_before_reading_the_package(tmp_path):
+    from napari_temseg.io.outputs import OutputError
+
+    (tmp_path / "afile").write_text("not a folder")
+    missing = tmp_path / "missing.zip"  # not even read: the output is refused first
+    with pytest.raises(OutputError, match="afile is a file"):
+        import_bioimageio(missing, tmp_path / "afile" / "m.safetensors")
+    out = tmp_path / "m.safetensors"
+    import_bioimageio(_package(tmp_path), out)
+    assert load_checkpoint(out)[1]["task"] == "denoise"

@@ -745,6 +745,10 @@ def import_bioimageio(
     read as plain tensors into our own architecture. Any other bioimage.io model raises
     :class:`BioimageioError` (a ValueError): running it would mean importing its code.
     """
+    if output_path is not None:  # before anything is read: say so now, not at the end
+        from napari_temseg.io.outputs import check_output_file
+
+        check_output_file(output_path, overwrite=True)
     content, read = _read_package(source)
     label = Path(source).name
     native = (
