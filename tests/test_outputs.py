@@ -46,6 +46,8 @@ def _argvs(d):
     return {
         "denoise": lambda out: ["denoise", img, "-o", out, "--device", "cpu"],
         "segment": lambda out: ["segment", img, "--model", "x", "-o", out],
+        "synth": lambda out: ["synth", "-o", out, "--size", "64"],
+        "demo": lambda out: ["demo", "-o", out],
         "measure": lambda out: ["measure", lab, "-o", out],
         "pretrain": lambda out: ["pretrain", img, "-o", out, "--steps", "2", "--init", "scratch"],
         "finetune": lambda out: [*ft, "--patch", "32", "-o", out],
@@ -54,7 +56,7 @@ def _argvs(d):
     }
 
 
-@pytest.mark.parametrize("command", ["denoise", "segment"])
+@pytest.mark.parametrize("command", ["denoise", "segment", "synth", "demo"])
 @pytest.mark.parametrize(
     ("where", "words"),
     [("afile", "is a file"), ("afile/sub", "afile is a file"), ("/proc/x", "cannot write")],

@@ -33,6 +33,16 @@ def _out_path(outdir: Path, source: str | Path, suffix: str = ".tif") -> Path:
     return outdir / (Path(source).stem + suffix)
 
 
+def _output_folder(path: str | Path) -> Path:
+    """``path`` checked as the folder outputs go to, before any work (one line if not)."""
+    from napari_temseg.io.outputs import OutputError, check_output_folder
+
+    try:
+        return check_output_folder(path)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from exc
+
+
 def _output_file(path: str | Path, overwrite: bool, example: str = "model.safetensors") -> Path:
     """``path`` checked as a file to write, before any work (one line if it cannot be)."""
     from napari_temseg.io.outputs import OutputError, check_output_file
@@ -167,13 +177,9 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
     """The per-file job of ``temseg denoise|segment``, its model loaded (and checked) here."""
     from napari_temseg.engine import DeviceError, describe_device
     from napari_temseg.engine.files import FileJob
-    from napari_temseg.io.outputs import OutputError, check_output_folder
     from napari_temseg.models import CheckpointError
 
-    try:  # before the model loads: a bad OUTDIR should cost nothing
-        check_output_folder(args.output)
-    except OutputError as exc:
-        raise CLIError(str(exc)) from exc
+    _output_folder(args.output)  # before the model loads: a bad OUTDIR should cost nothing
     _check_tiling(args)
     if args.band_above is not None and not args.band_above > 0:
         raise CLIError(
@@ -374,7 +380,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from napari_temseg.demo import run_demo
 
-    run_demo(args.output)
+    run_demo(_output_folder(args.output))
     return 0
 
 
@@ -383,7 +389,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from napari_temseg.io import write_image, write_labels
     from napari_temseg.synth import simulate
 
-    outdir = Path(args.output)
+    outdir = _output_folder(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(args.seed).generate_state(args.n)
     for i, seed in enumerate(seeds):

@@ -91,7 +91,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     # its own behind when killed); ordinary file permissions, not mkstemp's 0600
     blob = save(tensors, metadata=header)
     replace_atomically(path, lambda tmp: tmp.write_bytes(blob))
-    legacy = path.with_name(path.name + ".tmp")  # what versions up to 0.x left behind
+    legacy = path.with_name(path.name + ".tmp")  # what earlier versions left behind
     if legacy.is_file():
         legacy.unlink()
     return path
