@@ -52,7 +52,7 @@ def test_complete_outputs_are_told_from_truncated_ones(tmp_path):
 def test_an_unexpected_error_stops_the_batch_but_keeps_the_summary(tmp_path):
     files = _images(tmp_path / "in")
 
-    def process(path):
+    def process(path, stem):
         raise KeyError("a bug, not bad input")
 
     with pytest.raises(KeyError):
@@ -170,3 +170,70 @@ def test_a_file_without_an_image_fails_alike_in_every_command(tmp_path, capsys):
     ):
         assert cli.main(argv) == 1
         assert "holds no image to process (found: spectrum)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- issue 14
+
+
+def test_inputs_sharing_a_stem_each_get_their_own_output(tmp_path, capsys):
+    """``x.tif`` and ``x.npy`` used to map to one ``x.tif``: the second was skipped as
+    complete or silently replaced the first."""
+    rng = np.random.default_rng(1)
+    a, b = rng.poisson(20, (2, 48, 48)).astype(np.float32)
+    write_image(tmp_path / "in" / "x.tif", a, scale=(0.1, 0.1))
+    np.save(tmp_path / "in" / "x.npy", b)
+    write_image(tmp_path / "in" / "y.tif", b, scale=(0.1, 0.1))
+    out = tmp_path / "out"
+    argv = ["denoise", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]
+    argv += ["--tile", "48", "--overlap", "8"]
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.glob("*.tif"))
+    assert names == ["x.npy.tif", "x.tif.tif", "y.tif"]  # a stem of its own keeps the rule
+    assert not np.allclose(tifffile.imread(out / "x.npy.tif"), tifffile.imread(out / "x.tif.tif"))
+    assert main(argv) == 0  # resume: both are complete, each on its own account
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 0, "skipped": 3, "failed": 0}
+
+
+def test_output_stems_are_distinct_whatever_the_names():
+    from pathlib import Path
+
+    from napari_temseg.batch import output_stems
+
+    files = [Path(p) for p in ("a/x.dm3", "a/x.dm4", "b/x.dm3", "a/X.tif", "a/y.tif", "x.dm3")]
+    stems = output_stems(files)
+    assert stems[4] == "y"
+    assert len({s.lower() for s in stems}) == len(files)
+
+
+def test_resume_checks_every_output_of_a_file(tmp_path, capsys):
+    """A file of two images killed after its first output (its second still a
+    ``.partial``) used to be reported "already complete"; it is redone now."""
+    rng = np.random.default_rng(2)
+    (tmp_path / "in").mkdir()
+    with tifffile.TiffWriter(tmp_path / "in" / "two.tif") as tw:
+        tw.write(rng.poisson(20, (48, 48)).astype(np.float32))
+        tw.write(rng.poisson(20, (40, 40)).astype(np.float32))
+    out = tmp_path / "out"
+    argv = ["denoise", str(tmp_path / "in"), "-o", str(out), "--device", "cpu"]
+    argv += ["--tile", "40", "--overlap", "8"]
+    assert main(argv) == 0
+    second = out / "two_1.tif"
+    assert tifffile.imread(second).shape == (40, 40)
+    second.rename(out / ".two_1.tif.partial")  # what a kill during its write leaves
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "1 done, 0 skipped" in capsys.readouterr().out
+    assert tifffile.imread(second).shape == (40, 40)
+    assert not (out / ".two_1.tif.partial").exists()
+    assert main(argv) == 0
+    assert "two_1.tif are complete" in capsys.readouterr().out  # now both are
+
+
+def test_a_missing_input_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["denoise", str(tmp_path / "nothere.tif"), "-o", str(out), "--device", "cpu"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "no such file" in captured.err and "nothing written" in captured.out
+    assert not out.exists()

@@ -80,7 +80,7 @@ def test_file_jobs_spread_over_both_workers(inputs, local_cluster, tmp_path):
     job = FileJob("denoise", "stem-denoise", str(tmp_path), device="cpu", tile=128, overlap=16)
     with distributed.Client(local_cluster) as client:
         report = run_batch(
-            [str(p) for p in inputs], tmp_path, job, expected=job.output_for, client=client
+            [str(p) for p in inputs], tmp_path, job, outputs=job.outputs_for, client=client
         )
         assert report.counts()["done"] == len(inputs)
         # one task per file spreads over both workers; each loaded the model just once

@@ -156,7 +156,7 @@ def test_cli_function_writes_loads_and_resumes(tmp_path):
     _, meta2 = load_model(second)
     assert meta2["pretrain"]["total_steps"] == 7 and meta2["pretrain"]["step_offset"] == 4
     assert meta2["config"]["base"] == 4  # continued from the model, not rebuilt
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(FileExistsError, match="already exists"):
         pretrain_files([tmp_path / "one.tif"], second, steps=1, progress=False)
     with pytest.raises(ValueError, match="unsupported file type"):
         pretrain_files(

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class FileResult:
 @dataclass
 class BatchReport:
     results: list[FileResult]
+    summary: Path | None = None  # summary.json, once written (not when no input exists)
 
     @property
     def failed(self) -> list[FileResult]:
@@ -103,6 +105,26 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[FileRes
     return unique, misses
 
 
+def output_stems(files: Sequence[Path]) -> list[str]:
+    """One output stem per input, all different (case-insensitively: Windows and macOS).
+
+    ``<input stem>`` as the naming rule says; but where inputs share a stem (``x.dm3`` and
+    ``x.dm4``) each keeps its full name (``x.dm3``), then its folder's too, so that no
+    input's output is skipped as "complete" or replaced because of another's.
+    """
+    shared = Counter(f.stem.lower() for f in files)
+    taken: set[str] = set()
+    stems = []
+    for f in files:
+        options = [f.stem] if shared[f.stem.lower()] == 1 else []
+        options += [f.name, f"{f.parent.name}-{f.name}"]
+        options += [f"{f.parent.name}-{f.name}-{n}" for n in range(2, len(files) + 2)]
+        stem = next(o for o in options if o.lower() not in taken)
+        taken.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
 def output_is_complete(path: Path) -> bool:
     """True when ``path`` is a TIFF whose every page's data lies inside the file.
 
@@ -131,19 +153,20 @@ def output_is_complete(path: Path) -> bool:
 
 
 def attempt(
-    process: Callable[[Path], list[Path]],
+    process: Callable[[Path, str], list[Path]],
     path: Path,
+    stem: str,
     target: Path | None,
     errors: tuple[type[BaseException], ...] = (Exception,),
 ) -> FileResult:
-    """Run ``process(path)`` once -> its result; an error in ``errors`` becomes "failed".
+    """Run ``process(path, stem)`` once -> its result; an error in ``errors`` fails it.
 
     A failed file's half-written main output (``target``) is removed. Module-level so that
     a cluster worker can run it (``process`` must then be picklable, e.g. a ``FileJob``).
     """
     t0 = time.perf_counter()
     try:
-        outs = process(path)
+        outs = process(path, stem)
         r = FileResult(str(path), "done", [str(o) for o in outs])
     except errors as exc:
         if target is not None and target.exists() and not output_is_complete(target):
@@ -156,21 +179,24 @@ def attempt(
 def run_batch(
     inputs: Sequence[str | Path],
     outdir: str | Path,
-    process: Callable[[Path], list[Path]],
+    process: Callable[[Path, str], list[Path]],
     *,
-    expected: Callable[[Path], Path] | None = None,
+    outputs: Callable[[Path, str], list[Path]] | None = None,
     resume: bool = True,
     errors: tuple[type[BaseException], ...] = (Exception,),
     on_result: Callable[[FileResult], None] | None = None,
     client: Any = None,
 ) -> BatchReport:
-    """Run ``process(input) -> outputs`` over the expanded ``inputs``.
+    """Run ``process(input, stem) -> outputs`` over the expanded ``inputs``.
 
-    ``expected(input)`` names the main output; with ``resume`` an input whose expected
-    output is already complete is skipped. An exception in ``errors`` marks that input
-    failed and the batch goes on; anything else (a wrong model, Ctrl-C) stops it, with
-    the summary of what was done still written. ``on_result`` sees each result as it
-    comes (the CLI prints it).
+    ``stem`` is the input's own output stem (:func:`output_stems`: two inputs never share
+    one). ``outputs(input, stem)`` names every output an input makes, the main one first;
+    with ``resume`` an input all of whose outputs are complete is skipped (a file of
+    several datasets killed after its first output is redone). An exception in
+    ``errors`` marks that input failed and the batch goes on; anything else (a wrong
+    model, Ctrl-C) stops it, with the summary of what was done still written. When no
+    input exists at all nothing is written, not even the folder. ``on_result`` sees each
+    result as it comes (the CLI prints it).
 
     Without ``client`` the files run one after the other in this process. With a
     ``dask.distributed`` client they run on its workers, one task per file (``process``
@@ -178,41 +204,44 @@ def run_batch(
     file failed, and the summary lists the files in input order.
     """
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     files, results = expand_inputs(inputs)
     for r in results:
         if on_result:
             on_result(r)
     report = BatchReport(results)
-    todo: list[tuple[Path, Path | None]] = []
+    if not files:
+        return report
+    outdir.mkdir(parents=True, exist_ok=True)
+    todo: list[tuple[Path, str, Path | None]] = []
     try:
-        for path in files:
-            target = expected(path) if expected else None
-            if resume and target is not None and output_is_complete(target):
-                r = FileResult(str(path), "skipped", [str(target)])
+        for path, stem in zip(files, output_stems(files), strict=True):
+            made = outputs(path, stem) if outputs else []
+            target = made[0] if made else None
+            if resume and made and all(output_is_complete(o) for o in made):
+                r = FileResult(str(path), "skipped", [str(o) for o in made])
                 results.append(r)
                 if on_result:
                     on_result(r)
             elif client is None:
-                r = attempt(process, path, target, errors)
+                r = attempt(process, path, stem, target, errors)
                 results.append(r)
                 if on_result:
                     on_result(r)
             else:
-                todo.append((path, target))
+                todo.append((path, stem, target))
         if todo:
             _run_on_cluster(client, process, todo, errors, results, on_result)
             order = {str(p): i for i, p in enumerate(files)}
             results.sort(key=lambda r: order.get(r.input, -1))
     finally:
-        report.write(outdir)
+        report.summary = report.write(outdir)[0]
     return report
 
 
 def _run_on_cluster(
     client: Any,
-    process: Callable[[Path], list[Path]],
-    todo: list[tuple[Path, Path | None]],
+    process: Callable[[Path, str], list[Path]],
+    todo: list[tuple[Path, str, Path | None]],
     errors: tuple[type[BaseException], ...],
     results: list[FileResult],
     on_result: Callable[[FileResult], None] | None,
@@ -221,12 +250,12 @@ def _run_on_cluster(
     from distributed import as_completed
 
     futures = {
-        client.submit(attempt, process, path, target, errors, pure=False): (path, target)
-        for path, target in todo
+        client.submit(attempt, process, path, stem, target, errors, pure=False): path
+        for path, stem, target in todo
     }
     try:
         for fut in as_completed(list(futures)):
-            path, _ = futures[fut]
+            path = futures[fut]
             try:
                 r = fut.result()
             except Exception as exc:  # a worker died or raised something unexpected

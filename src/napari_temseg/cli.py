@@ -33,6 +33,29 @@ def _out_path(outdir: Path, source: str | Path, suffix: str = ".tif") -> Path:
     return outdir / (Path(source).stem + suffix)
 
 
+def _output_folder(path: str | Path) -> Path:
+    """``path`` checked as the folder outputs go to, before any work (one line if not)."""
+    from napari_temseg.io.outputs import OutputError, check_output_folder
+
+    try:
+        return check_output_folder(path)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _output_file(path: str | Path, overwrite: bool, example: str = "model.safetensors") -> Path:
+    """``path`` checked as a file to write, before any work (one line if it cannot be)."""
+    from napari_temseg.io.outputs import OutputError, check_output_file
+
+    path = Path(path).expanduser()
+    if path.is_file() and not overwrite:
+        raise CLIError(f"{path} already exists; choose another name or pass --force")
+    try:
+        return check_output_file(path, overwrite=True, example=example)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from exc
+
+
 def _progress(total: int, desc: str):
     """A tqdm bar on stderr (quiet when stderr is not a terminal and not asked for)."""
     from tqdm import tqdm
@@ -83,12 +106,20 @@ def _tile_bar(name: str):
     return bar, report
 
 
+def _about(path: str | Path, message: str) -> str:
+    """``path: message``, unless the message names the file already (readers' errors do)."""
+    path = str(path)
+    named = message.startswith((path, Path(path).name))
+    return message if named else f"{path}: {message}"
+
+
 def _print_result(r) -> None:
     """One line per input: where it went, that it was skipped, or why it failed."""
     if r.status == "failed":
-        print(f"temseg: error: {r.input}: {r.error}", file=sys.stderr)
+        print(f"temseg: error: {_about(r.input, r.error)}", file=sys.stderr)
     elif r.status == "skipped":
-        print(f"{r.input}: skipped, {r.outputs[0]} is already complete")
+        done = ", ".join(r.outputs)
+        print(f"{r.input}: skipped, {done} {'is' if len(r.outputs) == 1 else 'are'} complete")
     else:
         print(f"{r.input} -> {', '.join(r.outputs)} ({r.seconds:.1f} s)")
 
@@ -115,7 +146,7 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
                 args.inputs,
                 outdir,
                 process if client is None else job,
-                expected=job.output_for,
+                outputs=job.outputs_for,
                 resume=not args.overwrite,
                 errors=(*BATCH_ERRORS, ReaderError),
                 on_result=_print_result,
@@ -124,10 +155,8 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
     except ClusterError as exc:
         raise CLIError(str(exc)) from exc
     c = report.counts()
-    print(
-        f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
-        f"summary in {outdir / 'summary.json'}"
-    )
+    where = f"summary in {report.summary}" if report.summary else "nothing written"
+    print(f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; {where}")
     return 1 if c["failed"] else 0
 
 
@@ -150,6 +179,7 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
     from napari_temseg.engine.files import FileJob
     from napari_temseg.models import CheckpointError
 
+    _output_folder(args.output)  # before the model loads: a bad OUTDIR should cost nothing
     _check_tiling(args)
     if args.band_above is not None and not args.band_above > 0:
         raise CLIError(
@@ -188,9 +218,9 @@ def cmd_denoise(args: argparse.Namespace) -> int:
         bars.append(bar)
         return report
 
-    def process(path: Path) -> list[Path]:
+    def process(path: Path, stem: str) -> list[Path]:
         try:
-            return job(path, frame_progress=frame_bar)
+            return job(path, stem, frame_progress=frame_bar)
         finally:
             while bars:
                 bars.pop().close()
@@ -201,6 +231,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from napari_temseg.engine.pretrain import pretrain_files
 
+    _output_file(args.output, args.force)
     try:
         path = pretrain_files(
             args.images,
@@ -225,14 +256,25 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_temseg.io import ReaderError
     from napari_temseg.models import CheckpointError
 
-    names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
-    cfg = FinetuneConfig(
-        steps=args.steps, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device
+    out = Path(args.output)
+    _output_file(
+        out.with_suffix(".safetensors") if out.suffix == "" and not out.is_dir() else out,
+        args.force,
     )
-    bar = _progress(args.steps, "fine-tuning")
-    bar.unit = "step"
+    names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
+    try:
+        cfg = FinetuneConfig(
+            steps=args.steps, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device
+        )
+    except ValueError as exc:  # --steps 0, --lr nan: say which option, before any work
+        raise CLIError(f"--{exc}") from exc  # the config's messages start with the field
+    bars: list = []  # opened at the first event: a refused input leaves no bar behind
 
     def report(ev) -> None:
+        if not bars:
+            bars.append(_progress(args.steps, "fine-tuning"))
+            bars[0].unit = "step"
+        bar = bars[0]
         if ev.kind == "step":
             bar.update(1)
             bar.set_postfix(loss=f"{ev.loss:.3f}", refresh=False)
@@ -241,21 +283,23 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             bar.write(f"step {ev.step}: validation Dice per class {dice}")
 
     try:
-        with bar:
-            path, result = finetune_files(
-                args.image,
-                args.labels,
-                args.output,
-                init=args.init or "auto",
-                steps=args.steps,
-                class_names=names,
-                device=args.device,
-                overwrite=args.force,
-                config=cfg,
-                progress=report,
-            )
+        path, result = finetune_files(
+            args.image,
+            args.labels,
+            args.output,
+            init=args.init or "auto",
+            steps=args.steps,
+            class_names=names,
+            device=args.device,
+            overwrite=args.force,
+            config=cfg,
+            progress=report,
+        )
     except (ValueError, RuntimeError, OSError, ReaderError, CheckpointError) as exc:
         raise CLIError(str(exc)) from exc
+    finally:
+        for bar in bars:
+            bar.close()
     dice = ", ".join(
         f"{n} {'-' if d is None else f'{d:.3f}'}"
         for n, d in zip(result.meta["class_names"], result.best_val_dice, strict=True)
@@ -267,10 +311,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     job = _file_job(args, "segment")
 
-    def process(path: Path) -> list[Path]:
+    def process(path: Path, stem: str) -> list[Path]:
         bar, report = _tile_bar(path.name)
         with bar:
-            return job(path, progress=report)
+            return job(path, stem, progress=report)
 
     return _run_files(args, job, process)
 
@@ -281,6 +325,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.measure import measure, write_csv
 
+    output = Path(args.output)
+    if output.suffix.lower() != ".csv" and not output.is_dir():
+        output = output.with_name(output.name + ".csv")  # what write_csv writes
+    output = _output_file(output, overwrite=True, example="particles.csv")
     masks, misses = expand_inputs(args.masks)
     images, image_misses = expand_inputs(args.image or [])
     misses += image_misses
@@ -303,7 +351,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
             )
         except (CLIError, ValueError) as exc:
             failed += 1
-            print(f"temseg: error: {path}: {exc}", file=sys.stderr)
+            print(f"temseg: error: {_about(path, str(exc))}", file=sys.stderr)
             continue
         table = result.table
         table.insert(0, "file", Path(path).name)
@@ -311,7 +359,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         s = result.summary
         print(f"{path}: {s.get('count', 0)} particle(s), coverage {s.get('coverage', 0):.1%}")
     if tables:
-        out = write_csv(pd.concat(tables, ignore_index=True), args.output, overwrite=True)
+        out = write_csv(pd.concat(tables, ignore_index=True), output, overwrite=True)
         print(f"wrote {out}")
     return 1 if failed else 0
 
@@ -332,7 +380,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from napari_temseg.demo import run_demo
 
-    run_demo(args.output)
+    run_demo(_output_folder(args.output))
     return 0
 
 
@@ -341,7 +389,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from napari_temseg.io import write_image, write_labels
     from napari_temseg.synth import simulate
 
-    outdir = Path(args.output)
+    outdir = _output_folder(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(args.seed).generate_state(args.n)
     for i, seed in enumerate(seeds):
@@ -385,9 +433,7 @@ def cmd_export_bioimageio(args: argparse.Namespace) -> int:
         validate_bioimageio,
     )
 
-    out = package_path(args.output)
-    if out.exists() and not args.force:
-        raise CLIError(f"{out} already exists; choose another name or pass --force")
+    out = _output_file(package_path(args.output), args.force, example="model.zip")
     try:
         path = export_bioimageio(
             args.model,
@@ -414,10 +460,9 @@ def cmd_import_bioimageio(args: argparse.Namespace) -> int:
     from napari_temseg.models.bioimageio import import_bioimageio
 
     out = Path(args.output)
-    if out.suffix == "":
+    if out.suffix == "" and not out.is_dir():
         out = out.with_suffix(".safetensors")
-    if out.exists() and not args.force:
-        raise CLIError(f"{out} already exists; choose another name or pass --force")
+    out = _output_file(out, args.force)
     try:
         _, meta = import_bioimageio(args.package, out)
     except (ValueError, OSError) as exc:

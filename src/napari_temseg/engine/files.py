@@ -57,9 +57,27 @@ class FileJob:
 
         return str(self.model or DEFAULT_DENOISER)
 
-    def output_for(self, path: str | Path) -> Path:
-        """The main output of ``path``: ``OUTDIR/<stem>.tif`` (how resume finds it)."""
-        return Path(self.outdir) / (Path(path).stem + ".tif")
+    def output_for(self, path: str | Path, stem: str | None = None) -> Path:
+        """The main output of ``path``: ``OUTDIR/<stem>.tif`` (stem: the input's own)."""
+        return Path(self.outdir) / ((stem or Path(path).stem) + ".tif")
+
+    def outputs_for(self, path: str | Path, stem: str | None = None) -> list[Path]:
+        """Every output of ``path``, the main one first: how resume knows a file is done.
+
+        Denoising writes one file per image dataset (``<stem>_1.tif``, ...), so the file's
+        datasets are counted (headers only; a file that cannot be read has just the main
+        output, and fails when it is processed).
+        """
+        main = self.output_for(path, stem)
+        if self.task == "segment":
+            return [main]
+        from napari_temseg.io import ReaderError, read_images
+
+        try:
+            n = len(read_images(path))
+        except (ReaderError, OSError, ValueError):
+            return [main]
+        return [main] + [main.with_name(f"{main.stem}_{i}.tif") for i in range(1, n)]
 
     def resolved_device(self) -> torch.device:
         """Where this process runs the job (a cluster worker picks its own GPU)."""
@@ -86,11 +104,13 @@ class FileJob:
     def __call__(
         self,
         path: str | Path,
+        stem: str | None = None,
         progress: Callable[[int, int], Any] | None = None,
         frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
     ) -> list[Path]:
-        """Process one file; ``progress(done, total)`` counts its tiles (segment), or
-        ``frame_progress(label)`` gives one callback per frame (denoise, for a bar each)."""
+        """Process one file into ``OUTDIR/<stem>*.tif`` (default: the input's stem);
+        ``progress(done, total)`` counts its tiles (segment), or ``frame_progress(label)``
+        gives one callback per frame (denoise, for a bar each)."""
         if self.threads:
             torch.set_num_threads(int(self.threads))
         Path(self.outdir).mkdir(parents=True, exist_ok=True)
@@ -109,6 +129,7 @@ class FileJob:
                 progress,
                 source=self.model_name,
                 large_frame_px=self.large_frame_px,
+                stem=stem,
             )
             return [out]
         return denoise_file(
@@ -121,6 +142,7 @@ class FileJob:
             name=self.model_name,
             frame_progress=frame_progress,
             large_frame_px=self.large_frame_px,
+            stem=stem,
         )
 
 
@@ -135,8 +157,11 @@ def denoise_file(
     name: str = "in memory",
     frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
     large_frame_px: int | None = None,
+    stem: str | None = None,
 ) -> list[Path]:
     """Every image of one file -> ``OUTDIR/<stem>.tif`` (``<stem>_1.tif``, ... for more).
+
+    ``stem`` defaults to the input's (a batch gives inputs that share one their own).
 
     Float32 in the input's units, calibrated, with the file's metadata and the model's
     name. A stack streams to disk frame by frame and a frame above ``large_frame_px``
@@ -173,7 +198,7 @@ def denoise_file(
                 for k, idx in enumerate(np.ndindex(*lead))
             )
             out = FrameStream(data.shape, np.float32, frames)
-        target = Path(outdir) / (path.stem + (f"_{i}.tif" if i else ".tif"))
+        target = Path(outdir) / ((stem or path.stem) + (f"_{i}.tif" if i else ".tif"))
         meta = {**img.metadata, "denoised_with": name}
         written += [Path(p) for p in write_image(target, out, scale=img.scale, metadata=meta)]
     return written

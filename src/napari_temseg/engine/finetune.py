@@ -90,8 +90,9 @@ class FinetuneConfig:
     depth: int = 4
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.val_every < 1:
-            raise ValueError("steps, batch_size and val_every must all be >= 1")
+        for name in ("steps", "batch_size", "val_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.val_fraction < 0.9:
@@ -556,10 +557,18 @@ def finetune(
 
 
 def save_segmenter(
-    path: str | Path, model: nn.Module, meta: dict[str, Any], overwrite: bool = False
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    overwrite: bool = False,
+    rescue: bool = False,
 ) -> Path:
-    """Write a segmenter checkpoint; refuses to replace an existing file unless asked."""
-    from napari_temseg.models import save_checkpoint
+    """Write a segmenter checkpoint; refuses to replace an existing file unless asked.
+
+    With ``rescue`` (the end of a headless run, where the model would otherwise be lost)
+    an unwritable ``path`` saves it elsewhere and says where (``models.save_or_rescue``).
+    """
+    from napari_temseg.models import save_checkpoint, save_or_rescue
 
     path = Path(path)
     if path.suffix == "":
@@ -569,4 +578,4 @@ def save_segmenter(
     meta = {k: v for k, v in meta.items() if k != "config"}
     if meta.get("task") != "segment":
         raise SegmentError("only a segmenter (task 'segment') can be saved as one")
-    return save_checkpoint(path, model, meta)
+    return (save_or_rescue if rescue else save_checkpoint)(path, model, meta)

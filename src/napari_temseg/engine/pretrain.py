@@ -381,8 +381,11 @@ def iter_pretrain(
     best ones of that run and step numbers carry on from its total.
     """
     from napari_temseg.engine.pix2pix import Pix2PixConfig, iter_pix2pix
+    from napari_temseg.io.outputs import check_output_file
 
     cfg = config
+    if cfg.output:  # before any step: training must not be lost to an unwritable output
+        check_output_file(cfg.output, overwrite=True)
     torch.manual_seed(cfg.seed)  # fresh weights are part of the seeded run
     model, init_meta = start_model(cfg.init, cfg.kind, cfg.base, cfg.depth)
     norm = Normalization.from_dict(init_meta.get("normalization"))
@@ -489,7 +492,7 @@ def _finish(
     meta: dict,
     init_meta: dict,
 ) -> PretrainResult:
-    from napari_temseg.models import save_checkpoint
+    from napari_temseg.models import save_or_rescue
 
     total = offset + result.steps_done
     if result.steps_done == 0 or not math.isfinite(result.best_val_loss):
@@ -532,7 +535,7 @@ def _finish(
         for key in ("pixel_size_nm_range",):
             if key in init_meta:
                 full[key] = init_meta[key]
-        path = save_checkpoint(cfg.output, result.model, full)
+        path = save_or_rescue(cfg.output, result.model, full)
     how = "stopped" if result.stopped else "finished"
     msg = (
         f"{how} after {result.steps_done} steps; best at step {offset + result.best_step} "
@@ -614,15 +617,17 @@ def pretrain_files(
 
     ``options`` are further :class:`PretrainConfig` fields (patch, batch_size, kind,
     dose_fraction, full_distortions, sim_fraction, ...). A tqdm bar goes to stderr. An
-    existing ``output`` is refused unless ``overwrite``.
+    existing ``output`` is refused unless ``overwrite`` (FileExistsError), and so is one
+    that cannot be written (``io.outputs.OutputError``), before anything is read.
     Raises ``ValueError`` with a clear message for unusable input.
     """
     import sys
 
     from tqdm import tqdm
 
-    if Path(output).exists() and not overwrite:
-        raise ValueError(f"{output} already exists; choose another name (or overwrite=True)")
+    from napari_temseg.io.outputs import check_output_file
+
+    check_output_file(output, overwrite)
     arrays, names = read_images(paths)
     cfg = PretrainConfig(
         method=method,

@@ -32,7 +32,7 @@ from napari_temseg.engine.finetune import (
     save_segmenter,
 )
 from napari_temseg.engine.normalize import Normalization
-from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
+from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError, label_values
 from napari_temseg.engine.tiling import predict_tiled, tiles_per_frame
 from napari_temseg.models import load_model, resolve_model
 
@@ -186,11 +186,12 @@ def finetune_files(
 
     if len(images) != len(labels):
         raise SegmentError(f"got {len(images)} image file(s) but {len(labels)} label file(s)")
+    from napari_temseg.io.outputs import check_output_file
+
     out = Path(output)
-    if out.suffix == "":
+    if out.suffix == "" and not out.is_dir():
         out = out.with_suffix(".safetensors")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; choose another name or allow overwrite")
+    check_output_file(out, overwrite)  # before training, which must not be lost to it
     imgs, labs, sizes = [], [], []
     names = list(class_names or [])
     for ip, lp in zip(images, labels, strict=True):
@@ -201,13 +202,16 @@ def finetune_files(
         sizes.append(im.pixel_size_nm)
         if not names:
             names = _names_from(lab.metadata)
-    kmax = max(int(np.max(lab)) for lab in labs)
+    kmax = max(
+        int(label_values(lab, f"the labels in {Path(lp).name}").max(initial=0))
+        for lab, lp in zip(labs, labels, strict=True)
+    )
     if not names:
         names = list(DEFAULT_CLASSES) + [f"class {i}" for i in range(3, kmax + 1)]
     cfg = replace(config or FinetuneConfig(), steps=int(steps), device=device)
     tuner = Finetuner(imgs, labs, names, init=init, config=cfg, pixel_sizes=sizes)
     result = drain(tuner.run(cancel=cancel), progress)
-    save_segmenter(out, result.model, result.meta, overwrite=overwrite)
+    save_segmenter(out, result.model, result.meta, overwrite=overwrite, rescue=True)
     return out, result
 
 
@@ -283,8 +287,11 @@ def segment_file(
     progress: Callable[[int, int], Any] | None = None,
     source: str = "in memory",
     large_frame_px: int | None = None,
+    stem: str | None = None,
 ) -> Path:
     """One file's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K, calibrated, classes named).
+
+    ``stem`` defaults to the input's (a batch gives inputs that share one their own).
 
     Stacks are written frame by frame and frames above ``large_frame_px`` pixels band by
     band, as they are segmented.
@@ -296,7 +303,7 @@ def segment_file(
     mask = _segment_streamed(
         im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px
     )
-    target = Path(outdir) / (Path(path).stem + ".tif")
+    target = Path(outdir) / ((stem or Path(path).stem) + ".tif")
     write_labels(
         target,
         mask,

@@ -41,6 +41,57 @@ class StrokeError(SegmentError):
     """The strokes cannot train a segmenter; the message says what to paint or fix."""
 
 
+#: more classes than this is not a stroke mask but a mistake (an image or a 0/255 mask)
+MAX_CLASSES = 32
+LABELS_ARE = "labels are 0 = not labelled and 1..K = the classes, as painted in napari"
+
+
+def check_image(image: Any, name: str = "the image") -> None:
+    """Refuse what cannot be a grayscale micrograph before anything is computed on it."""
+    dtype = np.dtype(getattr(image, "dtype", np.float32))
+    if dtype.kind == "c":
+        raise StrokeError(
+            f"{name} is complex-valued ({dtype}); training needs a real grayscale image: "
+            "take its magnitude or real part first"
+        )
+    if dtype.kind not in "buif":
+        raise StrokeError(f"{name} holds {dtype} values, not a grayscale image of numbers")
+
+
+def label_values(labels: Any, name: str = "the labels") -> np.ndarray:
+    """The distinct values of a label image, checked to be stroke labels (0..K, K <= 32).
+
+    A 0/255 mask, an image passed as labels or a label -1 would otherwise train a
+    255-class (or 4095-class) segmenter, or fail with a message about something else.
+    """
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "buif":
+        raise StrokeError(f"{name} hold {arr.dtype} values; {LABELS_ARE}")
+    values = np.unique(arr)
+    if arr.dtype.kind == "f" and not (
+        np.isfinite(values).all() and (values == np.round(values)).all()
+    ):
+        raise StrokeError(
+            f"{name} hold fractional or NaN values, so they look like an image; {LABELS_ARE}"
+        )
+    if len(values) > MAX_CLASSES + 1:
+        raise StrokeError(
+            f"{name} hold {len(values)} different values, so they look like an image, not "
+            f"painted strokes; {LABELS_ARE} (at most {MAX_CLASSES} classes)"
+        )
+    if len(values) and values[0] < 0:
+        raise StrokeError(
+            f"{name} use the negative label {values[0]:g}; {LABELS_ARE}: relabel or erase it"
+        )
+    if len(values) and values[-1] > MAX_CLASSES:
+        raise StrokeError(
+            f"{name} use label {values[-1]:g}, but {LABELS_ARE}, with at most {MAX_CLASSES} "
+            f"classes; a 0/{values[-1]:g} mask must be relabelled ({values[-1]:g} -> 2, "
+            "background -> 1) or painted as strokes"
+        )
+    return values.astype(np.int64)
+
+
 @dataclass
 class StrokeFrame:
     """One labelled 2D frame, normalised and at the common scale."""
@@ -68,6 +119,29 @@ def _frames(image: Any, labels: Any) -> list[tuple[tuple[int, ...], Any, np.ndar
         if lab.any():
             found.append((idx, image[idx] if idx else image, lab))
     return found
+
+
+def _finite(img: np.ndarray, lab: np.ndarray, origin: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The frame as float32 with its non-finite pixels filled and unlabelled -> (img, lab).
+
+    A frame with no finite pixel, or a constant one, holds nothing to learn from: it is
+    refused, rather than trained on and saved as a model that cannot work.
+    """
+    where = f"image {origin[0] + 1}" + (f", frame {origin[1:]}" if len(origin) > 1 else "")
+    finite = np.isfinite(img)
+    if not finite.all():
+        if not finite.any():
+            raise StrokeError(
+                f"{where} has no finite pixel value (all NaN or infinite); check the file"
+            )
+        img = np.where(finite, img, np.median(img[finite]))
+        lab = np.where(finite, lab, 0).astype(np.uint8)  # strokes on them teach nothing
+    if img.min() == img.max():
+        raise StrokeError(
+            f"{where} is constant (every pixel {float(img.flat[0]):g}): there is nothing "
+            "in it to tell the classes apart; check that the right image was given"
+        )
+    return img.astype(np.float32), lab
 
 
 def _split_val(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -137,6 +211,20 @@ class StrokeSource:
             raise StrokeError("no image to train on")
         if patch < 32:
             raise StrokeError(f"patch must be at least 32 pixels, got {patch}")
+        side = max(max(int(s) for s in np.shape(im)[-2:] or (0,)) for im in images)
+        if patch > max(256, side):
+            raise StrokeError(
+                f"patch {patch} px is larger than the images (largest side {side} px); "
+                f"use a patch of at most {max(256, side)} px"
+            )
+        for i, (image, lab) in enumerate(zip(images, labels, strict=True)):
+            check_image(image, f"image {i + 1}")
+            values = label_values(lab, f"the labels of image {i + 1}")
+            if len(values) and values[-1] > n_classes:
+                raise StrokeError(
+                    f"the strokes use label {values[-1]} but only {n_classes} classes are "
+                    f"named (labels 1..{n_classes}); add a class name or erase those strokes"
+                )
         self.patch = patch
         self.n_classes = n_classes
         self.normalization = normalization or Normalization()
@@ -163,13 +251,7 @@ class StrokeSource:
     def _prepare(
         self, frame: Any, lab: np.ndarray, size: float | None, origin: tuple, rng
     ) -> StrokeFrame:
-        img = np.asarray(frame, dtype=np.float32)
-        if lab.min() < 0 or lab.max() > self.n_classes:
-            raise StrokeError(
-                f"the strokes use label {int(lab.max())} but only {self.n_classes} classes are "
-                f"named (labels 1..{self.n_classes}); add a class name or erase those strokes"
-            )
-        lab = lab.astype(np.uint8)
+        img, lab = _finite(np.asarray(frame), lab.astype(np.uint8), origin)
         img = self.normalization.apply(img, self.normalization.stats(img)).astype(np.float32)
         img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
         if size and self.pixel_size_nm:

@@ -364,4 +364,7 @@ def _save(
         "training": {**train_cfg, "best_step": step, "val_loss": vloss, "val_psnr_db": vpsnr},
         **cfg.meta,
     }
-    save_checkpoint(Path(cfg.checkpoint), model, meta)
+    try:
+        save_checkpoint(Path(cfg.checkpoint), model, meta)
+    except OSError:  # a save at a new best is a convenience: the run's own end saves (or
+        pass  # rescues) the best model and says so; training must not die of it here

@@ -20,6 +20,7 @@ import numpy as np
 
 from napari_temseg.io.metadata import json_safe
 from napari_temseg.io.model import Axis
+from napari_temseg.io.outputs import replace_atomically as _replace_atomically
 from napari_temseg.io.sidecar import class_table, write_sidecar
 
 FORMATS = {"tiff": (".tif", ".tiff"), "png": (".png",), "npy": (".npy",)}
@@ -176,16 +177,6 @@ def mask_axes(
 
 def _axes_json(axes: list[Axis]) -> list[dict]:
     return [{"name": a.name, "size": a.size, "scale": a.scale, "unit": a.unit} for a in axes]
-
-
-def _replace_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _lut(classes: list[dict]) -> np.ndarray | None:

@@ -9,9 +9,11 @@ from napari_temseg.models.bundled import (
 )
 from napari_temseg.models.checkpoint import (
     CheckpointError,
+    CheckpointSaveError,
     load_checkpoint,
     read_checkpoint_meta,
     save_checkpoint,
+    save_or_rescue,
 )
 from napari_temseg.models.factory import build_model, count_parameters
 from napari_temseg.models.pix2pix import PatchGANDiscriminator
@@ -22,6 +24,7 @@ __all__ = [
     "DEFAULT_DENOISER",
     "RDN",
     "CheckpointError",
+    "CheckpointSaveError",
     "ModelInfo",
     "PatchGANDiscriminator",
     "UNet",
@@ -33,4 +36,5 @@ __all__ = [
     "read_checkpoint_meta",
     "resolve_model",
     "save_checkpoint",
+    "save_or_rescue",
 ]

@@ -44,6 +44,7 @@ from napari_temseg.engine.normalize import Normalization
 from napari_temseg.models.bundled import WEIGHTS_DIR, load_model, resolve_model
 from napari_temseg.models.checkpoint import _plain, save_checkpoint
 from napari_temseg.models.factory import build_model
+from napari_temseg.models.trust import build_trusted, check_header
 
 #: the key under the rdf's ``config`` that marks a package written here
 CONFIG_KEY = "napari-temseg"
@@ -58,6 +59,9 @@ SCALE_RANGE_EPS = 1e-6
 DEFAULT_TEST_SIZE = 128
 MAX_TEST_SIZE = 256
 INSTALL_HINT = "pip install napari-temseg[bioimageio]"
+#: an exported rdf.yaml is a few kB and our weights a few MB: far larger is not ours
+MAX_RDF_BYTES = 1 << 20
+MAX_MEMBER_BYTES = 1 << 30
 
 CITATIONS = {
     "unet": (
@@ -599,9 +603,18 @@ def _yaml12_load(text: bytes | str) -> Any:
     loader (no Python objects).
     """
     import yaml
+    from yaml.composer import ComposerError
 
     class Loader(yaml.SafeLoader):
-        pass
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # an rdf needs no aliases, and nested ones ("billion laughs") hang whatever
+            # walks the result: refuse them
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ComposerError(
+                    None, None, "YAML aliases (*name) are not accepted", event.start_mark
+                )
+            return super().compose_node(parent, index)
 
     Loader.yaml_implicit_resolvers = {
         ch: [(tag, rx) for tag, rx in rs if not tag.endswith((":bool", ":int", ":float"))]
@@ -637,18 +650,36 @@ def _yaml12_load(text: bytes | str) -> Any:
     return yaml.load(text, Loader=Loader)  # a SafeLoader: builds no Python objects
 
 
+def _capped(name: str, size: int, cap: int, label: str) -> None:
+    """Refuse a member whose (declared or real) size is beyond what a package of ours holds."""
+    if size > cap:
+        raise BioimageioError(
+            f"{label}: {name} is {size / 2**20:.0f} MiB, more than the {cap / 2**20:.0f} MiB "
+            "a napari-temseg package holds; not read"
+        )
+
+
 def _read_package(source: str | Path) -> tuple[dict[str, Any], Any]:
-    """-> (rdf content, ``read(relative_name) -> bytes``) of a zip, folder or rdf file."""
+    """-> (rdf content, ``read(relative_name) -> bytes``) of a zip, folder or rdf file.
+
+    Reads are capped (``MAX_RDF_BYTES`` for the rdf, ``MAX_MEMBER_BYTES`` otherwise): a
+    zip's declared sizes are checked before anything is inflated, and inflating stops at
+    the cap whatever the zip declares.
+    """
     import yaml
 
     source = Path(source).expanduser()
     rdf_names = ("rdf.yaml", "bioimageio.yaml")
     if source.is_file() and zipfile.is_zipfile(source):
 
-        def read(name: str) -> bytes:
+        def read(name: str, cap: int = MAX_MEMBER_BYTES) -> bytes:
             try:
                 with zipfile.ZipFile(source) as zf:
-                    return zf.read(name)
+                    _capped(name, zf.getinfo(name).file_size, cap, source.name)
+                    with zf.open(name) as fh:
+                        data = fh.read(cap + 1)
+                _capped(name, len(data), cap, source.name)
+                return data
             except KeyError as exc:
                 raise BioimageioError(f"{source.name}: the package lacks {name}") from exc
             except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -665,7 +696,7 @@ def _read_package(source: str | Path) -> tuple[dict[str, Any], Any]:
             raise BioimageioError(
                 f"{source.name}: a zip without rdf.yaml is no bioimage.io package"
             )
-        text = read(rdf)
+        text = read(rdf, MAX_RDF_BYTES)
     else:
         if source.is_dir():
             root = source
@@ -684,13 +715,14 @@ def _read_package(source: str | Path) -> tuple[dict[str, Any], Any]:
                 f"{source.name} is not a bioimage.io package (a .zip, a folder or an rdf.yaml)"
             )
 
-        def read(name: str) -> bytes:
+        def read(name: str, cap: int = MAX_MEMBER_BYTES) -> bytes:
             path = (root / name).resolve()
             if root.resolve() not in path.parents or not path.is_file():
                 raise BioimageioError(f"{rdf_path.name}: the package lacks {name}")
+            _capped(name, path.stat().st_size, cap, rdf_path.name)
             return path.read_bytes()
 
-        text = rdf_path.read_bytes()
+        text = read(rdf_path.name, MAX_RDF_BYTES)
     try:
         content = _yaml12_load(text)
     except yaml.YAMLError as exc:
@@ -713,6 +745,10 @@ def import_bioimageio(
     read as plain tensors into our own architecture. Any other bioimage.io model raises
     :class:`BioimageioError` (a ValueError): running it would mean importing its code.
     """
+    if output_path is not None:  # before anything is read: say so now, not at the end
+        from napari_temseg.io.outputs import check_output_file
+
+        check_output_file(output_path, overwrite=True)
     content, read = _read_package(source)
     label = Path(source).name
     native = (
@@ -740,6 +776,10 @@ def import_bioimageio(
     config, meta = native.get("architecture"), native.get("meta")
     if not isinstance(config, dict) or not isinstance(meta, dict):
         raise BioimageioError(f"{label}: config['napari-temseg'] lacks the architecture or meta")
+    try:
+        check_header(config, meta)
+    except ValueError as exc:
+        raise BioimageioError(f"{label}: {exc}") from exc
     if config.get("arch") not in CITATIONS or meta.get("task") not in ("denoise", "segment"):
         raise BioimageioError(
             f"{label}: holds a {config.get('arch')!r} network for task {meta.get('task')!r}; "
@@ -767,11 +807,9 @@ def import_bioimageio(
     ):
         raise BioimageioError(f"{label}: {weights_name} is not a napari-temseg state dict")
     try:
-        model = build_model(config)
-        model.load_state_dict({key[len(prefix) :]: v for key, v in state.items()}, strict=True)
-    except (ValueError, RuntimeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise BioimageioError(f"{label}: weights do not match the architecture ({first})") from exc
+        model = build_trusted(config, {key[len(prefix) :]: v for key, v in state.items()})
+    except ValueError as exc:
+        raise BioimageioError(f"{label}: {exc}") from exc
     model.eval()
     meta = {k: v for k, v in meta.items() if k != "config"}
     if output_path is not None:

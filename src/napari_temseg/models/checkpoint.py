@@ -12,25 +12,41 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from napari_temseg.models.factory import build_model
+from napari_temseg.io.outputs import replace_atomically, rescue_folders
+from napari_temseg.models.trust import (
+    TASKS,
+    build_trusted,
+    check_architecture,
+    check_header,
+)
 
 FORMAT = "napari-temseg-checkpoint"
 FORMAT_VERSION = 1
-TASKS = ("denoise", "segment")
 
 
 class CheckpointError(ValueError):
     """A file that is not a readable napari-temseg checkpoint (the message says why)."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written where asked; ``rescued`` is where it went instead."""
+
+    def __init__(self, message: str, rescued: Path | None) -> None:
+        super().__init__(message)
+        self.rescued = rescued
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _plain(obj: Any) -> Any:
@@ -68,17 +84,50 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any]) ->
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the checkpoint a file name")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # ordinary file permissions (not 0600)
-    tmp.replace(path)  # never leave a half-written checkpoint under the real name
+    # our own temporary name (safetensors' save_file would leave a hidden .tmpXXXXXX of
+    # its own behind when killed); ordinary file permissions, not mkstemp's 0600
+    blob = save(tensors, metadata=header)
+    replace_atomically(path, lambda tmp: tmp.write_bytes(blob))
+    legacy = path.with_name(path.name + ".tmp")  # what earlier versions left behind
+    if legacy.is_file():
+        legacy.unlink()
     return path
 
 
+def save_or_rescue(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """:func:`save_checkpoint`, but a trained model is never lost to an unwritable path.
+
+    If ``path`` cannot be written at the end of a run (the disk filled, the folder went
+    away), the model is saved under :func:`~napari_temseg.io.outputs.rescue_folders`
+    instead and :class:`CheckpointSaveError` says where.
+    """
+    path = Path(path)
+    try:
+        return save_checkpoint(path, model, meta)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        for folder in rescue_folders():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            spare = folder / f"{path.stem}-{stamp}{path.suffix or '.safetensors'}"
+            try:
+                save_checkpoint(spare, model, meta)
+            except OSError:
+                continue
+            raise CheckpointSaveError(
+                f"could not write {path} ({reason}); the model was saved to {spare} instead",
+                spare,
+            ) from exc
+        raise CheckpointSaveError(
+            f"could not write {path} ({reason}), nor a copy in {rescue_folders()[0]}", None
+        ) from exc
+
+
 def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
+    """Header first, checked; the stored shapes against the declared network next; the
+    tensors last, so a hostile header costs nothing (``models.trust``)."""
     with safe_open(str(path), framework="pt", device="cpu") as f:
         header = f.metadata() or {}
         if header.get("format") != FORMAT:
@@ -86,12 +135,24 @@ def _read_safetensors(path: Path, with_tensors: bool) -> tuple[dict, dict, dict 
                 f"{path.name} is a safetensors file but not a napari-temseg checkpoint "
                 "(no architecture/metadata header)"
             )
-        tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else None
+        try:
+            config, meta = json.loads(header["config"]), json.loads(header["meta"])
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path.name}: damaged checkpoint header ({exc})") from exc
+        _trusted(path, check_header, config, meta)
+        if not with_tensors:
+            return config, meta, None
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        _trusted(path, check_architecture, config, shapes)
+        return config, meta, {k: f.get_tensor(k) for k in f.keys()}
+
+
+def _trusted(path: Path, check: Any, *args: Any) -> Any:
+    """``check(*args)`` from ``models.trust``, its ValueError as a CheckpointError."""
     try:
-        config, meta = json.loads(header["config"]), json.loads(header["meta"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path.name}: damaged checkpoint header ({exc})") from exc
-    return config, meta, tensors
+        return check(*args)
+    except ValueError as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from exc
 
 
 def _read_torch(path: Path) -> tuple[dict, dict, dict]:
@@ -105,9 +166,11 @@ def _read_torch(path: Path) -> tuple[dict, dict, dict]:
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise CheckpointError(f"{path.name} is a torch file but not a napari-temseg checkpoint")
     try:
-        return dict(obj["config"]), dict(obj["meta"]), dict(obj["state_dict"])
+        config, meta, state = obj["config"], obj["meta"], dict(obj["state_dict"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path.name}: incomplete checkpoint ({exc})") from exc
+    _trusted(path, check_header, config, meta)
+    return config, meta, state
 
 
 def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
@@ -139,15 +202,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     :class:`CheckpointError` for anything that is not an intact checkpoint.
     """
     config, meta, tensors = _read(path, with_tensors=True)
-    name = Path(path).name
-    try:
-        model = build_model(config)
-    except ValueError as exc:
-        raise CheckpointError(f"{name}: {exc}") from exc
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"{name}: weights do not match its architecture ({first})") from exc
+    model = _trusted(Path(path), build_trusted, config, tensors)
     model.eval().to(device)
     return model, {**meta, "config": config}
