@@ -94,3 +94,24 @@ def test_a_failing_calibration_parser_degrades_to_uncalibrated(corpus, monkeypat
     assert image.shape == (5, 32, 40) and image.pixel_size_nm is None
     assert image.metadata["calibration_source"] == "none in file"
     assert "calibration ignored (KeyError" in image.metadata["metadata_notes"][0]
+
+
+def test_velox_like_tiff_brings_its_acquisition_facts_to_info(corpus, capsys):
+    info = info_dict(corpus["fei_velox_like"])
+    assert info["acquisition"] == {
+        "microscope": "Talos F200X",
+        "voltage_kV": pytest.approx(200.0),
+        "dwell_time_us": pytest.approx(1.0),
+        "acquisition_time": "12/01/2023T10:11:12 AM",
+    }
+    assert main(["info", str(corpus["fei_velox_like"])]) == 0
+    out = capsys.readouterr().out
+    assert "microscope: Talos F200X" in out and "voltage: 200 kV" in out
+    assert "dwell time: 1 µs" in out
+
+
+def test_info_lists_what_metadata_was_ignored(corpus, capsys):
+    assert main(["info", str(corpus["temseg_json_wrong"])]) == 0
+    out = capsys.readouterr().out
+    assert "pixel size: not calibrated" in out
+    assert "note: napari-temseg metadata ignored" in out or "note: calibrated axes ignored" in out

@@ -52,13 +52,32 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     if args.json:
         print(json.dumps(info))
-    else:
-        print(f"{args.file}: {info['kind']}, shape {tuple(info['shape'])}, {info['dtype']}")
-        for ax in info["axes"]:
-            print(f"  {ax['name']:>8}: {ax['size']} x {ax['scale']:g} {ax['unit']}")
-        px = info.get("pixel_size_nm")
-        print(f"  pixel size: {px:g} nm" if px else "  pixel size: not calibrated")
+        return 0
+    print(f"{args.file}: {info['kind']}, shape {tuple(info['shape'])}, {info['dtype']}")
+    for ax in info["axes"]:
+        unit = f" x {ax['scale']:g} {ax['unit']}" if ax["unit"] else ""
+        print(f"  {ax['name']:>8}: {ax['size']}{unit}")
+    px = info.get("pixel_size_nm")
+    print(f"  pixel size: {px:g} nm" if px else "  pixel size: not calibrated")
+    for label, value in _acquisition_lines(info["acquisition"]):
+        print(f"  {label}: {value}")
+    for note in info["notes"]:
+        print(f"  note: {note}")
     return 0
+
+
+def _acquisition_lines(acq: dict[str, Any]) -> list[tuple[str, str]]:
+    """The acquisition facts of ``info`` as (label, value) lines, with their units."""
+    shown = {
+        "microscope": ("microscope", "{}"),
+        "voltage_kV": ("voltage", "{:g} kV"),
+        "magnification": ("magnification", "{:,.0f}x"),
+        "detector": ("detector", "{}"),
+        "dwell_time_us": ("dwell time", "{:g} µs"),
+        "dose": ("dose", "{:g}"),
+        "acquisition_time": ("acquired", "{}"),
+    }
+    return [(shown[k][0], shown[k][1].format(v)) for k, v in acq.items() if k in shown]
 
 
 def _read_images(path: str):

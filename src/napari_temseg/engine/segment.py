@@ -159,7 +159,7 @@ def _first_image(path: str | Path):
     try:
         return read_images(path)[0]
     except NotAnImageError as exc:
-        raise SegmentError(str(exc)) from exc
+        raise SegmentError(f"{path}: {exc}") from exc
 
 
 def finetune_files(
