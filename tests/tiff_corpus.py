@@ -47,16 +47,18 @@ def write_raw_tiff(
     ``tags[i]`` maps tag code -> (type, value) for page i; strip offsets/counts are added.
     """
     out = bytearray((b"MM\x00*" if bo == ">" else b"II*\x00") + b"\x00\x00\x00\x00")
-    ifd_offsets = []
-    for page, page_tags in zip(pages, tags, strict=True):
+    strips = []  # all pixels first, contiguous, then the IFDs: ImageJ's layout
+    for page in pages:
         data = np.ascontiguousarray(page).astype(page.dtype.newbyteorder(bo)).tobytes()
-        strip_offset = len(out)
+        strips.append((len(out), len(data)))
         out += data
-        if len(out) % 2:
-            out += b"\x00"
+    if len(out) % 2:
+        out += b"\x00"
+    ifd_offsets = []
+    for (strip_offset, strip_bytes), page_tags in zip(strips, tags, strict=True):
         entries = dict(page_tags)
         entries[273] = (4, strip_offset)
-        entries[279] = (4, len(data))
+        entries[279] = (4, strip_bytes)
         extra = bytearray()
         ifd_offset = len(out)
         n = len(entries)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -637,11 +638,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextmanager
+def _notes_as_lines() -> Iterator[None]:
+    """Print the data notes of io/engine (``DataWarning``: colour made grey, non-finite
+    pixels replaced) as one ``temseg: note:`` line each, every time they occur."""
+    import warnings
+
+    from napari_temseg.io import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, DataWarning):
+                print(f"temseg: note: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _notes_as_lines():
+            return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"temseg: error: {exc}", file=sys.stderr)
         return 1

@@ -138,8 +138,8 @@ def denoise_file(
 ) -> list[Path]:
     """Every image of one file -> ``OUTDIR/<stem>.tif`` (``<stem>_1.tif``, ... for more).
 
-    Float32 in the input's units, calibrated, with the file's metadata and the model's
-    name. A stack streams to disk frame by frame and a frame above ``large_frame_px``
+    Float32 in the input's units, with the input's axes and calibration exactly (an
+    uncalibrated input stays uncalibrated), the file's metadata and the model's name. A stack streams to disk frame by frame and a frame above ``large_frame_px``
     band by band, so neither has to fit in memory.
     """
     from napari_temseg.engine.denoise import denoise
@@ -175,7 +175,7 @@ def denoise_file(
             out = FrameStream(data.shape, np.float32, frames)
         target = Path(outdir) / (path.stem + (f"_{i}.tif" if i else ".tif"))
         meta = {**img.metadata, "denoised_with": name}
-        written += [Path(p) for p in write_image(target, out, scale=img.scale, metadata=meta)]
+        written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 
 

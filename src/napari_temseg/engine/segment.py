@@ -300,7 +300,7 @@ def segment_file(
     write_labels(
         target,
         mask,
-        scale=im.scale,
+        axes=im.axes,  # exactly the input's: uncalibrated stays uncalibrated (pixels)
         class_names=seg[1].get("class_names"),
         class_colors=seg[1].get("class_colors"),
         metadata={"segmented_with": source},

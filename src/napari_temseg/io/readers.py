@@ -148,11 +148,14 @@ def read_images(path: str | Path) -> list[EMImage]:
     """The 2D images and stacks of a file, for the commands that process images.
 
     Narrower than ``read(image_only=True)``, which keeps diffraction patterns too: denoise
-    and segment take only ``image``/``stack`` datasets. A file holding none raises
-    :class:`NotAnImageError` saying what it holds instead.
+    and segment take only ``image``/``stack`` datasets. Colour images come back grey, with
+    a note (``io.grey``). A file holding none raises :class:`NotAnImageError` saying what
+    it holds instead.
     """
+    from napari_temseg.io.grey import to_grey
+
     found = read(path)
-    images = [d for d in found if d.kind in ("image", "stack")]
+    images = [to_grey(d, Path(path).name) for d in found if d.kind in ("image", "stack")]
     if not images:
         kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
         what = next((d for d in found if d.kind in NOT_IMAGES), None)
