@@ -27,3 +27,19 @@ def testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.skip(f"real test data not found at {TESTDATA}")
     return TESTDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tmp_path_factory) -> str:
+    """A tiny segmenter file trained for 3 steps, for tests of files and plumbing (not of
+    segmentation quality)."""
+    from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.synth import simulate
+
+    s = simulate("stem", 64, pixel_size_nm=0.1, dose=100, seed=1)
+    strokes = scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=0)
+    cfg = FinetuneConfig(steps=3, batch_size=2, patch=32, base=4, depth=2, device="cpu")
+    result = finetune([s.noisy], [strokes], init="none", config=cfg)
+    path = tmp_path_factory.mktemp("model") / "seg.safetensors"
+    return str(save_segmenter(path, result.model, result.meta))

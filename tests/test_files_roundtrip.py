@@ -22,19 +22,9 @@ torch.set_num_threads(1)  # tiny images on a shared 2-core box
 VARIANTS = variants()
 
 
-@pytest.fixture(scope="module")
-def segmenter(tmp_path_factory):
-    """A tiny segmenter, trained for 3 steps: these tests check files, not quality."""
-    from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
-    from napari_temseg.engine.strokes import scribbles_from_mask
-    from napari_temseg.synth import simulate
-
-    s = simulate("stem", 64, pixel_size_nm=0.1, dose=100, seed=1)
-    strokes = scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=0)
-    cfg = FinetuneConfig(steps=3, batch_size=2, patch=32, base=4, depth=2, device="cpu")
-    result = finetune([s.noisy], [strokes], init="none", config=cfg)
-    path = tmp_path_factory.mktemp("model") / "seg.safetensors"
-    return str(save_segmenter(path, result.model, result.meta))
+@pytest.fixture
+def segmenter(tiny_segmenter) -> str:
+    return tiny_segmenter
 
 
 def _denoise(path, out) -> int:

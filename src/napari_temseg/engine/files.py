@@ -11,6 +11,7 @@ the model on its own device.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from napari_temseg.engine.device import select_device
+from napari_temseg.io.model import DataWarning
 
 TASKS = ("denoise", "segment")
 _LOADED: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
@@ -91,6 +93,27 @@ class FileJob:
     ) -> list[Path]:
         """Process one file; ``progress(done, total)`` counts its tiles (segment), or
         ``frame_progress(label)`` gives one callback per frame (denoise, for a bar each)."""
+        notes: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always", DataWarning)
+                return self._run(Path(path), progress, frame_progress)
+        finally:  # each note once more, outside the catch, naming the file it is about
+            name = Path(path).name
+            for note in notes:
+                text = str(note.message)
+                if issubclass(note.category, DataWarning):
+                    prefixed = text if text.startswith(name) else f"{name}: {text}"
+                    warnings.warn(prefixed, DataWarning, stacklevel=2)
+                else:
+                    warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
+
+    def _run(
+        self,
+        path: Path,
+        progress: Callable[[int, int], Any] | None,
+        frame_progress: Callable[[str], Callable[[int, int], Any]] | None,
+    ) -> list[Path]:
         if self.threads:
             torch.set_num_threads(int(self.threads))
         Path(self.outdir).mkdir(parents=True, exist_ok=True)

@@ -138,6 +138,9 @@ def segment(
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
             p = p[:, :h, :w]
         _classes_into(p, labels[idx])
+        if np.dtype(image.dtype).kind == "f":  # NaN/inf pixels: not classified (0)
+            original = np.asarray(image[idx] if idx else image)
+            labels[idx][~np.isfinite(original)] = 0
         if probs is not None:
             probs[idx] = p
     return (labels, probs) if probabilities else labels
