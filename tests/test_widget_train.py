@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 
 import numpy as np
 import pytest
@@ -93,12 +92,11 @@ def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
     w._steps.value = 400
     w.train()
     qtbot.waitUntil(lambda: w._loss_plot.series("train loss")[0][-1] > 45, timeout=30_000)
-    t0 = time.monotonic()
     w.stop()
-    _wait(qtbot, w._task, timeout=10_000)
-    assert time.monotonic() - t0 < 5
+    _wait(qtbot, w._task, timeout=60_000)  # a hang guard, not a speed test (benchmarks/)
     steps_done = w.segmenter[1]["training"]["steps_done"]
     assert first_steps < steps_done < first_steps + 400
+    assert w._loss_plot.series("train loss")[0][-1] < first_steps + 400  # no step after
     assert "stopped" in w._status.value
 
     # apply to the whole stack
@@ -144,11 +142,10 @@ def test_removing_the_image_stops_training(widget, sample, qtbot, monkeypatch):
     w._steps.value = 5000
     w.train()
     qtbot.waitUntil(lambda: bool(w._loss_plot.series("train loss")[0]), timeout=30_000)
-    t0 = time.monotonic()
     viewer.layers.remove(image)
-    _wait(qtbot, w._task, timeout=10_000)
-    assert time.monotonic() - t0 < 3
+    _wait(qtbot, w._task, timeout=60_000)  # a hang guard, not a speed test
     assert "removed" in w._status.value or "stopped" in w._status.value
+    assert w._loss_plot.series("train loss")[0][-1] < 5000  # it stopped, not finished
 
 
 def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_path):
@@ -215,10 +212,9 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, sample, qtbot, mo
     task = w._task
     w.train()
     qtbot.waitUntil(lambda: bool(w._loss_plot.series("train loss")[0]), timeout=30_000)
-    t0 = time.monotonic()
     viewer.close()
-    qtbot.waitUntil(lambda: not task.running, timeout=10_000)
-    assert time.monotonic() - t0 < 3
+    qtbot.waitUntil(lambda: not task.running, timeout=60_000)  # a hang guard
+    assert w._closed and task._cancel.is_set()  # cancelled by the close, not run out
 
 
 def test_first_preview_comes_from_the_fitted_head(widget, sample, qtbot, monkeypatch):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,32 @@ def cmd_info(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     if args.json:
         print(json.dumps(info))
-    else:
-        print(f"{args.file}: {info['kind']}, shape {tuple(info['shape'])}, {info['dtype']}")
-        for ax in info["axes"]:
-            print(f"  {ax['name']:>8}: {ax['size']} x {ax['scale']:g} {ax['unit']}")
-        px = info.get("pixel_size_nm")
-        print(f"  pixel size: {px:g} nm" if px else "  pixel size: not calibrated")
+        return 0
+    print(f"{args.file}: {info['kind']}, shape {tuple(info['shape'])}, {info['dtype']}")
+    for ax in info["axes"]:
+        unit = f" x {ax['scale']:g} {ax['unit']}" if ax["unit"] else ""
+        print(f"  {ax['name']:>8}: {ax['size']}{unit}")
+    px = info.get("pixel_size_nm")
+    print(f"  pixel size: {px:g} nm" if px else "  pixel size: not calibrated")
+    for label, value in _acquisition_lines(info["acquisition"]):
+        print(f"  {label}: {value}")
+    for note in info["notes"]:
+        print(f"  note: {note}")
     return 0
+
+
+def _acquisition_lines(acq: dict[str, Any]) -> list[tuple[str, str]]:
+    """The acquisition facts of ``info`` as (label, value) lines, with their units."""
+    shown = {
+        "microscope": ("microscope", "{}"),
+        "voltage_kV": ("voltage", "{:g} kV"),
+        "magnification": ("magnification", "{:,.0f}x"),
+        "detector": ("detector", "{}"),
+        "dwell_time_us": ("dwell time", "{:g} µs"),
+        "dose": ("dose", "{:g}"),
+        "acquisition_time": ("acquired", "{}"),
+    }
+    return [(shown[k][0], shown[k][1].format(v)) for k, v in acq.items() if k in shown]
 
 
 def _read_images(path: str):
@@ -663,11 +683,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextmanager
+def _notes_as_lines() -> Iterator[None]:
+    """Print the data notes of io/engine (``DataWarning``: colour made grey, non-finite
+    pixels replaced) as one ``temseg: note:`` line each, every time they occur."""
+    import warnings
+
+    from napari_temseg.io import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, DataWarning):
+                print(f"temseg: note: {message}", file=sys.stderr)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with _notes_as_lines():
+            return int(args.func(args) or 0)
     except CLIError as exc:
         print(f"temseg: error: {exc}", file=sys.stderr)
         return 1

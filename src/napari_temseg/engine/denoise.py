@@ -76,7 +76,9 @@ def denoise(
     numpy or dask (only one frame's tiles are read at a time). ``progress(done, total)``
     counts tiles; setting ``cancel`` stops between tiles with ``engine.Cancelled``.
     ``stats`` overrides each frame's normalisation statistics (``engine.large`` passes a
-    whole frame's to each of its bands).
+    whole frame's to each of its bands). A frame with no finite pixel, or with values
+    beyond float32, is a ``ValueError``; a few NaN/inf pixels are reported
+    (``io.DataWarning``) and NaN in the result, which never leaves the input's range.
     """
     _check_image(image)
     dev = select_device(device)
@@ -103,4 +105,5 @@ def denoise(
         cancel=cancel,
         out=out,
         stats=stats,
+        within_input=True,  # no value outside the input's range; NaN where it had none
     )

@@ -11,6 +11,7 @@ the model on its own device.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from napari_temseg.engine.device import select_device
+from napari_temseg.io.model import DataWarning
 
 TASKS = ("denoise", "segment")
 _LOADED: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
@@ -111,6 +113,28 @@ class FileJob:
         """Process one file into ``OUTDIR/<stem>*.tif`` (default: the input's stem);
         ``progress(done, total)`` counts its tiles (segment), or ``frame_progress(label)``
         gives one callback per frame (denoise, for a bar each)."""
+        notes: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as notes:
+                warnings.simplefilter("always", DataWarning)
+                return self._run(Path(path), stem, progress, frame_progress)
+        finally:  # each note once more, outside the catch, naming the file it is about
+            name = Path(path).name
+            for note in notes:
+                text = str(note.message)
+                if issubclass(note.category, DataWarning):
+                    prefixed = text if text.startswith(name) else f"{name}: {text}"
+                    warnings.warn(prefixed, DataWarning, stacklevel=2)
+                else:
+                    warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
+
+    def _run(
+        self,
+        path: Path,
+        stem: str | None,
+        progress: Callable[[int, int], Any] | None,
+        frame_progress: Callable[[str], Callable[[int, int], Any]] | None,
+    ) -> list[Path]:
         if self.threads:
             torch.set_num_threads(int(self.threads))
         Path(self.outdir).mkdir(parents=True, exist_ok=True)
@@ -163,8 +187,9 @@ def denoise_file(
 
     ``stem`` defaults to the input's (a batch gives inputs that share one their own).
 
-    Float32 in the input's units, calibrated, with the file's metadata and the model's
-    name. A stack streams to disk frame by frame and a frame above ``large_frame_px``
+    Float32 in the input's units, with the input's axes and calibration exactly (an
+    uncalibrated input stays uncalibrated), the file's metadata and the model's name. A
+    stack streams to disk frame by frame and a frame above ``large_frame_px``
     band by band, so neither has to fit in memory.
     """
     from napari_temseg.engine.denoise import denoise
@@ -200,7 +225,7 @@ def denoise_file(
             out = FrameStream(data.shape, np.float32, frames)
         target = Path(outdir) / ((stem or path.stem) + (f"_{i}.tif" if i else ".tif"))
         meta = {**img.metadata, "denoised_with": name}
-        written += [Path(p) for p in write_image(target, out, scale=img.scale, metadata=meta)]
+        written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 
 

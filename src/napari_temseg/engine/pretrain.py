@@ -574,7 +574,8 @@ def read_images(paths: Sequence[str | Path]) -> tuple[list[Any], list[str]]:
 
     Unreadable files raise ``ValueError`` naming the file (the reader's own message).
     """
-    from napari_temseg.io import ReaderError, read
+    from napari_temseg.io import NotAnImageError, ReaderError
+    from napari_temseg.io import read_images as read_file_images
     from napari_temseg.io.readers import SUFFIXES
 
     files: list[Path] = []
@@ -590,11 +591,11 @@ def read_images(paths: Sequence[str | Path]) -> tuple[list[Any], list[str]]:
     arrays, names = [], []
     for f in files:
         try:
-            images = [d for d in read(f) if d.kind in ("image", "stack")]
+            images = read_file_images(f)  # image/stack datasets, colour made grey
+        except NotAnImageError as exc:
+            raise ValueError(f"{f.name}: {exc}") from exc
         except ReaderError as exc:
             raise ValueError(str(exc)) from exc
-        if not images:
-            raise ValueError(f"{f.name}: holds no image to pretrain on")
         for i, im in enumerate(images):
             arrays.append(np.asarray(im.data))
             names.append(f.name if len(images) == 1 else f"{f.name}[{i}]")

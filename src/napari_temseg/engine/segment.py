@@ -138,6 +138,9 @@ def segment(
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
             p = p[:, :h, :w]
         _classes_into(p, labels[idx])
+        if np.dtype(image.dtype).kind == "f":  # NaN/inf pixels: not classified (0)
+            original = np.asarray(image[idx] if idx else image)
+            labels[idx][~np.isfinite(original)] = 0
         if probs is not None:
             probs[idx] = p
     return (labels, probs) if probabilities else labels
@@ -159,7 +162,7 @@ def _first_image(path: str | Path):
     try:
         return read_images(path)[0]
     except NotAnImageError as exc:
-        raise SegmentError(str(exc)) from exc
+        raise SegmentError(f"{path}: {exc}") from exc
 
 
 def finetune_files(
@@ -307,7 +310,7 @@ def segment_file(
     write_labels(
         target,
         mask,
-        scale=im.scale,
+        axes=im.axes,  # exactly the input's: uncalibrated stays uncalibrated (pixels)
         class_names=seg[1].get("class_names"),
         class_colors=seg[1].get("class_colors"),
         metadata={"segmented_with": source},

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.normalize import Normalization
+from napari_temseg.engine.finite import check_frame, screen
+from napari_temseg.engine.normalize import Normalization, _subsample
 
 Progress = Callable[[int, int], Any]
 MIN_TILE = 32
@@ -120,6 +121,7 @@ def predict_tiled(
     cancel: threading.Event | None = None,
     out: np.ndarray | None = None,
     stats: tuple[float, float] | None = None,
+    within_input: bool = False,
 ) -> np.ndarray:
     """Apply ``fn`` to an image of any size, tile by tile, and blend the tiles seamlessly.
 
@@ -136,6 +138,12 @@ def predict_tiled(
     batch and raises :class:`Cancelled`. On CUDA out-of-memory the batch is halved, then
     the tile, and the run continues. ``stats`` fixes the normalisation statistics of
     every frame (a band of a larger frame must use the whole frame's, see ``engine.large``).
+
+    Float frames are screened first (``engine.finite``): a frame with no finite pixel is a
+    ``ValueError``, a few NaN/inf pixels are replaced by the frame's median and reported as
+    a ``DataWarning``. With ``within_input`` (denoising) they are NaN in the result, which
+    is clipped to the frame's finite input range: no output value lies outside what the
+    input allows.
     """
     shape = tuple(int(s) for s in image.shape)
     _check_args(shape, tile, overlap, out_channels)
@@ -171,6 +179,8 @@ def predict_tiled(
                     cancel,
                     remaining_frames=len(frames) - k,
                     stats=stats,
+                    within_input=within_input,
+                    label=f"frame {', '.join(map(str, idx))}: " if idx else "",
                 )
                 break
             except _ShrinkTile:
@@ -194,9 +204,18 @@ def _predict_frame(
     cancel: threading.Event | None,
     remaining_frames: int,
     stats: tuple[float, float] | None = None,
+    within_input: bool = False,
+    label: str = "",
 ) -> None:
     """Predict one frame into ``target`` ((Y, X) or (C, Y, X) float32)."""
     height, width = frame.shape[-2:]
+    found = screen(frame)
+    check_frame(found, label, whole=stats is None, output_float32=within_input)
+    fill = None
+    if found is not None and found.nonfinite:  # an all-NaN band of a larger frame too
+        sample = _subsample(frame, 65_536)
+        fill = float(np.median(sample[np.isfinite(sample)])) if np.isfinite(sample).any() else 0.0
+    seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
     th, tw = min(state["tile"], height), min(state["tile"], width)
     ov = min(overlap, max(0, min(th, tw) // 2 - 1))
     ys, xs = tile_starts(height, th, ov), tile_starts(width, tw, ov)
@@ -222,7 +241,7 @@ def _predict_frame(
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {state['done']} of {total} tiles")
         chunk = tiles[i : i + batch]
-        x = _gather(frame, chunk, th, tw, dev, stats, normalization)
+        x = _gather(frame, chunk, th, tw, dev, stats, normalization, fill, seen)
         try:
             with (
                 torch.inference_mode(),
@@ -254,11 +273,17 @@ def _predict_frame(
             progress(state["done"], total)
     norm_y = torch.from_numpy(_weight_sum(ys, th, height, ov)).to(acc_dev)
     norm_x = torch.from_numpy(_weight_sum(xs, tw, width, ov)).to(acc_dev)
+    in_range = within_input and seen[0] <= seen[1]
     for r0 in range(0, height, 1024):  # row blocks: no full-frame temporary
         block = acc[:, r0 : r0 + 1024]
         block /= norm_y[r0 : r0 + 1024, None] * norm_x[None, :]
         if denormalize and normalization is not None:
             block.mul_(stats[1]).add_(stats[0])
+        if in_range:
+            block.clamp_(seen[0], seen[1])
+        if within_input and fill is not None:  # no data there: masked, not invented
+            bad = ~np.isfinite(np.asarray(frame[r0 : r0 + 1024]))
+            block[:, torch.from_numpy(bad).to(acc_dev)] = float("nan")
     if not in_place:
         target[...] = acc.cpu().numpy().reshape(target.shape)
 
@@ -271,12 +296,25 @@ def _gather(
     dev: torch.device,
     stats: tuple[float, float],
     normalization: Normalization | None,
+    fill: float | None = None,
+    seen: list[float] | None = None,
 ) -> torch.Tensor:
-    """Read the tiles of a batch from the frame and normalise them on ``dev``."""
-    arr = np.stack([np.asarray(frame[y : y + th, x : x + tw], dtype=np.float32) for y, x in chunk])
-    x = torch.from_numpy(arr).to(dev, non_blocking=True)[:, None]
+    """Read the tiles of a batch from the frame and normalise them for ``dev``.
+
+    Normalised in float64, so float64 frames far beyond float32's range (1e300) reach
+    the network as ordinary numbers; non-finite pixels become ``fill`` (the frame's
+    median) first; ``seen`` grows to the finite range of every pixel read.
+    """
+    arr = np.stack([np.asarray(frame[y : y + th, x : x + tw], dtype=np.float64) for y, x in chunk])
+    finite = np.isfinite(arr)
+    if seen is not None and finite.any():
+        values = arr if finite.all() else arr[finite]
+        seen[0], seen[1] = min(seen[0], float(values.min())), max(seen[1], float(values.max()))
+    if fill is not None:
+        arr = np.where(finite, arr, fill)
     if normalization is not None:
-        x = normalization.apply(x, stats)
+        arr = normalization.apply(arr, stats)
+    x = torch.from_numpy(arr.astype(np.float32)).to(dev, non_blocking=True)[:, None]
     return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # dead/NaN pixels: neutral
 
 

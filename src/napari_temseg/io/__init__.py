@@ -1,6 +1,6 @@
 """Readers and writers: microscope files <-> numpy/dask arrays + calibration. No Qt."""
 
-from napari_temseg.io.model import Axis, EMImage, NotAnImageError, ReaderError
+from napari_temseg.io.model import Axis, DataWarning, EMImage, NotAnImageError, ReaderError
 from napari_temseg.io.readers import info_dict, read, read_images
 from napari_temseg.io.writers import (
     FrameStream,
@@ -13,6 +13,7 @@ from napari_temseg.io.writers import (
 
 __all__ = [
     "Axis",
+    "DataWarning",
     "EMImage",
     "FrameStream",
     "NotAnImageError",

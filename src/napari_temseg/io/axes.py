@@ -117,6 +117,8 @@ def convert_axes(raw_axes: Sequence[RawAxis], kind: str) -> list[Axis]:
         spatial_name = name in ("x", "y", "z")
         if nm is not None and spatial_name:
             axes.append(Axis(name=name, size=int(raw.size), scale=nm, unit="nm"))
+        elif kind in NOT_IMAGES and name == "energy":  # a spectrum keeps its eV
+            axes.append(Axis(name, int(raw.size), float(raw.scale), raw.unit))
         else:
             axes.append(Axis(name=name, size=int(raw.size), scale=1.0, unit=""))
     return axes

@@ -2,8 +2,9 @@
 
 Formats store the same facts under different names (DM "Microscope Info.Voltage", TIA
 "High tension_kV", Velox "Optics.AccelerationVoltage" in V, Berkeley EMD "high tension").
-We pull a few well-known ones into flat keys (``microscope``, ``voltage_kV``,
-``magnification``, ``dose``, ``acquisition_time``) and keep the full original tree,
+We pull what a microscopist looks for first into flat keys (``microscope``, ``voltage_kV``,
+``magnification``, ``detector``, ``dwell_time_us``, ``dose``, ``acquisition_time``) and
+keep the full original tree,
 made JSON-safe, under ``original_metadata`` so nothing is lost.
 """
 
@@ -95,6 +96,8 @@ def _voltage_kv(flat: dict[str, Any]) -> float | None:
         "AccelerationVoltage",
         "AcceleratingVoltage",
         "high tension",
+        "Beam.HV",  # FEI/Thermo TIFF
+        "EBeam.HV",
         "voltage",
     )
     if found and (v := _number(found[1])):
@@ -106,12 +109,27 @@ def _acquisition_time(flat: dict[str, Any]) -> str | None:
     found = _first(flat, "AcquisitionStartDatetime.DateTime", "AcquisitionDatetime.DateTime")
     if found and (v := _number(found[1])):
         return _dt.datetime.fromtimestamp(v, tz=_dt.timezone.utc).isoformat()
-    date = _first(flat, "General.date", "DataBar.Acquisition Date", "AcquireDate")
-    time = _first(flat, "General.time", "DataBar.Acquisition Time")
+    date = _first(flat, "General.date", "DataBar.Acquisition Date", "AcquireDate", "User.Date")
+    time = _first(flat, "General.time", "DataBar.Acquisition Time", "User.Time")
     if date and time:
         return f"{date[1]}T{time[1]}"
     if date:
         return str(date[1])
+    return None
+
+
+def _dwell_time_us(flat: dict[str, Any]) -> float | None:
+    """Pixel dwell time in µs (files store seconds, DigitalMicrograph µs)."""
+    found = _first(flat, "DigiScan.Sample Time")
+    if found and (v := _number(found[1])) is not None:
+        return v
+    found = _first(
+        flat, "Scan.DwellTime", "Scan.Dwelltime", "AcquireInfo.DwellTimePath", "dwell time"
+    )
+    if found and found[0].endswith("DwellTimePath") and _first(flat, "CameraNamePath"):
+        return None  # TIA stores a camera's exposure there: not a scan's dwell time
+    if found and (v := _number(found[1])) is not None:
+        return v * 1e6
     return None
 
 
@@ -130,6 +148,7 @@ def microscope_metadata(*trees: Mapping | None) -> dict[str, Any]:
         "Microscope Info.Name",
         "Instrument.InstrumentModel",
         "microscope.name",
+        "System.SystemType",  # FEI/Thermo TIFF
     )
     if found:
         out["microscope"] = json_safe(found[1])
@@ -147,6 +166,18 @@ def microscope_metadata(*trees: Mapping | None) -> dict[str, Any]:
     )
     if found and (v := _number(found[1])) is not None:
         out["magnification"] = v
+    found = _first(
+        flat,
+        "BinaryResult.Detector",  # Velox: the detector that recorded this image
+        "AcquireInfo.CameraNamePath",  # TIA
+        "Acquisition.Device.Name",  # DigitalMicrograph
+        "Detectors.Name",  # FEI/Thermo TIFF
+        "DigiScan.Signal Name",
+    )
+    if found:
+        out["detector"] = json_safe(found[1])
+    if (dwell := _dwell_time_us(flat)) is not None:
+        out["dwell_time_us"] = dwell
     found = _first(flat, "dose", "Dose", "DoseRate", "Dose rate", "electron_dose")
     if found is None:
         doses = [(k, v) for k, v in flat.items() if "dose" in k.lower()]

@@ -26,6 +26,11 @@ class NotAnImageError(ReaderError):
     """The file is valid but holds no image (an EELS spectrum, a spectrum image, ...)."""
 
 
+class DataWarning(UserWarning):
+    """Something done to the data that the user must hear about (colour made grey,
+    non-finite pixels replaced): ``temseg`` prints it as a note, napari shows it."""
+
+
 @dataclass
 class Axis:
     """One array axis: spatial axes ("z", "y", "x") carry a scale in nm, others scale 1."""

@@ -81,26 +81,34 @@ def _describe(exc: BaseException, fmt: str) -> str:
     return f"the file is damaged or not a valid {fmt} file [{detail}]"
 
 
-def _validate(image: EMImage) -> None:
+def _validate(image: EMImage, touch: bool = True) -> None:
     """Fail now, not later inside napari, when the pixels are not all there."""
     shape = image.shape
     if any(s <= 0 for s in shape):
         raise ValueError(f"empty data of shape {shape}")
     if len(image.axes) != len(shape):
         raise ValueError(f"{len(image.axes)} axes described for {len(shape)}-D data")
-    if image.lazy:  # touch the first and the last pixel: a truncated file fails here
+    if touch and image.lazy:  # touch the first and the last pixel: a truncated file fails here
         first = image.data[(0,) * len(shape)]
         last = image.data[tuple(s - 1 for s in shape)]
         np.asarray(first), np.asarray(last)
 
 
-def read(path: str | Path, *, lazy: bool | None = None, image_only: bool = False) -> list[EMImage]:
+def read(
+    path: str | Path,
+    *,
+    lazy: bool | None = None,
+    image_only: bool = False,
+    touch_pixels: bool = True,
+) -> list[EMImage]:
     """Every dataset in ``path`` with nm calibration, in the array's own axis order.
 
     ``lazy=None`` loads files under ``LAZY_THRESHOLD_BYTES`` into memory and maps or
     dask-wraps larger ones. ``image_only=True`` drops spectra and raises
-    :class:`NotAnImageError` when nothing image-like is left. Any other failure is a
-    :class:`ReaderError` naming the file.
+    :class:`NotAnImageError` when nothing image-like is left. ``touch_pixels=False`` (with
+    ``lazy=True``) reads no pixel at all: a description of the file, as ``info`` needs,
+    costs no memory even when a small compressed file decodes to gigabytes. Any other
+    failure is a :class:`ReaderError` naming the file.
     """
     path = Path(path)
     suffix = _check_path(path)
@@ -115,7 +123,7 @@ def read(path: str | Path, *, lazy: bool | None = None, image_only: bool = False
     try:
         images = _reader_for(suffix)(path, lazy)
         for image in images:
-            _validate(image)
+            _validate(image, touch_pixels)
     except ReaderError as exc:
         if str(exc).startswith("cannot open") or path.name in str(exc):
             raise
@@ -140,14 +148,20 @@ def read_images(path: str | Path) -> list[EMImage]:
     """The 2D images and stacks of a file, for the commands that process images.
 
     Narrower than ``read(image_only=True)``, which keeps diffraction patterns too: denoise
-    and segment take only ``image``/``stack`` datasets. A file holding none raises
-    :class:`NotAnImageError` saying what it holds instead.
+    and segment take only ``image``/``stack`` datasets. Colour images come back grey, with
+    a note (``io.grey``). A file holding none raises :class:`NotAnImageError` saying what
+    it holds instead.
     """
+    from napari_temseg.io.grey import to_grey
+
     found = read(path)
-    images = [d for d in found if d.kind in ("image", "stack")]
+    images = [to_grey(d, Path(path).name) for d in found if d.kind in ("image", "stack")]
     if not images:
         kinds = ", ".join(sorted({d.kind for d in found})) or "nothing"
-        raise NotAnImageError(f"{path}: holds no image to process (found: {kinds})", path)
+        what = next((d for d in found if d.kind in NOT_IMAGES), None)
+        reason = f"; it is {not_an_image_reason(what)}" if what is not None else ""
+        # no path in the message: every caller puts it in front of the message already
+        raise NotAnImageError(f"holds no image to process (found: {kinds}){reason}", path)
     return images
 
 
@@ -166,14 +180,28 @@ def not_an_image_reason(image: EMImage) -> str:
     return f"{what}{detail}, not an image"
 
 
+#: what ``info`` shows a microscopist first, when the file has it
+ACQUISITION_KEYS = (
+    "microscope",
+    "voltage_kV",
+    "magnification",
+    "detector",
+    "dwell_time_us",
+    "dose",
+    "acquisition_time",
+)
+
+
 def info_dict(path: str | Path) -> dict[str, Any]:
-    """What ``temseg info FILE --json`` prints: shape, dtype, axes, pixel size and kind.
+    """What ``temseg info FILE --json`` prints: shape, dtype, axes, pixel size, kind, the
+    acquisition facts the file holds and notes on metadata that could not be read.
 
     Describes the first image-like dataset (or the first dataset when there is none)
-    without loading the pixels of large files.
+    from metadata only: no pixel is read, whatever the file's size or compression.
     """
-    images = read(path)
+    images = read(path, lazy=True, touch_pixels=False)
     image = next((im for im in images if im.kind not in NOT_IMAGES), images[0])
+    meta = image.metadata
     return {
         "shape": list(image.shape),
         "dtype": str(image.dtype),
@@ -182,4 +210,6 @@ def info_dict(path: str | Path) -> dict[str, Any]:
         ],
         "pixel_size_nm": image.pixel_size_nm,
         "kind": image.kind,
+        "acquisition": {k: meta[k] for k in ACQUISITION_KEYS if meta.get(k) not in (None, "")},
+        "notes": list(meta.get("metadata_notes", [])),
     }

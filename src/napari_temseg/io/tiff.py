@@ -5,6 +5,9 @@ shaped description, exact), ImageJ (XResolution/YResolution in ``unit``, ``spaci
 Z), OME-XML (PhysicalSize* with units, µm by default), the FEI/Thermo ``PixelWidth`` tag
 (m), and finally the baseline XResolution when its ResolutionUnit is a length (cm, mm,
 µm). Inch resolutions are print DPI, never a pixel size, so they count as uncalibrated.
+Real files are messier than what tifffile writes (ImageJ omits the Compression tag, vendors
+add private tags), so metadata is read defensively: a failure there is a note in the
+metadata and the image opens uncalibrated; only unreadable pixels are an error.
 Large files open lazily: as a memory map when the pixels are stored contiguously and
 uncompressed, else one dask chunk per TIFF page (LZW/zstd decoded by imagecodecs).
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +166,87 @@ def _lazy_array(path: Path, series: Any, index: int) -> Any:
     return da.stack(frames).reshape(series.shape)
 
 
+def _compression(page: Any) -> str:
+    """The compression's name; tifffile gives a plain int when the tag is missing (ImageJ)."""
+    import tifffile
+
+    value = page.compression
+    try:
+        return tifffile.COMPRESSION(int(value)).name
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class _Notes(list):
+    """What could not be read from a file's metadata: kept, shown, never fatal."""
+
+    def attempt(self, what: str, fn: Callable[[], Any], default: Any) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # any parser quirk: the pixels are still readable
+            self.append(f"{what} ignored ({type(exc).__name__}: {exc})")
+            return default
+
+
+def _describe(tf: Any, series: Any, index: int) -> tuple[list[Axis], dict[str, Any]]:
+    """Axes and metadata of one series. Never raises: metadata that cannot be read
+    degrades to 'not calibrated' plus a note, so it can never make the image unreadable."""
+    import tifffile
+
+    notes = _Notes()
+    shape = tuple(int(s) for s in series.shape)
+    letters = _letters(series)
+    ours = notes.attempt("napari-temseg metadata", lambda: _temseg_json(tf), None)
+    calib, source = notes.attempt(
+        "calibration", lambda: _calibration(tf, series, index), ({}, "none")
+    )
+    axes = notes.attempt("calibrated axes", lambda: _axes(letters, shape, calib, ours), None)
+    if axes is None:
+        calib = {}
+        axes = _axes(letters, shape, {}, None)
+    meta: dict[str, Any] = {
+        "format": "TIFF" + (" (ImageJ)" if tf.is_imagej else "") + (" (OME)" if tf.is_ome else ""),
+        "reader": f"tifffile {tifffile.__version__}",
+        "calibration_source": source if calib else "none in file",
+        "tiff_axes": series.axes,
+        "compression": notes.attempt("compression", lambda: _compression(series.keyframe), ""),
+    }
+    if ours:
+        meta["calibration_source"] = "napari-temseg metadata"
+        meta["sidecar"] = {k: ours[k] for k in ("classes", "mask", "kind") if k in ours}
+        if "metadata" in ours:
+            meta["original_metadata"] = ours["metadata"]
+    if tf.is_imagej:
+        meta["imagej_metadata"] = notes.attempt("ImageJ metadata", lambda: _imagej_meta(tf), {})
+    meta.update(notes.attempt("microscope metadata", lambda: _microscope(tf), {}))
+    if notes:
+        meta["metadata_notes"] = list(notes)
+    return axes, meta
+
+
+def _letters(series: Any) -> str:
+    """The series' axis letters; samples are 'rgb' only when the photometric says RGB."""
+    page = series.keyframe
+    rgb = int(getattr(page, "photometric", 0) or 0) == 2  # PHOTOMETRIC.RGB
+    return series.axes if rgb else series.axes.replace("S", "C")
+
+
+def _imagej_meta(tf: Any) -> dict[str, Any]:
+    return {k: v for k, v in (tf.imagej_metadata or {}).items() if isinstance(v, (str, int, float))}
+
+
+def _microscope(tf: Any) -> dict[str, Any]:
+    """Acquisition facts (microscope, voltage, ...) from FEI/Thermo and other vendor tags."""
+    from napari_temseg.io.metadata import json_safe, microscope_metadata
+
+    trees = {}
+    if getattr(tf, "is_fei", False) and tf.fei_metadata:
+        trees["fei_metadata"] = json_safe(tf.fei_metadata)
+    if not trees:
+        return {}
+    return {**microscope_metadata(*trees.values()), **trees}
+
+
 def read_tiff(path: Path, lazy: bool) -> list[EMImage]:
     import tifffile
 
@@ -171,29 +256,14 @@ def read_tiff(path: Path, lazy: bool) -> list[EMImage]:
             data = _lazy_array(path, series, index) if lazy else None
             if data is None:
                 data = series.asarray()
-            ours = _temseg_json(tf)
-            calib, source = _calibration(tf, series, index)
-            axes = _axes(series.axes, tuple(series.shape), calib, ours)
-            meta: dict[str, Any] = {
-                "format": "TIFF"
-                + (" (ImageJ)" if tf.is_imagej else "")
-                + (" (OME)" if tf.is_ome else ""),
-                "reader": f"tifffile {tifffile.__version__}",
-                "calibration_source": source if calib else "none in file",
-                "tiff_axes": series.axes,
-                "compression": str(series.keyframe.compression.name),
-            }
-            if ours:
-                meta["calibration_source"] = "napari-temseg metadata"
-                meta["sidecar"] = {k: ours[k] for k in ("classes", "mask", "kind") if k in ours}
-                if "metadata" in ours:
-                    meta["original_metadata"] = ours["metadata"]
-            if tf.is_imagej:
-                meta["imagej_metadata"] = {
-                    k: v
-                    for k, v in (tf.imagej_metadata or {}).items()
-                    if isinstance(v, (str, int, float))
-                }
+            axes, meta = _describe(tf, series, index)
+            shape = tuple(a.size for a in axes)
+            if math.prod(shape) == math.prod(data.shape) and shape != tuple(data.shape):
+                data = data.reshape(shape)  # ours: (1, H, W) that ImageJ squeezed to (H, W)
+            names = [a.name for a in axes]
+            if "rgb" in names[:-1]:  # planar RGB(A): colour last, as napari shows it
+                order = [i for i, n in enumerate(names) if n != "rgb"] + [names.index("rgb")]
+                data, axes = data.transpose(order), [axes[i] for i in order]
             plane_dims = len([a for a in axes if a.name != "rgb"])
             kind = "spectrum" if plane_dims < 2 else "image" if plane_dims == 2 else "stack"
             images.append(EMImage(data=data, axes=axes, kind=kind, metadata=meta, path=str(path)))
@@ -201,7 +271,12 @@ def read_tiff(path: Path, lazy: bool) -> list[EMImage]:
 
 
 def _axes(letters: str, shape: tuple[int, ...], calib: dict[str, float], ours: dict | None):
-    if ours and [a.get("size") for a in ours["axes"]] == list(shape):
+    sizes = [int(a["size"]) for a in ours["axes"]] if ours else []
+    if (
+        ours
+        and math.prod(sizes) == math.prod(shape)
+        and [s for s in sizes if s != 1] == [s for s in shape if s != 1]
+    ):  # our own axes, also when ImageJ dropped a length-1 axis of ours
         exact = [
             Axis(a["name"], int(a["size"]), float(a.get("scale", 1.0)), str(a.get("unit", "")))
             for a in ours["axes"]

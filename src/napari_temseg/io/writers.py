@@ -142,10 +142,22 @@ class TileStream:
 
 
 def mask_axes(
-    shape: Sequence[int], scale: Sequence[float] | None, names: Sequence[str] | None = None
+    shape: Sequence[int],
+    scale: Sequence[float] | None,
+    names: Sequence[str] | Sequence[Axis] | None = None,
 ) -> list[Axis]:
-    """Axes for an array being written: y, x last; z or frame in front; nm when scaled."""
+    """Axes for an array being written: y, x last; z or frame in front; nm when scaled.
+
+    ``names`` may be the input's own :class:`Axis` list: then names, scales and units are
+    written exactly as read (``scale`` is ignored), so an uncalibrated input stays
+    uncalibrated and a time axis stays a time axis through denoise/segment.
+    """
     ndim = len(shape)
+    if names is not None and all(isinstance(n, Axis) for n in names):
+        given = list(names)
+        if [a.size for a in given] != [int(s) for s in shape]:
+            raise WriterError(f"axes {[a.size for a in given]} do not match shape {tuple(shape)}")
+        return [Axis(a.name, int(a.size), float(a.scale), a.unit) for a in given]
     if scale is not None:
         scale = [float(s) for s in list(scale)[-ndim:]]
         if len(scale) != ndim:
@@ -291,7 +303,7 @@ def write_labels(
     class_colors: Mapping[int, Any] | Sequence[Any] | None = None,
     fmt: str | None = None,
     *,
-    axes: Sequence[str] | None = None,
+    axes: Sequence[str] | Sequence[Axis] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Write a label image (0 = not labelled) and its JSON sidecar; return both paths.
@@ -340,9 +352,12 @@ def write_image(
     scale: Sequence[float] | None = None,
     metadata: Mapping[str, Any] | None = None,
     *,
-    axes: Sequence[str] | None = None,
+    axes: Sequence[str] | Sequence[Axis] | None = None,
 ) -> list[str]:
-    """Write an image as a calibrated float32 ImageJ TIFF; ``metadata`` goes in its Info."""
+    """Write an image as a calibrated float32 ImageJ TIFF; ``metadata`` goes in its Info.
+
+    ``axes`` (names, or the input's own :class:`Axis` list) overrides the axes guessed
+    from the shape and ``scale``."""
     target, _ = target_path(path, "tiff")
     if isinstance(data, FrameStream):
         data = FrameStream(data.shape, np.float32, data._frames)

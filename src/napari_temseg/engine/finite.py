@@ -1,0 +1,80 @@
+"""Non-finite pixels (NaN, ±inf) and ranges a float32 network cannot hold.
+
+Real frames carry NaN for dead or masked pixels and inf from overflowed detectors, and
+float64 files can hold values far beyond float32. Left alone, a NaN or inf poisons the
+normalisation and every tile it touches: an all-NaN frame "denoised" to zeros and
+segmented into classes, two inf pixels pushed their neighbours outside the input's range,
+1e300 became inf. So each float frame is screened once before it meets a network: a frame
+with no finite pixel is refused, a few non-finite pixels are replaced by the frame's
+median for the network and reported, and masked in the result (NaN in a denoised image,
+label 0 "not classified" in a segmentation).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_temseg.io.model import DataWarning
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What one frame holds: how many pixels are not finite, and its finite range."""
+
+    size: int
+    nonfinite: int
+    lo: float
+    hi: float
+
+    @property
+    def any_finite(self) -> bool:
+        return self.nonfinite < self.size
+
+
+def screen(frame: Any, rows: int = 512) -> Screen | None:
+    """Count the non-finite pixels of a float frame and find its finite range, reading
+    ``rows`` rows at a time (memory maps and dask arrays are not loaded whole).
+    None for integer frames, which cannot hold NaN or inf."""
+    if np.dtype(frame.dtype).kind not in "fc":
+        return None
+    nonfinite, lo, hi = 0, np.inf, -np.inf
+    for r0 in range(0, frame.shape[0], rows):
+        block = np.asarray(frame[r0 : r0 + rows])
+        finite = np.isfinite(block)
+        nonfinite += int(block.size - np.count_nonzero(finite))
+        if finite.any():
+            values = block[finite]
+            lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    return Screen(int(np.prod(frame.shape)), nonfinite, lo, hi)
+
+
+def check_frame(found: Screen | None, where: str, whole: bool, output_float32: bool) -> None:
+    """Refuse what cannot be processed; report the non-finite pixels that will be masked.
+
+    ``whole`` is False for a band of a larger frame (an all-NaN band is masked, not
+    refused); ``output_float32`` when the result is in the input's units (denoising).
+    """
+    if found is None or found.size == 0:
+        return
+    if not found.any_finite:
+        if whole:
+            raise ValueError(f"{where}every pixel is NaN or infinite: there is nothing to process")
+        return
+    if output_float32 and max(abs(found.lo), abs(found.hi)) > FLOAT32_MAX:
+        raise ValueError(
+            f"{where}pixel values reach {max(abs(found.lo), abs(found.hi)):.3g}, beyond what "
+            f"a float32 result can hold ({FLOAT32_MAX:.3g}); rescale the image first"
+        )
+    if found.nonfinite:
+        warnings.warn(
+            f"{where}{found.nonfinite} of {found.size} pixels are NaN or infinite: processed "
+            "as the frame's median and masked in the result",
+            DataWarning,
+            stacklevel=3,
+        )
