@@ -127,7 +127,7 @@ def test_error_notifications(widget, sample, monkeypatch):
     assert not w._task.running and "only class 1" in shown[-1]
     other = viewer.add_labels(np.zeros((50, 50), np.uint8), name="wrong")
     other.data[5:10, 5:10] = 1
-    w._labels.value = other
+    w._strokes.value = other
     w._all_pairs.value = False
     w.train()
     assert "differ in shape" in shown[-1]
@@ -243,3 +243,20 @@ def test_first_preview_comes_from_the_fitted_head(widget, sample, qtbot, monkeyp
     assert any(v.startswith("class head fitted to the strokes") for v in said), said
     assert w.segmenter[1]["training"]["head_fit_accuracy"] is not None
     assert w._dice_plot.series("particle")[0][0] == 0  # the fitted head's validation
+
+
+def test_field_labels_show_without_a_labels_layer(make_napari_viewer, qtbot):
+    """A viewer with no Labels layer: Steps, Learning rate, Patch size still have labels.
+
+    The strokes ComboBox is empty (falsy) then; stored as ``_labels`` it used to switch off
+    magicgui's own show-labels flag, and the dock lost every field label.
+    """
+    from qtpy.QtWidgets import QLabel
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="raw")
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    labels = w.native.findChildren(QLabel)
+    shown = {lab.text() for lab in labels if lab.isVisibleTo(w.native) and lab.width() > 0}
+    assert {"Steps", "Learning rate", "Patch size", "Strokes", "Image"} <= shown, shown

@@ -148,7 +148,9 @@ class TrainWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
-        self._labels = create_widget(annotation=Labels, label="Strokes")
+        # not ``self._labels``: that is magicgui's show-labels flag, which an empty
+        # (falsy) ComboBox would switch off, hiding every field label of the dock
+        self._strokes = create_widget(annotation=Labels, label="Strokes")
         self._add_strokes = PushButton(text="Add strokes layer")
         self._all_pairs = CheckBox(text="also use other strokes layers", value=True)
         self._classes = LineEdit(label="Classes", value="support, particle")
@@ -176,7 +178,7 @@ class TrainWidget(Container):
         self.extend(
             [
                 self._image,
-                self._labels,
+                self._strokes,
                 self._add_strokes,
                 self._all_pairs,
                 self._classes,
@@ -344,7 +346,7 @@ class TrainWidget(Container):
         layer.brush_size = 5
         layer.selected_label = 1
         layer.mode = "paint"
-        self._labels.value = layer
+        self._strokes.value = layer
         return layer
 
     def train(self) -> None:
@@ -353,7 +355,7 @@ class TrainWidget(Container):
         if self._task.running:
             show_info("Training is already running; press Stop to end it.")
             return
-        image, labels = self._image.value, self._labels.value
+        image, labels = self._image.value, self._strokes.value
         if image is None or labels is None:
             show_warning(
                 "Choose an image layer and a Labels layer with strokes (Add strokes layer)."
