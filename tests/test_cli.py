@@ -39,6 +39,9 @@ def test_parser_matches_the_contract():
         ["finetune", "--image", "i1", "i2", "--labels", "l1", "l2", "-o", "m", "--init", "none"]
     )
     assert a.image == ["i1", "i2"] and a.labels == ["l1", "l2"] and a.init == "none"
+    assert a.seconds == 0  # no time budget unless asked
+    a = p.parse_args(["finetune", "--image", "i", "--labels", "l", "-o", "m", "--seconds", "60"])
+    assert a.seconds == 60
     a = p.parse_args(["pretrain", "x.tif", "-o", "m.pt", "--method", "pix2pix", "--steps", "5"])
     assert a.method == "pix2pix" and a.steps == 5
 
@@ -188,3 +191,34 @@ def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
 
     rc = main(["segment", str(noisy), "--model", str(tmp_path / "gone.safetensors"), "-o", "x"])
     assert rc == 1 and "gone.safetensors" in capsys.readouterr().err
+
+
+def test_finetune_time_budget(tmp_path, capsys, monkeypatch):
+    """`temseg finetune --seconds S` stops at the budget (a fake clock: no timing here)."""
+    from types import SimpleNamespace
+
+    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.io import write_labels
+    from napari_temseg.models import load_model
+
+    assert main(["synth", "-o", str(tmp_path), "--n", "1", "--size", "96", "--seed", "2"]) == 0
+    truth = tifffile.imread(tmp_path / "stem_0000_mask.tif")
+    write_labels(tmp_path / "s.tif", scribbles_from_mask(truth, per_class=3, length=16, seed=0))
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += 0.5
+        return now[0]
+
+    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=tick))
+    argv = ["finetune", "--image", str(tmp_path / "stem_0000_noisy.tif"), "--labels"]
+    argv += [str(tmp_path / "s.tif"), "-o", str(tmp_path / "m"), "--init", "none"]
+    argv += ["--steps", "1000", "--seconds", "8", "--patch", "48", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "time budget of 8 s reached at step" in out
+    _, meta = load_model(tmp_path / "m.safetensors")
+    assert meta["training"]["max_seconds"] == 8 and meta["training"]["steps_done"] < 1000
+    assert main([*argv, "--seconds", "-1", "--force"]) == 1
+    assert "max_seconds" in capsys.readouterr().err

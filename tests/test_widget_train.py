@@ -260,3 +260,33 @@ def test_field_labels_show_without_a_labels_layer(make_napari_viewer, qtbot):
     labels = w.native.findChildren(QLabel)
     shown = {lab.text() for lab in labels if lab.isVisibleTo(w.native) and lab.width() > 0}
     assert {"Steps", "Learning rate", "Patch size", "Strokes", "Image"} <= shown, shown
+
+
+def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
+    """"or stop after N s" ends the run; the status line says how long is left meanwhile."""
+    from types import SimpleNamespace
+
+    from napari_temseg.engine import finetune as ft
+
+    _small_net(monkeypatch)
+    now = [0.0]
+
+    def tick() -> float:  # a fake clock: half a second per reading, no real timing
+        now[0] += 0.5
+        return now[0]
+
+    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=tick))
+    viewer, w = widget
+    s, strokes = sample
+    w._image.value = viewer.add_image(s.noisy, name="raw")
+    w.add_strokes_layer().data = strokes.copy()
+    said: list[str] = []
+    w._task.progress.connect(lambda *_: said.append(str(w._status.value)))
+    w._steps.value = 5000
+    w._seconds.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    assert any(" left" in v for v in said if v.startswith("step ")), said[:5]
+    assert "time budget reached" in w._status.value
+    assert w.segmenter[1]["training"]["steps_done"] < 5000
+    assert w._progress.value == 100

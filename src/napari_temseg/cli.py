@@ -220,22 +220,31 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from napari_temseg.engine.events import format_duration
     from napari_temseg.engine.finetune import FinetuneConfig
     from napari_temseg.engine.segment import finetune_files
     from napari_temseg.io import ReaderError
     from napari_temseg.models import CheckpointError
 
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
-    cfg = FinetuneConfig(
-        steps=args.steps, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device
-    )
+    try:
+        cfg = FinetuneConfig(
+            steps=args.steps,
+            max_seconds=args.seconds,
+            patch=args.patch,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     bar = _progress(args.steps, "fine-tuning")
     bar.unit = "step"
 
     def report(ev) -> None:
         if ev.kind == "step":
             bar.update(1)
-            bar.set_postfix(loss=f"{ev.loss:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{ev.loss:.3f}", left=format_duration(ev.eta_s), refresh=False)
         elif ev.val_dice is not None:
             dice = " ".join("-" if d is None else f"{d:.3f}" for d in ev.val_dice)
             bar.write(f"step {ev.step}: validation Dice per class {dice}")
@@ -260,6 +269,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"{n} {'-' if d is None else f'{d:.3f}'}"
         for n, d in zip(result.meta["class_names"], result.best_val_dice, strict=True)
     )
+    if result.timed_out:
+        print(f"time budget of {format_duration(args.seconds)} reached at step {result.steps_done}")
     print(f"wrote {path} (best step {result.best_step}; held-out Dice: {dice})")
     return 0
 
@@ -537,6 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
         "continue, or 'none' to train from scratch",
     )
     s.add_argument("--steps", type=int, default=300, metavar="N")
+    s.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="time budget: stop after S seconds or --steps steps, whichever comes first, "
+        "keeping the best model (default 0: no time limit)",
+    )
     s.add_argument(
         "--classes",
         default=None,

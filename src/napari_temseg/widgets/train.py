@@ -33,6 +33,7 @@ from magicgui.widgets import (
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_temseg.engine.events import format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
@@ -161,6 +162,11 @@ class TrainWidget(Container):
         self._init_file.visible = False
         self._continue = CheckBox(text="continue from the current segmenter", value=True)
         self._steps = SpinBox(label="Steps", min=1, max=100_000, value=300)
+        self._seconds = FloatSpinBox(label="or stop after", min=0, max=86_400, step=10, value=0)
+        self._seconds.native.setDecimals(0)
+        self._seconds.native.setSuffix(" s")
+        self._seconds.native.setSpecialValueText("no time limit")  # shown at 0
+        self._seconds.tooltip = "time budget: training ends after this long or after Steps"
         self._lr = FloatSpinBox(label="Learning rate", min=1e-5, max=0.1, step=1e-4, value=2e-3)
         self._patch = SpinBox(label="Patch size", min=32, max=512, step=16, value=128)
         self._device = ComboBox(label="Device", choices=device_choices())
@@ -186,6 +192,7 @@ class TrainWidget(Container):
                 self._init_file,
                 self._continue,
                 self._steps,
+                self._seconds,
                 self._lr,
                 self._patch,
                 self._device,
@@ -379,6 +386,7 @@ class TrainWidget(Container):
         pairs = self._pairs(image, labels)
         cfg = FinetuneConfig(
             steps=int(self._steps.value),
+            max_seconds=float(self._seconds.value),
             lr=float(self._lr.value),
             patch=int(self._patch.value),
             device=self._device.value,
@@ -543,13 +551,17 @@ class TrainWidget(Container):
         payload = args[0]
         ev = payload["event"]
         job = self._job
-        self._progress.value = int(100 * (ev.step - job["start"]) / max(job["steps"], 1))
+        done = (ev.step - job["start"]) / max(job["steps"], 1)
+        if ev.eta_s is not None:  # a time budget can end the run before the steps do
+            done = max(done, ev.elapsed_s / max(ev.elapsed_s + ev.eta_s, 1e-9))
+        self._progress.value = int(100 * min(done, 1.0))
         if ev.kind == "step":
             if ev.step % 5 == 0:
                 self._loss_plot.add("train loss", ev.step, ev.loss)
+            left = format_duration(ev.eta_s)
             self._status.value = (
                 f"step {ev.step}/{ev.steps} ({ev.phase}), loss {ev.loss:.3f}, "
-                f"{ev.examples_per_s:.1f} patches/s"
+                f"{ev.examples_per_s:.1f} patches/s" + (f", about {left} left" if left else "")
             )
         else:
             if ev.phase == "head fitted":
@@ -586,7 +598,15 @@ class TrainWidget(Container):
             for n, d in zip(self._job["names"], result.best_val_dice, strict=False)
             if d is not None
         )
-        why = "stopped" if result.stopped else "early stop" if result.early_stopped else "done"
+        why = (
+            "stopped"
+            if result.stopped
+            else "time budget reached"
+            if result.timed_out
+            else "early stop"
+            if result.early_stopped
+            else "done"
+        )
         self._status.value = (
             f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
         )
