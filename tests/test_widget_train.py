@@ -263,7 +263,7 @@ def test_field_labels_show_without_a_labels_layer(make_napari_viewer, qtbot):
 
 
 def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
-    """"or stop after N s" ends the run; the status line says how long is left meanwhile."""
+    """The time budget ("or stop after N s") ends the run; the status line says the time left."""
     from types import SimpleNamespace
 
     from napari_temseg.engine import finetune as ft

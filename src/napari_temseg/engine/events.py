@@ -25,7 +25,7 @@ def drain(gen: Generator[Any, None, R], progress: Callable[[Any], Any] | None = 
 
 
 def format_duration(seconds: float | None) -> str:
-    """"45 s", "2 min 05 s", "1 h 03 min": a time left as a person reads it ("" if unknown).
+    """A time left as a person reads it: "45 s", "2 min 05 s", "1 h 03 min" ("" if unknown).
 
     One wording for the Train dock's status line and ``temseg finetune``'s progress bar.
     """
