@@ -36,6 +36,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from napari_temseg.engine.measure import Measurement, measure, write_csv
+from napari_temseg.widgets._layout import tabify_when_docked
 from napari_temseg.widgets._tasks import EngineTask
 
 SCOPES = ("current frame", "all frames")
@@ -116,6 +117,7 @@ class MeasureWidget(Container):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
+        tabify_when_docked(self)  # a tab beside this plugin's other docks
         self._viewer = napari_viewer
         self._mask = create_widget(annotation=Labels, label="Mask")
         self._image = create_widget(annotation=Image | None, label="Intensity image")

@@ -37,6 +37,7 @@ from napari_temseg.engine.events import format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
+from napari_temseg.widgets._layout import section, tabify_when_docked
 from napari_temseg.widgets._tasks import EngineTask
 from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices, model_choices
 
@@ -188,31 +189,36 @@ class TrainWidget(Container):
                 self._add_strokes,
                 self._all_pairs,
                 self._classes,
-                self._init,
-                self._init_file,
-                self._continue,
                 self._steps,
                 self._seconds,
-                self._lr,
-                self._patch,
-                self._device,
                 self._train,
                 self._stop,
                 self._progress,
                 self._status,
                 self._scope,
                 self._apply,
-                self._save_path,
-                self._overwrite,
-                self._save,
-                self._load_path,
-                self._load,
             ]
+        )
+        # the defaults suit a first run: what is rarely changed folds away, so the dock
+        # fits a 1000 px screen (widgets/_layout.py)
+        self._options = section(
+            "Training options",
+            [self._init, self._init_file, self._continue, self._lr, self._patch, self._device],
+        )
+        self._files = section(
+            "Save / load segmenter",
+            [self._save_path, self._overwrite, self._save, self._load_path, self._load],
         )
         self._loss_plot = LossCurves(ylabel="loss")
         self._dice_plot = LossCurves(ylabel="val Dice", logy=False)
-        self.native.layout().addWidget(self._loss_plot)
-        self.native.layout().addWidget(self._dice_plot)
+        layout = self.native.layout()
+        layout.insertWidget(self.index(self._train), self._options)
+        layout.addWidget(self._files)
+        for plot in (self._loss_plot, self._dice_plot):
+            plot.setMinimumHeight(120)  # two of them: 160 each made the dock outgrow 1000 px
+            layout.addWidget(plot)
+        self._status.native.setWordWrap(True)  # long lines must not widen the dock
+        tabify_when_docked(self)
 
         self.segmenter: tuple[Any, dict] | None = None  # (model, meta), the current best
         self._job: dict[str, Any] = {}
