@@ -42,6 +42,9 @@ def test_parser_matches_the_contract():
     assert a.seconds == 0  # no time budget unless asked
     a = p.parse_args(["finetune", "--image", "i", "--labels", "l", "-o", "m", "--seconds", "60"])
     assert a.seconds == 60
+    from napari_temseg.engine.measure import MIN_SIZE_PX
+
+    assert p.parse_args(["measure", "m.tif", "-o", "t.csv"]).min_size == MIN_SIZE_PX
     a = p.parse_args(["pretrain", "x.tif", "-o", "m.pt", "--method", "pix2pix", "--steps", "5"])
     assert a.method == "pix2pix" and a.steps == 5
 
@@ -112,6 +115,7 @@ def test_measure_writes_calibrated_table(tmp_path, capsys):
     mask = np.ones((200, 200), np.uint8)
     mask[disk((50, 50), 20)] = 2
     mask[disk((140, 120), 10)] = 2
+    mask[5, 150:152] = 2  # a speck, as a network leaves them
     write_labels(tmp_path / "m.tif", mask, scale=(0.5, 0.5))
     rc = main(["measure", str(tmp_path / "m.tif"), "-o", str(tmp_path / "t.csv")])
     assert rc == 0
@@ -120,6 +124,9 @@ def test_measure_writes_calibrated_table(tmp_path, capsys):
     diam = sorted(table["equivalent_diameter_nm"])
     assert diam[0] == pytest.approx(10.0, rel=0.05) and diam[1] == pytest.approx(20.0, rel=0.05)
     assert "2 particle(s)" in capsys.readouterr().out
+    argv = ["measure", str(tmp_path / "m.tif"), "-o", str(tmp_path / "all.csv"), "--min-size"]
+    assert main([*argv, "0"]) == 0
+    assert "3 particle(s)" in capsys.readouterr().out
 
 
 def test_measure_reports_a_bad_file_and_goes_on(tmp_path, capsys):

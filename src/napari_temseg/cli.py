@@ -311,6 +311,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 scale=mask.scale[-2:] if calibrated else (1.0, 1.0),
                 unit="nm" if calibrated else "px",
                 return_labels=False,
+                min_size_px=args.min_size,
             )
         except (CLIError, ValueError) as exc:
             failed += 1
@@ -585,6 +586,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("masks", nargs="+", metavar="MASK", help=INPUTS_HELP)
     s.add_argument("--image", nargs="+", default=None, metavar="IMG")
     s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
+    s.add_argument(
+        "--min-size",
+        type=int,
+        default=10,  # engine.measure.MIN_SIZE_PX (not imported here: it would load torch)
+        metavar="PX",
+        help="smallest particle in pixels; specks and pinholes smaller than this are cleaned "
+        "from the mask first (default 10; 0: measure the mask as it is)",
+    )
     s.set_defaults(func=cmd_measure)
 
     s = sub.add_parser("models", help="list the bundled models")
