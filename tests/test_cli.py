@@ -229,3 +229,25 @@ def test_finetune_time_budget(tmp_path, capsys, monkeypatch):
     assert meta["training"]["max_seconds"] == 8 and meta["training"]["steps_done"] < 1000
     assert main([*argv, "--seconds", "-1", "--force"]) == 1
     assert "max_seconds" in capsys.readouterr().err
+
+
+def test_segment_warns_per_frame_when_unsure(tmp_path, capsys):
+    """`temseg segment` names each frame unlike the painted ones, or segmented degenerately."""
+    from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.synth import simulate
+
+    s = simulate("stem", 96, pixel_size_nm=0.1, dose=200, seed=1)
+    strokes = scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=0)
+    cfg = FinetuneConfig(steps=2, batch_size=2, patch=64, base=8, depth=3, device="cpu")
+    result = finetune([s.noisy], [strokes], init="none", config=cfg)
+    model = save_segmenter(tmp_path / "seg", result.model, result.meta)
+    low = simulate("stem", 96, pixel_size_nm=0.1, dose=10, seed=1).noisy  # another session
+    tifffile.imwrite(tmp_path / "series.tif", np.stack([s.noisy, low]).astype(np.float32))
+    argv = ["segment", str(tmp_path / "series.tif"), "--model", str(model)]
+    assert main([*argv, "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("temseg: warning:")]
+    assert lines and all("series.tif: frame 1: " in x for x in lines), err
+    assert any("unlike the painted frames" in x for x in lines)
+    assert all(x.endswith("paint a few strokes on this frame and train again") for x in lines)

@@ -290,3 +290,38 @@ def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
     assert "time budget reached" in w._status.value
     assert w.segmenter[1]["training"]["steps_done"] < 5000
     assert w._progress.value == 100
+
+
+def test_apply_shows_uncertainty_and_warns_on_unlike_frames(widget, sample, qtbot, monkeypatch):
+    """A frame from another session (a tenth of the dose): a notification and a dock line."""
+    _small_net(monkeypatch)
+    monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
+    viewer, w = widget
+    s, strokes = sample
+    low = simulate("stem", 128, pixel_size_nm=0.1, dose=10, seed=1).noisy
+    stack = np.stack([s.noisy, low]).astype(np.float32)
+    w._image.value = viewer.add_image(stack, name="raw")
+    viewer.dims.set_point(0, 0)
+    layer = w.add_strokes_layer()
+    painted = np.zeros(stack.shape, np.uint8)
+    painted[0] = strokes
+    layer.data = painted
+    viewer.layers.selection.active = layer
+    w._steps.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    unsure = viewer.layers["raw uncertainty"]  # with the live prediction
+    assert unsure.data.shape == stack.shape and unsure.data[0].max() > 0
+    assert viewer.layers.selection.active is layer  # painting goes on where it was
+    warned = []
+    monkeypatch.setattr(train_mod, "show_warning", warned.append)
+    w._scope.value = "whole stack"
+    w.apply()
+    _wait(qtbot, w._apply_task)
+    u = viewer.layers["raw uncertainty"].data
+    assert u.dtype == np.uint8 and u.max() <= 100 and u[1].any()
+    assert w._checks.value.startswith("unsure on raw, frame ")  # the first, in two lines
+    every = w._checks.tooltip.splitlines()  # all of them (frame 0 may also be degenerate)
+    assert any(x.startswith("raw, frame 1: unlike the painted frames") for x in every)
+    assert not any(x.startswith("raw, frame 0: unlike") for x in every)
+    assert warned and "Unsure on" in warned[-1]

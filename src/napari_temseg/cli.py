@@ -280,8 +280,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     def process(path: Path) -> list[Path]:
         bar, report = _tile_bar(path.name)
+
+        def warn(line: str) -> None:  # a frame unlike the painted ones, or degenerate
+            bar.write(f"temseg: warning: {path}: {line}", file=sys.stderr)
+
         with bar:
-            return job(path, progress=report)
+            return job(path, progress=report, warn=warn)
 
     return _run_files(args, job, process)
 

@@ -88,9 +88,11 @@ class FileJob:
         path: str | Path,
         progress: Callable[[int, int], Any] | None = None,
         frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
+        warn: Callable[[str], Any] | None = None,
     ) -> list[Path]:
         """Process one file; ``progress(done, total)`` counts its tiles (segment), or
-        ``frame_progress(label)`` gives one callback per frame (denoise, for a bar each)."""
+        ``frame_progress(label)`` gives one callback per frame (denoise, for a bar each);
+        ``warn(line)`` gets the warnings of a segmented frame (``engine/checks.py``)."""
         if self.threads:
             torch.set_num_threads(int(self.threads))
         Path(self.outdir).mkdir(parents=True, exist_ok=True)
@@ -109,6 +111,7 @@ class FileJob:
                 progress,
                 source=self.model_name,
                 large_frame_px=self.large_frame_px,
+                warn=warn,
             )
             return [out]
         return denoise_file(

@@ -142,7 +142,12 @@ class MeasureWidget(Container):
             "particles smaller than this many pixels are not measured, and specks and "
             "pinholes of that size are cleaned from the mask first; 0: measure the mask as is"
         )
-        self._min_size_nm = Label(label="", value="")
+        self._min_size_nm = Label(value="")
+        min_size_row = Container(  # the size in pixels and, beside it, in nm²
+            layout="horizontal", labels=False, widgets=[self._min_size, self._min_size_nm]
+        )
+        min_size_row.margins = (0, 0, 0, 0)
+        min_size_row.label = "Min. size (px)"
         self._scope = RadioButtons(label="Stack", choices=SCOPES, value=SCOPES[0])
         self._measure = PushButton(text="Measure")
         self._summary = Label(label="", value="")
@@ -155,8 +160,7 @@ class MeasureWidget(Container):
                 self._split,
                 self._min_distance,
                 self._exclude_border,
-                self._min_size,
-                self._min_size_nm,
+                min_size_row,
                 self._scope,
                 self._measure,
                 self._summary,
@@ -279,14 +283,10 @@ class MeasureWidget(Container):
         layer = self._mask.value
         n = int(self._min_size.value)
         if layer is None or n == 0:
-            self._min_size_nm.value = "" if n else "every pixel counts: specks are particles"
+            self._min_size_nm.value = "" if n else "specks count"
             return
         (sy, sx), _, unit = layer_calibration(layer)
-        self._min_size_nm.value = (
-            f"= {n * sy * sx:.3g} nm² at {sy:.3g} x {sx:.3g} nm/px"
-            if unit == "nm"
-            else "(uncalibrated mask: pixels)"
-        )
+        self._min_size_nm.value = f"= {n * sy * sx:.3g} nm²" if unit == "nm" else "(uncalibrated)"
 
     def _intensity_source(self, mask_layer: Labels, idx: tuple[int, ...]) -> Any | None:
         layer = self._image.value

@@ -32,6 +32,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QTabWidget
 
 from napari_temseg.engine.events import format_duration
 from napari_temseg.models import DEFAULT_DENOISER
@@ -96,6 +97,7 @@ def _pixel_size(layer: Any) -> float | None:
 def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
     """Worker-thread body: run the fine-tuner, relaying events and smoothed previews."""
     from napari_temseg.engine import Cancelled
+    from napari_temseg.engine.checks import uncertainty
     from napari_temseg.engine.segment import segment
 
     gen = tuner.run(steps, cancel=cancel)
@@ -110,9 +112,16 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
         if ev.kind == "val" and ev.improved and preview is not None and due:
             try:
                 seg = (tuner.best_model(), tuner.segmenter_meta())
-                payload["preview"] = segment(
-                    preview, seg, device=tuner.device, tile=256, overlap=32, cancel=cancel
+                payload["preview"], probs = segment(
+                    preview,
+                    seg,
+                    device=tuner.device,
+                    tile=256,
+                    overlap=32,
+                    cancel=cancel,
+                    probabilities=True,
                 )
+                payload["uncertainty"] = np.round(uncertainty(probs) * 100).astype(np.uint8)
                 last = time.monotonic()
             except Cancelled:
                 pass
@@ -120,8 +129,8 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
 
 
 def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
-    """Worker-thread body: segment every job's data; progress counts jobs' tiles."""
-    from napari_temseg.engine.segment import segment
+    """Worker-thread body: segment and check every job's data; progress counts jobs' tiles."""
+    from napari_temseg.engine.segment import segment_checked
 
     out = []
     for n, job in enumerate(jobs):
@@ -129,7 +138,7 @@ def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progres
         def report(done: int, total: int, n: int = n) -> None:
             progress(n, len(jobs), done, total)
 
-        labels = segment(
+        labels, unsure, warnings = segment_checked(
             job["data"],
             model,
             device=device,
@@ -139,7 +148,8 @@ def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progres
             cancel=cancel,
             pixel_size_nm=job["pixel_size"],
         )
-        out.append({**{k: v for k, v in job.items() if k != "data"}, "labels": labels})
+        rest = {k: v for k, v in job.items() if k != "data"}
+        out.append({**rest, "labels": labels, "uncertainty": unsure, "warnings": warnings})
     return out
 
 
@@ -177,6 +187,7 @@ class TrainWidget(Container):
         self._status = Label(label="", value="paint a few strokes of every class")
         self._scope = RadioButtons(label="Apply to", choices=APPLY_SCOPES, value=APPLY_SCOPES[1])
         self._apply = PushButton(text="Apply", enabled=False)
+        self._checks = Label(label="", value="")  # what Apply found unsure (engine/checks.py)
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors *.zip")
         self._overwrite = CheckBox(text="overwrite", value=False)
         self._save = PushButton(text="Save segmenter", enabled=False)
@@ -197,6 +208,7 @@ class TrainWidget(Container):
                 self._status,
                 self._scope,
                 self._apply,
+                self._checks,
             ]
         )
         # the defaults suit a first run: what is rarely changed folds away, so the dock
@@ -214,10 +226,14 @@ class TrainWidget(Container):
         layout = self.native.layout()
         layout.insertWidget(self.index(self._train), self._options)
         layout.addWidget(self._files)
-        for plot in (self._loss_plot, self._dice_plot):
-            plot.setMinimumHeight(120)  # two of them: 160 each made the dock outgrow 1000 px
-            layout.addWidget(plot)
-        self._status.native.setWordWrap(True)  # long lines must not widen the dock
+        self._curves = QTabWidget()  # one plot at a time: two stacked outgrew a 1000 px screen
+        for plot, title in ((self._loss_plot, "loss"), (self._dice_plot, "validation Dice")):
+            plot.setMinimumHeight(130)
+            self._curves.addTab(plot, title)
+        self._curves.setCurrentWidget(self._dice_plot)  # what tells whether it learns
+        layout.addWidget(self._curves)
+        for label in (self._status, self._checks):
+            label.native.setWordWrap(True)  # long lines must not widen the dock
         tabify_when_docked(self)
 
         self.segmenter: tuple[Any, dict] | None = None  # (model, meta), the current best
@@ -295,21 +311,58 @@ class TrainWidget(Container):
         colors: list[str],
         corner: tuple[int, int] = (0, 0),
     ) -> Labels:
-        """Write ``data`` into layer ``name`` (image-shaped when a frame or corner is given)."""
+        """Write ``data`` into Labels layer ``name`` (image-shaped for a frame or corner)."""
+        layer = self._put(name, like, data, frame, corner, Labels)
+        self._style_labels(layer, names, colors)
+        layer.refresh()
+        return layer
+
+    def _put_uncertainty(
+        self, like: Image, data: np.ndarray, frame: tuple | None, corner: tuple[int, int] = (0, 0)
+    ) -> Image:
+        """Write percent uncertainty into "<image> uncertainty" (0 sure, 100 a tie)."""
+        layer = self._put(f"{like.name} uncertainty", like, data, frame, corner, Image)
+        layer.refresh()
+        return layer
+
+    def _put(
+        self,
+        name: str,
+        like: Image,
+        data: np.ndarray,
+        frame: tuple | None,
+        corner: tuple[int, int],
+        kind: type,
+    ) -> Any:
+        """Layer ``name`` of ``kind`` holding ``data`` (made or replaced when it must be)."""
         whole = frame is None and corner == (0, 0)
         shape = data.shape if whole else like.data.shape
         ndim = len(shape)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        if not isinstance(layer, Labels) or layer.data.shape != tuple(shape):
+        if not isinstance(layer, kind) or layer.data.shape != tuple(shape):
+            active = self._viewer.layers.selection.active  # painting goes on where it was
             if layer is not None:
                 self._viewer.layers.remove(layer)
-            layer = self._viewer.add_labels(
-                np.zeros(shape, np.uint8),
-                name=name,
-                scale=tuple(like.scale[-ndim:]),
-                translate=tuple(like.translate[-ndim:]),
-                units=tuple(like.units[-ndim:]),
-            )
+            common = {
+                "name": name,
+                "scale": tuple(like.scale[-ndim:]),
+                "translate": tuple(like.translate[-ndim:]),
+                "units": tuple(like.units[-ndim:]),
+            }
+            if kind is Labels:
+                layer = self._viewer.add_labels(np.zeros(shape, np.uint8), **common)
+            else:  # 0 sure .. 100 a tie; bright where the segmenter hesitates
+                layer = self._viewer.add_image(
+                    np.zeros(shape, np.uint8),
+                    colormap="inferno",
+                    contrast_limits=(0, 100),
+                    blending="additive",
+                    opacity=0.6,
+                    metadata={"what": "segmentation uncertainty, % (1 - probability margin)"},
+                    **common,
+                )
+            if active is not None and active in self._viewer.layers:
+                self._viewer.layers.selection.active = active
         if whole:
             layer.data[...] = data
         else:
@@ -320,8 +373,6 @@ class TrainWidget(Container):
                 slice(x0, x0 + data.shape[-1]),
             )
             layer.data[region] = data
-        self._style_labels(layer, names, colors)
-        layer.refresh()
         return layer
 
     def _pairs(self, image: Image, labels: Labels) -> list[tuple[Image, Labels]]:
@@ -593,6 +644,9 @@ class TrainWidget(Container):
                     job["colors"],
                     job["corner"],
                 )
+                self._put_uncertainty(
+                    image, payload["uncertainty"], job["frame"] or None, job["corner"]
+                )
 
     def _on_train_done(self, result: Any) -> None:
         if self._closed:
@@ -650,7 +704,34 @@ class TrainWidget(Container):
             self._put_labels(
                 f"{layer.name} segmentation", layer, r["labels"], r["frame"], names, colors
             )
+            self._put_uncertainty(layer, r["uncertainty"], r["frame"])
         self._status.value = f"segmented {len(results)} image(s)"
+        self._report_checks(results)
+
+    def _report_checks(self, results: list) -> None:
+        """Say which frames look unlike the painted ones or came out degenerate; never silent."""
+        from napari_temseg.engine.checks import describe_frame
+
+        lines = []
+        for r in results:
+            for idx, warning in r["warnings"]:
+                if r["frame"] is not None:  # one frame of a stack was segmented
+                    idx = tuple(r["frame"])
+                where = ", ".join(x for x in (r["layer"].name, describe_frame(idx)) if x)
+                lines.append(f"{where}: {warning}")
+        if not lines:
+            self._checks.value = "checks: every frame looks like the painted ones"
+            self._checks.tooltip = None
+            return
+        # a few lines at most in the dock (it must fit the screen); all of them in the tooltip
+        where, why = lines[0].split(": ", 2)[:2]
+        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+        self._checks.value = f"unsure on {where}{more}: {why[:60]}; paint strokes there"
+        self._checks.tooltip = "\n".join(lines)
+        show_warning(
+            f"Unsure on {len(lines)} frame(s), e.g. {lines[0]}"
+            + ("" if len(lines) == 1 else " (all of them in the Train dock's tooltip)")
+        )
 
     def _on_apply_finished(self) -> None:
         if not self._closed:
