@@ -593,10 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--min-size",
         type=int,
-        default=10,  # engine.measure.MIN_SIZE_PX (not imported here: it would load torch)
+        default=40,  # engine.measure.MIN_SIZE_PX (not imported here: it would load torch)
         metavar="PX",
         help="smallest particle in pixels; specks and pinholes smaller than this are cleaned "
-        "from the mask first (default 10; 0: measure the mask as it is)",
+        "from the mask first (default 40; 0: measure the mask as it is)",
     )
     s.set_defaults(func=cmd_measure)
 

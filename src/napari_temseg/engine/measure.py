@@ -35,10 +35,12 @@ if TYPE_CHECKING:
 
 SUPPORT_CLASS = 1  # project convention: class 1 is support/background, never a particle
 EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as Fiji's particle analysis
-#: Smallest particle measured by default, in pixels. A network's mask has specks of 1-3 px
-#: (84 "particles" on a real frame, most of them such noise), and a particle under about
-#: 10 px (a 3.5 px disc) cannot be sized better than its own +/-1 px outline uncertainty.
-MIN_SIZE_PX = 10
+#: Smallest particle measured by default, in pixels. A network's mask is speckled: 84
+#: "particles" on a real frame, most of 1-3 px; 20-35 px blobs on the demo's 20 e/px frame.
+#: Its specks scale with pixels (the network's receptive field), not with nm, and so does
+#: the measurement's precision: a particle under 40 px (about 7 px across) cannot be sized
+#: better than +/-15 % with a +/-1 px outline.
+MIN_SIZE_PX = 40
 
 
 # --------------------------------------------------------------------------- validation
