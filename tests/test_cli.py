@@ -104,6 +104,41 @@ def test_demo_writes_results_and_summary(tmp_path):
     # the bundled STEM denoiser ships with the package, so the demo always denoises
     assert summary["denoise"]["psnr_denoised_db"] > summary["denoise"]["psnr_noisy_db"] + 3
     assert tifffile.imread(summary["outputs"]["denoised"]).shape == (512, 512)
+    # ... and segments from strokes and measures, so the first command shows the whole loop
+    assert summary["segment"]["dice_vs_truth"]["particle"] > 0.9
+    seg = tifffile.imread(summary["outputs"]["segmentation"])
+    assert seg.shape == (512, 512) and set(np.unique(seg)) == {1, 2}
+    m = summary["measure"]
+    assert m["count"] == m["count_truth"] > 0  # the network's specks are not counted
+    assert m["mean_equivalent_diameter_nm"] == pytest.approx(
+        m["mean_equivalent_diameter_nm_truth"], rel=0.1
+    )
+    import pandas as pd
+
+    assert len(pd.read_csv(summary["outputs"]["particles"])) == m["count"]
+
+
+def test_demo_figure_titles_are_inside_the_figure():
+    """The overview's titles were cut off at the top (tight_layout with hidden axes)."""
+    from types import SimpleNamespace
+
+    from napari_temseg.demo import overview_figure
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64))
+    mask = np.ones((64, 64), np.uint8)
+    mask[20:40, 20:40] = 2
+    sample = SimpleNamespace(noisy=img, clean=img, recorded_semantic=mask)
+    fig = overview_figure(sample, img, mask * (rng.random((64, 64)) > 0.95), mask)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    titles = [ax.title for ax in fig.axes] + [fig._suptitle]
+    assert len(titles) == 6 and all(t.get_text() for t in titles)
+    for t in titles:
+        box = t.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, t.get_text()
+        assert page.y0 <= box.y0 and box.y1 <= page.y1, t.get_text()
 
 
 def test_measure_writes_calibrated_table(tmp_path, capsys):
