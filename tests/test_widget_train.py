@@ -187,6 +187,8 @@ def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_
     w.apply()
     _wait(qtbot, w._apply_task)
     assert viewer.layers["other segmentation"].data.shape == (100, 90)
+    assert "raw uncertainty" in viewer.layers  # shown, and not itself segmented
+    assert not any(lay.name.startswith("raw uncertainty ") for lay in viewer.layers)
     assert viewer.layers["raw segmentation"].metadata["class_names"] == ["carbon", "gold"]
 
 

@@ -3,6 +3,8 @@
 The Measure widget and ``temseg measure`` both call this module so that a table made in
 napari and one made on a cluster hold the same numbers. Definitions (see docs/measure.md):
 
+* A semantic mask is first cleaned of specks and pinholes under ``MIN_SIZE_PX`` pixels
+  (:func:`clean_specks`): a network's mask is speckled, and specks are not particles.
 * Objects are the 8-connected components of each particle class of a semantic mask
   (0 = unlabelled, 1 = support/background, 2..K = particle classes by default), or the
   ids of an instance mask. A boolean mask is one particle class (True = particle).

@@ -358,7 +358,10 @@ class TrainWidget(Container):
                     contrast_limits=(0, 100),
                     blending="additive",
                     opacity=0.6,
-                    metadata={"what": "segmentation uncertainty, % (1 - probability margin)"},
+                    metadata={
+                        "what": "segmentation uncertainty, % (1 - probability margin)",
+                        "uncertainty_of": like.name,  # not an image to segment
+                    },
                     **common,
                 )
             if active is not None and active in self._viewer.layers:
@@ -504,7 +507,11 @@ class TrainWidget(Container):
         image = self._image.value
         scope = self._scope.value
         layers = (
-            [lay for lay in self._viewer.layers if isinstance(lay, Image) and not lay.rgb]
+            [
+                lay
+                for lay in self._viewer.layers
+                if isinstance(lay, Image) and not lay.rgb and "uncertainty_of" not in lay.metadata
+            ]
             if scope == APPLY_SCOPES[2]
             else [image]
         )
