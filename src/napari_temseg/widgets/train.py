@@ -6,7 +6,9 @@ in a worker thread (``EngineTask``); the worker relays every training event and,
 the held-out strokes say the model got better (at most every few seconds), a prediction of
 the displayed frame, which the GUI thread writes to "<image> prediction". Stop keeps the
 best model; pressing Train again continues from it. Apply writes "<image> segmentation"
-layers carrying ``class_names``/``class_colors`` in their metadata, as the exporter expects.
+layers carrying ``class_names``/``class_colors`` in their metadata, as the exporter expects,
+and "<image> uncertainty"; frames that look unlike the painted ones or come out degenerate
+are named under Apply and in a notification (``engine/checks.py`` decides, the dock reports).
 """
 
 from __future__ import annotations
