@@ -327,3 +327,24 @@ def test_apply_shows_uncertainty_and_warns_on_unlike_frames(widget, sample, qtbo
     assert any(x.startswith("raw, frame 1: unlike the painted frames") for x in every)
     assert not any(x.startswith("raw, frame 0: unlike") for x in every)
     assert warned and "Unsure on" in warned[-1]
+
+
+def test_a_degenerate_live_prediction_is_said_after_training(widget, sample, qtbot, monkeypatch):
+    """Held-out Dice can be perfect while the displayed frame comes out one class: say so."""
+    _small_net(monkeypatch)
+    viewer, w = widget
+    s, strokes = sample
+    stack = np.stack([s.noisy, np.full_like(s.noisy, s.noisy.min())]).astype(np.float32)
+    w._image.value = viewer.add_image(stack, name="raw")
+    painted = np.zeros(stack.shape, np.uint8)
+    painted[0] = strokes  # strokes on frame 0 ...
+    w.add_strokes_layer().data = painted
+    viewer.dims.set_point(0, 1)  # ... while frame 1, a blank one, is displayed
+    warned = []
+    monkeypatch.setattr(train_mod, "show_warning", warned.append)
+    w._steps.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    said = w._status.value
+    assert "but on the displayed frame" in said and "the prediction is degenerate" in said
+    assert warned and "Paint a few strokes where it is wrong" in warned[-1]

@@ -99,7 +99,7 @@ def _pixel_size(layer: Any) -> float | None:
 def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
     """Worker-thread body: run the fine-tuner, relaying events and smoothed previews."""
     from napari_temseg.engine import Cancelled
-    from napari_temseg.engine.checks import uncertainty
+    from napari_temseg.engine.checks import degenerate, uncertainty
     from napari_temseg.engine.segment import segment
 
     gen = tuner.run(steps, cancel=cancel)
@@ -124,6 +124,8 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
                     probabilities=True,
                 )
                 payload["uncertainty"] = np.round(uncertainty(probs) * 100).astype(np.uint8)
+                # a held-out Dice of 1.00 and one class on the whole displayed frame disagree
+                payload["degenerate"] = degenerate(payload["preview"], tuner.class_names)
                 last = time.monotonic()
             except Cancelled:
                 pass
@@ -656,6 +658,7 @@ class TrainWidget(Container):
                 self._put_uncertainty(
                     image, payload["uncertainty"], job["frame"] or None, job["corner"]
                 )
+                job["degenerate"] = payload["degenerate"]
 
     def _on_train_done(self, result: Any) -> None:
         if self._closed:
@@ -679,6 +682,10 @@ class TrainWidget(Container):
         self._status.value = (
             f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
         )
+        if self._job.get("degenerate"):  # the strokes' Dice must not hide it
+            said = f"but on the displayed frame {self._job['degenerate']}"
+            self._status.value += f"; {said}: paint strokes where it is wrong"
+            show_warning(f"Trained, {said}. Paint a few strokes where it is wrong.")
         self._loss_plot.redraw()
         self._dice_plot.redraw()
 
