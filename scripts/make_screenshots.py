@@ -39,7 +39,7 @@ def main() -> int:
     only = p.parse_args().only
     OUT.mkdir(parents=True, exist_ok=True)
     viewer = build_viewer(show=True)
-    viewer.window._qt_window.resize(1500, 900)
+    viewer.window._qt_window.resize(1600, 1000)  # the screen the docks must fit
     viewer.reset_view()
     settle()
     first, _ = viewer.window.add_plugin_dock_widget(PLUGIN, widget_names()[0])  # already docked

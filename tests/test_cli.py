@@ -39,6 +39,12 @@ def test_parser_matches_the_contract():
         ["finetune", "--image", "i1", "i2", "--labels", "l1", "l2", "-o", "m", "--init", "none"]
     )
     assert a.image == ["i1", "i2"] and a.labels == ["l1", "l2"] and a.init == "none"
+    assert a.seconds == 0  # no time budget unless asked
+    a = p.parse_args(["finetune", "--image", "i", "--labels", "l", "-o", "m", "--seconds", "60"])
+    assert a.seconds == 60
+    from napari_temseg.engine.measure import MIN_SIZE_PX
+
+    assert p.parse_args(["measure", "m.tif", "-o", "t.csv"]).min_size == MIN_SIZE_PX
     a = p.parse_args(["pretrain", "x.tif", "-o", "m.pt", "--method", "pix2pix", "--steps", "5"])
     assert a.method == "pix2pix" and a.steps == 5
 
@@ -98,6 +104,41 @@ def test_demo_writes_results_and_summary(tmp_path):
     # the bundled STEM denoiser ships with the package, so the demo always denoises
     assert summary["denoise"]["psnr_denoised_db"] > summary["denoise"]["psnr_noisy_db"] + 3
     assert tifffile.imread(summary["outputs"]["denoised"]).shape == (512, 512)
+    # ... and segments from strokes and measures, so the first command shows the whole loop
+    assert summary["segment"]["dice_vs_truth"]["particle"] > 0.9
+    seg = tifffile.imread(summary["outputs"]["segmentation"])
+    assert seg.shape == (512, 512) and set(np.unique(seg)) == {1, 2}
+    m = summary["measure"]
+    assert m["count"] == m["count_truth"] > 0  # the network's specks are not counted
+    assert m["mean_equivalent_diameter_nm"] == pytest.approx(
+        m["mean_equivalent_diameter_nm_truth"], rel=0.1
+    )
+    import pandas as pd
+
+    assert len(pd.read_csv(summary["outputs"]["particles"])) == m["count"]
+
+
+def test_demo_figure_titles_are_inside_the_figure():
+    """The overview's titles were cut off at the top (tight_layout with hidden axes)."""
+    from types import SimpleNamespace
+
+    from napari_temseg.demo import overview_figure
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64))
+    mask = np.ones((64, 64), np.uint8)
+    mask[20:40, 20:40] = 2
+    sample = SimpleNamespace(noisy=img, clean=img, recorded_semantic=mask)
+    fig = overview_figure(sample, img, mask * (rng.random((64, 64)) > 0.95), mask)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    titles = [ax.title for ax in fig.axes] + [fig._suptitle]
+    assert len(titles) == 6 and all(t.get_text() for t in titles)
+    for t in titles:
+        box = t.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, t.get_text()
+        assert page.y0 <= box.y0 and box.y1 <= page.y1, t.get_text()
 
 
 def test_measure_writes_calibrated_table(tmp_path, capsys):
@@ -109,6 +150,7 @@ def test_measure_writes_calibrated_table(tmp_path, capsys):
     mask = np.ones((200, 200), np.uint8)
     mask[disk((50, 50), 20)] = 2
     mask[disk((140, 120), 10)] = 2
+    mask[5, 150:152] = 2  # a speck, as a network leaves them
     write_labels(tmp_path / "m.tif", mask, scale=(0.5, 0.5))
     rc = main(["measure", str(tmp_path / "m.tif"), "-o", str(tmp_path / "t.csv")])
     assert rc == 0
@@ -117,6 +159,9 @@ def test_measure_writes_calibrated_table(tmp_path, capsys):
     diam = sorted(table["equivalent_diameter_nm"])
     assert diam[0] == pytest.approx(10.0, rel=0.05) and diam[1] == pytest.approx(20.0, rel=0.05)
     assert "2 particle(s)" in capsys.readouterr().out
+    argv = ["measure", str(tmp_path / "m.tif"), "-o", str(tmp_path / "all.csv"), "--min-size"]
+    assert main([*argv, "0"]) == 0
+    assert "3 particle(s)" in capsys.readouterr().out
 
 
 def test_measure_reports_a_bad_file_and_goes_on(tmp_path, capsys):
@@ -188,3 +233,56 @@ def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
 
     rc = main(["segment", str(noisy), "--model", str(tmp_path / "gone.safetensors"), "-o", "x"])
     assert rc == 1 and "gone.safetensors" in capsys.readouterr().err
+
+
+def test_finetune_time_budget(tmp_path, capsys, monkeypatch):
+    """`temseg finetune --seconds S` stops at the budget (a fake clock: no timing here)."""
+    from types import SimpleNamespace
+
+    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.io import write_labels
+    from napari_temseg.models import load_model
+
+    assert main(["synth", "-o", str(tmp_path), "--n", "1", "--size", "96", "--seed", "2"]) == 0
+    truth = tifffile.imread(tmp_path / "stem_0000_mask.tif")
+    write_labels(tmp_path / "s.tif", scribbles_from_mask(truth, per_class=3, length=16, seed=0))
+    now = [0.0]
+
+    def tick() -> float:
+        now[0] += 0.5
+        return now[0]
+
+    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=tick))
+    argv = ["finetune", "--image", str(tmp_path / "stem_0000_noisy.tif"), "--labels"]
+    argv += [str(tmp_path / "s.tif"), "-o", str(tmp_path / "m"), "--init", "none"]
+    argv += ["--steps", "1000", "--seconds", "8", "--patch", "48", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "time budget of 8 s reached at step" in out
+    _, meta = load_model(tmp_path / "m.safetensors")
+    assert meta["training"]["max_seconds"] == 8 and meta["training"]["steps_done"] < 1000
+    assert main([*argv, "--seconds", "-1", "--force"]) == 1
+    assert "max_seconds" in capsys.readouterr().err
+
+
+def test_segment_warns_per_frame_when_unsure(tmp_path, capsys):
+    """`temseg segment` names each frame unlike the painted ones, or segmented degenerately."""
+    from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.synth import simulate
+
+    s = simulate("stem", 96, pixel_size_nm=0.1, dose=200, seed=1)
+    strokes = scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=0)
+    cfg = FinetuneConfig(steps=2, batch_size=2, patch=64, base=8, depth=3, device="cpu")
+    result = finetune([s.noisy], [strokes], init="none", config=cfg)
+    model = save_segmenter(tmp_path / "seg", result.model, result.meta)
+    low = simulate("stem", 96, pixel_size_nm=0.1, dose=10, seed=1).noisy  # another session
+    tifffile.imwrite(tmp_path / "series.tif", np.stack([s.noisy, low]).astype(np.float32))
+    argv = ["segment", str(tmp_path / "series.tif"), "--model", str(model)]
+    assert main([*argv, "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("temseg: warning:")]
+    assert lines and all("series.tif: frame 1: " in x for x in lines), err
+    assert any("unlike the painted frames" in x for x in lines)
+    assert all(x.endswith("paint a few strokes on this frame and train again") for x in lines)

@@ -374,3 +374,49 @@ def test_a_fit_that_fails_on_held_out_strokes_falls_back_to_warm_up(stem):
     assert events[0].kind == "step" and events[0].phase == "head warm-up"
     meta = tuner.segmenter_meta()["training"]
     assert meta["head_fit_accuracy"] is None and meta["head_fit_val_dice"] < 1.01
+
+
+class FakeClock:
+    """``time.perf_counter`` that advances a fixed amount per call: budgets without timing."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def test_time_budget_ends_the_run_and_decays_the_rate(stem, monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_temseg.engine import finetune as ft
+
+    s, strokes = stem
+    clock = FakeClock(0.25)
+    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    cfg = tiny(500, max_seconds=30.0, val_every=10)
+    result, events = run(Finetuner([s.noisy], [strokes], init="none", config=cfg))
+    assert result.timed_out and not result.stopped
+    assert 10 < result.steps_done < 500
+    assert events[-1].kind == "val" and events[-1].step == result.steps_done  # validated at end
+    steps = [e for e in events if e.kind == "step"]
+    assert all(e.eta_s is not None and 0 <= e.eta_s <= 30.0 for e in steps)
+    assert steps[-1].eta_s < steps[0].eta_s
+    assert steps[-1].lr < 0.5 * cfg.lr  # the decay followed the budget, not the 500 steps
+
+
+def test_time_left_without_a_budget_counts_the_steps(stem, monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_temseg.engine import finetune as ft
+
+    s, strokes = stem
+    clock = FakeClock(0.25)
+    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    result, events = run(Finetuner([s.noisy], [strokes], init="none", config=tiny(12)))
+    steps = [e for e in events if e.kind == "step"]
+    assert not result.timed_out and result.steps_done == 12
+    assert steps[0].eta_s > steps[5].eta_s > steps[-1].eta_s == 0.0
+    with pytest.raises(ValueError, match="max_seconds"):
+        FinetuneConfig(max_seconds=-1)

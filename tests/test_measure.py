@@ -195,11 +195,11 @@ def test_border_exclusion_and_min_area():
     cut = ellipse((100, 100), (1.0, 10.0), 3.0, 3.0, PX)  # runs off the top edge
     speck = ellipse((100, 100), (16.0, 16.0), 0.4, 0.4, PX)
     mask = semantic(inside, cut, speck)
-    table = measure_objects(mask, scale=PX)
+    table = measure_objects(mask, scale=PX, min_size_px=0)  # the speck is 13 px
     assert len(table) == 3 and table["touches_border"].sum() == 1
-    kept = measure_objects(mask, scale=PX, exclude_border=True)
+    kept = measure_objects(mask, scale=PX, exclude_border=True, min_size_px=0)
     assert len(kept) == 2 and not kept["touches_border"].any()
-    big = measure_objects(mask, scale=PX, exclude_border=True, min_area_nm2=5.0)
+    big = measure_objects(mask, scale=PX, exclude_border=True, min_area_nm2=5.0, min_size_px=0)
     assert len(big) == 1
     assert big.iloc[0]["area_nm2"] == pytest.approx(inside.sum() * 0.04)
 
@@ -305,7 +305,7 @@ def test_boolean_mask_is_one_particle_class():
 
 
 def test_units_follow_the_unit_argument():
-    disc = ellipse((40, 40), (4.0, 4.0), 2.0, 2.0, (1.0, 1.0))
+    disc = ellipse((40, 40), (10.0, 10.0), 5.0, 5.0, (1.0, 1.0))  # 81 px
     table = measure_objects(disc, unit="px")
     assert "area_px2" in table.columns and "area_nm2" not in table.columns
     assert summarize(table, 1600.0)["count"] == 1
@@ -318,3 +318,54 @@ def test_dask_stack_is_measured_frame_by_frame():
     result = measure(lazy, scale=PX, return_labels=False)
     assert result.table["frame"].tolist() == [0, 1, 2, 3] and result.labels is None
     assert result.table["area_nm2"].to_numpy() == pytest.approx((frame == 2).sum() * 0.04)
+
+
+def test_specks_are_cleaned_before_measuring_by_default():
+    """A network's mask: one particle with a pinhole, and 1-3 px specks around it."""
+    from napari_temseg.engine.measure import MIN_SIZE_PX, clean_specks
+
+    disc = ellipse((80, 80), (8.0, 8.0), 3.0, 3.0, PX)  # radius 15 px, about 700 px
+    mask = semantic(disc)
+    mask[40, 40] = 1  # a pinhole inside the particle
+    for y, x, n in [(5, 60, 1), (70, 10, 2), (60, 70, 3), (75, 40, 1)]:
+        mask[y, x : x + n] = 2  # specks of the particle class on the support
+    mask[0, 0:2] = 2  # a speck on the border
+    raw = measure_objects(mask, scale=PX, min_size_px=0)
+    assert len(raw) == 6  # what the dock used to report
+    table = measure_objects(mask, scale=PX)
+    assert len(table) == 1
+    assert table.iloc[0]["area_nm2"] == pytest.approx(disc.sum() * 0.04)  # pinhole filled
+    cleaned = clean_specks(mask)
+    assert cleaned[40, 40] == 2 and cleaned[5, 60] == 1 and cleaned[0, 0] == 1
+    assert (cleaned == 2).sum() == disc.sum() and mask[40, 40] == 1  # input unchanged
+    assert clean_specks(mask, min_size_px=0) is not mask  # a copy, the input is kept
+    # what is kept is at least MIN_SIZE_PX pixels; a particle of exactly that size stays
+    small = np.ones((20, 60), np.uint8)
+    small[5, 5 : 5 + MIN_SIZE_PX] = 2
+    assert (small == 2).sum() == MIN_SIZE_PX and len(measure_objects(small)) == 1
+
+
+def test_pinholes_at_the_edge_and_other_classes_stay():
+    mask = np.ones((40, 40), np.uint8)
+    mask[0:25, 0:25] = 2
+    mask[0, 3] = 1  # a notch at the image edge is not a hole
+    mask[2, 20] = 3  # a one-pixel class-3 speck inside the class-2 particle
+    mask[8:16, 8:16] = 3  # a 64-px class-3 particle inside it: not a hole of class 2
+    from napari_temseg.engine.measure import clean_specks
+
+    cleaned = clean_specks(mask)
+    assert cleaned[0, 3] == 1 and (cleaned[8:16, 8:16] == 3).all()
+    assert cleaned[2, 20] == 2  # the speck became support, then a filled pinhole
+    assert sorted(measure_objects(mask)["class"].tolist()) == [2, 3]
+
+
+def test_small_instances_are_left_out_by_default():
+    inst = np.zeros((30, 30), np.int32)
+    inst[2:10, 2:10] = 7  # 64 px
+    inst[20, 20] = 9
+    assert measure_objects(inst, instances=True)["label"].tolist() == [7]
+    assert measure_objects(inst, instances=True, min_size_px=0)["label"].tolist() == [7, 9]
+    boolean = np.zeros((30, 30), bool)
+    boolean[2:10, 2:10] = True
+    boolean[20, 20] = True
+    assert len(measure_objects(boolean)) == 1

@@ -93,7 +93,7 @@ def test_train_odd_inputs(make_napari_viewer, qtbot, said):
 
     rgb = viewer.add_image(np.zeros((32, 32, 3), np.uint8), rgb=True, name="screenshot")
     w._image.value = rgb
-    w._labels.value = viewer.add_labels(np.zeros((32, 32), np.uint8), name="marks")
+    w._strokes.value = viewer.add_labels(np.zeros((32, 32), np.uint8), name="marks")
     w.train()
     assert "grayscale" in said[-1][1]
 

@@ -120,11 +120,11 @@ def test_options_split_border_min_area_and_classes(widget, qtbot):
     w._exclude_border.value = True
     _measure(qtbot, w)
     assert w._table.rowCount() == 3
-    w._min_area.value = 20.0  # nm²: drops the 2 nm disc (12.6 nm²)
+    w._min_size.value = 500  # px, 20 nm²: drops the 2 nm disc (12.6 nm², 314 px)
     _measure(qtbot, w)
     assert w._table.rowCount() == 2
     w._exclude_border.value = False
-    w._min_area.value = 0.0
+    w._min_size.value = 0
     w._classes.value = "3"
     _measure(qtbot, w)
     assert _column(w, "class") == ["3"]
@@ -291,3 +291,23 @@ def test_parse_classes():
     assert parse_classes("2, 3;4") == [2, 3, 4]
     with pytest.raises(ValueError, match=r"1\.\.K"):
         parse_classes("0")
+
+
+def test_specks_are_not_particles_by_default(widget, qtbot):
+    """A network's mask with 1-3 px specks: the default minimum size leaves them out."""
+    from napari_temseg.engine.measure import MIN_SIZE_PX
+
+    viewer, w = widget
+    mask = discs()
+    for y, x, n in [(5, 10, 1), (100, 20, 2), (110, 200, 3), (10, 250, 1)]:
+        mask[y, x : x + n] = 2
+    viewer.add_labels(mask, name="mask", scale=(PX, PX), units=("nm", "nm"))
+    w._mask.value = viewer.layers["mask"]
+    assert w._min_size.value == MIN_SIZE_PX
+    assert w._min_size_nm.value == f"= {MIN_SIZE_PX * PX * PX:.3g} nm²"
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 3  # the three discs, not the specks
+    w._min_size.value = 0
+    assert "specks count" in w._min_size_nm.value
+    _measure(qtbot, w)
+    assert w._table.rowCount() == 7

@@ -125,7 +125,7 @@ def test_error_notifications(widget, sample, monkeypatch):
     assert not w._task.running and "only class 1" in shown[-1]
     other = viewer.add_labels(np.zeros((50, 50), np.uint8), name="wrong")
     other.data[5:10, 5:10] = 1
-    w._labels.value = other
+    w._strokes.value = other
     w._all_pairs.value = False
     w.train()
     assert "differ in shape" in shown[-1]
@@ -184,6 +184,8 @@ def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_
     w.apply()
     _wait(qtbot, w._apply_task)
     assert viewer.layers["other segmentation"].data.shape == (100, 90)
+    assert "raw uncertainty" in viewer.layers  # shown, and not itself segmented
+    assert not any(lay.name.startswith("raw uncertainty ") for lay in viewer.layers)
     assert viewer.layers["raw segmentation"].metadata["class_names"] == ["carbon", "gold"]
 
 
@@ -239,3 +241,106 @@ def test_first_preview_comes_from_the_fitted_head(widget, sample, qtbot, monkeyp
     assert any(v.startswith("class head fitted to the strokes") for v in said), said
     assert w.segmenter[1]["training"]["head_fit_accuracy"] is not None
     assert w._dice_plot.series("particle")[0][0] == 0  # the fitted head's validation
+
+
+def test_field_labels_show_without_a_labels_layer(make_napari_viewer, qtbot):
+    """A viewer with no Labels layer: Steps, Learning rate, Patch size still have labels.
+
+    The strokes ComboBox is empty (falsy) then; stored as ``_labels`` it used to switch off
+    magicgui's own show-labels flag, and the dock lost every field label.
+    """
+    from qtpy.QtWidgets import QLabel
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32), np.float32), name="raw")
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    labels = w.native.findChildren(QLabel)
+    shown = {lab.text() for lab in labels if lab.isVisibleTo(w.native) and lab.width() > 0}
+    assert {"Steps", "Learning rate", "Patch size", "Strokes", "Image"} <= shown, shown
+
+
+def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
+    """The time budget ("or stop after N s") ends the run; the status line says the time left."""
+    from types import SimpleNamespace
+
+    from napari_temseg.engine import finetune as ft
+
+    _small_net(monkeypatch)
+    now = [0.0]
+
+    def tick() -> float:  # a fake clock: half a second per reading, no real timing
+        now[0] += 0.5
+        return now[0]
+
+    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=tick))
+    viewer, w = widget
+    s, strokes = sample
+    w._image.value = viewer.add_image(s.noisy, name="raw")
+    w.add_strokes_layer().data = strokes.copy()
+    said: list[str] = []
+    w._task.progress.connect(lambda *_: said.append(str(w._status.value)))
+    w._steps.value = 5000
+    w._seconds.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    assert any(" left" in v for v in said if v.startswith("step ")), said[:5]
+    assert "time budget reached" in w._status.value
+    assert w.segmenter[1]["training"]["steps_done"] < 5000
+    assert w._progress.value == 100
+
+
+def test_apply_shows_uncertainty_and_warns_on_unlike_frames(widget, sample, qtbot, monkeypatch):
+    """A frame from another session (a tenth of the dose): a notification and a dock line."""
+    _small_net(monkeypatch)
+    monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
+    viewer, w = widget
+    s, strokes = sample
+    low = simulate("stem", 128, pixel_size_nm=0.1, dose=10, seed=1).noisy
+    stack = np.stack([s.noisy, low]).astype(np.float32)
+    w._image.value = viewer.add_image(stack, name="raw")
+    viewer.dims.set_point(0, 0)
+    layer = w.add_strokes_layer()
+    painted = np.zeros(stack.shape, np.uint8)
+    painted[0] = strokes
+    layer.data = painted
+    viewer.layers.selection.active = layer
+    w._steps.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    unsure = viewer.layers["raw uncertainty"]  # with the live prediction
+    assert unsure.data.shape == stack.shape and unsure.data[0].max() > 0
+    assert viewer.layers.selection.active is layer  # painting goes on where it was
+    warned = []
+    monkeypatch.setattr(train_mod, "show_warning", warned.append)
+    w._scope.value = "whole stack"
+    w.apply()
+    _wait(qtbot, w._apply_task)
+    u = viewer.layers["raw uncertainty"].data
+    assert u.dtype == np.uint8 and u.max() <= 100 and u[1].any()
+    assert w._checks.value.startswith("unsure on raw, frame ")  # the first, in two lines
+    every = w._checks.tooltip.splitlines()  # all of them (frame 0 may also be degenerate)
+    assert any(x.startswith("raw, frame 1: unlike the painted frames") for x in every)
+    assert not any(x.startswith("raw, frame 0: unlike") for x in every)
+    assert warned and "Unsure on" in warned[-1]
+
+
+def test_a_degenerate_live_prediction_is_said_after_training(widget, sample, qtbot, monkeypatch):
+    """Held-out Dice can be perfect while the displayed frame comes out one class: say so."""
+    _small_net(monkeypatch)
+    viewer, w = widget
+    s, strokes = sample
+    stack = np.stack([s.noisy, np.full_like(s.noisy, s.noisy.min())]).astype(np.float32)
+    w._image.value = viewer.add_image(stack, name="raw")
+    painted = np.zeros(stack.shape, np.uint8)
+    painted[0] = strokes  # strokes on frame 0 ...
+    w.add_strokes_layer().data = painted
+    viewer.dims.set_point(0, 1)  # ... while frame 1, a blank one, is displayed
+    warned = []
+    monkeypatch.setattr(train_mod, "show_warning", warned.append)
+    w._steps.value = 10
+    w.train()
+    _wait(qtbot, w._task)
+    said = w._status.value
+    assert "but on the displayed frame" in said and "the prediction is degenerate" in said
+    assert warned and "Paint a few strokes where it is wrong" in warned[-1]

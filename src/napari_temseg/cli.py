@@ -271,6 +271,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from napari_temseg.engine.events import format_duration
     from napari_temseg.engine.finetune import FinetuneConfig
     from napari_temseg.engine.segment import finetune_files
     from napari_temseg.io import ReaderError
@@ -284,10 +285,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.classes.split(",") if n.strip()] if args.classes else None
     try:
         cfg = FinetuneConfig(
-            steps=args.steps, patch=args.patch, lr=args.lr, seed=args.seed, device=args.device
+            steps=args.steps,
+            max_seconds=args.seconds,
+            patch=args.patch,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
         )
     except ValueError as exc:  # --steps 0, --lr nan: say which option, before any work
-        raise CLIError(f"--{exc}") from exc  # the config's messages start with the field
+        msg = str(exc).replace("max_seconds", "seconds", 1)
+        raise CLIError(f"--{msg}") from exc  # the config's messages start with the field
     bars: list = []  # opened at the first event: a refused input leaves no bar behind
 
     def report(ev) -> None:
@@ -297,7 +304,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         bar = bars[0]
         if ev.kind == "step":
             bar.update(1)
-            bar.set_postfix(loss=f"{ev.loss:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{ev.loss:.3f}", left=format_duration(ev.eta_s), refresh=False)
         elif ev.val_dice is not None:
             dice = " ".join("-" if d is None else f"{d:.3f}" for d in ev.val_dice)
             bar.write(f"step {ev.step}: validation Dice per class {dice}")
@@ -324,6 +331,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"{n} {'-' if d is None else f'{d:.3f}'}"
         for n, d in zip(result.meta["class_names"], result.best_val_dice, strict=True)
     )
+    if result.timed_out:
+        print(f"time budget of {format_duration(args.seconds)} reached at step {result.steps_done}")
     print(f"wrote {path} (best step {result.best_step}; held-out Dice: {dice})")
     return 0
 
@@ -333,8 +342,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     def process(path: Path, stem: str) -> list[Path]:
         bar, report = _tile_bar(path.name)
+
+        def warn(line: str) -> None:  # a frame unlike the painted ones, or degenerate
+            bar.write(f"temseg: warning: {path}: {line}", file=sys.stderr)
+
         with bar:
-            return job(path, stem, progress=report)
+            return job(path, stem, progress=report, warn=warn)
 
     return _run_files(args, job, process)
 
@@ -368,6 +381,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 scale=mask.scale[-2:] if calibrated else (1.0, 1.0),
                 unit="nm" if calibrated else "px",
                 return_labels=False,
+                min_size_px=args.min_size,
             )
         except (CLIError, ValueError) as exc:
             failed += 1
@@ -603,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--steps", type=int, default=300, metavar="N")
     s.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="time budget: stop after S seconds or --steps steps, whichever comes first, "
+        "keeping the best model (default 0: no time limit)",
+    )
+    s.add_argument(
         "--classes",
         default=None,
         metavar="A,B,...",
@@ -631,6 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("masks", nargs="+", metavar="MASK", help=INPUTS_HELP)
     s.add_argument("--image", nargs="+", default=None, metavar="IMG")
     s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
+    s.add_argument(
+        "--min-size",
+        type=int,
+        default=40,  # engine.measure.MIN_SIZE_PX (not imported here: it would load torch)
+        metavar="PX",
+        help="smallest particle in pixels; specks and pinholes smaller than this are cleaned "
+        "from the mask first (default 40; 0: measure the mask as it is)",
+    )
     s.set_defaults(func=cmd_measure)
 
     s = sub.add_parser("models", help="list the bundled models")

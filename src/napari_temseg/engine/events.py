@@ -22,3 +22,18 @@ def drain(gen: Generator[Any, None, R], progress: Callable[[Any], Any] | None = 
             return stop.value
         if progress is not None:
             progress(ev)
+
+
+def format_duration(seconds: float | None) -> str:
+    """A time left as a person reads it: "45 s", "2 min 05 s", "1 h 03 min" ("" if unknown).
+
+    One wording for the Train dock's status line and ``temseg finetune``'s progress bar.
+    """
+    if seconds is None or seconds != seconds:
+        return ""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -109,15 +109,17 @@ class FileJob:
         stem: str | None = None,
         progress: Callable[[int, int], Any] | None = None,
         frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
+        warn: Callable[[str], Any] | None = None,
     ) -> list[Path]:
         """Process one file into ``OUTDIR/<stem>*.tif`` (default: the input's stem);
         ``progress(done, total)`` counts its tiles (segment), or ``frame_progress(label)``
-        gives one callback per frame (denoise, for a bar each)."""
+        gives one callback per frame (denoise, for a bar each); ``warn(line)`` gets the
+        warnings of a segmented frame (``engine/checks.py``)."""
         notes: list[warnings.WarningMessage] = []
         try:
             with warnings.catch_warnings(record=True) as notes:
                 warnings.simplefilter("always", DataWarning)
-                return self._run(Path(path), stem, progress, frame_progress)
+                return self._run(Path(path), stem, progress, frame_progress, warn)
         finally:  # each note once more, outside the catch, naming the file it is about
             name = Path(path).name
             for note in notes:
@@ -134,6 +136,7 @@ class FileJob:
         stem: str | None,
         progress: Callable[[int, int], Any] | None,
         frame_progress: Callable[[str], Callable[[int, int], Any]] | None,
+        warn: Callable[[str], Any] | None,
     ) -> list[Path]:
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -154,6 +157,7 @@ class FileJob:
                 source=self.model_name,
                 large_frame_px=self.large_frame_px,
                 stem=stem,
+                warn=warn,
             )
             return [out]
         return denoise_file(

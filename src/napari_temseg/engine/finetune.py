@@ -67,6 +67,7 @@ class FinetuneConfig:
     """How to fine-tune; the defaults are the measured ones (``docs/segment.md``)."""
 
     steps: int = 300
+    max_seconds: float = 0.0  # time budget: stop after this long, whichever comes first; 0 = none
     batch_size: int = 8
     patch: int = 128
     lr: float = 2e-3
@@ -95,6 +96,8 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not (self.max_seconds >= 0 and math.isfinite(self.max_seconds)):
+            raise ValueError(f"max_seconds must be >= 0 (0: no limit), got {self.max_seconds}")
         if not 0 <= self.val_fraction < 0.9:
             raise ValueError(f"val_fraction must be in [0, 0.9), got {self.val_fraction}")
 
@@ -116,6 +119,7 @@ class FinetuneEvent:
     best_score: float = -math.inf
     best_step: int = 0
     improved: bool = False
+    eta_s: float | None = None  # estimated seconds left (step rate so far, time budget)
 
 
 @dataclass
@@ -131,6 +135,7 @@ class FinetuneResult:
     early_stopped: bool
     elapsed_s: float
     history: list[FinetuneEvent] = field(default_factory=list)
+    timed_out: bool = False  # the time budget (``max_seconds``) ended the run
 
 
 # --------------------------------------------------------------------------- models
@@ -405,9 +410,15 @@ class Finetuner:
         """Train ``steps`` more steps (default ``config.steps``); yields events, returns the result.
 
         The model ends with the best weights; ``cancel`` stops between steps and keeps them.
+        ``config.max_seconds`` (head fit included) ends the run early too: a user thinks in
+        "train for a minute", not in steps whose cost depends on the machine. Under a budget
+        the learning-rate decay follows the steps the budget is projected to allow, so a run
+        cut short by time still ends on a low rate.
         """
         cfg = self.config
         steps = int(steps or cfg.steps)
+        budget = float(cfg.max_seconds or 0.0)
+        t_budget = time.perf_counter()
         torch.manual_seed(cfg.seed + self.start_step)
         rng = np.random.default_rng([cfg.seed, self.steps_done])
         model = self.model.to(self.device)
@@ -432,10 +443,20 @@ class Finetuner:
         t0 = time.perf_counter()
         history: list[FinetuneEvent] = []
         loss_ema, bad, since_best = math.nan, 0, 0
-        stopped = early = False
+        stopped = early = timed_out = False
         first = self.steps_done
         end = first + steps
         i = 0
+        sched = steps  # the steps the learning-rate decay spans
+
+        def eta(el: float) -> float | None:
+            """Seconds left: the steps to go at this run's rate, capped by the budget."""
+            if i == 0:
+                return None if not budget else max(budget - (time.perf_counter() - t_budget), 0)
+            left = el / i * (steps - i)
+            if budget:
+                left = min(left, max(budget - (time.perf_counter() - t_budget), 0.0))
+            return left
 
         def event(kind: str, **kw: Any) -> FinetuneEvent:
             el = time.perf_counter() - t0
@@ -444,9 +465,10 @@ class Finetuner:
                 step=self.steps_done,
                 steps=end,
                 loss=loss_ema,
-                lr=self._lr(max(i - 1, 0), steps),
+                lr=self._lr(max(i - 1, 0), sched),
                 examples_per_s=i * cfg.batch_size / el if el > 0 else 0.0,
                 elapsed_s=el,
+                eta_s=eta(el),
                 phase="head warm-up" if i <= warmup and warmup else "train",
                 best_score=self.best_score,
                 best_step=self.best_step,
@@ -483,6 +505,13 @@ class Finetuner:
             if cancel is not None and cancel.is_set():
                 stopped = True
                 break
+            spent = time.perf_counter() - t_budget
+            if budget and i > 0 and spent >= budget:
+                timed_out = True
+                break
+            if budget and i >= 10:  # project how many steps the budget allows
+                rate = i / max(time.perf_counter() - t0, 1e-9)
+                sched = min(steps, max(i + 1, round(i + (budget - spent) * rate)))
             frozen = i < warmup
             for p in enc + dec:
                 p.requires_grad_(not frozen)
@@ -490,7 +519,7 @@ class Finetuner:
                 for p in enc:
                     p.requires_grad_(False)
             for g in opt.param_groups:
-                g["lr"] = self._lr(i, steps) * g["scale"]
+                g["lr"] = self._lr(i, sched) * g["scale"]
             x_np, y_np = self.source.sample(cfg.batch_size, rng)
             x = torch.from_numpy(x_np).to(self.device)
             y = torch.from_numpy(y_np).to(self.device)
@@ -536,6 +565,7 @@ class Finetuner:
             early_stopped=early,
             elapsed_s=time.perf_counter() - t0,
             history=history,
+            timed_out=timed_out,
         )
 
 

@@ -20,6 +20,13 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from napari_temseg.engine.checks import (
+    REMEDY,
+    check_frame,
+    describe_frame,
+    frame_stats,
+    outside_painted,
+)
 from napari_temseg.engine.denoise import get_model
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.events import drain
@@ -146,6 +153,57 @@ def segment(
     return (labels, probs) if probabilities else labels
 
 
+def segment_checked(
+    image: Any,
+    model: Segmenter,
+    device: str | torch.device = "auto",
+    tile: int = 256,
+    overlap: int = 32,
+    progress: Callable[[int, int], Any] | None = None,
+    cancel: threading.Event | None = None,
+    pixel_size_nm: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[tuple, str]]]:
+    """Labels, uncertainty and warnings of a 2D image or stack: what "Apply" shows.
+
+    -> (labels 1..K uint8, uncertainty in percent uint8 (``checks.uncertainty`` x 100),
+    [(frame index, warning)] from ``checks.check_frame``). Frame by frame, so only one
+    frame's class probabilities (K floats a pixel) are held at a time; the uncertainty is
+    kept as whole percents (one byte a pixel) for the same reason.
+    """
+    from napari_temseg.engine.checks import uncertainty
+
+    dev = select_device(device)
+    seg = _segmenter(model, dev)
+    shape = tuple(int(s) for s in image.shape)
+    lead = shape[:-2]
+    frames = list(np.ndindex(*lead)) if lead else [()]
+    labels = np.empty(shape, np.uint8)
+    unsure = np.empty(shape, np.uint8)
+    found: list[tuple[tuple, str]] = []
+    for n, idx in enumerate(frames):
+
+        def report(done: int, total: int, n: int = n) -> None:
+            if progress is not None:
+                progress(n * total + done, len(frames) * total)
+
+        frame = np.asarray(image[idx] if idx else image)
+        lab, probs = segment(
+            frame,
+            seg,
+            device=dev,
+            tile=tile,
+            overlap=overlap,
+            progress=report,
+            cancel=cancel,
+            probabilities=True,
+            pixel_size_nm=pixel_size_nm,
+        )
+        labels[idx] = lab
+        unsure[idx] = np.round(uncertainty(probs) * 100).astype(np.uint8)
+        found += [(idx, w) for w in check_frame(frame, lab, seg[1])]
+    return labels, unsure, found
+
+
 def _classes_into(probs: np.ndarray, out: np.ndarray, rows: int = 256) -> None:
     """``out = argmax(probs) + 1`` in row blocks: argmax's int64 result for a whole large
     frame would be 8 bytes a pixel (150 MB for a 1k x 16k band) on top of everything else."""
@@ -238,6 +296,11 @@ def _names_from(meta: dict) -> list[str]:
     return []
 
 
+def _painted(meta: dict) -> list[dict]:
+    """The painted frames' intensity statistics stored in a segmenter (may be none)."""
+    return list((meta.get("training_data") or {}).get("intensity") or [])
+
+
 def _segment_streamed(
     data: Any,
     seg: tuple[nn.Module, dict],
@@ -247,21 +310,40 @@ def _segment_streamed(
     progress: Callable[[int, int], Any] | None,
     pixel_size_nm: float | None,
     large_frame_px: int | None = None,
+    warn: Callable[[str], Any] | None = None,
 ) -> Any:
     """A 2D mask, or what writes one piece by piece: for a stack a ``FrameStream`` that
     segments frame by frame as it is written, for a frame larger than ``large_frame_px``
     a ``TileStream`` that segments it band by band (``engine.large``), so neither has to
-    fit in memory; progress counts the whole file's tiles."""
+    fit in memory; progress counts the whole file's tiles. ``warn(line)`` gets each
+    frame's warnings (``engine/checks.py``) as soon as the frame is segmented; a frame
+    segmented band by band gets the intensity check only (its mask is never whole)."""
     from napari_temseg.engine.large import is_large, release_pages, segment_bands
     from napari_temseg.io import FrameStream, TileStream
 
     kw = {"device": dev, "tile": tile, "overlap": overlap, "pixel_size_nm": pixel_size_nm}
     k = int(seg[0].config.get("out_channels", 2)) if hasattr(seg[0], "config") else 2
     dtype = np.uint8 if k < 256 else np.uint16
+
+    def check(idx: tuple, frame: Any, mask: Any) -> None:
+        if warn is None:
+            return
+        where = describe_frame(idx)
+        lines = check_frame(frame, mask, seg[1]) if mask is not None else []
+        if mask is None:  # band by band: compare the intensities only
+            why = outside_painted(frame_stats(frame), _painted(seg[1]))
+            lines = [f"{why}; {REMEDY}"] if why else []
+        for line in lines:
+            warn(f"{where}: {line}" if where else line)
+
     if is_large(data.shape, large_frame_px):
+        if data.ndim == 2:
+            check((), data, None)
         return TileStream(data.shape, dtype, segment_bands(data, seg, progress=progress, **kw))
     if data.ndim == 2:
-        return segment(data, seg, progress=progress, **kw)
+        mask = segment(data, seg, progress=progress, **kw)
+        check((), data, mask)
+        return mask
     lead = data.shape[:-2]
     per_frame = tiles_per_frame(data.shape[-2:], tile, overlap)
     total = per_frame * int(np.prod(lead))
@@ -274,6 +356,7 @@ def _segment_streamed(
                     progress(base + done, total)
 
             mask = segment(data[idx], seg, progress=report, **kw)
+            check(idx, data[idx], mask)
             release_pages(data)  # a memory-mapped stack: drop the frame's pages
             yield mask
 
@@ -291,20 +374,22 @@ def segment_file(
     source: str = "in memory",
     large_frame_px: int | None = None,
     stem: str | None = None,
+    warn: Callable[[str], Any] | None = None,
 ) -> Path:
     """One file's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K, calibrated, classes named).
 
     ``stem`` defaults to the input's (a batch gives inputs that share one their own).
 
     Stacks are written frame by frame and frames above ``large_frame_px`` pixels band by
-    band, as they are segmented.
+    band, as they are segmented. ``warn(line)``: one line per frame that looks unlike the
+    painted frames or came out degenerate (``engine/checks.py``).
     """
     from napari_temseg.io import write_labels
 
     dev = select_device(device)
     im = _first_image(path)
     mask = _segment_streamed(
-        im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px
+        im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px, warn
     )
     target = Path(outdir) / ((stem or Path(path).stem) + ".tif")
     write_labels(

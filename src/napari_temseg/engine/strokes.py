@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from napari_temseg.engine.checks import frame_stats
 from napari_temseg.engine.normalize import Normalization
 
 #: frames within this factor of the common pixel size are used as they are: the network,
@@ -100,6 +101,7 @@ class StrokeFrame:
     train: np.ndarray  # uint8, 0 = unlabelled, training strokes only
     val: np.ndarray  # uint8, held-out strokes only
     origin: tuple[int, ...]  # (image index, *frame index)
+    stats: dict[str, float] | None = None  # raw intensity statistics (engine/checks.py)
 
 
 def _frames(image: Any, labels: Any) -> list[tuple[tuple[int, ...], Any, np.ndarray]]:
@@ -251,7 +253,13 @@ class StrokeSource:
     def _prepare(
         self, frame: Any, lab: np.ndarray, size: float | None, origin: tuple, rng
     ) -> StrokeFrame:
+        if lab.min() < 0 or lab.max() > self.n_classes:
+            raise StrokeError(
+                f"the strokes use label {int(lab.max())} but only {self.n_classes} classes are "
+                f"named (labels 1..{self.n_classes}); add a class name or erase those strokes"
+            )
         img, lab = _finite(np.asarray(frame), lab.astype(np.uint8), origin)
+        raw = frame_stats(img)  # before normalising: what other frames are compared with
         img = self.normalization.apply(img, self.normalization.stats(img)).astype(np.float32)
         img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
         if size and self.pixel_size_nm:
@@ -259,7 +267,7 @@ class StrokeSource:
         held = _split_val(lab, self.val_fraction, rng)
         val = np.where(held, lab, 0).astype(np.uint8)
         train = np.where(held, 0, lab).astype(np.uint8)
-        return StrokeFrame(img, train, val, origin)
+        return StrokeFrame(img, train, val, origin, raw)
 
     def _check_classes(self) -> None:
         if not self.frames:
@@ -383,6 +391,7 @@ class StrokeSource:
             "pixel_size_nm": self.pixel_size_nm,
             "augment": self.augment,
             "scale_jitter": self.scale_jitter,
+            "intensity": [f.stats for f in self.frames if f.stats],  # engine/checks.py
         }
 
 

@@ -25,6 +25,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_temseg.display import display_limits
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
+from napari_temseg.widgets._layout import tabify_when_docked
 from napari_temseg.widgets._tasks import EngineTask
 
 CHECKPOINT_CHOICE = "checkpoint file…"
@@ -69,6 +70,7 @@ class DenoiseWidget(Container):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
+        tabify_when_docked(self)  # a tab beside this plugin's other docks
         self._viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
         self._model = ComboBox(label="Model", choices=model_choices())

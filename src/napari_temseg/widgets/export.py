@@ -26,6 +26,7 @@ from napari.utils.notifications import show_error
 
 from napari_temseg.io.export import ExportResult, export_labels, safe_stem
 from napari_temseg.io.napari_hooks import class_info, layer_axis_names, layer_scale_nm
+from napari_temseg.widgets._layout import tabify_when_docked
 
 FORMAT_CHOICES = (("TIFF", "tiff"), ("PNG", "png"), ("NPY", "npy"))
 
@@ -44,6 +45,7 @@ class ExportWidget(Container):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
+        tabify_when_docked(self)  # a tab beside this plugin's other docks
         self._viewer = napari_viewer
         self._layers = Select(label="Labels layers", choices=self._label_names)
         self._format = ComboBox(label="Format", choices=FORMAT_CHOICES, value="tiff")

@@ -28,6 +28,7 @@ from magicgui.widgets import (
     LineEdit,
     PushButton,
     RadioButtons,
+    SpinBox,
     create_widget,
 )
 from napari.layers import Image, Labels, Points
@@ -35,7 +36,8 @@ from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
-from napari_temseg.engine.measure import Measurement, measure, write_csv
+from napari_temseg.engine.measure import MIN_SIZE_PX, Measurement, measure, write_csv
+from napari_temseg.widgets._layout import tabify_when_docked
 from napari_temseg.widgets._tasks import EngineTask
 
 SCOPES = ("current frame", "all frames")
@@ -116,6 +118,7 @@ class MeasureWidget(Container):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
+        tabify_when_docked(self)  # a tab beside this plugin's other docks
         self._viewer = napari_viewer
         self._mask = create_widget(annotation=Labels, label="Mask")
         self._image = create_widget(annotation=Image | None, label="Intensity image")
@@ -134,7 +137,17 @@ class MeasureWidget(Container):
             "0: automatic (the median particle radius)"
         )
         self._exclude_border = CheckBox(text="exclude particles touching the border")
-        self._min_area = FloatSpinBox(label="Min. area (nm²)", value=0.0, min=0.0, max=1e12)
+        self._min_size = SpinBox(label="Min. size (px)", value=MIN_SIZE_PX, min=0, max=10**9)
+        self._min_size.tooltip = (
+            "particles smaller than this many pixels are not measured, and specks and "
+            "pinholes of that size are cleaned from the mask first; 0: measure the mask as is"
+        )
+        self._min_size_nm = Label(value="")
+        min_size_row = Container(  # the size in pixels and, beside it, in nm²
+            layout="horizontal", labels=False, widgets=[self._min_size, self._min_size_nm]
+        )
+        min_size_row.margins = (0, 0, 0, 0)
+        min_size_row.label = "Min. size (px)"
         self._scope = RadioButtons(label="Stack", choices=SCOPES, value=SCOPES[0])
         self._measure = PushButton(text="Measure")
         self._summary = Label(label="", value="")
@@ -147,7 +160,7 @@ class MeasureWidget(Container):
                 self._split,
                 self._min_distance,
                 self._exclude_border,
-                self._min_area,
+                min_size_row,
                 self._scope,
                 self._measure,
                 self._summary,
@@ -173,6 +186,9 @@ class MeasureWidget(Container):
         self._task.failed.connect(self._on_failed)
         self._task.finished.connect(self._on_finished)
         self._split.changed.connect(lambda on: setattr(self._min_distance, "visible", on))
+        self._min_size.changed.connect(self._show_min_area)
+        self._mask.changed.connect(self._show_min_area)
+        self._show_min_area()
         self._measure.changed.connect(self.run)
         self._export.changed.connect(self.export_csv)
         self._table.itemSelectionChanged.connect(self._on_row_selected)
@@ -259,8 +275,18 @@ class MeasureWidget(Container):
             split=self._split.value,
             split_min_distance_nm=minimum if minimum > 0 else None,
             exclude_border=self._exclude_border.value,
-            min_area_nm2=self._min_area.value,
+            min_size_px=int(self._min_size.value),
         )
+
+    def _show_min_area(self, *_: Any) -> None:
+        """Say what the minimum size is in nm² at the chosen mask's pixel size."""
+        layer = self._mask.value
+        n = int(self._min_size.value)
+        if layer is None or n == 0:
+            self._min_size_nm.value = "" if n else "specks count"
+            return
+        (sy, sx), _, unit = layer_calibration(layer)
+        self._min_size_nm.value = f"= {n * sy * sx:.3g} nm²" if unit == "nm" else "(uncalibrated)"
 
     def _intensity_source(self, mask_layer: Labels, idx: tuple[int, ...]) -> Any | None:
         layer = self._image.value

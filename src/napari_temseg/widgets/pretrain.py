@@ -31,6 +31,7 @@ from qtpy.QtCore import QTimer
 from napari_temseg.display import display_limits
 from napari_temseg.models.user import register_user_model, user_models_changed
 from napari_temseg.widgets._curves import LossCurves
+from napari_temseg.widgets._layout import tabify_when_docked
 from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices
 
 PREVIEW_LAYER = "pretrain preview (before | after)"
@@ -57,6 +58,7 @@ class PretrainWidget(Container):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(labels=True)
+        tabify_when_docked(self)  # a tab beside this plugin's other docks
         self._viewer = napari_viewer
         self._layers = Select(label="Images", choices=self._image_names, allow_multiple=True)
         self._folder = FileEdit(label="or folder", mode="d", value="")

@@ -6,7 +6,9 @@ in a worker thread (``EngineTask``); the worker relays every training event and,
 the held-out strokes say the model got better (at most every few seconds), a prediction of
 the displayed frame, which the GUI thread writes to "<image> prediction". Stop keeps the
 best model; pressing Train again continues from it. Apply writes "<image> segmentation"
-layers carrying ``class_names``/``class_colors`` in their metadata, as the exporter expects.
+layers carrying ``class_names``/``class_colors`` in their metadata, as the exporter expects,
+and "<image> uncertainty"; frames that look unlike the painted ones or come out degenerate
+are named under Apply and in a notification (``engine/checks.py`` decides, the dock reports).
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from magicgui.widgets import (
 )
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtWidgets import QTabWidget
 
+from napari_temseg.engine.events import format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
+from napari_temseg.widgets._layout import section, tabify_when_docked
 from napari_temseg.widgets._tasks import EngineTask
 from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices, model_choices
 
@@ -94,6 +99,7 @@ def _pixel_size(layer: Any) -> float | None:
 def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
     """Worker-thread body: run the fine-tuner, relaying events and smoothed previews."""
     from napari_temseg.engine import Cancelled
+    from napari_temseg.engine.checks import degenerate, uncertainty
     from napari_temseg.engine.segment import segment
 
     gen = tuner.run(steps, cancel=cancel)
@@ -108,9 +114,18 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
         if ev.kind == "val" and ev.improved and preview is not None and due:
             try:
                 seg = (tuner.best_model(), tuner.segmenter_meta())
-                payload["preview"] = segment(
-                    preview, seg, device=tuner.device, tile=256, overlap=32, cancel=cancel
+                payload["preview"], probs = segment(
+                    preview,
+                    seg,
+                    device=tuner.device,
+                    tile=256,
+                    overlap=32,
+                    cancel=cancel,
+                    probabilities=True,
                 )
+                payload["uncertainty"] = np.round(uncertainty(probs) * 100).astype(np.uint8)
+                # a held-out Dice of 1.00 and one class on the whole displayed frame disagree
+                payload["degenerate"] = degenerate(payload["preview"], tuner.class_names)
                 last = time.monotonic()
             except Cancelled:
                 pass
@@ -118,8 +133,8 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
 
 
 def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
-    """Worker-thread body: segment every job's data; progress counts jobs' tiles."""
-    from napari_temseg.engine.segment import segment
+    """Worker-thread body: segment and check every job's data; progress counts jobs' tiles."""
+    from napari_temseg.engine.segment import segment_checked
 
     out = []
     for n, job in enumerate(jobs):
@@ -127,7 +142,7 @@ def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progres
         def report(done: int, total: int, n: int = n) -> None:
             progress(n, len(jobs), done, total)
 
-        labels = segment(
+        labels, unsure, warnings = segment_checked(
             job["data"],
             model,
             device=device,
@@ -137,7 +152,8 @@ def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progres
             cancel=cancel,
             pixel_size_nm=job["pixel_size"],
         )
-        out.append({**{k: v for k, v in job.items() if k != "data"}, "labels": labels})
+        rest = {k: v for k, v in job.items() if k != "data"}
+        out.append({**rest, "labels": labels, "uncertainty": unsure, "warnings": warnings})
     return out
 
 
@@ -148,7 +164,9 @@ class TrainWidget(Container):
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
-        self._labels = create_widget(annotation=Labels, label="Strokes")
+        # not ``self._labels``: that is magicgui's show-labels flag, which an empty
+        # (falsy) ComboBox would switch off, hiding every field label of the dock
+        self._strokes = create_widget(annotation=Labels, label="Strokes")
         self._add_strokes = PushButton(text="Add strokes layer")
         self._all_pairs = CheckBox(text="also use other strokes layers", value=True)
         self._classes = LineEdit(label="Classes", value="support, particle")
@@ -159,6 +177,11 @@ class TrainWidget(Container):
         self._init_file.visible = False
         self._continue = CheckBox(text="continue from the current segmenter", value=True)
         self._steps = SpinBox(label="Steps", min=1, max=100_000, value=300)
+        self._seconds = FloatSpinBox(label="or stop after", min=0, max=86_400, step=10, value=0)
+        self._seconds.native.setDecimals(0)
+        self._seconds.native.setSuffix(" s")
+        self._seconds.native.setSpecialValueText("no time limit")  # shown at 0
+        self._seconds.tooltip = "time budget: training ends after this long or after Steps"
         self._lr = FloatSpinBox(label="Learning rate", min=1e-5, max=0.1, step=1e-4, value=2e-3)
         self._patch = SpinBox(label="Patch size", min=32, max=512, step=16, value=128)
         self._device = ComboBox(label="Device", choices=device_choices())
@@ -168,6 +191,7 @@ class TrainWidget(Container):
         self._status = Label(label="", value="paint a few strokes of every class")
         self._scope = RadioButtons(label="Apply to", choices=APPLY_SCOPES, value=APPLY_SCOPES[1])
         self._apply = PushButton(text="Apply", enabled=False)
+        self._checks = Label(label="", value="")  # what Apply found unsure (engine/checks.py)
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors *.zip")
         self._overwrite = CheckBox(text="overwrite", value=False)
         self._save = PushButton(text="Save segmenter", enabled=False)
@@ -176,34 +200,45 @@ class TrainWidget(Container):
         self.extend(
             [
                 self._image,
-                self._labels,
+                self._strokes,
                 self._add_strokes,
                 self._all_pairs,
                 self._classes,
-                self._init,
-                self._init_file,
-                self._continue,
                 self._steps,
-                self._lr,
-                self._patch,
-                self._device,
+                self._seconds,
                 self._train,
                 self._stop,
                 self._progress,
                 self._status,
                 self._scope,
                 self._apply,
-                self._save_path,
-                self._overwrite,
-                self._save,
-                self._load_path,
-                self._load,
+                self._checks,
             ]
+        )
+        # the defaults suit a first run: what is rarely changed folds away, so the dock
+        # fits a 1000 px screen (widgets/_layout.py)
+        self._options = section(
+            "Training options",
+            [self._init, self._init_file, self._continue, self._lr, self._patch, self._device],
+        )
+        self._files = section(
+            "Save / load segmenter",
+            [self._save_path, self._overwrite, self._save, self._load_path, self._load],
         )
         self._loss_plot = LossCurves(ylabel="loss")
         self._dice_plot = LossCurves(ylabel="val Dice", logy=False)
-        self.native.layout().addWidget(self._loss_plot)
-        self.native.layout().addWidget(self._dice_plot)
+        layout = self.native.layout()
+        layout.insertWidget(self.index(self._train), self._options)
+        layout.addWidget(self._files)
+        self._curves = QTabWidget()  # one plot at a time: two stacked outgrew a 1000 px screen
+        for plot, title in ((self._loss_plot, "loss"), (self._dice_plot, "validation Dice")):
+            plot.setMinimumHeight(130)
+            self._curves.addTab(plot, title)
+        self._curves.setCurrentWidget(self._dice_plot)  # what tells whether it learns
+        layout.addWidget(self._curves)
+        for label in (self._status, self._checks):
+            label.native.setWordWrap(True)  # long lines must not widen the dock
+        tabify_when_docked(self)
 
         self.segmenter: tuple[Any, dict] | None = None  # (model, meta), the current best
         self._job: dict[str, Any] = {}
@@ -280,21 +315,61 @@ class TrainWidget(Container):
         colors: list[str],
         corner: tuple[int, int] = (0, 0),
     ) -> Labels:
-        """Write ``data`` into layer ``name`` (image-shaped when a frame or corner is given)."""
+        """Write ``data`` into Labels layer ``name`` (image-shaped for a frame or corner)."""
+        layer = self._put(name, like, data, frame, corner, Labels)
+        self._style_labels(layer, names, colors)
+        layer.refresh()
+        return layer
+
+    def _put_uncertainty(
+        self, like: Image, data: np.ndarray, frame: tuple | None, corner: tuple[int, int] = (0, 0)
+    ) -> Image:
+        """Write percent uncertainty into "<image> uncertainty" (0 sure, 100 a tie)."""
+        layer = self._put(f"{like.name} uncertainty", like, data, frame, corner, Image)
+        layer.refresh()
+        return layer
+
+    def _put(
+        self,
+        name: str,
+        like: Image,
+        data: np.ndarray,
+        frame: tuple | None,
+        corner: tuple[int, int],
+        kind: type,
+    ) -> Any:
+        """Layer ``name`` of ``kind`` holding ``data`` (made or replaced when it must be)."""
         whole = frame is None and corner == (0, 0)
         shape = data.shape if whole else like.data.shape
         ndim = len(shape)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        if not isinstance(layer, Labels) or layer.data.shape != tuple(shape):
+        if not isinstance(layer, kind) or layer.data.shape != tuple(shape):
+            active = self._viewer.layers.selection.active  # painting goes on where it was
             if layer is not None:
                 self._viewer.layers.remove(layer)
-            layer = self._viewer.add_labels(
-                np.zeros(shape, np.uint8),
-                name=name,
-                scale=tuple(like.scale[-ndim:]),
-                translate=tuple(like.translate[-ndim:]),
-                units=tuple(like.units[-ndim:]),
-            )
+            common = {
+                "name": name,
+                "scale": tuple(like.scale[-ndim:]),
+                "translate": tuple(like.translate[-ndim:]),
+                "units": tuple(like.units[-ndim:]),
+            }
+            if kind is Labels:
+                layer = self._viewer.add_labels(np.zeros(shape, np.uint8), **common)
+            else:  # 0 sure .. 100 a tie; bright where the segmenter hesitates
+                layer = self._viewer.add_image(
+                    np.zeros(shape, np.uint8),
+                    colormap="inferno",
+                    contrast_limits=(0, 100),
+                    blending="additive",
+                    opacity=0.6,
+                    metadata={
+                        "what": "segmentation uncertainty, % (1 - probability margin)",
+                        "uncertainty_of": like.name,  # not an image to segment
+                    },
+                    **common,
+                )
+            if active is not None and active in self._viewer.layers:
+                self._viewer.layers.selection.active = active
         if whole:
             layer.data[...] = data
         else:
@@ -305,8 +380,6 @@ class TrainWidget(Container):
                 slice(x0, x0 + data.shape[-1]),
             )
             layer.data[region] = data
-        self._style_labels(layer, names, colors)
-        layer.refresh()
         return layer
 
     def _pairs(self, image: Image, labels: Labels) -> list[tuple[Image, Labels]]:
@@ -344,7 +417,7 @@ class TrainWidget(Container):
         layer.brush_size = 5
         layer.selected_label = 1
         layer.mode = "paint"
-        self._labels.value = layer
+        self._strokes.value = layer
         return layer
 
     def train(self) -> None:
@@ -353,7 +426,7 @@ class TrainWidget(Container):
         if self._task.running:
             show_info("Training is already running; press Stop to end it.")
             return
-        image, labels = self._image.value, self._labels.value
+        image, labels = self._image.value, self._strokes.value
         if image is None or labels is None:
             show_warning(
                 "Choose an image layer and a Labels layer with strokes (Add strokes layer)."
@@ -377,6 +450,7 @@ class TrainWidget(Container):
         pairs = self._pairs(image, labels)
         cfg = FinetuneConfig(
             steps=int(self._steps.value),
+            max_seconds=float(self._seconds.value),
             lr=float(self._lr.value),
             patch=int(self._patch.value),
             device=self._device.value,
@@ -437,7 +511,11 @@ class TrainWidget(Container):
         image = self._image.value
         scope = self._scope.value
         layers = (
-            [lay for lay in self._viewer.layers if isinstance(lay, Image) and not lay.rgb]
+            [
+                lay
+                for lay in self._viewer.layers
+                if isinstance(lay, Image) and not lay.rgb and "uncertainty_of" not in lay.metadata
+            ]
             if scope == APPLY_SCOPES[2]
             else [image]
         )
@@ -541,13 +619,17 @@ class TrainWidget(Container):
         payload = args[0]
         ev = payload["event"]
         job = self._job
-        self._progress.value = int(100 * (ev.step - job["start"]) / max(job["steps"], 1))
+        done = (ev.step - job["start"]) / max(job["steps"], 1)
+        if ev.eta_s is not None:  # a time budget can end the run before the steps do
+            done = max(done, ev.elapsed_s / max(ev.elapsed_s + ev.eta_s, 1e-9))
+        self._progress.value = int(100 * min(done, 1.0))
         if ev.kind == "step":
             if ev.step % 5 == 0:
                 self._loss_plot.add("train loss", ev.step, ev.loss)
+            left = format_duration(ev.eta_s)
             self._status.value = (
                 f"step {ev.step}/{ev.steps} ({ev.phase}), loss {ev.loss:.3f}, "
-                f"{ev.examples_per_s:.1f} patches/s"
+                f"{ev.examples_per_s:.1f} patches/s" + (f", about {left} left" if left else "")
             )
         else:
             if ev.phase == "head fitted":
@@ -573,6 +655,10 @@ class TrainWidget(Container):
                     job["colors"],
                     job["corner"],
                 )
+                self._put_uncertainty(
+                    image, payload["uncertainty"], job["frame"] or None, job["corner"]
+                )
+                job["degenerate"] = payload["degenerate"]
 
     def _on_train_done(self, result: Any) -> None:
         if self._closed:
@@ -584,10 +670,22 @@ class TrainWidget(Container):
             for n, d in zip(self._job["names"], result.best_val_dice, strict=False)
             if d is not None
         )
-        why = "stopped" if result.stopped else "early stop" if result.early_stopped else "done"
+        why = (
+            "stopped"
+            if result.stopped
+            else "time budget reached"
+            if result.timed_out
+            else "early stop"
+            if result.early_stopped
+            else "done"
+        )
         self._status.value = (
             f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
         )
+        if self._job.get("degenerate"):  # the strokes' Dice must not hide it
+            said = f"but on the displayed frame {self._job['degenerate']}"
+            self._status.value += f"; {said}: paint strokes where it is wrong"
+            show_warning(f"Trained, {said}. Paint a few strokes where it is wrong.")
         self._loss_plot.redraw()
         self._dice_plot.redraw()
 
@@ -622,7 +720,34 @@ class TrainWidget(Container):
             self._put_labels(
                 f"{layer.name} segmentation", layer, r["labels"], r["frame"], names, colors
             )
+            self._put_uncertainty(layer, r["uncertainty"], r["frame"])
         self._status.value = f"segmented {len(results)} image(s)"
+        self._report_checks(results)
+
+    def _report_checks(self, results: list) -> None:
+        """Say which frames look unlike the painted ones or came out degenerate; never silent."""
+        from napari_temseg.engine.checks import describe_frame
+
+        lines = []
+        for r in results:
+            for idx, warning in r["warnings"]:
+                if r["frame"] is not None:  # one frame of a stack was segmented
+                    idx = tuple(r["frame"])
+                where = ", ".join(x for x in (r["layer"].name, describe_frame(idx)) if x)
+                lines.append(f"{where}: {warning}")
+        if not lines:
+            self._checks.value = "checks: every frame looks like the painted ones"
+            self._checks.tooltip = None
+            return
+        # a few lines at most in the dock (it must fit the screen); all of them in the tooltip
+        where, why = lines[0].split(": ", 2)[:2]
+        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+        self._checks.value = f"unsure on {where}{more}: {why[:60]}; paint strokes there"
+        self._checks.tooltip = "\n".join(lines)
+        show_warning(
+            f"Unsure on {len(lines)} frame(s), e.g. {lines[0]}"
+            + ("" if len(lines) == 1 else " (all of them in the Train dock's tooltip)")
+        )
 
     def _on_apply_finished(self) -> None:
         if not self._closed:
