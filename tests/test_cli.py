@@ -263,7 +263,7 @@ def test_finetune_time_budget(tmp_path, capsys, monkeypatch):
     _, meta = load_model(tmp_path / "m.safetensors")
     assert meta["training"]["max_seconds"] == 8 and meta["training"]["steps_done"] < 1000
     assert main([*argv, "--seconds", "-1", "--force"]) == 1
-    assert "max_seconds" in capsys.readouterr().err
+    assert "--seconds must be >= 0" in capsys.readouterr().err
 
 
 def test_segment_warns_per_frame_when_unsure(tmp_path, capsys):

@@ -76,7 +76,9 @@ class FileJob:
         from napari_temseg.io import ReaderError, read_images
 
         try:
-            n = len(read_images(path))
+            with warnings.catch_warnings():  # counting only: the run itself reports notes
+                warnings.simplefilter("ignore", DataWarning)
+                n = len(read_images(path))
         except (ReaderError, OSError, ValueError):
             return [main]
         return [main] + [main.with_name(f"{main.stem}_{i}.tif") for i in range(1, n)]
