@@ -57,8 +57,14 @@ def quality_table(rows: dict) -> list[str]:
 
 def card(name: str, quality: dict) -> str:
     model, meta = load_model(name)
-    tr = dict(meta.get("training", {}))
-    prev = tr.pop("previous_training", None)
+    # the stages, oldest first: each continued run keeps its predecessor's record
+    stages: list[dict] = []
+    stage = meta.get("training")
+    while stage:
+        stage = dict(stage)
+        prev = stage.pop("previous_training", None)
+        stages.insert(0, stage)
+        stage = prev
     data = meta.get("training_data", {})
     lines = [
         f"# Model card: `{name}`",
@@ -86,8 +92,15 @@ def card(name: str, quality: dict) -> str:
         "```",
         "",
     ]
-    stages = [*([prev] if prev else []), tr]
+    total_steps = sum(int(st.get("steps", 0)) for st in stages)
+    total_min = sum(float(st.get("minutes", 0)) for st in stages)
+    lines += [
+        f"Cumulative: {len(stages)} stages, {total_steps:,} steps, {total_min:.1f} minutes "
+        "of training.",
+        "",
+    ]
     for i, stage in enumerate(stages, 1):
+        curve = stage.pop("curve", None)
         if len(stages) > 1:
             lines += [f"Stage {i}:", ""]
         lines += [
@@ -100,6 +113,9 @@ def card(name: str, quality: dict) -> str:
             "| " + " | ".join(_fmt(v) for k, v in stage.items() if k != "command") + " |",
             "",
         ]
+        if curve:
+            points = ", ".join(f"{int(c[0])}: {c[2]:.2f}" for c in curve)
+            lines += [f"Validation curve (step: PSNR dB): {points}.", ""]
     lines += [
         "`val_psnr_db` is on the validation set in normalised units (the training metric), "
         "not comparable with the tables below.",

@@ -67,8 +67,11 @@ def test_nan_pixels_do_not_change_their_neighbours():
     reference, _ = _denoise(clean)
     out, _ = _denoise(holed)
     far = np.ones_like(clean, bool)
-    far[20:43, 20:43] = False  # beyond the network's reach of the hole
-    np.testing.assert_allclose(out[far], reference[far], rtol=1e-4, atol=1e-3)
+    far[20:43, 20:43] = False  # 10 px from the hole
+    # the U-Net's receptive field reaches further than 10 px: a hole filled with the
+    # median moves these pixels by ~2e-4 of their value, one filled with an extreme value
+    # by ~5e-2
+    np.testing.assert_allclose(out[far], reference[far], rtol=1e-3, atol=1e-3)
     assert np.isnan(out[30:33, 30:33]).all()
 
 

@@ -75,7 +75,10 @@ def test_band_plan_covers_every_row_once_with_clipped_halos():
 
 def test_banded_denoising_matches_the_whole_frame_and_reads_one_band_at_a_time(micrograph):
     model = load_model("stem-denoise")
-    whole = denoise(micrograph, model, device="cpu", tile=128, overlap=16)
+    # the default tiles (256, overlap 32) and halo (64): with 128 px tiles and a 16 px
+    # overlap the whole frame's own tile seams differ from the bands' by up to 1.2 % of the
+    # range (measured with a GPU-trained STEM candidate, 2026-12-04), which says nothing of banding
+    whole = denoise(micrograph, model, device="cpu", tile=256, overlap=32)
     lazy = RecordingArray(micrograph)
     done = []
     bands = list(
@@ -83,16 +86,16 @@ def test_banded_denoising_matches_the_whole_frame_and_reads_one_band_at_a_time(m
             lazy,
             model,
             "cpu",
-            tile=128,
-            overlap=16,
+            tile=256,
+            overlap=32,
             band=128,
-            halo=32,
+            halo=64,
             progress=lambda d, t: done.append((d, t)),
         )
     )
     banded = np.concatenate(bands)
     assert [b.shape[0] for b in bands] == [128, 128, 128, 128, 8]
-    assert max(lazy.reads) <= 128 + 2 * 32, "read more than one band and its halo at once"
+    assert max(lazy.reads) <= 128 + 2 * 64, "read more than one band and its halo at once"
     assert lazy.whole_reads == 0, "statistics are sampled block by block too"
     span = float(np.ptp(whole))
     diff = np.abs(banded - whole)
