@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
+from bench_denoise_pair import PAIR, excess, load_pair
 
 from napari_temseg.engine import Normalization, denoise
 from napari_temseg.models import load_model
-
-PAIR = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "lowdose_pair"
 
 
 def blind_spot_batch(z: np.ndarray, rng, batch: int, patch: int, share: float):
@@ -64,18 +61,16 @@ def main() -> int:
         print(f"no real pair at {PAIR}: nothing to measure")
         return 0
     torch.set_num_threads(args.threads)
-    a = tifffile.imread(PAIR / "frame_a.tif").astype(np.float32)
-    b = tifffile.imread(PAIR / "frame_b.tif").astype(np.float32)
-    floor = float(np.mean((a.astype(np.float64) - b) ** 2)) / 2
+    a, b, floor = load_pair()
     model, meta = load_model(args.model, "cpu")
     model = copy.deepcopy(model)
     norm = Normalization.from_dict(meta.get("normalization"))
-    z = norm.apply(a, norm.stats(a)).astype(np.float32)
+    z = norm.apply(a.astype(np.float32), norm.stats(a)).astype(np.float32)
 
     def score() -> tuple[float, float]:
-        fa = denoise(a, (model, meta), device="cpu").astype(np.float64)
-        fb = denoise(b, (model, meta), device="cpu").astype(np.float64)
-        return float(np.mean((fa - b) ** 2)) - floor, float(np.mean((fb - a) ** 2)) - floor
+        return excess(
+            lambda x: denoise(x.astype(np.float32), (model, meta), device="cpu"), a, b, floor
+        )
 
     ab, ba = score()
     print(f"before: excess a->b {ab:.0f}, b->a {ba:.0f}")
