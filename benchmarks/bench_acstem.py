@@ -1,6 +1,6 @@
 """Atoms on real HAADF-STEM frames that were not painted: fine-tuned U-Net vs forest vs threshold.
 
-    python benchmarks/bench_acstem.py --painted 2 --atoms 10 --support 10 --steps 150
+    python benchmarks/bench_acstem.py --painted 2 --atoms 10 --support 10 --steps 300
 
 ``../shared/realdata/acstem``: 21 real frames (Pt single atoms on N-doped carbon,
 0.0293 nm/px) with every atom marked as a point; the paper's split gives 11 train and
@@ -11,12 +11,17 @@ three methods get the same strokes, side by side in one run:
 
 - the fine-tuned U-Net (``engine.finetune``, from ``--init``, default stem-denoise);
 - an ilastik-style random forest on multi-scale features (``bench_finetune.forest_features``);
-- a threshold on a Gaussian-smoothed frame, set half-way between the painted classes.
+- a threshold on a Gaussian-smoothed frame, set half-way between the painted classes;
+- the atom finder (``engine.atoms.fit_atom_finder``): band-pass peaks at the painted atoms'
+  fitted width, thresholded between painted atoms and painted support.
 
-Atoms are the centroids of the atom class's connected components (at least 2 px); a
-predicted centre within ``--radius`` px of a marked atom (one to one, nearest first) is a
-hit. Reports precision, recall and F1 over all test frames, and the share of test frames
-whose prediction is degenerate (more than 20 % atom, or no atom at all).
+Atoms from a mask are the centroids of the atom class's connected components (at least
+2 px), as the Measure dock's particle table would count them; atoms from a probability map
+(U-Net, forest) are also found as its peaks (``engine.atoms.atoms_from_probability``,
+smoothed at the finder's fitted atom width, threshold 0.5). A predicted centre within
+``--radius`` px of a marked atom (one to one, nearest first) is a hit. Reports precision,
+recall and F1 over all test frames, and the share of test frames whose prediction is
+degenerate (more than 20 % atom, or no atom at all).
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from napari_temseg.engine.atoms import (
+    atoms_from_probability,
+    detection_scores,
+    fit_atom_finder,
+    match_points,
+)
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner
 from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.segment import segment
@@ -82,33 +93,20 @@ def centres(mask: np.ndarray) -> np.ndarray:
     return np.array(ndimage.center_of_mass(mask, lab, keep)).reshape(-1, 2)
 
 
-def match(pred: np.ndarray, truth: np.ndarray, radius: float) -> int:
-    """Hits, one to one, nearest pairs first."""
-    if len(pred) == 0 or len(truth) == 0:
-        return 0
-    d = np.linalg.norm(pred[:, None] - truth[None], axis=-1)
-    pairs = sorted(zip(*np.nonzero(d <= radius), strict=True), key=lambda ij: d[ij])
-    used_p, used_t = set(), set()
-    for i, j in pairs:
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-    return len(used_p)
-
-
 def score(masks: list[np.ndarray], test: list, radius: float) -> dict:
-    hits = n_pred = n_true = degenerate = 0
-    for mask, (_, _, atoms) in zip(masks, test, strict=True):
-        c = centres(mask)
-        hits += match(c, atoms, radius)
-        n_pred, n_true = n_pred + len(c), n_true + len(atoms)
-        degenerate += int(mask.mean() > 0.2 or len(c) == 0)
-    p = hits / n_pred if n_pred else 0.0
-    r = hits / n_true
+    """Atoms as the centroids of a mask's connected components."""
+    found = [centres(mask) for mask in masks]
+    degenerate = sum(int(m.mean() > 0.2 or len(c) == 0) for m, c in zip(masks, found, strict=True))
+    return score_points(found, test, radius, degenerate)
+
+
+def score_points(found: list[np.ndarray], test: list, radius: float, degenerate=None) -> dict:
+    hits = sum(match_points(c, atoms, radius) for c, (_, _, atoms) in zip(found, test, strict=True))
+    n_pred, n_true = sum(len(c) for c in found), sum(len(a) for _, _, a in test)
+    if degenerate is None:
+        degenerate = sum(int(len(c) == 0) for c in found)
     return {
-        "precision": p,
-        "recall": r,
-        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        **detection_scores(hits, n_pred, n_true),
         "predicted": n_pred,
         "true": n_true,
         "degenerate_frames": degenerate,
@@ -120,7 +118,7 @@ def main() -> int:
     p.add_argument("--painted", type=int, default=2)
     p.add_argument("--atoms", type=int, default=10)
     p.add_argument("--support", type=int, default=10, help="support strokes per frame")
-    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--steps", type=int, default=FinetuneConfig.steps)
     p.add_argument("--init", default="stem-denoise")
     p.add_argument("--radius", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
@@ -142,15 +140,34 @@ def main() -> int:
     results = {}
 
     t0 = time.perf_counter()
+    finder = fit_atom_finder([img for _, img, _ in painted], labels, atom_class=2)
+    results[f"atom finder (sigma {finder.sigma:.2f} px, from strokes)"] = {
+        **score_points([finder.find(img) for _, img, _ in test], test, args.radius),
+        "seconds": time.perf_counter() - t0,
+    }
+
+    def peaks(probs: list[np.ndarray]) -> list[np.ndarray]:
+        return [
+            atoms_from_probability(p, finder.min_distance, threshold=0.5, smooth=finder.sigma)
+            for p in probs
+        ]
+
+    t0 = time.perf_counter()
     cfg = FinetuneConfig(steps=args.steps, device="cpu", seed=args.seed)
     tuner = Finetuner([img for _, img, _ in painted], labels, init=args.init, config=cfg)
     for _ in tuner.run():
         pass
     model = (tuner.best_model(), tuner.segmenter_meta())
-    masks = [segment(img, model, device="cpu") == 2 for _, img, _ in test]
-    results[f"fine-tuned U-Net ({args.init}, {args.steps} steps)"] = {
-        **score(masks, test, args.radius),
-        "seconds": time.perf_counter() - t0,
+    out = [segment(img, model, device="cpu", probabilities=True) for _, img, _ in test]
+    seconds = time.perf_counter() - t0
+    name = f"fine-tuned U-Net ({args.init}, {args.steps} steps)"
+    results[f"{name}, mask components"] = {
+        **score([lab == 2 for lab, _ in out], test, args.radius),
+        "seconds": seconds,
+    }
+    results[f"{name}, probability peaks"] = {
+        **score_points(peaks([p[1] for _, p in out]), test, args.radius),
+        "seconds": seconds,
     }
 
     from bench_finetune import forest_features
@@ -164,13 +181,18 @@ def main() -> int:
         ys.append(lab[lab > 0])
     rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
     rf.fit(np.concatenate(xs), np.concatenate(ys))
-    masks = []
+    probs = []
     for _, img, _ in test:
         f = forest_features(img)
-        masks.append(rf.predict(f.reshape(-1, f.shape[-1])).reshape(img.shape) == 2)
-    results["random forest (same strokes)"] = {
-        **score(masks, test, args.radius),
-        "seconds": time.perf_counter() - t0,
+        probs.append(rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape))
+    seconds = time.perf_counter() - t0
+    results["random forest (same strokes), mask components"] = {
+        **score([p > 0.5 for p in probs], test, args.radius),
+        "seconds": seconds,
+    }
+    results["random forest (same strokes), probability peaks"] = {
+        **score_points(peaks(probs), test, args.radius),
+        "seconds": seconds,
     }
 
     norm = Normalization()
