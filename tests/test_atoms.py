@@ -142,19 +142,20 @@ def test_atom_table_gives_calibrated_positions_and_the_integrated_intensity_abov
     row = table.iloc[0]
     assert list(table.columns) == [
         "atom",
-        "y",
-        "x",
         "y_px",
         "x_px",
+        "y_nm",
+        "x_nm",
         "peak",
         "background",
         "integrated",
     ]
     assert table.attrs["unit"] == "nm"
-    assert row["y"] == pytest.approx(20.3 * 0.05) and row["x"] == pytest.approx(25.7 * 0.05)
+    assert row["y_nm"] == pytest.approx(20.3 * 0.05) and row["x_nm"] == pytest.approx(25.7 * 0.05)
     assert row["background"] == pytest.approx(20.0, abs=0.01)
     assert row["integrated"] == pytest.approx(amp * 2 * math.pi * sigma**2, rel=0.03)
-    assert atom_table(img, np.zeros((0, 2)), 2.0).empty
+    empty = atom_table(img, np.zeros((0, 2)), 2.0)
+    assert empty.empty and "y_nm" not in empty and "y_px" in empty
 
 
 def test_atom_finder_round_trips_through_a_dict_and_refuses_nonsense():
@@ -217,7 +218,7 @@ def test_find_atoms_fits_on_the_painted_frame_of_a_stack_and_tables_every_frame(
         pts = rows[["y_px", "x_px"]].to_numpy()
         s = detection_scores(match_points(pts, truth, 2.0), len(pts), len(truth))
         assert s["f1"] > 0.9, (frame, s)
-        assert np.allclose(rows["x"], rows["x_px"] * 0.02)
+        assert np.allclose(rows["x_nm"], rows["x_px"] * 0.02)
     assert result.points().shape == (len(t), 3) and result.count == len(t)
     with pytest.raises(AtomError, match="no atom painted"):
         find_atoms(stack, np.zeros_like(labels), atom_class=2)

@@ -308,7 +308,10 @@ def detection_scores(hits: int, n_pred: int, n_true: int) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
 
 
-ATOM_COLUMNS = ("atom", "y", "x", "y_px", "x_px", "peak", "background", "integrated")
+def atom_columns(unit: str = "px") -> list[str]:
+    """The per-atom table's columns; units are in the names, as in the particle table."""
+    where = ["y_px", "x_px"] + ([f"y_{unit}", f"x_{unit}"] if unit != "px" else [])
+    return ["atom", *where, "peak", "background", "integrated"]
 
 
 def atom_table(
@@ -321,8 +324,8 @@ def atom_table(
 ) -> pd.DataFrame:
     """One row per atom: position, peak and integrated intensity above the local background.
 
-    ``y``/``x`` are in ``unit`` (pixel index x pixel size + origin, the layer's world
-    coordinates); ``integrated`` sums the image minus ``background`` (the median of the ring
+    ``y_px``/``x_px``: the sub-pixel centre; with a calibration, ``y_<unit>``/``x_<unit>``
+    also (pixel index x pixel size + origin, the layer's world coordinates); ``integrated`` sums the image minus ``background`` (the median of the ring
     from ``radius + 1`` to ``2 radius + 2`` px) over the disc of ``radius`` px.
     """
     import pandas as pd
@@ -332,7 +335,8 @@ def atom_table(
     r_in = max(float(radius), 0.5)
     r_out = 2 * r_in + 2
     k = math.ceil(r_out)
-    rows: dict[str, list] = {c: [] for c in ATOM_COLUMNS}
+    cols = atom_columns(unit)
+    rows: dict[str, list] = {c: [] for c in cols}
     for i, (y, x) in enumerate(pts):
         cy, cx = round(y), round(x)
         y0, y1 = max(cy - k, 0), min(cy + k + 1, img.shape[0])
@@ -346,12 +350,13 @@ def atom_table(
         rows["atom"].append(i + 1)
         rows["y_px"].append(float(y))
         rows["x_px"].append(float(x))
-        rows["y"].append(float(y) * pixel_size[0] + origin[0])
-        rows["x"].append(float(x) * pixel_size[1] + origin[1])
+        if unit != "px":
+            rows[f"y_{unit}"].append(float(y) * pixel_size[0] + origin[0])
+            rows[f"x_{unit}"].append(float(x) * pixel_size[1] + origin[1])
         rows["peak"].append(float(sub[inside].max()) if inside.any() else float("nan"))
         rows["background"].append(bg)
         rows["integrated"].append(float((sub[inside] - bg).sum()) if inside.any() else float("nan"))
-    table = pd.DataFrame(rows, columns=list(ATOM_COLUMNS))
+    table = pd.DataFrame(rows, columns=cols)
     table.attrs["unit"] = unit
     return table
 
@@ -361,7 +366,7 @@ class AtomResult:
     """Every atom of an image or a stack: the fitted finder and one table row per atom."""
 
     finder: AtomFinder
-    table: pd.DataFrame  # ATOM_COLUMNS, plus "frame" first for a stack
+    table: pd.DataFrame  # atom_columns(unit), plus "frame" first for a stack
     painted_frames: list[int]  # frames the finder was fitted on
 
     @property
