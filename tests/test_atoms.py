@@ -224,3 +224,15 @@ def test_find_atoms_fits_on_the_painted_frame_of_a_stack_and_tables_every_frame(
         find_atoms(stack, np.zeros_like(labels), atom_class=2)
     with pytest.raises(AtomError, match="differ in shape"):
         find_atoms(stack, labels[0], atom_class=2)
+
+
+def test_find_atoms_warns_about_an_unpainted_frame_much_noisier_than_the_painted_one():
+    a, atoms_a = atoms_frame(7, dose=100.0)
+    b, _ = atoms_frame(8, dose=100.0)
+    c, _ = atoms_frame(9, dose=8.0)  # far noisier: faint atoms will be lost there
+    stack = np.stack([a, b, c])
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[0] = paint(a.shape, atoms_a, 6, seed=4)
+    result = find_atoms(stack, labels, atom_class=2)
+    assert [i for i, _ in result.warnings] == [2]
+    assert "noise" in result.warnings[0][1] and "paint a few atoms" in result.warnings[0][1]
