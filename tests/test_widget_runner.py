@@ -194,3 +194,30 @@ def test_closing_the_owner_terminates_a_child(qtbot, tmp_path, notes):
     qtbot.waitUntil(lambda: not runner.running, timeout=30_000)
     qtbot.wait(250)  # two poll intervals: nothing may arrive any more
     assert not child.is_alive() and seen == [] and notes == []
+
+
+def test_a_blocking_call_in_a_child_relays_its_progress(qtbot, tmp_path, notes):
+    """``start(..., process=True)``: the engine's denoise in a child, tile progress relayed."""
+    import torch
+
+    from napari_temseg.engine import denoise
+    from napari_temseg.models import UNet, save_checkpoint
+
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "tiny.safetensors", UNet(base=4, depth=2), {"task": "denoise"}
+    )
+    owner = QWidget()
+    runner = Runner(owner, "Denoising")
+    seen = _record(runner)
+    image = np.random.default_rng(0).poisson(20, (128, 128)).astype(np.float32)
+    runner.start(
+        denoise, image, str(path), process=True, threads=1, device="cpu", tile=64, overlap=8
+    )
+    qtbot.waitUntil(lambda: not runner.running, timeout=180_000)
+    names = _names(seen)
+    assert names[-2:] == ["done", "finished"] and notes == []
+    reports = [args[0] for name, args in seen if name == "progress"]
+    assert reports and reports[-1][0] == reports[-1][1]  # (tiles done, tiles) up to the last
+    out = seen[-2][1][0]
+    assert out.shape == image.shape and np.isfinite(out).all()

@@ -4,14 +4,19 @@ Why a process and not a thread: the job's Python code never competes with napari
 thread for the interpreter lock (so the viewer stays responsive), all of its memory (GPU
 memory included) goes back to the system when it ends, and a hung job can be killed.
 
-A job is any importable function ``job(*args, cancel=threading.Event)`` that returns an
-event generator (the engine's trainers: they yield events and *return* their result).
-The child drains it with :func:`napari_temseg.engine.events.drain`, the one drain loop.
+A job is an importable function of one of the two shapes the engine has:
+
+* an event generator ``job(*args, cancel=threading.Event)`` (the trainers: they yield
+  events and *return* their result); the child drains it with
+  :func:`napari_temseg.engine.events.drain`, the one drain loop;
+* a blocking call ``job(*args, progress=callable, cancel=threading.Event)``
+  (``calls=True``; e.g. denoise, segment, or a dock's job body).
 
 Stop is graceful first: :meth:`JobProcess.stop` sets an event, the child's loop ends at its
 next step (a trainer validates, writes its best checkpoint and returns); only when it does
 not end within ``timeout_s`` is it terminated. Messages from the child are
-``(kind, payload)``: ``("event", event)``, ``("done", result)`` or ``("error", text)``.
+``(kind, payload)``: ``("event", event)`` (a generator's), ``("progress", args)`` (a
+call's progress arguments), ``("done", result)`` or ``("error", text)``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ def _throttled(out: Any) -> Callable[[Any], None]:
     return send
 
 
-def _child(job: Job, args: tuple, threads: int, nice: int, stop: Any, out: Any) -> None:
+def _child(
+    job: Job, args: tuple, calls: bool, threads: int, nice: int, stop: Any, out: Any
+) -> None:
     """The child's main: run the job, send its events, always send a final message."""
     try:
         import torch
@@ -63,7 +70,11 @@ def _child(job: Job, args: tuple, threads: int, nice: int, stop: Any, out: Any) 
             cancel.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        out.put(("done", drain(job(*args, cancel=cancel), _throttled(out))))
+        if calls:
+            result = job(*args, progress=lambda *a: out.put(("progress", a)), cancel=cancel)
+        else:
+            result = drain(job(*args, cancel=cancel), _throttled(out))
+        out.put(("done", result))
     except BaseException as exc:  # every failure reaches the parent as a message
         text = str(exc) or type(exc).__name__
         if not isinstance(exc, ValueError | RuntimeError):
@@ -74,6 +85,7 @@ def _child(job: Job, args: tuple, threads: int, nice: int, stop: Any, out: Any) 
 class JobProcess:
     """One engine job in a ``spawn``-ed child; poll it from any thread (e.g. a Qt timer).
 
+    ``calls=True``: ``job`` is a blocking call taking ``progress=``, not a generator.
     The child runs at a lower scheduling priority (``nice``, Unix) so that on a small
     machine the viewer's event loop gets the CPU first. ``job`` and ``args`` must pickle
     (``job`` a module-level function). Scripts that use it need the usual
@@ -84,6 +96,7 @@ class JobProcess:
         self,
         job: Job,
         *args: Any,
+        calls: bool = False,
         threads: int = 2,
         nice: int = 10,
         name: str = "temseg-job",
@@ -93,7 +106,7 @@ class JobProcess:
         self._queue = ctx.Queue()
         self._proc = ctx.Process(
             target=_child,
-            args=(job, args, threads, nice, self._stop, self._queue),
+            args=(job, args, calls, threads, nice, self._stop, self._queue),
             daemon=True,
             name=name,
         )

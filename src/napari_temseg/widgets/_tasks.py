@@ -3,11 +3,13 @@
 Every dock's job goes through it, in a worker thread or in a child process
 (``engine/process.py``), chosen per job:
 
-* :meth:`Runner.start` runs a blocking engine call ``fn(*args, progress=, cancel=)`` in
-  napari's thread pool (denoise, segment/apply, measure);
-* :meth:`Runner.start_events` runs an engine event generator ``job(*args, cancel=)``,
-  in a thread (drained with ``engine.events.drain``) or in a child process
-  (``JobProcess``, polled from a Qt timer), and relays every event it yields.
+* :meth:`Runner.start` runs a blocking call ``fn(*args, progress=, cancel=)`` (denoise,
+  segment/apply, measure, fine-tuning's job body) and relays its progress calls;
+* :meth:`Runner.start_events` runs an engine event generator ``job(*args, cancel=)``
+  (pretraining), drained once by ``engine.events.drain``, and relays every event;
+
+each in napari's thread pool, or with ``process=True`` in a child process
+(``engine.process.JobProcess``, its queue polled from a Qt timer).
 
 Whatever the mode, the dock sees the same signals on the GUI thread: ``progress(args)``
 (a tuple: the progress call's arguments, or ``(event,)``), ``done(result)``,
@@ -19,6 +21,7 @@ A failure is reported once, as a one-line napari notification, by the runner.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +45,11 @@ def one_line(exc: BaseException | str) -> str:
     """The first line of an error's text (tracebacks stay out of notifications)."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def _with_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Callable[..., Any]:
+    """``fn`` with ``kwargs`` bound, still picklable for a child process."""
+    return functools.partial(fn, **kwargs) if kwargs else fn
 
 
 class Runner(QObject):
@@ -91,8 +99,30 @@ class Runner(QObject):
 
     # ------------------------------------------------------------------ starting
 
-    def start(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        """Call ``fn(*args, progress=..., cancel=..., **kwargs)`` in a worker thread."""
+    def start(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        process: bool = False,
+        threads: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        """Call ``fn(*args, progress=..., cancel=..., **kwargs)``; relay each progress call.
+
+        ``process=True`` runs it in a child process (``fn`` and the arguments must
+        pickle; ``threads`` is the child's torch thread count), else in a worker thread.
+        """
+        if process:
+            self._start_process(
+                JobProcess(
+                    _with_kwargs(fn, kwargs),
+                    *args,
+                    calls=True,
+                    threads=threads,
+                    name=f"temseg-{self.what}",
+                )
+            )
+            return
 
         def work(cancel: threading.Event) -> Any:
             return fn(*args, progress=self._report, cancel=cancel, **kwargs)
@@ -107,17 +137,20 @@ class Runner(QObject):
         ``process=True`` runs it in a child process (``job`` and ``args`` must pickle;
         ``threads`` is the child's torch thread count), else in a worker thread.
         """
-        if not process:
-
-            def work(cancel: threading.Event) -> Any:
-                return drain(job(*args, cancel=cancel), self._report)
-
-            self._start_thread(work)
+        if process:
+            self._start_process(JobProcess(job, *args, threads=threads, name=f"temseg-{self.what}"))
             return
+
+        def work(cancel: threading.Event) -> Any:
+            return drain(job(*args, cancel=cancel), self._report)
+
+        self._start_thread(work)
+
+    def _start_process(self, proc: JobProcess) -> None:
         self._check_idle()
         self._cancel = threading.Event()
-        self._process = JobProcess(job, *args, threads=threads, name=f"temseg-{self.what}")
-        self._process.start()
+        self._process = proc
+        proc.start()
         self._timer.start()
 
     def _check_idle(self) -> None:
@@ -217,6 +250,8 @@ class Runner(QObject):
                 return
             if kind == "event":
                 self.progress.emit((payload,))
+            elif kind == "progress":
+                self.progress.emit(payload)
             elif kind == "done":
                 self.done.emit(payload)
             elif kind == "error" and not killed:
