@@ -221,3 +221,28 @@ def test_a_blocking_call_in_a_child_relays_its_progress(qtbot, tmp_path, notes):
     assert reports and reports[-1][0] == reports[-1][1]  # (tiles done, tiles) up to the last
     out = seen[-2][1][0]
     assert out.shape == image.shape and np.isfinite(out).all()
+
+
+def test_the_train_docks_job_runs_in_a_child_too(make_napari_viewer, qtbot):
+    """Fine-tuning's job body in a child: its events, previews and the trained model (torch
+    tensors) come back through the queue, and the dock shows them as from a thread."""
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.synth import simulate
+    from napari_temseg.widgets.train import SCRATCH, TrainWidget
+
+    viewer = make_napari_viewer()
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    s = simulate("stem", 128, pixel_size_nm=0.1, dose=200, seed=1)
+    w._image.value = viewer.add_image(s.noisy, name="raw")
+    w.add_strokes_layer().data = scribbles_from_mask(s.recorded_semantic, per_class=4, seed=0)
+    w._init.value, w._device.value, w._patch.value, w._steps.value = SCRATCH, "cpu", 64, 20
+    start = w._task.start
+    w._task.start = lambda fn, *a, **k: start(fn, *a, process=True, threads=1, **k)
+    w.train()
+    assert w._task.process is not None
+    qtbot.waitUntil(lambda: not w._task.running, timeout=180_000)  # a hang guard
+    model, meta = w.segmenter
+    assert meta["training"]["steps_done"] == 20 and meta["class_names"] == ["support", "particle"]
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert "raw prediction" in viewer.layers and w._loss_plot.series("train loss")[0]

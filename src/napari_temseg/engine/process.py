@@ -16,13 +16,16 @@ Stop is graceful first: :meth:`JobProcess.stop` sets an event, the child's loop 
 next step (a trainer validates, writes its best checkpoint and returns); only when it does
 not end within ``timeout_s`` is it terminated. Messages from the child are
 ``(kind, payload)``: ``("event", event)`` (a generator's), ``("progress", args)`` (a
-call's progress arguments), ``("done", result)`` or ``("error", text)``.
+call's progress arguments), ``("done", result)`` or ``("error", text)``. Payloads travel
+as plain pickles: torch's queue pickling would hand tensors over as shared memory that
+the child, ended right after its last message, can no longer serve.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import threading
 import time
@@ -38,6 +41,10 @@ STEP_EVENT_INTERVAL_S = 0.2
 Job = Callable[..., Generator[Any, None, Any]]
 
 
+def _send(out: Any, kind: str, payload: Any) -> None:
+    out.put((kind, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)))
+
+
 def _throttled(out: Any) -> Callable[[Any], None]:
     """Send every event but "step" ones, which go at most every STEP_EVENT_INTERVAL_S."""
     last_sent = [0.0]
@@ -47,7 +54,7 @@ def _throttled(out: Any) -> Callable[[Any], None]:
         is_step = getattr(ev, "kind", None) == "step"
         last = is_step and getattr(ev, "step", None) == getattr(ev, "steps", 0)
         if not is_step or last or now - last_sent[0] >= STEP_EVENT_INTERVAL_S:
-            out.put(("event", ev))
+            _send(out, "event", ev)
             last_sent[0] = now
 
     return send
@@ -71,15 +78,15 @@ def _child(
 
         threading.Thread(target=watch, daemon=True).start()
         if calls:
-            result = job(*args, progress=lambda *a: out.put(("progress", a)), cancel=cancel)
+            result = job(*args, progress=lambda *a: _send(out, "progress", a), cancel=cancel)
         else:
             result = drain(job(*args, cancel=cancel), _throttled(out))
-        out.put(("done", result))
+        _send(out, "done", result)
     except BaseException as exc:  # every failure reaches the parent as a message
         text = str(exc) or type(exc).__name__
         if not isinstance(exc, ValueError | RuntimeError):
             text += "\n" + traceback.format_exc(limit=3)
-        out.put(("error", text))
+        _send(out, "error", text)
 
 
 class JobProcess:
@@ -129,9 +136,10 @@ class JobProcess:
         msgs: list[tuple[str, Any]] = []
         while len(msgs) < max_messages:
             try:
-                msgs.append(self._queue.get_nowait())
+                kind, payload = self._queue.get_nowait()
             except queue.Empty:
                 break
+            msgs.append((kind, pickle.loads(payload)))
         for kind, payload in msgs:
             if kind == "done":
                 self.finished, self.result = True, payload

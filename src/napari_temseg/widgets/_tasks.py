@@ -236,7 +236,13 @@ class Runner(QObject):
         proc = self._process
         if proc is None:
             return
-        self._relay_messages(proc)
+        try:
+            self._relay_messages(proc)
+        except Exception as exc:  # a message that cannot be read: the job is lost
+            proc.terminate()
+            self._on_error(JobFailed(f"lost contact with the job's process ({exc!r})"))
+            self._end_process()
+            return
         if proc.finished or not proc.is_alive():
             if not proc.finished:  # it died: the last messages, or why it died
                 self._relay_messages(proc)
