@@ -60,11 +60,10 @@ def _throttled(out: Any) -> Callable[[Any], None]:
     return send
 
 
-def _child(
-    job: Job, args: tuple, calls: bool, threads: int, nice: int, stop: Any, out: Any
-) -> None:
-    """The child's main: run the job, send its events, always send a final message."""
+def _child(inbox: Any, calls: bool, threads: int, nice: int, stop: Any, out: Any) -> None:
+    """The child's main: take the job, run it, send its events, always a final message."""
     try:
+        job, args = pickle.loads(inbox.get())
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -111,9 +110,14 @@ class JobProcess:
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
         self._queue = ctx.Queue()
+        self._inbox = ctx.Queue()
+        # the job goes through a queue, not the Process arguments: those are written to
+        # the child's pipe inside start(), which then waits until the child has read them,
+        # that is until it has imported what unpickling them needs (torch: seconds)
+        self._job = pickle.dumps((job, args), protocol=pickle.HIGHEST_PROTOCOL)
         self._proc = ctx.Process(
             target=_child,
-            args=(job, args, calls, threads, nice, self._stop, self._queue),
+            args=(self._inbox, calls, threads, nice, self._stop, self._queue),
             daemon=True,
             name=name,
         )
@@ -122,7 +126,10 @@ class JobProcess:
         self.error: str | None = None
 
     def start(self) -> None:
+        """Start the child; returns at once (a queue's feeder thread hands the job over)."""
         self._proc.start()
+        self._inbox.put(self._job)
+        self._job = b""
 
     @property
     def pid(self) -> int | None:
