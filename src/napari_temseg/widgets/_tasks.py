@@ -112,6 +112,7 @@ class Runner(QObject):
         ``process=True`` runs it in a child process (``fn`` and the arguments must
         pickle; ``threads`` is the child's torch thread count), else in a worker thread.
         """
+        self._check_idle()
         if process:
             self._start_process(
                 JobProcess(
@@ -137,6 +138,7 @@ class Runner(QObject):
         ``process=True`` runs it in a child process (``job`` and ``args`` must pickle;
         ``threads`` is the child's torch thread count), else in a worker thread.
         """
+        self._check_idle()
         if process:
             self._start_process(JobProcess(job, *args, threads=threads, name=f"temseg-{self.what}"))
             return
@@ -147,7 +149,6 @@ class Runner(QObject):
         self._start_thread(work)
 
     def _start_process(self, proc: JobProcess) -> None:
-        self._check_idle()
         self._cancel = threading.Event()
         self._process = proc
         proc.start()
@@ -158,7 +159,6 @@ class Runner(QObject):
             raise RuntimeError("a job is already running")
 
     def _start_thread(self, work: Callable[[threading.Event], Any]) -> None:
-        self._check_idle()
         self._cancel = cancel = threading.Event()
         worker = create_worker(work, cancel, _ignore_errors=True)
         worker.returned.connect(self._delivered(self.done.emit))
