@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_temseg.widgets import _tasks as tasks_mod
 from napari_temseg.widgets import denoise as denoise_mod
 from napari_temseg.widgets import measure as measure_mod
 from napari_temseg.widgets import pretrain as pretrain_mod
@@ -22,9 +23,9 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def said(monkeypatch):
-    """Every notification the widgets show, as (kind, text)."""
+    """Every notification the widgets (and their jobs' runner) show, as (kind, text)."""
     out: list[tuple[str, str]] = []
-    for mod in (denoise_mod, train_mod, pretrain_mod, measure_mod):
+    for mod in (denoise_mod, train_mod, pretrain_mod, measure_mod, tasks_mod):
         for kind in ("show_info", "show_warning", "show_error"):
             if hasattr(mod, kind):
                 monkeypatch.setattr(mod, kind, lambda m, k=kind: out.append((k, str(m))))
@@ -179,7 +180,7 @@ def test_closing_napari_while_pretraining_and_training_run(make_napari_viewer, q
     pre.advanced = {"base": 4, "depth": 2, "val_size": 4}
     pre._steps.value = 100_000
     pre.start()
-    proc = pre._proc
+    proc = pre._task.process
     assert proc is not None
 
     seg = train_mod.TrainWidget(viewer)

@@ -34,8 +34,8 @@ def widget(make_napari_viewer):
     w._start_model.value = "scratch"
     w.advanced = dict(TINY)
     yield viewer, w
-    if w._proc is not None:
-        w._proc.terminate()
+    if w._task.process is not None:
+        w._task.process.terminate()
     clear_user_models()
 
 
@@ -68,7 +68,7 @@ def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
     _, w = widget
     w._steps.value = 100_000  # would run for a long time
     w.start()
-    proc = w._proc
+    proc = w._task.process
     qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
     w.stop()
     _wait_done(qtbot, w, timeout=120_000)  # a hang guard, not a speed test

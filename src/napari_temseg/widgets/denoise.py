@@ -1,7 +1,7 @@
 """Denoise dock widget: pick an image, a model and a device; run in the background.
 
 Thin by design: it reads the layer, hands the array to ``engine.denoise`` in a worker
-thread (``EngineTask``) and writes the result back as "<name> denoised" with the same
+thread (``widgets._tasks.Runner``) and writes the result back as "<name> denoised" with the same
 scale and translate. No numerics here beyond choosing display contrast.
 """
 
@@ -20,13 +20,13 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 
 from napari_temseg.display import display_limits
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._layout import tabify_when_docked
-from napari_temseg.widgets._tasks import EngineTask
+from napari_temseg.widgets._tasks import Runner
 
 CHECKPOINT_CHOICE = "checkpoint file…"
 SCOPES = ("whole stack", "current frame")
@@ -100,10 +100,11 @@ class DenoiseWidget(Container):
                 self._status,
             ]
         )
-        self._task = EngineTask(owner=self.native)
+        self._task = Runner(self.native, "Denoising")
         self._task.progress.connect(self._on_progress)
         self._task.done.connect(self._on_done)
         self._task.failed.connect(self._on_failed)
+        self._task.cancelled.connect(self._on_cancelled)
         self._task.finished.connect(self._on_finished)
         self._model.changed.connect(self._on_model_changed)
         self._on_model_changed(self._model.value)
@@ -202,13 +203,10 @@ class DenoiseWidget(Container):
         self._status.value = f"done: '{name}'"
 
     def _on_failed(self, exc: Exception) -> None:
-        from napari_temseg.engine import Cancelled
-
-        if isinstance(exc, Cancelled):
-            self._status.value = "cancelled; nothing was added"
-            return
         self._status.value = f"failed: {exc}"
-        show_error(f"Denoising failed: {exc}")
+
+    def _on_cancelled(self) -> None:
+        self._status.value = "cancelled; nothing was added"
 
     def _on_finished(self) -> None:
         self._run.enabled = True

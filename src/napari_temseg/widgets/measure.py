@@ -38,7 +38,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from napari_temseg.engine.measure import MIN_SIZE_PX, Measurement, measure, write_csv
 from napari_temseg.widgets._layout import tabify_when_docked
-from napari_temseg.widgets._tasks import EngineTask
+from napari_temseg.widgets._tasks import Runner
 
 SCOPES = ("current frame", "all frames")
 HIDDEN_COLUMNS = ("bbox_y0_px", "bbox_x0_px", "bbox_y1_px", "bbox_x1_px")  # kept in the CSV
@@ -181,9 +181,10 @@ class MeasureWidget(Container):
         layout.addWidget(lower.native)
         self._lower = lower
 
-        self._task = EngineTask()
+        self._task = Runner(self.native, "Measurement")
         self._task.done.connect(self._on_done)
         self._task.failed.connect(self._on_failed)
+        self._task.cancelled.connect(lambda: setattr(self._status, "value", "cancelled"))
         self._task.finished.connect(self._on_finished)
         self._split.changed.connect(lambda on: setattr(self._min_distance, "visible", on))
         self._min_size.changed.connect(self._show_min_area)
@@ -192,8 +193,6 @@ class MeasureWidget(Container):
         self._measure.changed.connect(self.run)
         self._export.changed.connect(self.export_csv)
         self._table.itemSelectionChanged.connect(self._on_row_selected)
-        self.native.destroyed.connect(self._on_destroyed)
-        self._closed = False
 
         self.result: Measurement | None = None
         self.particles: Labels | None = None  # the "<mask> particles" layer
@@ -304,14 +303,7 @@ class MeasureWidget(Container):
 
     # ------------------------------------------------------------------ results (GUI thread)
 
-    def _on_destroyed(self, *_args) -> None:
-        """The dock (or the viewer) was closed: stop, and drop a result that arrives late."""
-        self._closed = True
-        self._task.cancel()
-
     def _on_done(self, result: Measurement) -> None:
-        if self._closed:
-            return
         self._job = self._pending  # the shown result and the job it came from change together
         self.result = result
         self._show_particles(result)
@@ -328,19 +320,10 @@ class MeasureWidget(Container):
         self._suggest_csv_path()
 
     def _on_failed(self, exc: Exception) -> None:
-        from napari_temseg.engine.tiling import Cancelled
-
-        if self._closed:
-            return
-        if isinstance(exc, Cancelled):
-            self._status.value = "cancelled"
-            return
         self._status.value = f"failed: {exc}"
-        show_error(f"Measurement failed: {exc}")
 
     def _on_finished(self) -> None:
-        if not self._closed:
-            self._measure.enabled = True
+        self._measure.enabled = True
 
     def _summary_text(self, result: Measurement) -> str:
         s, u = result.summary, result.unit

@@ -1,8 +1,8 @@
 """Pretrain dock widget: teach a denoiser the user's own images, in a child process.
 
 Thin by design: it collects the chosen layers (or a folder), hands them with a
-``PretrainConfig`` to ``engine.process.TrainingProcess`` and polls its queue from a Qt timer
-(so the GUI thread never computes), drawing loss curves and a before/after preview layer.
+``PretrainConfig`` to a child process (``widgets._tasks.Runner`` running
+``engine.process.pretrain_job``; the GUI thread never computes), drawing loss curves and a before/after preview layer.
 The finished model is registered for the session (the Denoise widget lists it at once)
 and can be saved anywhere; an existing file is never overwritten.
 """
@@ -26,12 +26,12 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
 
 from napari_temseg.display import display_limits
 from napari_temseg.models.user import register_user_model, user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import tabify_when_docked
+from napari_temseg.widgets._tasks import Runner
 from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices
 
 PREVIEW_LAYER = "pretrain preview (before | after)"
@@ -102,15 +102,16 @@ class PretrainWidget(Container):
 
         self._workdir = Path(tempfile.mkdtemp(prefix="temseg-pretrain-"))
         self._runs = 0
-        self._proc = None
         self.last_model: Path | None = None
         self.last_result = None
         #: further PretrainConfig fields (e.g. base/depth of a fresh U-Net, full_distortions)
         self.advanced: dict = {}
-        self._timer = QTimer()
-        self._timer.setInterval(100)
-        self._timer.timeout.connect(self._poll)
-        self._stop_deadline: QTimer | None = None
+        self._task = Runner(self.native, "Pretraining", stop_timeout_s=STOP_TIMEOUT_S)
+        self._task.progress.connect(self._on_progress)
+        self._task.done.connect(self._on_done)
+        self._task.failed.connect(self._on_failed)
+        self._task.killed.connect(self._on_killed)
+        self._task.finished.connect(lambda: self._set_running(False))
 
         self._start.changed.connect(self.start)
         self._stop.changed.connect(self.stop)
@@ -144,7 +145,7 @@ class PretrainWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._proc is not None
+        return self._task.running
 
     # ------------------------------------------------------------------ actions
 
@@ -189,7 +190,7 @@ class PretrainWidget(Container):
     def start(self, init: str | None = None) -> None:
         """Start a run (``init`` overrides the start-model choice; Continue passes its model)."""
         from napari_temseg.engine.pretrain import PretrainConfig
-        from napari_temseg.engine.process import TrainingProcess
+        from napari_temseg.engine.process import pretrain_job
 
         if self.running:
             show_info("Pretraining is already running; press Stop to end it.")
@@ -219,17 +220,14 @@ class PretrainWidget(Container):
         except (TypeError, ValueError) as exc:
             show_error(str(exc))
             return
-        if paths:  # a folder: the child reads the files (and the selected layers are not used)
-            self._proc = TrainingProcess(cfg, paths=paths)
-        else:
-            self._proc = TrainingProcess(cfg, images=arrays, names=names)
-        self._proc.start()
+        # a folder: the child reads the files (and the selected layers are not used)
+        images = None if paths else arrays
+        self._task.start_events(pretrain_job, images, paths, names, cfg, process=True)
         self.curves.clear()
         self._prepare_preview(arrays)
         self._progress.value = 0
         self._status.value = f"starting ({cfg.method}, {cfg.steps} steps)…"
         self._set_running(True)
-        self._timer.start()
 
     def continue_(self) -> None:
         """A new run from the last model: its best weights, its step count carried on."""
@@ -239,24 +237,19 @@ class PretrainWidget(Container):
         self.start(init=str(self.last_model))
 
     def stop(self) -> None:
-        """Graceful stop (the child saves its best model); terminate after a timeout."""
-        if self._proc is None:
+        """Graceful stop (the child saves its best model); terminated after a timeout."""
+        if not self.running:
             return
-        self._proc.stop()
+        self._task.cancel()
         self._status.value = "stopping: saving the best model…"
         self._stop.enabled = False
-        self._stop_deadline = QTimer()
-        self._stop_deadline.setSingleShot(True)
-        self._stop_deadline.timeout.connect(self._force_stop)
-        self._stop_deadline.start(int(STOP_TIMEOUT_S * 1000))
 
-    def _force_stop(self) -> None:
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.terminate()
-            show_warning("Training did not stop in time and was terminated.")
-            partial = self._workdir / f"pretrained-{self._runs}.safetensors"
-            if partial.is_file():  # written at its last validation
-                self._register(partial)
+    def _on_killed(self) -> None:
+        """The child ignored Stop for STOP_TIMEOUT_S and was terminated."""
+        show_warning("Training did not stop in time and was terminated.")
+        partial = self._workdir / f"pretrained-{self._runs}.safetensors"
+        if partial.is_file():  # written at its last validation
+            self._register(partial)
 
     def save(self) -> None:
         if self.last_model is None:
@@ -279,29 +272,15 @@ class PretrainWidget(Container):
 
     # ------------------------------------------------------------------ progress (GUI thread)
 
-    def _poll(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        preview = None
-        for kind, payload in proc.poll():
-            if kind == "event":
-                if payload.kind == "preview":
-                    preview = payload.preview
-                else:
-                    self._on_event(payload)
-            elif kind == "done":
-                self._on_done(payload)
-            elif kind == "error":
-                self._status.value = f"failed: {payload.splitlines()[0]}"
-                show_error(f"Pretraining failed: {payload}")
-        if preview is not None:
-            self._show_preview(*preview)
-        if proc.finished or not proc.is_alive():
-            if not proc.finished:
-                proc.poll()
-            proc.join(5)
-            self._finish()
+    def _on_progress(self, args: tuple) -> None:
+        ev = args[0]
+        if ev.kind == "preview":
+            self._show_preview(*ev.preview)
+        else:
+            self._on_event(ev)
+
+    def _on_failed(self, exc: Exception) -> None:
+        self._status.value = f"failed: {str(exc).splitlines()[0]}"
 
     def _on_event(self, ev) -> None:
         self._progress.value = int(100 * ev.step / max(ev.steps, 1))
@@ -351,14 +330,6 @@ class PretrainWidget(Container):
         self._save.enabled = True
         show_info(f"'{name}' is ready: it is listed in the Denoise widget.")
 
-    def _finish(self) -> None:
-        self._timer.stop()
-        if self._stop_deadline is not None:
-            self._stop_deadline.stop()
-            self._stop_deadline = None
-        self._proc = None
-        self._set_running(False)
-
     def _set_running(self, running: bool) -> None:
         self._start.enabled = not running
         self._stop.enabled = running
@@ -366,13 +337,6 @@ class PretrainWidget(Container):
 
     def _on_destroyed(self, *_args) -> None:
         try:
-            self._timer.stop()
-        except RuntimeError:  # Qt already deleted the timer with its parent
-            pass
-        try:
             user_models_changed.disconnect(self._refresh_models)
         except (TypeError, ValueError, RuntimeError):
             pass
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc = None

@@ -2,7 +2,7 @@
 
 The ilastik loop with deep features. Thin by design: it reads layers, builds a
 ``engine.finetune.Finetuner`` (input errors surface at once, as notifications) and runs it
-in a worker thread (``EngineTask``); the worker relays every training event and, each time
+in a worker thread (``widgets._tasks.Runner``); the worker relays every training event and, each time
 the held-out strokes say the model got better (at most every few seconds), a prediction of
 the displayed frame, which the GUI thread writes to "<image> prediction". Stop keeps the
 best model; pressing Train again continues from it. Apply writes "<image> segmentation"
@@ -36,12 +36,12 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
-from napari_temseg.engine.events import format_duration
+from napari_temseg.engine.events import drain, format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import section, tabify_when_docked
-from napari_temseg.widgets._tasks import EngineTask
+from napari_temseg.widgets._tasks import Runner
 from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices, model_choices
 
 SCRATCH = "none"
@@ -102,13 +102,10 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
     from napari_temseg.engine.checks import degenerate, uncertainty
     from napari_temseg.engine.segment import segment
 
-    gen = tuner.run(steps, cancel=cancel)
     last = -np.inf
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
+
+    def relay(ev: Any) -> None:
+        nonlocal last
         payload: dict[str, Any] = {"event": ev}
         due = time.monotonic() - last >= PREVIEW_EVERY_S or last == -np.inf
         if ev.kind == "val" and ev.improved and preview is not None and due:
@@ -130,6 +127,8 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
             except Cancelled:
                 pass
         progress(payload)
+
+    return drain(tuner.run(steps, cancel=cancel), relay)
 
 
 def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
@@ -242,13 +241,12 @@ class TrainWidget(Container):
 
         self.segmenter: tuple[Any, dict] | None = None  # (model, meta), the current best
         self._job: dict[str, Any] = {}
-        self._closed = False
-        self._task = EngineTask()
+        self._task = Runner(self.native, "Segmentation training")
         self._task.progress.connect(self._on_train_progress)
         self._task.done.connect(self._on_train_done)
         self._task.failed.connect(self._on_failed)
         self._task.finished.connect(self._on_train_finished)
-        self._apply_task = EngineTask()
+        self._apply_task = Runner(self.native, "Segmenting")
         self._apply_task.progress.connect(self._on_apply_progress)
         self._apply_task.done.connect(self._on_apply_done)
         self._apply_task.failed.connect(self._on_failed)
@@ -270,9 +268,6 @@ class TrainWidget(Container):
     # ------------------------------------------------------------------ helpers
 
     def _on_destroyed(self, *_: Any) -> None:
-        self._closed = True
-        self._task.cancel()
-        self._apply_task.cancel()
         try:
             user_models_changed.disconnect(self._refresh_models)
         except Exception:
@@ -614,8 +609,6 @@ class TrainWidget(Container):
             self._apply_task.cancel()
 
     def _on_train_progress(self, args: tuple) -> None:
-        if self._closed:
-            return
         payload = args[0]
         ev = payload["event"]
         job = self._job
@@ -661,8 +654,6 @@ class TrainWidget(Container):
                 job["degenerate"] = payload["degenerate"]
 
     def _on_train_done(self, result: Any) -> None:
-        if self._closed:
-            return
         self.segmenter = (result.model, result.meta)
         self._apply.enabled = self._save.enabled = True
         dice = ", ".join(
@@ -690,16 +681,9 @@ class TrainWidget(Container):
         self._dice_plot.redraw()
 
     def _on_failed(self, exc: Exception) -> None:
-        from napari_temseg.engine import Cancelled
-
-        if self._closed or isinstance(exc, Cancelled):
-            return
         self._status.value = f"failed: {exc}"
-        show_error(f"Segmentation training failed: {exc}")
 
     def _on_train_finished(self) -> None:
-        if self._closed:
-            return
         self._train.enabled = True
         self._stop.enabled = False
         self._progress.value = 100
@@ -709,8 +693,6 @@ class TrainWidget(Container):
         self._progress.value = int(100 * (n + done / max(total, 1)) / max(jobs, 1))
 
     def _on_apply_done(self, results: list) -> None:
-        if self._closed:
-            return
         names = self.segmenter[1].get("class_names") or []
         colors = self.segmenter[1].get("class_colors") or self._colors(names)
         for r in results:
@@ -750,6 +732,5 @@ class TrainWidget(Container):
         )
 
     def _on_apply_finished(self) -> None:
-        if not self._closed:
-            self._apply.enabled = self.segmenter is not None
-            self._progress.value = 100
+        self._apply.enabled = self.segmenter is not None
+        self._progress.value = 100
