@@ -236,3 +236,36 @@ def test_find_atoms_warns_about_an_unpainted_frame_much_noisier_than_the_painted
     result = find_atoms(stack, labels, atom_class=2)
     assert [i for i, _ in result.warnings] == [2]
     assert "noise" in result.warnings[0][1] and "paint a few atoms" in result.warnings[0][1]
+
+
+def test_temseg_measure_atoms_fits_on_the_painted_image_and_tables_every_image(tmp_path, capsys):
+    import pandas as pd
+    import tifffile
+
+    from napari_temseg.cli import main
+
+    a, atoms_a = atoms_frame(10)
+    b, atoms_b = atoms_frame(11, dose=120.0)
+    tifffile.imwrite(tmp_path / "a.tif", a)
+    tifffile.imwrite(tmp_path / "b.tif", b)
+    tifffile.imwrite(tmp_path / "a_strokes.tif", paint(a.shape, atoms_a, 6, seed=5))
+    out = tmp_path / "atoms.csv"
+    args = ["measure", str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+    assert main([*args, "--atoms", str(tmp_path / "a_strokes.tif"), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "width sigma" in printed and "b.tif:" in printed
+    table = pd.read_csv(out)
+    assert list(table.columns[:4]) == ["file", "atom", "y_px", "x_px"]  # not calibrated: px
+    for name, truth in (("a.tif", atoms_a), ("b.tif", atoms_b)):
+        rows = table[table["file"] == name]
+        pts = rows[["y_px", "x_px"]].to_numpy()
+        assert detection_scores(match_points(pts, truth, 2.0), len(pts), len(truth))["f1"] > 0.9
+    # strokes without support: one line, no traceback, no table
+    tifffile.imwrite(
+        tmp_path / "atoms_only.tif", np.where(paint(a.shape, atoms_a, 6, 5) == 2, 2, 0)
+    )
+    bad = tmp_path / "bad.csv"
+    code = main([*args, "--atoms", str(tmp_path / "atoms_only.tif"), "-o", str(bad)])
+    err = capsys.readouterr().err
+    assert code != 0 and "no support painted" in err and "Traceback" not in err
+    assert not bad.exists()

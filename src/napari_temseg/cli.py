@@ -355,6 +355,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_measure(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    if args.atoms:
+        return _measure_atoms(args)
     from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.measure import measure, write_csv
 
@@ -392,6 +394,68 @@ def cmd_measure(args: argparse.Namespace) -> int:
         tables.append(table)
         s = result.summary
         print(f"{path}: {s.get('count', 0)} particle(s), coverage {s.get('coverage', 0):.1%}")
+    if tables:
+        out = write_csv(pd.concat(tables, ignore_index=True), output, overwrite=True)
+        print(f"wrote {out}")
+    return 1 if failed else 0
+
+
+def _measure_atoms(args: argparse.Namespace) -> int:
+    """``temseg measure IMAGES --atoms STROKES``: fit the atom finder on the painted image,
+    find and measure every atom of every image, one CSV row per atom."""
+    import pandas as pd
+
+    from napari_temseg.batch import expand_inputs
+    from napari_temseg.engine.atoms import AtomError, atom_table, fit_atom_finder
+    from napari_temseg.engine.measure import write_csv
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".csv" and not output.is_dir():
+        output = output.with_name(output.name + ".csv")
+    output = _output_file(output, overwrite=True, example="atoms.csv")
+    images, misses = expand_inputs(args.masks)
+    for miss in misses:
+        _print_result(miss)
+    if not images:
+        raise CLIError("no image to find atoms on")
+    painted = args.painted or images[0]
+    strokes = np.asarray(_read_images(args.atoms)[0].data)
+    frame = np.asarray(_read_images(painted)[0].data)
+    if strokes.shape != frame.shape or frame.ndim != 2:
+        raise CLIError(
+            f"{args.atoms} {strokes.shape} must be painted on one 2D frame of {painted} "
+            f"{frame.shape}; name that image with --painted"
+        )
+    try:
+        finder = fit_atom_finder(frame, strokes, args.atom_class)
+    except AtomError as exc:
+        raise CLIError(f"{args.atoms}: {exc}") from exc
+    print(
+        f"atom finder fitted on {painted}: width sigma {finder.sigma:.2f} px, "
+        f"threshold {finder.threshold:.2f} (noise units)"
+    )
+    tables, failed = [], len(misses)
+    for path in images:
+        try:
+            ds = _read_images(path)[0]
+            if np.ndim(ds.data) != 2:
+                raise CLIError(f"atoms are found on 2D frames, got shape {np.shape(ds.data)}")
+            calibrated = ds.pixel_size_nm is not None
+            frame = np.asarray(ds.data)
+            table = atom_table(
+                frame,
+                finder.find(frame),
+                2 * finder.sigma,
+                tuple(ds.scale[-2:]) if calibrated else (1.0, 1.0),
+                "nm" if calibrated else "px",
+            )
+        except (CLIError, ValueError) as exc:
+            failed += 1
+            print(f"temseg: error: {_about(path, str(exc))}", file=sys.stderr)
+            continue
+        table.insert(0, "file", Path(path).name)
+        tables.append(table)
+        print(f"{path}: {len(table)} atom(s)")
     if tables:
         out = write_csv(pd.concat(tables, ignore_index=True), output, overwrite=True)
         print(f"wrote {out}")
@@ -649,8 +713,13 @@ def build_parser() -> argparse.ArgumentParser:
     _batch_options(s)
     s.set_defaults(func=cmd_segment)
 
-    s = sub.add_parser("measure", help="measure particles in masks, write a CSV table")
-    s.add_argument("masks", nargs="+", metavar="MASK", help=INPUTS_HELP)
+    s = sub.add_parser(
+        "measure",
+        help="measure particles in masks (or, with --atoms, find atoms in images), write a CSV",
+    )
+    s.add_argument(
+        "masks", nargs="+", metavar="MASK", help=INPUTS_HELP + "; with --atoms: the images"
+    )
     s.add_argument("--image", nargs="+", default=None, metavar="IMG")
     s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
     s.add_argument(
@@ -660,6 +729,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="smallest particle in pixels; specks and pinholes smaller than this are cleaned "
         "from the mask first (default 40; 0: measure the mask as it is)",
+    )
+    s.add_argument(
+        "--atoms",
+        metavar="STROKES",
+        default=None,
+        help="find atoms instead: a labels file with a few atoms painted (--atom-class) and a "
+        "few support strokes (any other label) on one frame; every atom of every image is a row",
+    )
+    s.add_argument("--atom-class", type=int, default=2, metavar="N", help="label of the atoms (2)")
+    s.add_argument(
+        "--painted",
+        default=None,
+        metavar="IMG",
+        help="the image STROKES were painted on (default: the first image)",
     )
     s.set_defaults(func=cmd_measure)
 
