@@ -311,3 +311,46 @@ def test_specks_are_not_particles_by_default(widget, qtbot):
     assert "specks count" in w._min_size_nm.value
     _measure(qtbot, w)
     assert w._table.rowCount() == 7
+
+
+def test_atoms_section_finds_every_atom_as_points_with_a_table_and_exports_it(
+    widget, qtbot, tmp_path
+):
+    """Paint 6 atoms and some support on frame 1 of a 2-frame stack, press Find atoms."""
+    from atoms_data import atoms_frame, paint
+    from napari_temseg.engine.atoms import detection_scores, match_points
+
+    viewer, w = widget
+    a, atoms_a = atoms_frame(12)
+    b, atoms_b = atoms_frame(13, dose=90.0)
+    image = viewer.add_image(np.stack([a, b]), name="haadf", scale=(1, 0.03, 0.03))
+    image.units = ("pixel", "nm", "nm")
+    strokes = np.zeros((2, *a.shape), np.uint8)
+    strokes[1] = paint(b.shape, atoms_b, 6, seed=6)
+    viewer.add_labels(strokes, name="strokes", scale=(1, 0.03, 0.03))
+    panel = w.atoms
+    assert not w._atoms_section.isExpanded()  # folded away until wanted
+    panel.image.value = image
+    panel.strokes.value = viewer.layers["strokes"]
+    panel.find.native.click()
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=60_000)
+    points = viewer.layers["haadf atoms"]
+    assert points.data.shape[1] == 3  # frame, y, x
+    assert len(points.data) == panel.result.count
+    assert {"frame", "atom", "y_nm", "x_nm", "integrated"} <= set(points.features.columns)
+    assert np.allclose(points.scale, image.scale)
+    for frame, truth in ((0, atoms_a), (1, atoms_b)):
+        pts = points.data[points.data[:, 0] == frame][:, 1:]
+        s = detection_scores(match_points(pts, truth, 2.0), len(pts), len(truth))
+        assert s["f1"] > 0.9, (frame, s)
+    assert "atoms" in panel.status.value and "painted frame 1" in panel.status.value
+    panel.csv.value = tmp_path / "atoms.csv"
+    panel.export.native.click()
+    table = pd.read_csv(tmp_path / "atoms.csv")
+    assert len(table) == panel.result.count and "y_nm" in table
+    # nothing painted as atoms: one line in the dock, no new layer, no traceback
+    viewer.layers["strokes"].data = np.where(strokes == 2, 0, strokes).astype(np.uint8)
+    panel.result = None
+    panel.find.native.click()
+    qtbot.waitUntil(lambda: "no atom painted" in panel.status.value, timeout=30_000)
+    assert panel.result is None and len(viewer.layers) == 3

@@ -37,8 +37,9 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from napari_temseg.engine.measure import MIN_SIZE_PX, Measurement, measure, write_csv
-from napari_temseg.widgets._layout import tabify_when_docked
+from napari_temseg.widgets._layout import section, tabify_when_docked
 from napari_temseg.widgets._tasks import Runner
+from napari_temseg.widgets.atoms import AtomsPanel
 
 SCOPES = ("current frame", "all frames")
 HIDDEN_COLUMNS = ("bbox_y0_px", "bbox_x0_px", "bbox_y1_px", "bbox_x1_px")  # kept in the CSV
@@ -179,6 +180,10 @@ class MeasureWidget(Container):
         layout.addWidget(self._table)
         layout.addWidget(self._canvas)
         layout.addWidget(lower.native)
+        # atoms are points, not mask components: their own section (widgets/atoms.py)
+        self.atoms = AtomsPanel(napari_viewer, layer_calibration)
+        self._atoms_section = section("Atoms (paint a few, find every atom)", [self.atoms])
+        layout.addWidget(self._atoms_section)
         self._lower = lower
 
         self._task = Runner(self.native, "Measurement")
@@ -202,6 +207,11 @@ class MeasureWidget(Container):
         self._auto_csv: Path | None = None
 
     # ------------------------------------------------------------------ building
+
+    def reset_choices(self, *args: Any) -> None:
+        """Layer lists follow the viewer's layers, the Atoms section's too."""
+        super().reset_choices(*args)
+        self.atoms.reset_choices()
 
     def _make_table(self) -> QTableWidget:
         table = QTableWidget(0, 0)
