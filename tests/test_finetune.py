@@ -390,11 +390,11 @@ class FakeClock:
 def test_time_budget_ends_the_run_and_decays_the_rate(stem, monkeypatch):
     from types import SimpleNamespace
 
-    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine import loop
 
     s, strokes = stem
     clock = FakeClock(0.25)
-    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     cfg = tiny(500, max_seconds=30.0, val_every=10)
     result, events = run(Finetuner([s.noisy], [strokes], init="none", config=cfg))
     assert result.timed_out and not result.stopped
@@ -409,11 +409,11 @@ def test_time_budget_ends_the_run_and_decays_the_rate(stem, monkeypatch):
 def test_time_left_without_a_budget_counts_the_steps(stem, monkeypatch):
     from types import SimpleNamespace
 
-    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine import loop
 
     s, strokes = stem
     clock = FakeClock(0.25)
-    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     result, events = run(Finetuner([s.noisy], [strokes], init="none", config=tiny(12)))
     steps = [e for e in events if e.kind == "step"]
     assert not result.timed_out and result.steps_done == 12

@@ -8,7 +8,7 @@ Stop is graceful first: :meth:`TrainingProcess.stop` sets an event, the child's 
 loop ends at its next step, validates, writes the best checkpoint and reports ``done``;
 only when it does not end within ``timeout_s`` is it terminated (the checkpoint written at
 its last validation stays on disk). Messages from the child are ``(kind, payload)``:
-``("event", PretrainEvent)``, ``("done", PretrainResult)`` or ``("error", text)``.
+``("event", TrainEvent)``, ``("done", PretrainResult)`` or ``("error", text)``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from napari_temseg.engine.pretrain import PretrainConfig, PretrainEvent, iter_pretrain
+from napari_temseg.engine.events import TrainEvent
+from napari_temseg.engine.pretrain import PretrainConfig, iter_pretrain
 
 #: step events are sent at most this often (validation, preview and the end always are)
 STEP_EVENT_INTERVAL_S = 0.2
@@ -177,5 +178,5 @@ class TrainingProcess:
         self.poll()
 
 
-def events_of(msgs: list[tuple[str, Any]]) -> list[PretrainEvent]:
+def events_of(msgs: list[tuple[str, Any]]) -> list[TrainEvent]:
     return [p for k, p in msgs if k == "event"]

@@ -296,7 +296,7 @@ class PretrainWidget(Container):
                 self._status.value = f"failed: {payload.splitlines()[0]}"
                 show_error(f"Pretraining failed: {payload}")
         if preview is not None:
-            self._show_preview(*preview)
+            self._show_preview(preview.before, preview.after)
         if proc.finished or not proc.is_alive():
             if not proc.finished:
                 proc.poll()
@@ -304,15 +304,15 @@ class PretrainWidget(Container):
             self._finish()
 
     def _on_event(self, ev) -> None:
-        self._progress.value = int(100 * ev.step / max(ev.steps, 1))
+        self._progress.value = int(100 * ev.fraction)
         if ev.kind == "step":
-            self.curves.add("training", ev.total_step, ev.loss)
-            text = f"step {ev.total_step}  loss {ev.loss:.4f}  {ev.examples_per_s:.1f} ex/s"
+            self.curves.add("training", ev.step, ev.loss)
+            text = f"step {ev.step}  loss {ev.loss:.4f}  {ev.examples_per_s:.1f} ex/s"
             if ev.d_loss is not None:
                 text += f"  D {ev.d_loss:.3f}"
             self._status.value = text
         elif ev.kind == "val":
-            self.curves.add("validation", ev.total_step, ev.val_loss)
+            self.curves.add("validation", ev.step, ev.val_loss)
 
     def _prepare_preview(self, arrays: list[np.ndarray]) -> None:
         """Add the preview layer now, at the click: adding a layer costs a GUI stall of

@@ -13,7 +13,6 @@ are named under Apply and in a notification (``engine/checks.py`` decides, the d
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,39 +96,15 @@ def _pixel_size(layer: Any) -> float | None:
 
 
 def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
-    """Worker-thread body: run the fine-tuner, relaying events and smoothed previews."""
-    from napari_temseg.engine import Cancelled
-    from napari_temseg.engine.checks import degenerate, uncertainty
-    from napari_temseg.engine.segment import segment
-
-    gen = tuner.run(steps, cancel=cancel)
-    last = -np.inf
+    """Worker-thread body: run the fine-tuner, relaying its events (previews included:
+    the engine segments ``preview`` with each new best, at most every PREVIEW_EVERY_S)."""
+    gen = tuner.run(steps, cancel=cancel, preview=preview, preview_every_s=PREVIEW_EVERY_S)
     while True:
         try:
             ev = next(gen)
         except StopIteration as stop:
             return stop.value
-        payload: dict[str, Any] = {"event": ev}
-        due = time.monotonic() - last >= PREVIEW_EVERY_S or last == -np.inf
-        if ev.kind == "val" and ev.improved and preview is not None and due:
-            try:
-                seg = (tuner.best_model(), tuner.segmenter_meta())
-                payload["preview"], probs = segment(
-                    preview,
-                    seg,
-                    device=tuner.device,
-                    tile=256,
-                    overlap=32,
-                    cancel=cancel,
-                    probabilities=True,
-                )
-                payload["uncertainty"] = np.round(uncertainty(probs) * 100).astype(np.uint8)
-                # a held-out Dice of 1.00 and one class on the whole displayed frame disagree
-                payload["degenerate"] = degenerate(payload["preview"], tuner.class_names)
-                last = time.monotonic()
-            except Cancelled:
-                pass
-        progress(payload)
+        progress({"event": ev})
 
 
 def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
@@ -616,14 +591,12 @@ class TrainWidget(Container):
     def _on_train_progress(self, args: tuple) -> None:
         if self._closed:
             return
-        payload = args[0]
-        ev = payload["event"]
+        ev = args[0]["event"]
         job = self._job
-        done = (ev.step - job["start"]) / max(job["steps"], 1)
-        if ev.eta_s is not None:  # a time budget can end the run before the steps do
-            done = max(done, ev.elapsed_s / max(ev.elapsed_s + ev.eta_s, 1e-9))
-        self._progress.value = int(100 * min(done, 1.0))
-        if ev.kind == "step":
+        self._progress.value = int(100 * ev.fraction)
+        if ev.kind == "preview":
+            self._show_train_preview(ev.preview)
+        elif ev.kind == "step":
             if ev.step % 5 == 0:
                 self._loss_plot.add("train loss", ev.step, ev.loss)
             left = format_duration(ev.eta_s)
@@ -631,7 +604,7 @@ class TrainWidget(Container):
                 f"step {ev.step}/{ev.steps} ({ev.phase}), loss {ev.loss:.3f}, "
                 f"{ev.examples_per_s:.1f} patches/s" + (f", about {left} left" if left else "")
             )
-        else:
+        elif ev.kind == "val":
             if ev.phase == "head fitted":
                 known = [d for d in ev.val_dice or [] if d is not None]
                 self._status.value = (
@@ -643,22 +616,24 @@ class TrainWidget(Container):
             for name, d in zip(job["names"], ev.val_dice or [], strict=False):
                 if d is not None:
                     self._dice_plot.add(name, ev.step, d)
-        if "preview" in payload and job.get("image") is not None:
-            image = job["image"]
-            if image in self._viewer.layers:
-                self._put_labels(
-                    f"{image.name} prediction",
-                    image,
-                    payload["preview"],
-                    job["frame"] or None,
-                    job["names"],
-                    job["colors"],
-                    job["corner"],
-                )
-                self._put_uncertainty(
-                    image, payload["uncertainty"], job["frame"] or None, job["corner"]
-                )
-                job["degenerate"] = payload["degenerate"]
+
+    def _show_train_preview(self, shown: Any) -> None:
+        """Put the engine's preview (a SegmentPreview) on the displayed frame."""
+        job = self._job
+        image = job.get("image")
+        if image is None or image not in self._viewer.layers:
+            return
+        self._put_labels(
+            f"{image.name} prediction",
+            image,
+            shown.labels,
+            job["frame"] or None,
+            job["names"],
+            job["colors"],
+            job["corner"],
+        )
+        self._put_uncertainty(image, shown.uncertainty, job["frame"] or None, job["corner"])
+        job["degenerate"] = shown.degenerate
 
     def _on_train_done(self, result: Any) -> None:
         if self._closed:
