@@ -370,8 +370,8 @@ class Finetuner:
     @property
     def best_dice(self) -> list[float | None]:
         v = self.best.validation
-        return list(v.dice) if v is not None and v.dice is not None else [None] * len(
-            self.class_names
+        return (
+            list(v.dice) if v is not None and v.dice is not None else [None] * len(self.class_names)
         )
 
     def preview(self, image: np.ndarray, cancel: threading.Event | None = None) -> SegmentPreview:

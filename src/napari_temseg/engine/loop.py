@@ -434,6 +434,8 @@ class TrainingLoop:
         self.skipped, self.bad, self.since_best = state["counters"]
         b = state["best"]
         v = b["validation"]
-        self.best = Best(b["score"], b["loss"], b["step"], b["state"], Validation(**v) if v else None)
+        self.best = Best(
+            b["score"], b["loss"], b["step"], b["state"], Validation(**v) if v else None
+        )
         torch.set_rng_state(state["torch_rng"])
         m.load_extra_state(state["method"])

@@ -29,6 +29,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from napari_temseg.display import display_limits
+from napari_temseg.engine.events import TrainEvent
 from napari_temseg.models.user import register_user_model, user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import tabify_when_docked
@@ -303,16 +304,14 @@ class PretrainWidget(Container):
             proc.join(5)
             self._finish()
 
-    def _on_event(self, ev) -> None:
+    def _on_event(self, ev: TrainEvent) -> None:
         self._progress.value = int(100 * ev.fraction)
+        self.curves.add_event(ev, "training", "validation")
         if ev.kind == "step":
-            self.curves.add("training", ev.step, ev.loss)
             text = f"step {ev.step}  loss {ev.loss:.4f}  {ev.examples_per_s:.1f} ex/s"
             if ev.d_loss is not None:
                 text += f"  D {ev.d_loss:.3f}"
             self._status.value = text
-        elif ev.kind == "val":
-            self.curves.add("validation", ev.step, ev.val_loss)
 
     def _prepare_preview(self, arrays: list[np.ndarray]) -> None:
         """Add the preview layer now, at the click: adding a layer costs a GUI stall of

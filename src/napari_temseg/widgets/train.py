@@ -35,7 +35,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
-from napari_temseg.engine.events import format_duration
+from napari_temseg.engine.events import SegmentPreview, format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
@@ -596,9 +596,9 @@ class TrainWidget(Container):
         self._progress.value = int(100 * ev.fraction)
         if ev.kind == "preview":
             self._show_train_preview(ev.preview)
-        elif ev.kind == "step":
-            if ev.step % 5 == 0:
-                self._loss_plot.add("train loss", ev.step, ev.loss)
+            return
+        self._loss_plot.add_event(ev, "train loss", "val loss", every=5)
+        if ev.kind == "step":
             left = format_duration(ev.eta_s)
             self._status.value = (
                 f"step {ev.step}/{ev.steps} ({ev.phase}), loss {ev.loss:.3f}, "
@@ -612,12 +612,11 @@ class TrainWidget(Container):
                     + (f" (held-out Dice {np.mean(known):.2f})" if known else "")
                     + "; training..."
                 )
-            self._loss_plot.add("val loss", ev.step, ev.val_loss)
             for name, d in zip(job["names"], ev.val_dice or [], strict=False):
                 if d is not None:
                     self._dice_plot.add(name, ev.step, d)
 
-    def _show_train_preview(self, shown: Any) -> None:
+    def _show_train_preview(self, shown: SegmentPreview) -> None:
         """Put the engine's preview (a SegmentPreview) on the displayed frame."""
         job = self._job
         image = job.get("image")
