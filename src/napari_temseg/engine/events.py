@@ -17,8 +17,8 @@ import numpy as np
 
 R = TypeVar("R")
 
-#: event kinds: a training step, a validation, a preview of the model, a message
-KINDS = ("step", "val", "preview", "info")
+#: event kinds: a training step, a validation, a preview of the model
+KINDS = ("step", "val", "preview")
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SegmentPreview:
 
 @dataclass
 class TrainEvent:
-    """One step, validation, preview or message of a training run (plain and picklable).
+    """One step, validation or preview of a training run (plain and picklable).
 
     Step numbers count across continued runs: ``first_step`` is where this run started
     (the steps of the model it continues), ``steps`` the step it ends at.
@@ -66,7 +66,6 @@ class TrainEvent:
     best_step: int = 0
     g_loss: float | None = None  # Pix2Pix: generator and discriminator losses
     d_loss: float | None = None
-    message: str = ""
     preview: DenoisePreview | SegmentPreview | None = None
 
     @property

@@ -91,6 +91,9 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """The end of a run: ``steps_done`` in this run, ``best_step`` counted like the events
+    (from ``first_step``), ``model`` holding the best weights."""
+
     model: nn.Module
     steps_done: int
     best_step: int
