@@ -35,7 +35,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
-from napari_temseg.engine.events import SegmentPreview, format_duration
+from napari_temseg.engine.events import SegmentPreview, drain, format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
@@ -99,12 +99,7 @@ def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, c
     """Worker-thread body: run the fine-tuner, relaying its events (previews included:
     the engine segments ``preview`` with each new best, at most every PREVIEW_EVERY_S)."""
     gen = tuner.run(steps, cancel=cancel, preview=preview, preview_every_s=PREVIEW_EVERY_S)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        progress({"event": ev})
+    return drain(gen, lambda ev: progress({"event": ev}))
 
 
 def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
