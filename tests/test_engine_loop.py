@@ -99,15 +99,15 @@ def run(method: Method, cancel_at: int | None = None, **cfg):
 def test_resume_continues_exactly_where_the_state_was_written(tmp_path):
     state = tmp_path / "run.state"
     whole, whole_events = run(Line())
-    first, _ = run(Line(), cancel_at=10, checkpoint_every=5, state_path=str(state))
-    assert first.stopped and first.step == 10
+    first, _ = run(Line(), cancel_at=7, checkpoint_every=5, state_path=str(state))
+    assert first.stopped and first.step == 7  # the state is written where it stopped
     again = Line(seed=99)  # other weights and data: everything must come from the state
     rest, rest_events = run(again, resume=str(state))
     assert rest.first_step == 0 and rest.step == 20 and not rest.stopped
-    losses = [e.loss for e in whole_events if e.kind == "step" and e.step > 10]
+    losses = [e.loss for e in whole_events if e.kind == "step" and e.step > 7]
     assert [e.loss for e in rest_events if e.kind == "step"] == losses
     assert [e.lr for e in rest_events if e.kind == "step"] == [
-        e.lr for e in whole_events if e.kind == "step" and e.step > 10
+        e.lr for e in whole_events if e.kind == "step" and e.step > 7
     ]
     assert (rest.best.step, rest.best.loss) == (whole.best.step, whole.best.loss)
     whole_model = Line()
@@ -126,8 +126,9 @@ def test_checkpoint_every_n_steps_writes_the_latest_state(tmp_path, monkeypatch)
 
     monkeypatch.setattr(TrainingLoop, "save_state", spy)
     run(Line(), steps=10, checkpoint_every=4, state_path=str(state))
-    assert saved == [4, 8] and state.exists() and not state.with_name("run.state.tmp").exists()
-    assert torch.load(state, weights_only=True)["step"] == 8
+    assert saved == [4, 8, 10]  # every 4 steps, and where the run ended
+    assert state.exists() and not state.with_name("run.state.tmp").exists()
+    assert torch.load(state, weights_only=True)["step"] == 10
     with pytest.raises(ValueError, match="state_path"):
         LoopConfig(steps=5, batch_size=1, val_every=1, checkpoint_every=2)
 

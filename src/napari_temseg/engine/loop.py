@@ -13,7 +13,8 @@ Each method plugs in its own step (loss, backward, its optimisers) and its own v
   the lower loss), with early stopping after ``patience`` validations without a new best;
 - cancel between steps, and previews produced by the method every ``preview_every_s``;
 - a resumable training state (step, optimisers, schedule clock, best, loss average, random
-  generators) written every ``checkpoint_every`` steps and read back with ``resume``, so a
+  generators) written every ``checkpoint_every`` steps and when the run ends early or off a
+  multiple of N (before its closing validation), and read back with ``resume``, so a
   long run continues across processes exactly where it was (exactly: when the batches are
   drawn in the training thread, as on CPUs; a prefetch thread runs ahead of the state).
 
@@ -363,6 +364,8 @@ class TrainingLoop:
                             break
                 if cfg.checkpoint_every and self.i % cfg.checkpoint_every == 0:
                     self.save_state(cfg.state_path)
+            if cfg.checkpoint_every and self.i % cfg.checkpoint_every:
+                self.save_state(cfg.state_path)  # stopped or out of time: continue from here
         finally:
             method.after_run()
         if self.i > 0 and (not self.history or self.history[-1].step != self.step):
