@@ -112,8 +112,10 @@ def quality(args: argparse.Namespace) -> dict:
 
         def log(ev, curve=curve, label=label) -> None:
             if ev.kind == "val":
-                curve.append((round(ev.elapsed_s, 1), ev.step, round(ev.val_psnr, 2)))
-                print(f"  {label}: step {ev.step} {ev.elapsed_s:.0f} s val {ev.val_psnr:.2f} dB")
+                curve.append((round(ev.elapsed_s, 1), ev.run_step, round(ev.val_psnr, 2)))
+                print(
+                    f"  {label}: step {ev.run_step} {ev.elapsed_s:.0f} s val {ev.val_psnr:.2f} dB"
+                )
 
         t0 = time.perf_counter()
         result = run_pretrain([train_part], cfg, [args.file], log)

@@ -7,6 +7,10 @@
     # on a GPU: 14 simulator processes feed it, and the run stops after 6 minutes
     python scripts/train_bundled_denoisers.py --kind stem --device cuda --workers 14 \
         --batch 64 --steps 100000 --minutes 6 --curve /tmp/stem-curve.json
+    # a long run in pieces: write the training state every 500 steps, continue it later
+    python scripts/train_bundled_denoisers.py --kind stem --steps 20000 --checkpoint-every 500
+    python scripts/train_bundled_denoisers.py --kind stem --steps 20000 --checkpoint-every 500 \
+        --resume
 
 Writes ``src/napari_temseg/models/weights/<kind>-denoise.safetensors`` (the best model by
 validation loss on a fixed simulated validation set), with the command, seed, data, steps
@@ -83,9 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-every", type=int, default=250)
     p.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--work", type=Path, default=Path("/tmp/temseg-train"))
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="write the resumable training state to WORK/<kind>-denoise.state.pt every N steps",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose state --checkpoint-every wrote (steps count on; exact "
+        "without --workers, whose simulator processes keep their own random state)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     name = f"{args.kind}-denoise"
+    state = args.work / f"{name}.state.pt"
     source = simulated_source(
         args.kind,
         size=args.image_size,
@@ -117,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         max_seconds=args.minutes * 60 if args.minutes else None,
         checkpoint=str(args.work / f"{name}.best.safetensors"),
+        checkpoint_every=args.checkpoint_every,
+        state_path=str(state) if args.checkpoint_every else None,
+        resume=str(state) if args.resume else None,
     )
     print(f"training {name}: {count_parameters(model)} parameters, {cfg}", flush=True)
 

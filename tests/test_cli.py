@@ -239,7 +239,7 @@ def test_finetune_time_budget(tmp_path, capsys, monkeypatch):
     """`temseg finetune --seconds S` stops at the budget (a fake clock: no timing here)."""
     from types import SimpleNamespace
 
-    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine import loop
     from napari_temseg.engine.strokes import scribbles_from_mask
     from napari_temseg.io import write_labels
     from napari_temseg.models import load_model
@@ -253,7 +253,7 @@ def test_finetune_time_budget(tmp_path, capsys, monkeypatch):
         now[0] += 0.5
         return now[0]
 
-    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=tick))
     argv = ["finetune", "--image", str(tmp_path / "stem_0000_noisy.tif"), "--labels"]
     argv += [str(tmp_path / "s.tif"), "-o", str(tmp_path / "m"), "--init", "none"]
     argv += ["--steps", "1000", "--seconds", "8", "--patch", "48", "--device", "cpu"]

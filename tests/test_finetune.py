@@ -390,11 +390,11 @@ class FakeClock:
 def test_time_budget_ends_the_run_and_decays_the_rate(stem, monkeypatch):
     from types import SimpleNamespace
 
-    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine import loop
 
     s, strokes = stem
     clock = FakeClock(0.25)
-    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     cfg = tiny(500, max_seconds=30.0, val_every=10)
     result, events = run(Finetuner([s.noisy], [strokes], init="none", config=cfg))
     assert result.timed_out and not result.stopped
@@ -409,14 +409,39 @@ def test_time_budget_ends_the_run_and_decays_the_rate(stem, monkeypatch):
 def test_time_left_without_a_budget_counts_the_steps(stem, monkeypatch):
     from types import SimpleNamespace
 
-    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine import loop
 
     s, strokes = stem
     clock = FakeClock(0.25)
-    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     result, events = run(Finetuner([s.noisy], [strokes], init="none", config=tiny(12)))
     steps = [e for e in events if e.kind == "step"]
     assert not result.timed_out and result.steps_done == 12
     assert steps[0].eta_s > steps[5].eta_s > steps[-1].eta_s == 0.0
     with pytest.raises(ValueError, match="max_seconds"):
         FinetuneConfig(max_seconds=-1)
+
+
+def test_previews_come_from_the_engine_with_each_new_best(stem):
+    """The dock only displays: the fine-tuner segments the shown window itself."""
+    from napari_temseg.engine.events import SegmentPreview
+
+    s, strokes = stem
+    window = s.noisy[:96, :80]
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(40, val_every=10))
+    events = list(tuner.run(preview=window, preview_every_s=0.0))
+    kinds = [e.kind for e in events]
+    previews = [e for e in events if e.kind == "preview"]
+    improved = [e for e in events if e.kind == "val" and e.improved]
+    assert len(previews) == len(improved) >= 1
+    for i, k in enumerate(kinds):  # right after the validation that found the new best
+        if k == "preview":
+            assert events[i - 1].kind == "val" and events[i - 1].improved
+    shown = previews[-1].preview
+    assert isinstance(shown, SegmentPreview) and shown.labels.shape == window.shape
+    assert shown.uncertainty.shape == window.shape and shown.uncertainty.dtype == np.uint8
+    best = segment(window, (tuner.best_model(), tuner.segmenter_meta()), device="cpu", tile=256)
+    np.testing.assert_array_equal(shown.labels, best)  # the best model's, not the last one's
+    assert "preview" not in [
+        e.kind for e in Finetuner([s.noisy], [strokes], init="none", config=tiny(10)).run()
+    ]  # no window, no previews

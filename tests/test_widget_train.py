@@ -264,7 +264,7 @@ def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
     """The time budget ("or stop after N s") ends the run; the status line says the time left."""
     from types import SimpleNamespace
 
-    from napari_temseg.engine import finetune as ft
+    from napari_temseg.engine import loop
 
     _small_net(monkeypatch)
     now = [0.0]
@@ -273,7 +273,7 @@ def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
         now[0] += 0.5
         return now[0]
 
-    monkeypatch.setattr(ft, "time", SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=tick))
     viewer, w = widget
     s, strokes = sample
     w._image.value = viewer.add_image(s.noisy, name="raw")

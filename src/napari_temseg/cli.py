@@ -305,7 +305,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if ev.kind == "step":
             bar.update(1)
             bar.set_postfix(loss=f"{ev.loss:.3f}", left=format_duration(ev.eta_s), refresh=False)
-        elif ev.val_dice is not None:
+        elif ev.kind == "val" and ev.val_dice is not None:
             dice = " ".join("-" if d is None else f"{d:.3f}" for d in ev.val_dice)
             bar.write(f"step {ev.step}: validation Dice per class {dice}")
 

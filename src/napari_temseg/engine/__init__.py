@@ -3,11 +3,11 @@
 from napari_temseg.engine.data import PairSource, PatchSource, simulated_source
 from napari_temseg.engine.denoise import denoise, get_model
 from napari_temseg.engine.device import DeviceError, describe_device, select_device
+from napari_temseg.engine.events import TrainEvent
 from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.tiling import Cancelled, predict_tiled, tile_starts, tiles_per_frame
 from napari_temseg.engine.train import (
     TrainConfig,
-    TrainEvent,
     TrainingDiverged,
     TrainResult,
     iter_train,

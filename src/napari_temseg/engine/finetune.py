@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,10 +38,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.events import drain
+from napari_temseg.engine.events import SegmentPreview, TrainEvent, drain
+from napari_temseg.engine.loop import (
+    Best,
+    LoopConfig,
+    Method,
+    StepResult,
+    TrainingLoop,
+    Validation,
+    WarmupCosine,
+    now,
+)
 from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.probe import fit_head
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
+from napari_temseg.engine.tiling import Cancelled
 from napari_temseg.engine.train import guarded_step
 from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model, resolve_model
 
@@ -103,26 +113,6 @@ class FinetuneConfig:
 
 
 @dataclass
-class FinetuneEvent:
-    """One training step (``kind="step"``) or one validation (``kind="val"``)."""
-
-    kind: str
-    step: int  # counts across continued runs
-    steps: int  # the step this run ends at
-    loss: float
-    lr: float
-    examples_per_s: float
-    elapsed_s: float
-    phase: str = "train"  # "head warm-up" while only the new head trains; "head fitted"
-    val_loss: float | None = None
-    val_dice: list[float | None] | None = None  # per class 1..K, None: no held-out strokes
-    best_score: float = -math.inf
-    best_step: int = 0
-    improved: bool = False
-    eta_s: float | None = None  # estimated seconds left (step rate so far, time budget)
-
-
-@dataclass
 class FinetuneResult:
     model: nn.Module
     meta: dict[str, Any]
@@ -134,7 +124,7 @@ class FinetuneResult:
     stopped: bool
     early_stopped: bool
     elapsed_s: float
-    history: list[FinetuneEvent] = field(default_factory=list)
+    history: list[TrainEvent] = field(default_factory=list)
     timed_out: bool = False  # the time budget (``max_seconds``) ended the run
 
 
@@ -249,7 +239,7 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, k: int) -> list[float |
 
 
 class Finetuner:
-    """Fine-tune a segmenter on painted strokes; :meth:`run` yields :class:`FinetuneEvent`.
+    """Fine-tune a segmenter on painted strokes; :meth:`run` yields :class:`TrainEvent`.
 
     ``images``/``labels``: lists of arrays (2D or stacks) of matching shapes, labels 0 =
     unlabelled, 1..K = ``class_names``. ``pixel_sizes``: nm/px per image (None: unknown).
@@ -299,10 +289,8 @@ class Finetuner:
         self.device = select_device(cfg.device)
         self.start_step = int(self.meta.get("training", {}).get("steps_done", 0))
         self.steps_done = self.start_step
-        self.best_state = copy.deepcopy(self.model.state_dict())
-        self.best_score, self.best_step = -math.inf, self.start_step
-        self.best_dice: list[float | None] = [None] * k
-        self.best_loss = math.inf
+        # the best so far; it outlives a run (Train again continues this tuner)
+        self.best = Best(step=self.start_step, state=copy.deepcopy(self.model.state_dict()))
         self.head_fit_accuracy: float | None = None  # stroke-pixel accuracy of a kept fit
         self.head_fit_val_dice: float | None = None  # held-out Dice of the fit, kept or not
         self._head_fit_tried = False
@@ -344,14 +332,6 @@ class Finetuner:
         head = list(self.model.head.parameters())
         return enc, dec, head
 
-    def _lr(self, i: int, steps: int) -> float:
-        """Short linear ramp, then cosine decay to 10 % of the peak over this run."""
-        cfg = self.config
-        if i < 10:
-            return cfg.lr * (i + 1) / 10
-        t = (i - 10) / max(1, steps - 10)
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
-
     @torch.no_grad()
     def validate(self, model: nn.Module | None = None) -> tuple[float, list[float | None]]:
         """(cross-entropy, per-class Dice) on the validation windows."""
@@ -370,6 +350,45 @@ class Finetuner:
             preds.append(logits.argmax(1).cpu().numpy() + 1)
         dice = dice_per_class(np.concatenate(preds), ys, len(self.class_names))
         return losses / max(n, 1), dice
+
+    @property
+    def best_state(self) -> dict[str, Any]:
+        return self.best.state or {}
+
+    @property
+    def best_score(self) -> float:
+        return self.best.score
+
+    @property
+    def best_step(self) -> int:
+        return self.best.step
+
+    @property
+    def best_loss(self) -> float:
+        return self.best.loss
+
+    @property
+    def best_dice(self) -> list[float | None]:
+        v = self.best.validation
+        return (
+            list(v.dice) if v is not None and v.dice is not None else [None] * len(self.class_names)
+        )
+
+    def preview(self, image: np.ndarray, cancel: threading.Event | None = None) -> SegmentPreview:
+        """The best model so far on ``image`` (the displayed window), and the checks' view."""
+        from napari_temseg.engine.checks import degenerate, uncertainty
+        from napari_temseg.engine.segment import segment
+
+        seg = (self.best_model(), self.segmenter_meta())
+        labels, probs = segment(
+            image, seg, device=self.device, tile=256, overlap=32, cancel=cancel, probabilities=True
+        )
+        return SegmentPreview(
+            labels,
+            np.round(uncertainty(probs) * 100).astype(np.uint8),
+            # a held-out Dice of 1.00 and one class on the whole window disagree
+            degenerate(labels, self.class_names),
+        )
 
     def best_model(self) -> nn.Module:
         """A copy of the network with the best weights so far (eval mode, same device)."""
@@ -405,168 +424,164 @@ class Finetuner:
     # ------------------------------------------------------------------ the loop
 
     def run(
-        self, steps: int | None = None, cancel: threading.Event | None = None
-    ) -> Generator[FinetuneEvent, None, FinetuneResult]:
+        self,
+        steps: int | None = None,
+        cancel: threading.Event | None = None,
+        preview: np.ndarray | None = None,
+        preview_every_s: float = 3.0,
+    ) -> Generator[TrainEvent, None, FinetuneResult]:
         """Train ``steps`` more steps (default ``config.steps``); yields events, returns the result.
 
         The model ends with the best weights; ``cancel`` stops between steps and keeps them.
         ``config.max_seconds`` (head fit included) ends the run early too: a user thinks in
         "train for a minute", not in steps whose cost depends on the machine. Under a budget
-        the learning-rate decay follows the steps the budget is projected to allow, so a run
-        cut short by time still ends on a low rate.
+        the learning-rate decay follows the time as well as the steps, so a run cut short by
+        time still ends on a low rate. ``preview``: an image (the displayed window) that a
+        new best model segments, at most every ``preview_every_s``, as a "preview" event.
         """
         cfg = self.config
         steps = int(steps or cfg.steps)
-        budget = float(cfg.max_seconds or 0.0)
-        t_budget = time.perf_counter()
+        budget = float(cfg.max_seconds or 0.0) or None
+        started = now()
         torch.manual_seed(cfg.seed + self.start_step)
-        rng = np.random.default_rng([cfg.seed, self.steps_done])
-        model = self.model.to(self.device)
-        enc, dec, head = self._groups()
-        backbone_scale = cfg.backbone_lr_scale if self.meta.get("source_model") != "none" else 1.0
-        opt = torch.optim.AdamW(
-            [
-                {"params": enc, "scale": 0.0 if cfg.freeze_encoder else backbone_scale},
-                {"params": dec, "scale": backbone_scale},
-                {"params": head, "scale": 1.0},
-            ],
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-        )
-        weights = torch.from_numpy(self.source.class_weights()).to(self.device)
-        pretrained = self.meta.get("source_model") != "none"
+        method = _StrokeTraining(self, np.random.default_rng([cfg.seed, self.steps_done]))
         fit_now = self.head_is_new and cfg.head_fit and not self._head_fit_tried
         if fit_now and not (cancel is not None and cancel.is_set()):
             self.fit_new_head()
-        fitted = self.head_fit_accuracy is not None
-        warmup = cfg.head_warmup if (self.head_is_new and pretrained and not fitted) else 0
-        t0 = time.perf_counter()
-        history: list[FinetuneEvent] = []
-        loss_ema, bad, since_best = math.nan, 0, 0
-        stopped = early = timed_out = False
-        first = self.steps_done
-        end = first + steps
-        i = 0
-        sched = steps  # the steps the learning-rate decay spans
-
-        def eta(el: float) -> float | None:
-            """Seconds left: the steps to go at this run's rate, capped by the budget."""
-            if i == 0:
-                return None if not budget else max(budget - (time.perf_counter() - t_budget), 0)
-            left = el / i * (steps - i)
-            if budget:
-                left = min(left, max(budget - (time.perf_counter() - t_budget), 0.0))
-            return left
-
-        def event(kind: str, **kw: Any) -> FinetuneEvent:
-            el = time.perf_counter() - t0
-            return FinetuneEvent(
-                kind=kind,
-                step=self.steps_done,
-                steps=end,
-                loss=loss_ema,
-                lr=self._lr(max(i - 1, 0), sched),
-                examples_per_s=i * cfg.batch_size / el if el > 0 else 0.0,
-                elapsed_s=el,
-                eta_s=eta(el),
-                phase="head warm-up" if i <= warmup and warmup else "train",
-                best_score=self.best_score,
-                best_step=self.best_step,
-                **kw,
-            )
-
-        def validate(done: tuple[float, list[float | None]] | None = None) -> FinetuneEvent:
-            nonlocal since_best
-            vloss, dice = done or self.validate()
-            known = [d for d in dice if d is not None]
-            score = float(np.mean(known)) if known else -vloss
-            better = score > self.best_score + 1e-9 or (
-                abs(score - self.best_score) <= 1e-9 and vloss < self.best_loss
-            )
-            if better:
-                self.best_score, self.best_step = score, self.steps_done
-                self.best_dice, self.best_loss = dice, vloss
-                self.best_state = copy.deepcopy(model.state_dict())
-                since_best = 0
-            else:
-                since_best += 1
-            ev = event("val", val_loss=vloss, val_dice=dice, improved=better)
-            history.append(ev)
-            return ev
-
-        if self.best_score == -math.inf and (fitted or not self.head_is_new):
-            # a fitted head (validated by the fit already) or a continued segmenter
-            done, self._head_fit_val = self._head_fit_val, None
-            first_val = validate(done)
-            if fitted and i == 0:
-                first_val.phase = "head fitted"
-            yield first_val
-        while i < steps:
-            if cancel is not None and cancel.is_set():
-                stopped = True
-                break
-            spent = time.perf_counter() - t_budget
-            if budget and i > 0 and spent >= budget:
-                timed_out = True
-                break
-            if budget and i >= 10:  # project how many steps the budget allows
-                rate = i / max(time.perf_counter() - t0, 1e-9)
-                sched = min(steps, max(i + 1, round(i + (budget - spent) * rate)))
-            frozen = i < warmup
-            for p in enc + dec:
-                p.requires_grad_(not frozen)
-            if cfg.freeze_encoder:
-                for p in enc:
-                    p.requires_grad_(False)
-            for g in opt.param_groups:
-                g["lr"] = self._lr(i, sched) * g["scale"]
-            x_np, y_np = self.source.sample(cfg.batch_size, rng)
-            x = torch.from_numpy(x_np).to(self.device)
-            y = torch.from_numpy(y_np).to(self.device)
-            model.train()
-            loss = stroke_loss(model(x), y, weights, cfg.dice_weight)
-            ok = guarded_step(loss, model, opt, cfg.grad_clip)
-            i += 1
-            self.steps_done += 1
-            if ok:
-                bad = 0
-                v = float(loss.detach())
-                loss_ema = v if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * v
-            else:
-                opt.zero_grad(set_to_none=True)
-                bad += 1
-                if bad > 20:
-                    model.load_state_dict(self.best_state)
-                    raise SegmentError(
-                        f"training diverged ({bad} non-finite steps in a row); kept the best "
-                        "weights so far; try a lower learning rate"
-                    )
-            yield event("step")
-            if i == min(cfg.first_val, steps) or i % cfg.val_every == 0 or i == steps:
-                yield validate()
-                if cfg.patience and since_best >= cfg.patience and i >= warmup:
-                    early = True
-                    break
-        for p in model.parameters():
-            p.requires_grad_(True)
-        if i > 0 and (not history or history[-1].step != self.steps_done):
-            yield validate()
-        model.load_state_dict(self.best_state)
-        model.eval()
+        method.begin(cancel, preview)
+        loop_cfg = LoopConfig(
+            steps=steps,
+            batch_size=cfg.batch_size,
+            val_every=cfg.val_every,
+            first_val=cfg.first_val,
+            validate_first=method.fitted or not self.head_is_new,
+            max_seconds=budget,
+            max_bad_steps=20,
+            patience=cfg.patience,
+            patience_after=method.warmup,
+            ema_weight=0.1,
+            preview_every_s=preview_every_s if preview is not None else None,
+        )
+        loop = TrainingLoop(
+            method,
+            loop_cfg,
+            WarmupCosine(10, steps, 0.1, budget),
+            first_step=self.steps_done,
+            best=self.best,
+            cancel=cancel,
+            started=started,
+        )
+        out = yield from loop.run()
+        self.model.eval()
         return FinetuneResult(
-            model=model,
+            model=self.model,
             meta=self.segmenter_meta(),
             steps_done=self.steps_done,
             best_step=self.best_step,
             best_score=self.best_score,
             best_val_dice=self.best_dice,
             best_val_loss=self.best_loss,
-            stopped=stopped,
-            early_stopped=early,
-            elapsed_s=time.perf_counter() - t0,
-            history=history,
-            timed_out=timed_out,
+            stopped=out.stopped,
+            early_stopped=out.early_stopped,
+            elapsed_s=out.elapsed_s,
+            history=out.history,
+            timed_out=out.timed_out,
         )
+
+
+class _StrokeTraining(Method):
+    """Fine-tuning's step and validation for :class:`TrainingLoop`: stroke loss on the
+    painted pixels, a lower rate for the pretrained layers, a head-only warm-up for a
+    new head left at zero, and validation by mean per-class Dice."""
+
+    def __init__(self, tuner: Finetuner, rng: np.random.Generator) -> None:
+        cfg = tuner.config
+        self.tuner, self.cfg, self.rng = tuner, cfg, rng
+        self.model = tuner.model.to(tuner.device)
+        self.peak_lr = cfg.lr
+        self.enc, self.dec, head = tuner._groups()
+        pretrained = tuner.meta.get("source_model") != "none"
+        backbone = cfg.backbone_lr_scale if pretrained else 1.0
+        self.opt = torch.optim.AdamW(
+            [
+                {"params": self.enc, "scale": 0.0 if cfg.freeze_encoder else backbone},
+                {"params": self.dec, "scale": backbone},
+                {"params": head, "scale": 1.0},
+            ],
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+        )
+        self.weights = torch.from_numpy(tuner.source.class_weights()).to(tuner.device)
+        self.pretrained = pretrained
+        self.fitted = False
+        self.warmup = 0
+        self.cancel: threading.Event | None = None
+        self.image: np.ndarray | None = None
+
+    def begin(self, cancel: threading.Event | None, image: np.ndarray | None) -> None:
+        """After the head fit: how this run starts (warm-up or not), what it previews."""
+        t = self.tuner
+        self.fitted = t.head_fit_accuracy is not None
+        new_zero_head = t.head_is_new and self.pretrained and not self.fitted
+        self.warmup = self.cfg.head_warmup if new_zero_head else 0
+        self.cancel, self.image = cancel, image
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt]
+
+    def phase(self, step: int) -> str:
+        if self.fitted and step == 0:
+            return "head fitted"
+        return "head warm-up" if step <= self.warmup and self.warmup else "train"
+
+    def train_step(self, step: int) -> StepResult:
+        cfg, t = self.cfg, self.tuner
+        frozen = step < self.warmup
+        for p in self.enc + self.dec:
+            p.requires_grad_(not frozen)
+        if cfg.freeze_encoder:
+            for p in self.enc:
+                p.requires_grad_(False)
+        x_np, y_np = t.source.sample(cfg.batch_size, self.rng)
+        x = torch.from_numpy(x_np).to(t.device)
+        y = torch.from_numpy(y_np).to(t.device)
+        self.model.train()
+        loss = stroke_loss(self.model(x), y, self.weights, cfg.dice_weight)
+        ok = guarded_step(loss, self.model, self.opt, cfg.grad_clip)
+        t.steps_done += 1
+        return StepResult(True, float(loss.detach())) if ok else StepResult(False)
+
+    def validate(self) -> Validation:
+        t = self.tuner
+        done, t._head_fit_val = t._head_fit_val, None  # the fit's own validation, once
+        vloss, dice = done or t.validate()
+        known = [d for d in dice if d is not None]
+        score = float(np.mean(known)) if known else -vloss
+        return Validation(vloss, score, dice=dice)
+
+    def diverged(self, bad: int, step: int) -> Exception:
+        return SegmentError(
+            f"training diverged ({bad} non-finite steps in a row); kept the best "
+            "weights so far; try a lower learning rate"
+        )
+
+    def preview(self, ev: TrainEvent) -> SegmentPreview | None:
+        if self.image is None or ev.kind != "val" or not ev.improved:
+            return None
+        try:
+            return self.tuner.preview(self.image, self.cancel)
+        except Cancelled:
+            return None
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+    def after_run(self) -> None:
+        for p in self.model.parameters():
+            p.requires_grad_(True)
 
 
 def finetune(
@@ -576,7 +591,7 @@ def finetune(
     init: Init = "auto",
     config: FinetuneConfig | None = None,
     pixel_sizes: list[float | None] | None = None,
-    progress: Callable[[FinetuneEvent], Any] | None = None,
+    progress: Callable[[TrainEvent], Any] | None = None,
     cancel: threading.Event | None = None,
 ) -> FinetuneResult:
     """Fine-tune to the end (or to ``cancel``), calling ``progress(event)`` for every event."""

@@ -6,17 +6,15 @@ collapsing: a short L1-only warm-up so the discriminator first meets plausible i
 least-squares GAN loss (bounded gradients, no saturation) with one-sided label smoothing
 (real = 0.9), and gradient clipping. The generator kept is the best by validation L1 on a
 fixed validation set, exactly as :func:`engine.train.iter_train` keeps its best model, so
-a GAN that drifts late never costs the user the good weights. Events and the result are
-the same types as ``iter_train``'s (events carry ``g_loss``, ``d_loss`` and ``l1`` too).
+a GAN that drifts late never costs the user the good weights. It runs on the same
+skeleton (``engine/loop.py``) with the same events and result as ``iter_train``.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import threading
-import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +25,16 @@ from torch import nn
 
 from napari_temseg.engine.data import PatchSource
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.events import DenoisePreview, TrainEvent
+from napari_temseg.engine.loop import Method, StepResult, TrainingLoop, Validation
 from napari_temseg.engine.train import (
     TrainConfig,
-    TrainEvent,
     TrainingDiverged,
     TrainResult,
     _save,
     evaluate,
+    loop_config,
+    result_of,
 )
 from napari_temseg.models import PatchGANDiscriminator
 
@@ -58,13 +59,6 @@ class Pix2PixConfig(TrainConfig):
             raise ValueError(f"gan_loss must be 'lsgan' or 'bce', got {self.gan_loss!r}")
 
 
-@dataclass
-class Pix2PixEvent(TrainEvent):
-    g_loss: float | None = None
-    d_loss: float | None = None
-    l1: float | None = None
-
-
 def _lr_factor(step: int, steps: int) -> float:
     """Constant for the first half, then linear decay to 5 % (the Pix2Pix schedule)."""
     half = steps // 2
@@ -82,87 +76,59 @@ def _finite(*ts: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in ts)
 
 
-def iter_pix2pix(
-    generator: nn.Module,
-    source: PatchSource,
-    config: Pix2PixConfig,
-    val: tuple[np.ndarray, np.ndarray] | None = None,
-    cancel: threading.Event | None = None,
-    discriminator: nn.Module | None = None,
-) -> Generator[Pix2PixEvent, None, TrainResult]:
-    """Train ``generator`` adversarially on ``source``; yields step and validation events."""
-    cfg = config
-    dev = select_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    G = generator.to(dev)
-    D = (discriminator or PatchGANDiscriminator(base=cfg.disc_base, layers=cfg.disc_layers)).to(dev)
-    if val is None:
-        val = source.sample(cfg.val_size, np.random.default_rng([cfg.seed, 1]))
-    betas = (cfg.beta1, 0.999)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
-    warm = cfg.l1_warmup if cfg.l1_warmup is not None else min(200, cfg.steps // 10)
-    rng = np.random.default_rng([cfg.seed, 0])
-    best_state = copy.deepcopy(G.state_dict())
-    last_good = (copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict()))
-    best_loss, best_psnr, best_step = math.inf, -math.inf, 0
-    history: list[TrainEvent] = []
-    skipped = bad = step = 0
-    ema: dict[str, float] = {}
-    t0 = time.perf_counter()
-    stopped = False
+@dataclass
+class HalfLinear:
+    """The Pix2Pix schedule: constant for the first half, then linear decay to 5 %."""
 
-    def smooth(name: str, value: float) -> float:
-        ema[name] = value if name not in ema else 0.95 * ema[name] + 0.05 * value
-        return ema[name]
+    steps: int
 
-    def event(kind: str, **kw: Any) -> Pix2PixEvent:
-        elapsed = time.perf_counter() - t0
-        return Pix2PixEvent(
-            kind=kind,
-            step=step,
-            steps=cfg.steps,
-            loss=ema.get("l1", math.nan),
-            lr=cfg.lr * _lr_factor(max(step - 1, 0), cfg.steps),
-            examples_per_s=step * cfg.batch_size / elapsed if elapsed > 0 else 0.0,
-            elapsed_s=elapsed,
-            best_val_loss=best_loss,
-            best_step=best_step,
-            skipped_steps=skipped,
-            g_loss=ema.get("g"),
-            d_loss=ema.get("d"),
-            l1=ema.get("l1"),
-            **kw,
-        )
+    def lr(self, step: int, elapsed_s: float, peak: float) -> float:
+        return peak * _lr_factor(step, self.steps)
 
-    def validate() -> Pix2PixEvent:
-        nonlocal best_loss, best_psnr, best_step, best_state
-        vloss, vpsnr = evaluate(G, val, "l1", dev)
-        if vloss < best_loss:
-            best_loss, best_psnr, best_step = vloss, vpsnr, step
-            best_state = copy.deepcopy(G.state_dict())
-            if cfg.checkpoint:
-                _save(cfg, G, source, best_step, vloss, vpsnr)
-        ev = event("val", val_loss=vloss, val_psnr=vpsnr)
-        history.append(ev)
-        return ev
 
-    while step < cfg.steps:
-        if cancel is not None and cancel.is_set():
-            stopped = True
-            break
-        x_np, y_np = source.sample(cfg.batch_size, rng)
+class Pix2PixTraining(Method):
+    """A generator and its PatchGAN: one adversarial step; validation by L1 of the generator.
+
+    A bad step (non-finite loss, gradients or weights) restores both networks from the
+    last good copy (taken every 10 good steps).
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        source: PatchSource,
+        cfg: Pix2PixConfig,
+        val: tuple[np.ndarray, np.ndarray],
+        dev: torch.device,
+        first_step: int,
+    ) -> None:
+        self.model, self.D, self.source, self.cfg, self.val, self.dev = G, D, source, cfg, val, dev
+        self.first_step = first_step
+        self.peak_lr = cfg.lr
+        betas = (cfg.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.warm = cfg.l1_warmup if cfg.l1_warmup is not None else min(200, cfg.steps // 10)
+        self.rng = np.random.default_rng([cfg.seed, 0])
+        self.initial = copy.deepcopy(G.state_dict())
+        self.last_good = (copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict()))
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt_g, self.opt_d]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.model, "discriminator": self.D}
+
+    def train_step(self, step: int) -> StepResult:
+        cfg, G, D, dev = self.cfg, self.model, self.D, self.dev
+        x_np, y_np = self.source.sample(cfg.batch_size, self.rng)
         x, y = torch.from_numpy(x_np).to(dev), torch.from_numpy(y_np).to(dev)
-        f = _lr_factor(step, cfg.steps)
-        for g in opt_g.param_groups:
-            g["lr"] = cfg.lr * f
-        for g in opt_d.param_groups:
-            g["lr"] = cfg.lr_d * f
         G.train()
         D.train()
         fake = G(x)
         l1 = F.l1_loss(fake, y)
-        adversarial = step >= warm
+        adversarial = step >= self.warm
         d_loss = torch.zeros((), device=dev)
         ok = True
         if adversarial:
@@ -172,63 +138,91 @@ def iter_pix2pix(
             )
             ok = _finite(d_loss)
             if ok:
-                opt_d.zero_grad(set_to_none=True)
+                self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 ok = _finite(nn.utils.clip_grad_norm_(D.parameters(), cfg.grad_clip))
                 if ok:
-                    opt_d.step()
+                    self.opt_d.step()
             g_adv = _gan(D(x, fake), 1.0, cfg.gan_loss) if ok else torch.zeros((), device=dev)
         else:
             g_adv = torch.zeros((), device=dev)
         g_loss = g_adv + cfg.lambda_l1 * l1
         if ok and _finite(g_loss):
-            opt_g.zero_grad(set_to_none=True)
+            self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             ok = _finite(nn.utils.clip_grad_norm_(G.parameters(), cfg.grad_clip * cfg.lambda_l1))
             if ok:
-                opt_g.step()
+                self.opt_g.step()
                 ok = all(_finite(p) for p in (*G.parameters(), *D.parameters()))
         else:
             ok = False
-        step += 1
-        if ok:
-            bad = 0
-            smooth("l1", float(l1.detach()))
-            smooth("g", float(g_loss.detach()))
-            if adversarial:
-                smooth("d", float(d_loss.detach()))
-            if step % 10 == 0:
-                last_good = (copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict()))
-        else:
-            skipped += 1
-            bad += 1
-            G.load_state_dict(last_good[0])
-            D.load_state_dict(last_good[1])
-            opt_g.zero_grad(set_to_none=True)
-            opt_d.zero_grad(set_to_none=True)
-            if bad > cfg.max_bad_steps:
-                G.load_state_dict(best_state)
-                raise TrainingDiverged(
-                    f"{bad} non-finite GAN steps in a row at step {step}; kept the best "
-                    "generator so far (try a lower learning rate)"
-                )
-        yield event("step")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            yield validate()
-    if stopped and step > 0 and (not history or history[-1].step != step):
-        yield validate()
-    if history:
-        G.load_state_dict(best_state)
-    elapsed = time.perf_counter() - t0
-    return TrainResult(
-        model=G,
-        steps_done=step,
-        best_step=best_step,
-        best_val_loss=best_loss,
-        best_val_psnr=best_psnr,
-        elapsed_s=elapsed,
-        examples_per_s=step * cfg.batch_size / elapsed if elapsed > 0 else 0.0,
-        skipped_steps=skipped,
-        stopped=stopped,
-        history=history,
+        if not ok:
+            G.load_state_dict(self.last_good[0])
+            D.load_state_dict(self.last_good[1])
+            return StepResult(False)
+        extras = {"g_loss": float(g_loss.detach())}
+        if adversarial:
+            extras["d_loss"] = float(d_loss.detach())
+        if (step + 1) % 10 == 0:
+            self.last_good = (copy.deepcopy(G.state_dict()), copy.deepcopy(D.state_dict()))
+        return StepResult(True, float(l1.detach()), extras)
+
+    def validate(self) -> Validation:
+        vloss, vpsnr = evaluate(self.model, self.val, "l1", self.dev)
+        return Validation(vloss, -vloss, psnr=vpsnr)
+
+    def on_improved(self, step: int, v: Validation) -> None:
+        if self.cfg.checkpoint:
+            _save(self.cfg, self.model, self.source, step - self.first_step, v.loss, v.psnr)
+
+    def on_diverged(self) -> None:
+        self.model.load_state_dict(self.initial)
+
+    def diverged(self, bad: int, step: int) -> Exception:
+        return TrainingDiverged(
+            f"{bad} non-finite GAN steps in a row at step {step}; kept the best "
+            "generator so far (try a lower learning rate)"
+        )
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "last_good": list(self.last_good)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.last_good = tuple(state["last_good"])  # type: ignore[assignment]
+
+
+def iter_pix2pix(
+    generator: nn.Module,
+    source: PatchSource,
+    config: Pix2PixConfig,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+    cancel: threading.Event | None = None,
+    discriminator: nn.Module | None = None,
+    *,
+    first_step: int = 0,
+    preview: Callable[[nn.Module], DenoisePreview] | None = None,
+    preview_every_s: float | None = None,
+) -> Generator[TrainEvent, None, TrainResult]:
+    """Train ``generator`` adversarially on ``source``; yields step and validation events
+    (``loss`` is the L1 term; ``g_loss`` and ``d_loss`` the GAN's). Arguments as
+    :func:`engine.train.iter_train`'s."""
+    cfg = config
+    dev = select_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    G = generator.to(dev)
+    D = (discriminator or PatchGANDiscriminator(base=cfg.disc_base, layers=cfg.disc_layers)).to(dev)
+    if val is None:
+        val = source.sample(cfg.val_size, np.random.default_rng([cfg.seed, 1]))
+    method = Pix2PixTraining(G, D, source, cfg, val, dev, first_step)
+    if preview is not None:
+        method.preview = lambda ev: preview(G)  # type: ignore[method-assign]
+    loop = TrainingLoop(
+        method,
+        loop_config(cfg, preview_every_s),
+        HalfLinear(cfg.steps),
+        first_step=first_step,
+        cancel=cancel,
     )
+    out = yield from loop.run()
+    return result_of(out, G, cfg.batch_size)

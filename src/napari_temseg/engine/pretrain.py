@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,9 +31,9 @@ import torch
 from torch import nn
 
 from napari_temseg.engine.data import PairSource
-from napari_temseg.engine.events import drain
+from napari_temseg.engine.events import DenoisePreview, TrainEvent, drain
 from napari_temseg.engine.normalize import Normalization
-from napari_temseg.engine.train import TrainConfig, TrainEvent, TrainResult, iter_train
+from napari_temseg.engine.train import TrainConfig, TrainResult, iter_train, settings_of
 
 METHODS = ("poisson", "pix2pix")
 SCRATCH = "scratch"
@@ -298,29 +297,6 @@ class PretrainConfig:
 
 
 @dataclass
-class PretrainEvent:
-    """A plain, picklable progress report (sent across processes as is)."""
-
-    kind: str  # "step", "val", "preview" or "info"
-    step: int  # steps done in this run
-    steps: int  # steps of this run
-    total_step: int  # including the steps of the model this run continues
-    loss: float = math.nan
-    lr: float = math.nan
-    examples_per_s: float = 0.0
-    elapsed_s: float = 0.0
-    val_loss: float | None = None
-    val_psnr: float | None = None
-    best_val_loss: float = math.inf
-    best_step: int = 0
-    g_loss: float | None = None
-    d_loss: float | None = None
-    l1: float | None = None
-    message: str = ""
-    preview: tuple[np.ndarray, np.ndarray] | None = None  # (before, after) crops
-
-
-@dataclass
 class PretrainResult:
     path: Path | None  # the checkpoint (None when stopped before any step)
     steps_done: int
@@ -372,8 +348,8 @@ def iter_pretrain(
     config: PretrainConfig,
     names: Sequence[str] = (),
     cancel: threading.Event | None = None,
-) -> Generator[PretrainEvent, None, PretrainResult]:
-    """Pretrain on ``images`` (2D arrays or stacks); yields :class:`PretrainEvent`.
+) -> Generator[TrainEvent, None, PretrainResult]:
+    """Pretrain on ``images`` (2D arrays or stacks); yields :class:`TrainEvent`.
 
     The returned :class:`PretrainResult` names the checkpoint written to ``config.output``
     (the best model by validation loss, task "denoise", loadable with ``load_model``).
@@ -429,58 +405,30 @@ def iter_pretrain(
         meta=meta,
         warmup=min(100, cfg.steps // 10) if not warm else min(20, cfg.steps // 20),
     )
-    if cfg.method == "pix2pix":
-        tcfg = Pix2PixConfig(**common)
-        gen = iter_pix2pix(model, train_src, tcfg, val=val, cancel=cancel)
-    else:
-        tcfg = TrainConfig(**common)
-        gen = iter_train(model, train_src, tcfg, val=val, cancel=cancel)
-
     lead = np.ndim(images[0]) - 2
     first = np.asarray(images[0][(0,) * lead] if lead > 0 else images[0], np.float32)
     ps = min(cfg.preview_size, *first.shape)
     cy, cx = (first.shape[0] - ps) // 2, (first.shape[1] - ps) // 2
     crop = first[cy : cy + ps, cx : cx + ps]
     stats = norm.stats(first)
-    last_preview = -math.inf
-    result: TrainResult | None = None
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        yield _convert(ev, offset)
-        now = time.monotonic()
-        if cfg.preview_every_s > 0 and (
-            now - last_preview >= cfg.preview_every_s or ev.step == cfg.steps
-        ):
-            last_preview = now
-            after = _preview(model, crop, norm, stats)
-            yield PretrainEvent(
-                "preview", ev.step, cfg.steps, offset + ev.step, preview=(crop.copy(), after)
-            )
-    return _finish(result, cfg, tcfg, train_src, offset, meta, init_meta)
 
+    def preview(net: nn.Module) -> DenoisePreview:
+        return DenoisePreview(crop.copy(), _preview(net, crop, norm, stats))
 
-def _convert(ev: TrainEvent, offset: int) -> PretrainEvent:
-    return PretrainEvent(
-        kind=ev.kind,
-        step=ev.step,
-        steps=ev.steps,
-        total_step=offset + ev.step,
-        loss=ev.loss,
-        lr=ev.lr,
-        examples_per_s=ev.examples_per_s,
-        elapsed_s=ev.elapsed_s,
-        val_loss=ev.val_loss,
-        val_psnr=ev.val_psnr,
-        best_val_loss=ev.best_val_loss,
-        best_step=ev.best_step,
-        g_loss=getattr(ev, "g_loss", None),
-        d_loss=getattr(ev, "d_loss", None),
-        l1=getattr(ev, "l1", None),
+    run = dict(
+        val=val,
+        cancel=cancel,
+        first_step=offset,
+        preview=preview,
+        preview_every_s=cfg.preview_every_s if cfg.preview_every_s > 0 else None,
     )
+    if cfg.method == "pix2pix":
+        tcfg = Pix2PixConfig(**common)
+        result = yield from iter_pix2pix(model, train_src, tcfg, **run)
+    else:
+        tcfg = TrainConfig(**common)
+        result = yield from iter_train(model, train_src, tcfg, **run)
+    return _finish(result, cfg, tcfg, train_src, offset, meta, init_meta)
 
 
 def _finish(
@@ -509,7 +457,7 @@ def _finish(
         )
     path = None
     if cfg.output:
-        train_cfg = {k: v for k, v in asdict(tcfg).items() if k not in ("meta", "checkpoint")}
+        train_cfg = settings_of(tcfg)
         desc = source.describe()
         desc["patches_seen"] = result.steps_done * cfg.batch_size
         full = {
@@ -520,7 +468,7 @@ def _finish(
             "training": {
                 **train_cfg,
                 "steps_done": result.steps_done,
-                "best_step": result.best_step,
+                "best_step": result.best_step - offset,
                 "val_loss": result.best_val_loss,
                 "val_psnr_db": result.best_val_psnr,
                 "minutes": round(result.elapsed_s / 60, 3),
@@ -529,7 +477,7 @@ def _finish(
             "pretrain": {
                 **meta["pretrain"],
                 "total_steps": total,
-                "best_total_step": offset + result.best_step,
+                "best_total_step": result.best_step,
             },
         }
         for key in ("pixel_size_nm_range",):
@@ -538,14 +486,14 @@ def _finish(
         path = save_or_rescue(cfg.output, result.model, full)
     how = "stopped" if result.stopped else "finished"
     msg = (
-        f"{how} after {result.steps_done} steps; best at step {offset + result.best_step} "
+        f"{how} after {result.steps_done} steps; best at step {result.best_step} "
         f"(validation PSNR {result.best_val_psnr:.2f} dB)"
     )
     return PretrainResult(
         path,
         result.steps_done,
         total,
-        offset + result.best_step,
+        result.best_step,
         result.best_val_loss,
         result.best_val_psnr,
         result.elapsed_s,
@@ -562,7 +510,7 @@ def run_pretrain(
     images: Sequence[Any],
     config: PretrainConfig,
     names: Sequence[str] = (),
-    progress: Callable[[PretrainEvent], Any] | None = None,
+    progress: Callable[[TrainEvent], Any] | None = None,
     cancel: threading.Event | None = None,
 ) -> PretrainResult:
     """:func:`iter_pretrain` to the end, calling ``progress(event)`` for every event."""
@@ -644,9 +592,9 @@ def pretrain_files(
         total=steps, desc=f"pretrain ({method})", unit="step", file=sys.stderr, disable=not progress
     )
 
-    def report(ev: PretrainEvent) -> None:
+    def report(ev: TrainEvent) -> None:
         if ev.kind == "step":
-            bar.n = ev.step
+            bar.n = ev.run_step
             bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
             bar.refresh()
         elif ev.kind == "val":
@@ -664,7 +612,6 @@ def pretrain_files(
 __all__ = [
     "DoseEstimate",
     "PretrainConfig",
-    "PretrainEvent",
     "PretrainResult",
     "estimate_gain",
     "iter_pretrain",

@@ -29,11 +29,10 @@ from napari_temseg.engine.checks import (
 )
 from napari_temseg.engine.denoise import get_model
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.events import drain
+from napari_temseg.engine.events import TrainEvent, drain
 from napari_temseg.engine.finetune import (
     DEFAULT_CLASSES,
     FinetuneConfig,
-    FinetuneEvent,
     Finetuner,
     FinetuneResult,
     save_segmenter,
@@ -233,7 +232,7 @@ def finetune_files(
     device: str = "auto",
     overwrite: bool = False,
     config: FinetuneConfig | None = None,
-    progress: Callable[[FinetuneEvent], Any] | None = None,
+    progress: Callable[[TrainEvent], Any] | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[Path, FinetuneResult]:
     """``temseg finetune``: images and their stroke masks (same shapes) -> a segmenter file.

@@ -1,6 +1,7 @@
-"""Training loop for image-to-image networks (denoisers now; users' data and GANs later).
+"""Supervised training of image-to-image networks (the denoisers) on the shared skeleton.
 
-Written as a generator of :class:`TrainEvent` so a widget can show live progress from a
+:class:`PixelTraining` is the pixel-loss step and validation that ``engine/loop.py`` drives;
+:func:`iter_train` yields its :class:`TrainEvent` so a widget can show live progress from a
 worker thread and a script can log it, with the same code. What it guarantees:
 
 - seedable: the same seed, source and config give the same run on the same device;
@@ -11,7 +12,9 @@ worker thread and a script can log it, with the same code. What it guarantees:
   halved; too many bad steps in a row stop the run with :class:`TrainingDiverged`,
   leaving the best weights in the model;
 - cancellable between steps through a ``threading.Event``: the run stops early and keeps
-  the best weights (nothing is lost), ``TrainResult.stopped`` says so.
+  the best weights (nothing is lost), ``TrainResult.stopped`` says so;
+- resumable: ``checkpoint_every`` writes the training state to ``state_path``, and a run
+  with ``resume`` set to that file continues exactly where it was.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import copy
 import math
 import queue
 import threading
-import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +35,16 @@ from torch import nn
 
 from napari_temseg.engine.data import PatchSource
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.events import drain
+from napari_temseg.engine.events import DenoisePreview, TrainEvent, drain
+from napari_temseg.engine.loop import (
+    LoopConfig,
+    Method,
+    Outcome,
+    StepResult,
+    TrainingLoop,
+    Validation,
+    WarmupCosine,
+)
 from napari_temseg.models.checkpoint import save_checkpoint
 
 LOSSES = ("l1", "l2", "charbonnier")
@@ -60,7 +71,10 @@ class TrainConfig:
     prefetch: int | None = None  # batches made ahead in a thread; None: 2 on GPU, 0 on CPU
     max_bad_steps: int = 20
     max_seconds: float | None = None  # a time budget: stop then; the schedule follows it too
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # the best model, written at every new best
+    checkpoint_every: int = 0  # write the resumable training state every N steps; 0: never
+    state_path: str | None = None  # where that state goes
+    resume: str | None = None  # continue from this training state (engine/loop.py)
     task: str = "denoise"
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -76,25 +90,10 @@ class TrainConfig:
 
 
 @dataclass
-class TrainEvent:
-    """One training step (``kind="step"``) or validation (``kind="val"``)."""
-
-    kind: str
-    step: int
-    steps: int
-    loss: float
-    lr: float
-    examples_per_s: float
-    elapsed_s: float
-    val_loss: float | None = None
-    val_psnr: float | None = None
-    best_val_loss: float = math.inf
-    best_step: int = 0
-    skipped_steps: int = 0
-
-
-@dataclass
 class TrainResult:
+    """The end of a run: ``steps_done`` in this run, ``best_step`` counted like the events
+    (from ``first_step``), ``model`` holding the best weights."""
+
     model: nn.Module
     steps_done: int
     best_step: int
@@ -113,17 +112,6 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     if kind == "l2":
         return F.mse_loss(pred, target)
     return torch.sqrt((pred - target).pow(2) + 1e-6).mean()
-
-
-def _lr_at(step: int, cfg: TrainConfig, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 5 % of the peak, over the steps or over the
-    time budget (``max_seconds``), whichever runs out first."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    if cfg.max_seconds:
-        t = max(t, elapsed_s / cfg.max_seconds)
-    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
 class _Prefetcher:
@@ -191,135 +179,169 @@ def evaluate(
     return sum(losses) / n, psnr
 
 
+class PixelTraining(Method):
+    """Supervised image-to-image training with a pixel loss (the denoisers' method).
+
+    NaN guard beyond the skeleton's: when a step leaves the weights themselves non-finite
+    they are restored from the last good copy (taken every 10 good steps) and the learning
+    rate is halved.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        source: PatchSource,
+        cfg: TrainConfig,
+        val: tuple[np.ndarray, np.ndarray],
+        dev: torch.device,
+        first_step: int,
+    ) -> None:
+        self.model, self.source, self.cfg, self.val, self.dev = model, source, cfg, val, dev
+        self.first_step = first_step
+        self.peak_lr = cfg.lr
+        # channels-last convolutions are ~15 % faster on CPUs (oneDNN); results are the same
+        self.fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
+        model.to(dev, memory_format=self.fmt)
+        self.opt = self._optimizer()
+        self.amp_dtype = torch.bfloat16 if (cfg.amp and dev.type == "cuda") else None
+        self.rng = np.random.default_rng([cfg.seed, 0])
+        # on a small CPU a producer thread only fights the training threads for cores
+        depth = cfg.prefetch if cfg.prefetch is not None else (2 if dev.type != "cpu" else 0)
+        self.depth = depth
+        self.feeder: _Prefetcher | None = None
+        self.last_good = copy.deepcopy(model.state_dict())
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        return torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def start(self) -> None:
+        """Start drawing batches (after a resume has put the random generator back)."""
+        self.feeder = _Prefetcher(self.source, self.cfg.batch_size, self.rng, self.depth)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt]
+
+    def train_step(self, step: int) -> StepResult:
+        cfg, model, dev, fmt = self.cfg, self.model, self.dev, self.fmt
+        assert self.feeder is not None
+        x_np, y_np = self.feeder.get()
+        x = torch.from_numpy(x_np).to(dev, non_blocking=True, memory_format=fmt)
+        y = torch.from_numpy(y_np).to(dev, non_blocking=True, memory_format=fmt)
+        model.train()
+        amp = self.amp_dtype
+        with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss = pixel_loss(model(x).float(), y, cfg.loss)
+        ok = guarded_step(loss, model, self.opt, cfg.grad_clip)
+        if ok and not _finite_params(model):  # the step broke the weights: go back, calm down
+            model.load_state_dict(self.last_good)
+            self.opt = self._optimizer()
+            self.lr_scale *= 0.5
+            for g in self.opt.param_groups:
+                g["scale"] = self.lr_scale
+            return StepResult(False)
+        if not ok:
+            return StepResult(False)
+        if (step + 1) % 10 == 0:
+            self.last_good = copy.deepcopy(model.state_dict())
+        return StepResult(True, float(loss.detach()))
+
+    def validate(self) -> Validation:
+        vloss, vpsnr = evaluate(self.model, self.val, self.cfg.loss, self.dev)
+        return Validation(vloss, -vloss, psnr=vpsnr)
+
+    def on_improved(self, step: int, v: Validation) -> None:
+        if self.cfg.checkpoint:
+            _save(self.cfg, self.model, self.source, step - self.first_step, v.loss, v.psnr)
+
+    def on_diverged(self) -> None:
+        self.model.load_state_dict(self.last_good)
+
+    def diverged(self, bad: int, step: int) -> Exception:
+        return TrainingDiverged(
+            f"{bad} non-finite training steps in a row at step {step}; "
+            "kept the best weights so far (try a lower learning rate)"
+        )
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "last_good": self.last_good}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.last_good = state["last_good"]
+        for g in self.opt.param_groups:
+            g["scale"] = self.lr_scale
+
+    def after_run(self) -> None:
+        if self.feeder is not None:
+            self.feeder.close()
+
+
+def loop_config(cfg: TrainConfig, preview_every_s: float | None = None) -> LoopConfig:
+    """The skeleton's settings of a :class:`TrainConfig`."""
+    return LoopConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        val_every=cfg.val_every,
+        max_seconds=cfg.max_seconds,
+        max_bad_steps=cfg.max_bad_steps,
+        preview_every_s=preview_every_s,
+        checkpoint_every=cfg.checkpoint_every,
+        state_path=cfg.state_path,
+        resume=cfg.resume,
+    )
+
+
+def result_of(out: Outcome, model: nn.Module, batch_size: int) -> TrainResult:
+    """A :class:`TrainResult` from the skeleton's outcome."""
+    best = out.best
+    return TrainResult(
+        model=model,
+        steps_done=out.steps_done,
+        best_step=best.step,
+        best_val_loss=best.loss,
+        best_val_psnr=best.validation.psnr if best.validation else -math.inf,
+        elapsed_s=out.elapsed_s,
+        examples_per_s=out.steps_done * batch_size / out.elapsed_s if out.elapsed_s > 0 else 0.0,
+        skipped_steps=out.skipped,
+        stopped=out.stopped,
+        history=out.history,
+    )
+
+
 def iter_train(
     model: nn.Module,
     source: PatchSource,
     config: TrainConfig,
     val: tuple[np.ndarray, np.ndarray] | None = None,
     cancel: threading.Event | None = None,
+    *,
+    first_step: int = 0,
+    preview: Callable[[nn.Module], DenoisePreview] | None = None,
+    preview_every_s: float | None = None,
 ) -> Generator[TrainEvent, None, TrainResult]:
     """Train ``model`` on ``source``; yields an event per step and per validation.
 
+    ``first_step``: the steps the model had before (events count on from it).
+    ``preview(model)``: a before/after crop, yielded every ``preview_every_s`` (None: never).
     The generator's return value (``StopIteration.value``) is the :class:`TrainResult`;
     :func:`train` wraps this for callers that want a plain function.
     """
     cfg = config
     dev = select_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    # channels-last convolutions are ~15 % faster on CPUs (oneDNN); results are the same
-    fmt = torch.channels_last if dev.type == "cpu" else torch.contiguous_format
-    model.to(dev, memory_format=fmt)
     if val is None:
         val = source.sample(cfg.val_size, np.random.default_rng([cfg.seed, 1]))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    amp_dtype = torch.bfloat16 if (cfg.amp and dev.type == "cuda") else None
-    # on a small CPU a producer thread only fights the training threads for cores
-    depth = cfg.prefetch if cfg.prefetch is not None else (2 if dev.type != "cpu" else 0)
-    feeder = _Prefetcher(source, cfg.batch_size, np.random.default_rng([cfg.seed, 0]), depth)
-    last_good = copy.deepcopy(model.state_dict())
-    best_state = copy.deepcopy(last_good)
-    best_loss, best_psnr, best_step = math.inf, -math.inf, 0
-    history: list[TrainEvent] = []
-    skipped = bad_in_row = 0
-    lr_scale = 1.0
-    loss_ema = math.nan
-    t0 = time.perf_counter()
-    step = 0
-    stopped = False
-
-    def event(kind: str, **kw: Any) -> TrainEvent:
-        elapsed = time.perf_counter() - t0
-        return TrainEvent(
-            kind=kind,
-            step=step,
-            steps=cfg.steps,
-            loss=loss_ema,
-            lr=_lr_at(max(step - 1, 0), cfg, elapsed) * lr_scale,
-            examples_per_s=step * cfg.batch_size / elapsed if elapsed > 0 else 0.0,
-            elapsed_s=elapsed,
-            best_val_loss=best_loss,
-            best_step=best_step,
-            skipped_steps=skipped,
-            **kw,
-        )
-
-    def validate() -> TrainEvent:
-        nonlocal best_loss, best_psnr, best_step, best_state
-        vloss, vpsnr = evaluate(model, val, cfg.loss, dev)
-        if vloss < best_loss:
-            best_loss, best_psnr, best_step = vloss, vpsnr, step
-            best_state = copy.deepcopy(model.state_dict())
-            if cfg.checkpoint:
-                _save(cfg, model, source, best_step, vloss, vpsnr)
-        ev = event("val", val_loss=vloss, val_psnr=vpsnr)
-        history.append(ev)
-        return ev
-
-    try:
-        while step < cfg.steps:
-            if cancel is not None and cancel.is_set():
-                stopped = True
-                break
-            if cfg.max_seconds and time.perf_counter() - t0 >= cfg.max_seconds:
-                break  # the time budget is spent: validate and return the best
-            x_np, y_np = feeder.get()
-            x = torch.from_numpy(x_np).to(dev, non_blocking=True, memory_format=fmt)
-            y = torch.from_numpy(y_np).to(dev, non_blocking=True, memory_format=fmt)
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg, time.perf_counter() - t0) * lr_scale
-            model.train()
-            with torch.autocast(
-                dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-            ):
-                loss = pixel_loss(model(x).float(), y, cfg.loss)
-            ok = guarded_step(loss, model, opt, cfg.grad_clip)
-            if ok:
-                ok = _finite_params(model)
-                if not ok:  # the step itself broke the weights: go back, calm down
-                    model.load_state_dict(last_good)
-                    opt = torch.optim.AdamW(
-                        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-                    )
-                    lr_scale *= 0.5
-            step += 1
-            if ok:
-                bad_in_row = 0
-                value = float(loss.detach())
-                loss_ema = value if math.isnan(loss_ema) else 0.95 * loss_ema + 0.05 * value
-                if step % 10 == 0:
-                    last_good = copy.deepcopy(model.state_dict())
-            else:
-                opt.zero_grad(set_to_none=True)
-                skipped += 1
-                bad_in_row += 1
-                if bad_in_row > cfg.max_bad_steps:
-                    model.load_state_dict(best_state if best_step else last_good)
-                    raise TrainingDiverged(
-                        f"{bad_in_row} non-finite training steps in a row at step {step}; "
-                        "kept the best weights so far (try a lower learning rate)"
-                    )
-            yield event("step")
-            if step % cfg.val_every == 0 or step == cfg.steps:
-                yield validate()
-    finally:
-        feeder.close()
-    if step > 0 and (not history or history[-1].step != step):
-        yield validate()
-    if best_step or history:
-        model.load_state_dict(best_state)
-    elapsed = time.perf_counter() - t0
-    return TrainResult(
-        model=model,
-        steps_done=step,
-        best_step=best_step,
-        best_val_loss=best_loss,
-        best_val_psnr=best_psnr,
-        elapsed_s=elapsed,
-        examples_per_s=step * cfg.batch_size / elapsed if elapsed > 0 else 0.0,
-        skipped_steps=skipped,
-        stopped=stopped,
-        history=history,
+    method = PixelTraining(model, source, cfg, val, dev, first_step)
+    if preview is not None:
+        method.preview = lambda ev: preview(model)  # type: ignore[method-assign]
+    schedule = WarmupCosine(cfg.warmup, cfg.steps, 0.05, cfg.max_seconds)
+    loop = TrainingLoop(
+        method, loop_config(cfg, preview_every_s), schedule, first_step=first_step, cancel=cancel
     )
+    method.start()
+    out = yield from loop.run()
+    return result_of(out, model, cfg.batch_size)
 
 
 def train(
@@ -353,10 +375,19 @@ def guarded_step(
     return True
 
 
+#: TrainConfig fields that are not training settings (kept out of checkpoint metadata)
+NOT_SETTINGS = ("meta", "checkpoint", "checkpoint_every", "state_path", "resume")
+
+
+def settings_of(cfg: TrainConfig) -> dict[str, Any]:
+    """The training settings recorded in a checkpoint's metadata."""
+    return {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
+
+
 def _save(
     cfg: TrainConfig, model: nn.Module, source: PatchSource, step: int, vloss: float, vpsnr: float
 ) -> None:
-    train_cfg = {k: v for k, v in asdict(cfg).items() if k not in ("meta", "checkpoint")}
+    train_cfg = settings_of(cfg)
     meta = {
         "task": cfg.task,
         "normalization": source.normalization.to_dict(),

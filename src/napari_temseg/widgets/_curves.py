@@ -16,6 +16,8 @@ from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_temseg.engine.events import TrainEvent
+
 COLORS = ("#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8")
 BACKGROUND, FOREGROUND, GRID = "#262930", "#d0d6dd", "#3b3f47"
 
@@ -42,6 +44,14 @@ class LossCurves(QWidget):
         ys.append(float(value))
         if time.monotonic() - self._last_draw >= self._min_redraw_s:
             self.redraw()
+
+    def add_event(self, ev: TrainEvent, train: str, val: str, every: int = 1) -> None:
+        """Plot a training event: its smoothed loss (every ``every`` steps) on ``train``,
+        a validation's loss on ``val``; previews and messages are not plotted."""
+        if ev.kind == "step" and ev.step % every == 0:
+            self.add(train, ev.step, ev.loss)
+        elif ev.kind == "val" and ev.val_loss is not None:
+            self.add(val, ev.step, ev.val_loss)
 
     def series(self, name: str) -> tuple[list[int], list[float]]:
         return self._series.get(name, ([], []))

@@ -28,6 +28,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_temseg.display import display_limits
+from napari_temseg.engine.events import TrainEvent
 from napari_temseg.models.user import register_user_model, user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import tabify_when_docked
@@ -275,23 +276,21 @@ class PretrainWidget(Container):
     def _on_progress(self, args: tuple) -> None:
         ev = args[0]
         if ev.kind == "preview":
-            self._show_preview(*ev.preview)
+            self._show_preview(ev.preview.before, ev.preview.after)
         else:
             self._on_event(ev)
 
     def _on_failed(self, exc: Exception) -> None:
         self._status.value = f"failed: {str(exc).splitlines()[0]}"
 
-    def _on_event(self, ev) -> None:
-        self._progress.value = int(100 * ev.step / max(ev.steps, 1))
+    def _on_event(self, ev: TrainEvent) -> None:
+        self._progress.value = int(100 * ev.fraction)
+        self.curves.add_event(ev, "training", "validation")
         if ev.kind == "step":
-            self.curves.add("training", ev.total_step, ev.loss)
-            text = f"step {ev.total_step}  loss {ev.loss:.4f}  {ev.examples_per_s:.1f} ex/s"
+            text = f"step {ev.step}  loss {ev.loss:.4f}  {ev.examples_per_s:.1f} ex/s"
             if ev.d_loss is not None:
                 text += f"  D {ev.d_loss:.3f}"
             self._status.value = text
-        elif ev.kind == "val":
-            self.curves.add("validation", ev.total_step, ev.val_loss)
 
     def _prepare_preview(self, arrays: list[np.ndarray]) -> None:
         """Add the preview layer now, at the click: adding a layer costs a GUI stall of

@@ -13,7 +13,6 @@ are named under Apply and in a notification (``engine/checks.py`` decides, the d
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
-from napari_temseg.engine.events import drain, format_duration
+from napari_temseg.engine.events import SegmentPreview, drain, format_duration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
@@ -97,38 +96,10 @@ def _pixel_size(layer: Any) -> float | None:
 
 
 def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
-    """Worker-thread body: run the fine-tuner, relaying events and smoothed previews."""
-    from napari_temseg.engine import Cancelled
-    from napari_temseg.engine.checks import degenerate, uncertainty
-    from napari_temseg.engine.segment import segment
-
-    last = -np.inf
-
-    def relay(ev: Any) -> None:
-        nonlocal last
-        payload: dict[str, Any] = {"event": ev}
-        due = time.monotonic() - last >= PREVIEW_EVERY_S or last == -np.inf
-        if ev.kind == "val" and ev.improved and preview is not None and due:
-            try:
-                seg = (tuner.best_model(), tuner.segmenter_meta())
-                payload["preview"], probs = segment(
-                    preview,
-                    seg,
-                    device=tuner.device,
-                    tile=256,
-                    overlap=32,
-                    cancel=cancel,
-                    probabilities=True,
-                )
-                payload["uncertainty"] = np.round(uncertainty(probs) * 100).astype(np.uint8)
-                # a held-out Dice of 1.00 and one class on the whole displayed frame disagree
-                payload["degenerate"] = degenerate(payload["preview"], tuner.class_names)
-                last = time.monotonic()
-            except Cancelled:
-                pass
-        progress(payload)
-
-    return drain(tuner.run(steps, cancel=cancel), relay)
+    """Worker-thread body: run the fine-tuner, relaying its events (previews included:
+    the engine segments ``preview`` with each new best, at most every PREVIEW_EVERY_S)."""
+    gen = tuner.run(steps, cancel=cancel, preview=preview, preview_every_s=PREVIEW_EVERY_S)
+    return drain(gen, lambda ev: progress({"event": ev}))
 
 
 def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progress, cancel) -> list:
@@ -609,22 +580,20 @@ class TrainWidget(Container):
             self._apply_task.cancel()
 
     def _on_train_progress(self, args: tuple) -> None:
-        payload = args[0]
-        ev = payload["event"]
+        ev = args[0]["event"]
         job = self._job
-        done = (ev.step - job["start"]) / max(job["steps"], 1)
-        if ev.eta_s is not None:  # a time budget can end the run before the steps do
-            done = max(done, ev.elapsed_s / max(ev.elapsed_s + ev.eta_s, 1e-9))
-        self._progress.value = int(100 * min(done, 1.0))
+        self._progress.value = int(100 * ev.fraction)
+        if ev.kind == "preview":
+            self._show_train_preview(ev.preview)
+            return
+        self._loss_plot.add_event(ev, "train loss", "val loss", every=5)
         if ev.kind == "step":
-            if ev.step % 5 == 0:
-                self._loss_plot.add("train loss", ev.step, ev.loss)
             left = format_duration(ev.eta_s)
             self._status.value = (
                 f"step {ev.step}/{ev.steps} ({ev.phase}), loss {ev.loss:.3f}, "
                 f"{ev.examples_per_s:.1f} patches/s" + (f", about {left} left" if left else "")
             )
-        else:
+        elif ev.kind == "val":
             if ev.phase == "head fitted":
                 known = [d for d in ev.val_dice or [] if d is not None]
                 self._status.value = (
@@ -632,26 +601,27 @@ class TrainWidget(Container):
                     + (f" (held-out Dice {np.mean(known):.2f})" if known else "")
                     + "; training..."
                 )
-            self._loss_plot.add("val loss", ev.step, ev.val_loss)
             for name, d in zip(job["names"], ev.val_dice or [], strict=False):
                 if d is not None:
                     self._dice_plot.add(name, ev.step, d)
-        if "preview" in payload and job.get("image") is not None:
-            image = job["image"]
-            if image in self._viewer.layers:
-                self._put_labels(
-                    f"{image.name} prediction",
-                    image,
-                    payload["preview"],
-                    job["frame"] or None,
-                    job["names"],
-                    job["colors"],
-                    job["corner"],
-                )
-                self._put_uncertainty(
-                    image, payload["uncertainty"], job["frame"] or None, job["corner"]
-                )
-                job["degenerate"] = payload["degenerate"]
+
+    def _show_train_preview(self, shown: SegmentPreview) -> None:
+        """Put the engine's preview (a SegmentPreview) on the displayed frame."""
+        job = self._job
+        image = job.get("image")
+        if image is None or image not in self._viewer.layers:
+            return
+        self._put_labels(
+            f"{image.name} prediction",
+            image,
+            shown.labels,
+            job["frame"] or None,
+            job["names"],
+            job["colors"],
+            job["corner"],
+        )
+        self._put_uncertainty(image, shown.uncertainty, job["frame"] or None, job["corner"])
+        job["degenerate"] = shown.degenerate
 
     def _on_train_done(self, result: Any) -> None:
         self.segmenter = (result.model, result.meta)
