@@ -227,7 +227,7 @@ class MeasureWidget(Container):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        figure = Figure(figsize=(4, 2.4), dpi=90)
+        figure = Figure(figsize=(4, 1.9), dpi=90)  # 171 px: the dock fits a 1000 px screen
         canvas = FigureCanvasQTAgg(figure)
         canvas.setMinimumHeight(170)
         return figure, canvas
