@@ -189,3 +189,36 @@ def test_time_budget_stops_the_run_and_keeps_a_validation():
     assert result.history and result.history[-1].step == result.steps_done
     with pytest.raises(ValueError, match="max_seconds"):
         TrainConfig(max_seconds=0)
+
+
+def test_cpu_bf16_detection_follows_the_cpu_flags():
+    from pathlib import Path
+
+    from napari_temseg.engine.device import cpu_has_fast_bf16
+
+    info = Path("/proc/cpuinfo")
+    if not info.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    flags = set(info.read_text().split())
+    if "avx512_bf16" in flags:
+        assert cpu_has_fast_bf16()
+    elif not any(f.startswith("amx") for f in flags):
+        assert not cpu_has_fast_bf16()
+
+
+def test_training_on_a_bf16_cpu_runs_under_bf16_autocast_and_still_learns():
+    """amp=True trains in bf16 where the CPU computes it natively; amp=False stays float32."""
+    from napari_temseg.engine.device import cpu_has_fast_bf16
+
+    if not cpu_has_fast_bf16():
+        pytest.skip("this CPU has no native bf16: training stays float32")
+    losses = {}
+    for amp in (True, False):
+        torch.manual_seed(0)
+        model = UNet(base=8, depth=2, residual=True)
+        events = []
+        train(model, tiny_source(), tiny_config(steps=60, amp=amp), progress=events.append)
+        losses[amp] = [e.loss for e in events if e.kind == "step"]
+    assert losses[True] != losses[False]  # autocast is on: bf16 rounding changes the numbers
+    assert all(math.isfinite(v) for v in losses[True])
+    assert np.mean(losses[True][-10:]) < 0.8 * np.mean(losses[True][:10])  # and it learns
