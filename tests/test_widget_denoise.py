@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from napari_temseg.models import UNet, save_checkpoint
-from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, DenoiseWidget
+from napari_temseg.widgets._parts import CHECKPOINT_CHOICE
+from napari_temseg.widgets.denoise import DenoiseWidget
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from qtpy.QtCore import Qt
 
+from napari_temseg.widgets._parts import camera
 from napari_temseg.widgets.measure import MeasureWidget, parse_classes
 
 PX = 0.2  # nm per pixel
@@ -98,7 +99,7 @@ def test_clicking_a_row_selects_and_centres_on_the_particle(widget, qtbot):
     assert particles.selected_label == label and particles.show_selected_label
     big = (particles.data == label).sum() * PX * PX
     assert big == pytest.approx(math.pi * 4.0**2, rel=0.02)
-    cy, cx = w._camera().center[-2:]
+    cy, cx = camera(viewer).center[-2:]
     assert (cy, cx) == pytest.approx((5.0 + 60 * PX, 10.0 + 200 * PX), abs=0.05)
     ring = viewer.layers["selected particle"]
     assert ring.visible and ring.data[0] == pytest.approx([cy, cx])
@@ -232,7 +233,7 @@ def test_layer_in_micrometres_is_measured_in_nm(widget, qtbot):
     assert table["centroid_x_nm"].iloc[0] == pytest.approx(10.0 + 40 * PX, abs=0.02)
     w._table.selectRow(0)  # the camera works in the layer's own unit (µm)
     row = w.result.table.iloc[w._table.item(0, 0).data(Qt.ItemDataRole.UserRole + 1)]
-    assert w._camera().center[-1] == pytest.approx(row["centroid_x_nm"] / 1000, abs=2e-5)
+    assert camera(viewer).center[-1] == pytest.approx(row["centroid_x_nm"] / 1000, abs=2e-5)
 
 
 def test_empty_mask_reports_the_support_convention(widget, qtbot):

@@ -18,8 +18,9 @@ from napari_temseg.engine import Cancelled
 from napari_temseg.engine.pretrain import PretrainConfig
 from napari_temseg.engine.process import pretrain_job
 from napari_temseg.widgets import _tasks
+from napari_temseg.widgets._parts import CHECKPOINT_CHOICE
 from napari_temseg.widgets._tasks import Runner
-from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, DenoiseWidget
+from napari_temseg.widgets.denoise import DenoiseWidget
 
 TINY = {"base": 4, "depth": 2, "val_size": 4, "patch": 32, "batch_size": 2, "preview_every_s": 0}
 

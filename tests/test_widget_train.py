@@ -11,6 +11,7 @@ import torch
 from napari_temseg.engine.strokes import scribbles_from_mask
 from napari_temseg.synth import simulate
 from napari_temseg.widgets import train as train_mod
+from napari_temseg.widgets._parts import camera
 from napari_temseg.widgets.train import SCRATCH, TrainWidget
 
 torch.set_num_threads(1)
@@ -192,10 +193,10 @@ def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_
 def test_preview_window_follows_the_view_on_big_images(widget):
     viewer, _ = widget
     image = viewer.add_image(np.zeros((2000, 1500), np.float32), name="big", scale=(0.5, 0.5))
-    train_mod._camera(viewer).center = (0.0, 900.0, 700.0)  # world units: pixel (1800, 1400)
+    camera(viewer).center = (0.0, 900.0, 700.0)  # world units: pixel (1800, 1400)
     y0, x0 = train_mod._preview_corner(viewer, image)
     assert (y0, x0) == (2000 - 1024, 1500 - 1024)
-    train_mod._camera(viewer).center = (0.0, 250.0, 250.0)
+    camera(viewer).center = (0.0, 250.0, 250.0)
     assert train_mod._preview_corner(viewer, image) == (0, 0)
     small = viewer.add_image(np.zeros((300, 200), np.float32), name="small")
     assert train_mod._preview_corner(viewer, small) == (0, 0)
@@ -344,3 +345,26 @@ def test_a_degenerate_live_prediction_is_said_after_training(widget, sample, qtb
     said = w._status.value
     assert "but on the displayed frame" in said and "the prediction is degenerate" in said
     assert warned and "Paint a few strokes where it is wrong" in warned[-1]
+
+
+def test_a_micrometre_layer_is_calibrated_for_training(widget, sample, monkeypatch):
+    """Train reads the same calibration as Measure: a µm layer trains at its size in nm."""
+    from napari_temseg.engine import finetune as ft
+
+    seen = {}
+
+    class Refused(ValueError):
+        pass
+
+    def capture(*args, pixel_sizes=None, **kwargs):
+        seen["pixel_sizes"] = pixel_sizes
+        raise Refused("captured")
+
+    monkeypatch.setattr(ft, "Finetuner", capture)
+    viewer, w = widget
+    s, strokes = sample
+    image = viewer.add_image(s.noisy, name="raw", scale=(0.0001, 0.0001), units="µm")
+    w._image.value = image
+    _paint(w.add_strokes_layer(), strokes)
+    w._train.clicked()
+    assert seen["pixel_sizes"] == [pytest.approx(0.1)]

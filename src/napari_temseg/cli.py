@@ -359,6 +359,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         return _measure_atoms(args)
     from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.measure import measure, write_csv
+    from napari_temseg.io.calibration import Calibration
 
     output = Path(args.output)
     if output.suffix.lower() != ".csv" and not output.is_dir():
@@ -376,12 +377,12 @@ def cmd_measure(args: argparse.Namespace) -> int:
         try:
             (mask,) = _read_images(path)[:1]
             image = _read_images(images[i])[0].data if images else None
-            calibrated = mask.pixel_size_nm is not None
+            calibration = Calibration.from_image(mask)
             result = measure(
                 mask.data,
                 image,
-                scale=mask.scale[-2:] if calibrated else (1.0, 1.0),
-                unit="nm" if calibrated else "px",
+                scale=calibration.yx,
+                unit=calibration.unit,
                 return_labels=False,
                 min_size_px=args.min_size,
             )
@@ -408,6 +409,7 @@ def _measure_atoms(args: argparse.Namespace) -> int:
     from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.atoms import AtomError, atom_table, fit_atom_finder
     from napari_temseg.engine.measure import write_csv
+    from napari_temseg.io.calibration import Calibration
 
     output = Path(args.output)
     if output.suffix.lower() != ".csv" and not output.is_dir():
@@ -440,14 +442,14 @@ def _measure_atoms(args: argparse.Namespace) -> int:
             ds = _read_images(path)[0]
             if np.ndim(ds.data) != 2:
                 raise CLIError(f"atoms are found on 2D frames, got shape {np.shape(ds.data)}")
-            calibrated = ds.pixel_size_nm is not None
+            calibration = Calibration.from_image(ds)
             frame = np.asarray(ds.data)
             table = atom_table(
                 frame,
                 finder.find(frame),
                 2 * finder.sigma,
-                tuple(ds.scale[-2:]) if calibrated else (1.0, 1.0),
-                "nm" if calibrated else "px",
+                calibration.yx,
+                calibration.unit,
             )
         except (CLIError, ValueError) as exc:
             failed += 1

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from napari_temseg.display import display_limits
 from napari_temseg.io.axes import NOT_IMAGES
+from napari_temseg.io.calibration import Calibration
 from napari_temseg.io.model import EMImage, ReaderError
 from napari_temseg.io.readers import SUFFIXES, not_an_image_reason, read
 from napari_temseg.io.tiff import TIFF_MAGIC
-from napari_temseg.io.units import to_nm
 
 NULL_LAYER = [(None,)]
 _MAGIC = {".npy": (b"\x93NUMPY",), ".tif": TIFF_MAGIC, ".tiff": TIFF_MAGIC}
@@ -62,18 +63,6 @@ def get_reader(path: str | list[str]) -> Callable[[Any], list] | None:
     return read_layers
 
 
-def contrast_limits(image: EMImage) -> tuple[float, float] | None:
-    """Limits from the first frame only, so a lazy stack is not read in full by napari."""
-    data = image.data
-    first = data[(0,) * (data.ndim - 2)] if data.ndim > 2 else data
-    sample = np.asarray(first[:: max(1, first.shape[0] // 512), :: max(1, first.shape[1] // 512)])
-    finite = sample[np.isfinite(sample)] if sample.dtype.kind in "fc" else sample
-    if finite.size == 0:
-        return None
-    lo, hi = (float(v) for v in np.percentile(finite, [0.1, 99.9]))
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
-
-
 def layer_data(image: EMImage, name: str) -> tuple[Any, dict, str]:
     """One napari LayerData tuple: data, calibration (nm), axis names and metadata."""
     axes = image.axes
@@ -96,9 +85,7 @@ def layer_data(image: EMImage, name: str) -> tuple[Any, dict, str]:
         "rgb": rgb,
     }
     if image.lazy and not rgb:
-        limits = contrast_limits(image)
-        if limits is not None:
-            kwargs["contrast_limits"] = limits
+        kwargs["contrast_limits"] = display_limits(data)  # the first frame only
     return (data, kwargs, "image")
 
 
@@ -151,20 +138,8 @@ def read_layers(path: str | list[str]) -> list[tuple]:
 
 
 def layer_scale_nm(meta: dict, ndim: int) -> list[float] | None:
-    """The layer scale in nm, or None for an uncalibrated layer (scale 1 in pixels)."""
-    raw_scale, raw_units = meta.get("scale"), meta.get("units")
-    scale = [float(s) for s in (raw_scale if raw_scale is not None else [1.0] * ndim)][-ndim:]
-    units = [str(u) for u in (raw_units if raw_units is not None else ["pixel"] * ndim)][-ndim:]
-    if len(units) != len(scale):
-        units = ["pixel"] * len(scale)
-    pixel = [u in ("pixel", "px", "", "None") for u in units]
-    if all(pixel) and all(s == 1.0 for s in scale):
-        return None
-    out = []
-    for s, u, px in zip(scale, units, pixel, strict=True):
-        converted = None if px else to_nm(s, u)
-        out.append(converted if converted is not None else s)
-    return out
+    """The layer scale in nm, or None for an uncalibrated layer (see ``io.calibration``)."""
+    return Calibration.from_layer_meta(meta, ndim).scale_nm()
 
 
 _KNOWN_AXES = {"x", "y", "z", "frame", "time", "channel", "tilt"}

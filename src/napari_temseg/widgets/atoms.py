@@ -17,6 +17,7 @@ from napari.layers import Image, Labels, Points
 
 from napari_temseg.engine.atoms import AtomResult, find_atoms
 from napari_temseg.engine.measure import write_csv
+from napari_temseg.io.calibration import Calibration
 from napari_temseg.widgets._tasks import Runner, one_line
 
 
@@ -36,12 +37,11 @@ def _find(
 class AtomsPanel(Container):
     """Image + painted atoms (one class) + painted support -> Points layer and atom table."""
 
-    def __init__(self, napari_viewer: Any, calibration: Any) -> None:
-        """``calibration(layer) -> ((sy, sx), (ty, tx), unit)``: the Measure dock's reading of
-        a layer's pixel size, so both sections report the same units."""
+    def __init__(self, napari_viewer: Any) -> None:
+        """The image's pixel size is read as the Measure dock reads it
+        (``io.calibration.Calibration``), so both sections report the same units."""
         super().__init__(labels=True)
         self._viewer = napari_viewer
-        self._calibration = calibration
         self.image = create_widget(annotation=Image, label="Image")
         self.strokes = create_widget(annotation=Labels, label="Painted atoms")
         self.strokes.tooltip = (
@@ -90,7 +90,8 @@ class AtomsPanel(Container):
                 "shape: paint on a Labels layer made for this image"
             )
             return
-        scale, origin, unit = self._calibration(image)
+        calibration = Calibration.from_layer(image)
+        scale, origin, unit = calibration.yx, calibration.origin_yx, calibration.unit
         self.find.enabled = False
         self.status.value = "finding atoms…"
         self._pending: Image | None = image

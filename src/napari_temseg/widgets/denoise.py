@@ -26,43 +26,15 @@ from napari_temseg.display import display_limits
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._layout import tabify_when_docked
+from napari_temseg.widgets._parts import (
+    CHECKPOINT_CHOICE,
+    device_choices,
+    frame_index,
+    model_choices,
+)
 from napari_temseg.widgets._tasks import Runner
 
-CHECKPOINT_CHOICE = "checkpoint file…"
 SCOPES = ("whole stack", "current frame")
-
-
-def device_choices() -> list[tuple[str, str]]:
-    """(label, value) pairs naming what was actually found, e.g. "auto: CPU (2 threads)"."""
-    import torch
-
-    from napari_temseg.engine import describe_device, select_device
-
-    choices = [(f"auto: {describe_device(select_device('auto'))}", "auto")]
-    if torch.cuda.is_available():
-        choices.append((describe_device(torch.device("cuda")), "cuda"))
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        choices.append(("Apple MPS", "mps"))
-    choices.append((describe_device(torch.device("cpu")), "cpu"))
-    return choices
-
-
-def _short(text: str, limit: int = 40) -> str:
-    """A model's description cut to fit a dock's combo box (the full one is in its card)."""
-    text = text.split(" (")[0] if len(text) > limit else text
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
-    """Bundled models by name, then this session's own models by path, then "file…"."""
-    from napari_temseg.models import list_models
-    from napari_temseg.models.user import user_models
-
-    found = [(f"{m.name}: {_short(m.description)}", m.name) for m in list_models(task)]
-    found += [
-        (f"{m.name} (yours): {_short(m.description)}", str(m.path)) for m in user_models(task)
-    ]
-    return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
 
 
 class DenoiseWidget(Container):
@@ -135,15 +107,6 @@ class DenoiseWidget(Container):
             return None
         return str(path)
 
-    def _frame_index(self, layer: Image) -> tuple[int, ...]:
-        """Index of the displayed frame in the layer's leading (non-image) axes."""
-        point = layer.world_to_data(self._viewer.dims.point)
-        lead = layer.data.ndim - 2
-        return tuple(
-            int(np.clip(round(p), 0, s - 1))
-            for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)
-        )
-
     def run(self) -> None:
         from napari_temseg.engine import denoise
 
@@ -165,7 +128,7 @@ class DenoiseWidget(Container):
         data = layer.data[0] if layer.multiscale else layer.data
         frame = None
         if data.ndim > 2 and self._scope.value == "current frame":
-            frame = self._frame_index(layer)
+            frame = frame_index(self._viewer, layer)
             data = data[frame]
         self._source = (layer, frame)
         self._progress.value = 0

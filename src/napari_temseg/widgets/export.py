@@ -24,8 +24,9 @@ from magicgui.widgets import (
 from napari.layers import Labels
 from napari.utils.notifications import show_error
 
+from napari_temseg.io.calibration import Calibration
 from napari_temseg.io.export import ExportResult, export_labels, safe_stem
-from napari_temseg.io.napari_hooks import class_info, layer_axis_names, layer_scale_nm
+from napari_temseg.io.napari_hooks import class_info, layer_axis_names
 from napari_temseg.widgets._layout import tabify_when_docked
 
 FORMAT_CHOICES = (("TIFF", "tiff"), ("PNG", "png"), ("NPY", "npy"))
@@ -114,8 +115,6 @@ class ExportWidget(Container):
                     "metadata": layer.metadata,
                     "features": layer.features,
                     "colormap": layer.colormap,
-                    "scale": layer.scale,
-                    "units": layer.units,
                     "axis_labels": layer.axis_labels,
                 }
                 class_names, class_colors = class_info(data, meta)
@@ -124,7 +123,7 @@ class ExportWidget(Container):
                     folder,
                     safe_stem(name),
                     self._format.value,
-                    scale=layer_scale_nm(meta, data.ndim),
+                    scale=Calibration.from_layer(layer).scale_nm(),
                     class_names=class_names,
                     class_colors=class_colors,
                     semantic=self._semantic.value,

@@ -37,7 +37,9 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from napari_temseg.engine.measure import MIN_SIZE_PX, Measurement, measure, write_csv
+from napari_temseg.io.calibration import Calibration
 from napari_temseg.widgets._layout import section, tabify_when_docked
+from napari_temseg.widgets._parts import camera, frame_index
 from napari_temseg.widgets._tasks import Runner
 from napari_temseg.widgets.atoms import AtomsPanel
 
@@ -61,20 +63,6 @@ def parse_classes(text: str) -> list[int] | None:
     if any(v <= 0 for v in values):
         raise ValueError("particle classes are label values 1..K (0 means unlabelled)")
     return values
-
-
-def layer_calibration(layer: Any) -> tuple[tuple[float, float], tuple[float, float], str]:
-    """(y, x) pixel size and offset in nm and the unit name; pixels if uncalibrated."""
-    from napari_temseg.io.napari_hooks import layer_scale_nm
-
-    scale = [float(s) for s in layer.scale[-2:]]
-    translate = [float(t) for t in layer.translate[-2:]]
-    units = [str(u) for u in layer.units[-2:]]
-    nm = layer_scale_nm({"scale": scale, "units": units}, 2)
-    if nm is None:
-        return (1.0, 1.0), (translate[0], translate[1]), "px"
-    factor = [n / s for n, s in zip(nm, scale, strict=True)]
-    return (nm[0], nm[1]), (translate[0] * factor[0], translate[1] * factor[1]), "nm"
 
 
 def _format(value: Any) -> tuple[str, float]:
@@ -181,7 +169,7 @@ class MeasureWidget(Container):
         layout.addWidget(self._canvas)
         layout.addWidget(lower.native)
         # atoms are points, not mask components: their own section (widgets/atoms.py)
-        self.atoms = AtomsPanel(napari_viewer, layer_calibration)
+        self.atoms = AtomsPanel(napari_viewer)
         self._atoms_section = section("Atoms (paint a few, find every atom)", [self.atoms])
         layout.addWidget(self._atoms_section)
         self._lower = lower
@@ -234,15 +222,6 @@ class MeasureWidget(Container):
 
     # ------------------------------------------------------------------ measuring
 
-    def _frame_index(self, layer: Labels) -> tuple[int, ...]:
-        """Index of the displayed frame in the layer's leading (non-image) axes."""
-        point = layer.world_to_data(self._viewer.dims.point)
-        lead = layer.ndim - 2
-        return tuple(
-            int(np.clip(round(p), 0, s - 1))
-            for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)
-        )
-
     def run(self) -> None:
         """Start measuring the chosen mask with the current options (in the background)."""
         if self._task.running:
@@ -258,8 +237,9 @@ class MeasureWidget(Container):
         except ValueError as exc:
             self._status.value = str(exc)
             return
-        scale, translate, unit = layer_calibration(layer)
-        idx = self._frame_index(layer)
+        calibration = Calibration.from_layer(layer)
+        scale, translate, unit = calibration.yx, calibration.origin_yx, calibration.unit
+        idx = frame_index(self._viewer, layer)
         frames = None
         if idx:
             data = data[idx[:-1]]  # (T, Y, X): the stack the frame axis runs through
@@ -294,8 +274,13 @@ class MeasureWidget(Container):
         if layer is None or n == 0:
             self._min_size_nm.value = "" if n else "specks count"
             return
-        (sy, sx), _, unit = layer_calibration(layer)
-        self._min_size_nm.value = f"= {n * sy * sx:.3g} nm²" if unit == "nm" else "(uncalibrated)"
+        calibration = Calibration.from_layer(layer)
+        sy, sx = calibration.yx
+        self._min_size_nm.value = (
+            f"= {n * sy * sx:.3g} {calibration.area_unit}"
+            if calibration.calibrated
+            else "(uncalibrated)"
+        )
 
     def _intensity_source(self, mask_layer: Labels, idx: tuple[int, ...]) -> Any | None:
         layer = self._image.value
@@ -482,7 +467,7 @@ class MeasureWidget(Container):
         self.particles.show_selected_label = True
         to_world = float(self.particles.scale[-1]) / sx  # nm -> the layer's world unit
         self._mark(world, float(rec[f"feret_max_{u}"]) * to_world)
-        self._camera().center = tuple(float(w) for w in world[-2:])
+        camera(self._viewer).center = tuple(float(w) for w in world[-2:])
         size = rec[f"equivalent_diameter_{u}"]
         self._status.value = f"particle {int(rec['label'])}: eq. diameter {size:.3g} {u}"
 
@@ -507,11 +492,6 @@ class MeasureWidget(Container):
                 border_width=0.12,  # relative to the size: a thin ring at any zoom
                 units=self.particles.units,
             )
-
-    def _camera(self):
-        """napari >= 0.9 moved the camera to ``viewer.scene``; older ones have it here."""
-        scene = getattr(self._viewer, "scene", None)
-        return scene.camera if scene is not None else self._viewer.camera
 
     # ------------------------------------------------------------------ export
 

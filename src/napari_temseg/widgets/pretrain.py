@@ -32,8 +32,8 @@ from napari_temseg.engine.events import TrainEvent
 from napari_temseg.models.user import register_user_model, user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import tabify_when_docked
+from napari_temseg.widgets._parts import CHECKPOINT_CHOICE, device_choices
 from napari_temseg.widgets._tasks import Runner
-from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices
 
 PREVIEW_LAYER = "pretrain preview (before | after)"
 METHOD_CHOICES = [

@@ -36,12 +36,19 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
 from napari_temseg.engine.events import SegmentPreview, drain, format_duration
+from napari_temseg.io.calibration import Calibration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import section, tabify_when_docked
+from napari_temseg.widgets._parts import (
+    CHECKPOINT_CHOICE,
+    camera,
+    device_choices,
+    frame_index,
+    model_choices,
+)
 from napari_temseg.widgets._tasks import Runner
-from napari_temseg.widgets.denoise import CHECKPOINT_CHOICE, device_choices, model_choices
 
 SCRATCH = "none"
 APPLY_SCOPES = ("current frame", "whole stack", "all open images")
@@ -59,40 +66,16 @@ def parse_class_names(text: str) -> list[str]:
     return [n.strip() for n in str(text).split(",") if n.strip()]
 
 
-def _frame_index(viewer: Any, layer: Any) -> tuple[int, ...]:
-    """Index of the displayed frame in the layer's leading (non-image) axes."""
-    point = layer.world_to_data(viewer.dims.point)
-    lead = layer.data.ndim - 2
-    return tuple(
-        int(np.clip(round(p), 0, s - 1))
-        for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)
-    )
-
-
-def _camera(viewer: Any) -> Any:
-    """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
 def _preview_corner(viewer: Any, layer: Any) -> tuple[int, int]:
     """Top-left (y, x) of the preview window: centred on the view, inside the frame."""
     h, w = layer.data.shape[-2:]
     side = PREVIEW_MAX_SIDE
     if h <= side and w <= side:
         return 0, 0
-    cy, cx = (np.asarray(_camera(viewer).center[-2:]) - layer.translate[-2:]) / layer.scale[-2:]
+    cy, cx = (np.asarray(camera(viewer).center[-2:]) - layer.translate[-2:]) / layer.scale[-2:]
     y0 = int(np.clip(round(cy) - side // 2, 0, max(0, h - side)))
     x0 = int(np.clip(round(cx) - side // 2, 0, max(0, w - side)))
     return y0, x0
-
-
-def _pixel_size(layer: Any) -> float | None:
-    """The layer's in-plane pixel size in nm, when its units say it is calibrated."""
-    units = [str(u) for u in getattr(layer, "units", ())][-1:]
-    if units and units[0] in ("nm", "nanometer"):
-        return float(layer.scale[-1])
-    return None
 
 
 def train_job(tuner: Any, steps: int, preview: np.ndarray | None, *, progress, cancel) -> Any:
@@ -428,7 +411,7 @@ class TrainWidget(Container):
                 names,
                 init=init,
                 config=cfg,
-                pixel_sizes=[_pixel_size(i) for i, _ in pairs],
+                pixel_sizes=[Calibration.from_layer(i).pixel_size_nm for i, _ in pairs],
                 class_colors=self._colors(names),
             )
         except (ValueError, OSError) as exc:  # SegmentError, CheckpointError, DeviceError
@@ -436,7 +419,7 @@ class TrainWidget(Container):
             self._status.value = f"cannot train: {exc}"
             return
         labels.metadata = {**labels.metadata, "class_names": names}
-        frame = _frame_index(self._viewer, image) if image.data.ndim > 2 else ()
+        frame = frame_index(self._viewer, image) if image.data.ndim > 2 else ()
         corner = _preview_corner(self._viewer, image)
         view = image.data[frame] if frame else image.data
         side = PREVIEW_MAX_SIDE
@@ -493,10 +476,15 @@ class TrainWidget(Container):
             data = layer.data[0] if layer.multiscale else layer.data
             frame = None
             if scope == APPLY_SCOPES[0] and data.ndim > 2:
-                frame = _frame_index(self._viewer, layer)
+                frame = frame_index(self._viewer, layer)
                 data = data[frame]
             jobs.append(
-                {"layer": layer, "data": data, "frame": frame, "pixel_size": _pixel_size(layer)}
+                {
+                    "layer": layer,
+                    "data": data,
+                    "frame": frame,
+                    "pixel_size": Calibration.from_layer(layer).pixel_size_nm,
+                }
             )
         self._apply.enabled = False
         self._status.value = f"segmenting {len(jobs)} image(s)…"

@@ -1,0 +1,62 @@
+"""Parts every dock is built from: model and device choices, the displayed frame, the camera.
+
+They lived in the Denoise dock (which Train and Pretrain imported) and, for the frame and
+the camera, in three copies. One home here, so no dock imports another dock's module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+CHECKPOINT_CHOICE = "checkpoint file…"
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """(label, value) pairs naming what was actually found, e.g. "auto: CPU (2 threads)"."""
+    import torch
+
+    from napari_temseg.engine import describe_device, select_device
+
+    choices = [(f"auto: {describe_device(select_device('auto'))}", "auto")]
+    if torch.cuda.is_available():
+        choices.append((describe_device(torch.device("cuda")), "cuda"))
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        choices.append(("Apple MPS", "mps"))
+    choices.append((describe_device(torch.device("cpu")), "cpu"))
+    return choices
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """A model's description cut to fit a dock's combo box (the full one is in its card)."""
+    text = text.split(" (")[0] if len(text) > limit else text
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
+    """Bundled models by name, then this session's own models by path, then "file…"."""
+    from napari_temseg.models import list_models
+    from napari_temseg.models.user import user_models
+
+    found = [(f"{m.name}: {_short(m.description)}", m.name) for m in list_models(task)]
+    found += [
+        (f"{m.name} (yours): {_short(m.description)}", str(m.path)) for m in user_models(task)
+    ]
+    return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
+
+
+def frame_index(viewer: Any, layer: Any) -> tuple[int, ...]:
+    """Index of the displayed frame in the layer's leading (non-image) axes; () for 2D."""
+    point = layer.world_to_data(viewer.dims.point)
+    lead = layer.ndim - 2
+    return tuple(
+        int(np.clip(round(p), 0, s - 1))
+        for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)
+    )
+
+
+def camera(viewer: Any) -> Any:
+    """The viewer's camera (napari >= 0.9 moved it to ``viewer.scene.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
