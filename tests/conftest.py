@@ -7,7 +7,9 @@ behaves on a machine without the files: every test that needs them is skipped).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +45,66 @@ def tiny_segmenter(tmp_path_factory) -> str:
     result = finetune([s.noisy], [strokes], init="none", config=cfg)
     path = tmp_path_factory.mktemp("model") / "seg.safetensors"
     return str(save_segmenter(path, result.model, result.meta))
+
+
+# --------------------------------------------------------------------------- docks
+
+
+class Controls:
+    """A dock's magicgui controls found as a user finds them: by their label, or a button's
+    or check box's text, also inside collapsed sections. Tests drive the docks through
+    these instead of the docks' private attributes, so renaming an attribute breaks none."""
+
+    def __init__(self, widget: Any) -> None:
+        from magicgui.widgets import Container
+        from qtpy.QtWidgets import QWidget
+
+        self._found: dict[str, Any] = {}
+
+        def walk(container: Any) -> None:
+            for child in container:
+                if isinstance(child, Container):
+                    walk(child)
+                    continue
+                for name in (child.label, getattr(child, "text", None)):
+                    if name:
+                        self._found.setdefault(str(name), child)
+
+        walk(widget)
+        for box in widget.native.findChildren(QWidget):  # sections (widgets/_layout.py)
+            inner = getattr(box, "container", None)
+            if isinstance(inner, Container):
+                walk(inner)
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._found[name]
+        except KeyError:
+            raise KeyError(f"no control {name!r}; the dock has {sorted(self._found)}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._found
+
+    def click(self, text: str) -> None:
+        """Press the button saying ``text``."""
+        self[text].clicked()
+
+
+@pytest.fixture
+def controls() -> Callable[[Any], Controls]:
+    """``controls(dock)["Steps"].value = 40``; ``controls(dock).click("Train")``."""
+    return Controls
+
+
+@pytest.fixture
+def open_dock(make_napari_viewer) -> Callable[[type], tuple[Any, Any]]:
+    """``viewer, dock = open_dock(MeasureWidget)``: a dock docked in a fresh viewer, as
+    napari's Plugins menu opens it (docking matters: it tabifies and sizes the dock)."""
+
+    def opened(dock_class: type) -> tuple[Any, Any]:
+        viewer = make_napari_viewer()
+        dock = dock_class(viewer)
+        viewer.window.add_dock_widget(dock)
+        return viewer, dock
+
+    return opened

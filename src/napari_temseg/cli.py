@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_temseg import __version__
+from napari_temseg import __version__, defaults
 
 
 class CLIError(Exception):
@@ -639,9 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUTS_HELP)
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--model", default=None, metavar="NAME|PATH", help="see `temseg models`")
-    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    s.add_argument("--tile", type=int, default=256, metavar="N")
-    s.add_argument("--overlap", type=int, default=32, metavar="N")
+    s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
+    s.add_argument("--overlap", type=int, default=defaults.OVERLAP, metavar="N")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)
     s.set_defaults(func=cmd_denoise)
@@ -649,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pretrain", help="pretrain a denoiser on your own unlabeled images")
     s.add_argument("images", nargs="+", metavar="IMAGE")
     s.add_argument("-o", "--output", required=True, metavar="MODEL")
-    s.add_argument("--method", choices=("poisson", "pix2pix"), default="poisson")
-    s.add_argument("--steps", type=int, default=2000, metavar="N")
+    s.add_argument("--method", choices=("poisson", "pix2pix"), default=defaults.PRETRAIN_METHOD)
+    s.add_argument("--steps", type=int, default=defaults.PRETRAIN_STEPS, metavar="N")
     s.add_argument(
         "--init",
         default=None,
@@ -658,9 +658,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="start model: 'auto' (bundled denoiser, default), 'scratch', a name or a "
         "checkpoint (an earlier pretraining continues where it stopped)",
     )
-    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    s.add_argument("--patch", type=int, default=128, metavar="N", help="patch side in pixels")
-    s.add_argument("--seed", type=int, default=0, metavar="S")
+    s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument(
+        "--patch",
+        type=int,
+        default=defaults.PRETRAIN_PATCH,
+        metavar="N",
+        help="patch side in pixels",
+    )
+    s.add_argument("--seed", type=int, default=defaults.SEED, metavar="S")
     s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
     s.set_defaults(func=cmd_pretrain)
 
@@ -681,11 +687,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="denoiser to start from ('auto': the bundled STEM denoiser), a segmenter to "
         "continue, or 'none' to train from scratch",
     )
-    s.add_argument("--steps", type=int, default=300, metavar="N")
+    s.add_argument("--steps", type=int, default=defaults.FINETUNE_STEPS, metavar="N")
     s.add_argument(
         "--seconds",
         type=float,
-        default=0.0,
+        default=defaults.FINETUNE_SECONDS,
         metavar="S",
         help="time budget: stop after S seconds or --steps steps, whichever comes first, "
         "keeping the best model (default 0: no time limit)",
@@ -697,10 +703,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="class names for labels 1..K (default: from the labels' sidecar, else "
         "'support,particle')",
     )
-    s.add_argument("--patch", type=int, default=128, metavar="N", help="patch side in pixels")
-    s.add_argument("--lr", type=float, default=2e-3, metavar="LR")
-    s.add_argument("--seed", type=int, default=0, metavar="S")
-    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument(
+        "--patch",
+        type=int,
+        default=defaults.FINETUNE_PATCH,
+        metavar="N",
+        help="patch side in pixels",
+    )
+    s.add_argument("--lr", type=float, default=defaults.FINETUNE_LR, metavar="LR")
+    s.add_argument("--seed", type=int, default=defaults.SEED, metavar="S")
+    s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
     s.set_defaults(func=cmd_finetune)
 
@@ -708,9 +720,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", metavar="INPUT", help=INPUTS_HELP)
     s.add_argument("--model", required=True, metavar="MODEL")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
-    s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    s.add_argument("--tile", type=int, default=256, metavar="N")
-    s.add_argument("--overlap", type=int, default=32, metavar="N")
+    s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
+    s.add_argument("--overlap", type=int, default=defaults.OVERLAP, metavar="N")
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)
     s.set_defaults(func=cmd_segment)
@@ -727,10 +739,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--min-size",
         type=int,
-        default=40,  # engine.measure.MIN_SIZE_PX (not imported here: it would load torch)
+        default=defaults.MIN_SIZE_PX,
         metavar="PX",
         help="smallest particle in pixels; specks and pinholes smaller than this are cleaned "
-        "from the mask first (default 40; 0: measure the mask as it is)",
+        f"from the mask first (default {defaults.MIN_SIZE_PX}; 0: measure the mask as it is)",
     )
     s.add_argument(
         "--atoms",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_temseg import defaults
 from napari_temseg.engine.device import select_device
 from napari_temseg.io.model import DataWarning
 
@@ -43,9 +44,9 @@ class FileJob:
     task: str
     model: str | None
     outdir: str
-    device: str = "auto"
-    tile: int = 256
-    overlap: int = 32
+    device: str = defaults.DEVICE
+    tile: int = defaults.TILE
+    overlap: int = defaults.OVERLAP
     threads: int | None = None
     large_frame_px: int | None = None
 

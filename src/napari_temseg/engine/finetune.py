@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_temseg import defaults
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.events import SegmentPreview, TrainEvent, drain
 from napari_temseg.engine.loop import (
@@ -76,11 +77,11 @@ Init = str | Path | nn.Module | tuple[nn.Module, dict] | None
 class FinetuneConfig:
     """How to fine-tune; the defaults are the measured ones (``docs/segment.md``)."""
 
-    steps: int = 300
-    max_seconds: float = 0.0  # time budget: stop after this long, whichever comes first; 0 = none
-    batch_size: int = 8
-    patch: int = 128
-    lr: float = 2e-3
+    steps: int = defaults.FINETUNE_STEPS
+    max_seconds: float = defaults.FINETUNE_SECONDS  # stop after this long or steps; 0 = none
+    batch_size: int = defaults.FINETUNE_BATCH
+    patch: int = defaults.FINETUNE_PATCH
+    lr: float = defaults.FINETUNE_LR
     backbone_lr_scale: float = 0.3
     head_fit: bool = True  # fit a new head to the strokes first (engine/probe.py)
     head_fit_min_dice: float = 0.8  # keep the fit only if held-out strokes agree this well
@@ -95,8 +96,8 @@ class FinetuneConfig:
     augment: bool = True
     scale_jitter: float = 0.15
     grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "auto"
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE
     base: int = 16  # architecture of a from-scratch U-Net
     depth: int = 4
 

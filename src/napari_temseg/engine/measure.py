@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from napari_temseg import defaults
 from napari_temseg.engine.tiling import Cancelled
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity, as Fiji's particle analys
 #: Its specks scale with pixels (the network's receptive field), not with nm, and so does
 #: the measurement's precision: a particle under 40 px (about 7 px across) cannot be sized
 #: better than +/-15 % with a +/-1 px outline.
-MIN_SIZE_PX = 40
+MIN_SIZE_PX = defaults.MIN_SIZE_PX  # the one value in napari_temseg.defaults
 
 
 # --------------------------------------------------------------------------- validation

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_temseg import defaults
 from napari_temseg.engine.data import PairSource
 from napari_temseg.engine.events import DenoisePreview, TrainEvent, drain
 from napari_temseg.engine.normalize import Normalization
@@ -266,10 +267,10 @@ def own_image_sources(
 class PretrainConfig:
     """Everything a pretraining run needs besides the images (all JSON-able)."""
 
-    method: str = "poisson"
-    steps: int = 1000
-    patch: int = 128
-    batch_size: int = 8
+    method: str = defaults.PRETRAIN_METHOD
+    steps: int = defaults.PRETRAIN_STEPS
+    patch: int = defaults.PRETRAIN_PATCH
+    batch_size: int = defaults.PRETRAIN_BATCH
     lr: float | None = None  # None: 1e-3 (poisson, 3e-4 from a pretrained model), 2e-4 (pix2pix)
     init: str | None = AUTO  # "auto", "scratch"/None, a bundled name or a checkpoint path
     kind: str = "stem"  # which bundled denoiser "auto" starts from, and the simulator kind
@@ -281,8 +282,8 @@ class PretrainConfig:
     val_fraction: float = 0.15
     val_every: int = 100
     val_size: int = 32
-    seed: int = 0
-    device: str = "auto"
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE
     output: str | None = None  # checkpoint path (written at every new best, and at the end)
     preview_every_s: float = 3.0  # 0: no preview
     preview_size: int = 128

@@ -22,6 +22,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_info, show_warning
 
+from napari_temseg import defaults
 from napari_temseg.display import display_limits
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
@@ -52,7 +53,7 @@ class DenoiseWidget(Container):
             label="Checkpoint", mode="r", filter="*.safetensors *.pt", visible=False
         )
         self._device = ComboBox(label="Device", choices=device_choices())
-        self._tile = SpinBox(label="Tile size", min=64, max=4096, step=32, value=256)
+        self._tile = SpinBox(label="Tile size", min=64, max=4096, step=32, value=defaults.TILE)
         self._scope = RadioButtons(label="Apply to", choices=SCOPES, value=SCOPES[0])
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)

@@ -27,6 +27,7 @@ from magicgui.widgets import (
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_temseg import defaults
 from napari_temseg.display import display_limits
 from napari_temseg.engine.events import TrainEvent
 from napari_temseg.models.user import register_user_model, user_models_changed
@@ -64,9 +65,11 @@ class PretrainWidget(Container):
         self._layers = Select(label="Images", choices=self._image_names, allow_multiple=True)
         self._folder = FileEdit(label="or folder", mode="d", value="")
         self._method = ComboBox(label="Method", choices=METHOD_CHOICES)
-        self._steps = SpinBox(label="Steps", min=1, max=1_000_000, value=1000)
-        self._patch = SpinBox(label="Patch size", min=16, max=1024, step=16, value=128)
-        self._batch = SpinBox(label="Batch", min=1, max=256, value=8)
+        self._steps = SpinBox(label="Steps", min=1, max=1_000_000, value=defaults.PRETRAIN_STEPS)
+        self._patch = SpinBox(
+            label="Patch size", min=16, max=1024, step=16, value=defaults.PRETRAIN_PATCH
+        )
+        self._batch = SpinBox(label="Batch", min=1, max=256, value=defaults.PRETRAIN_BATCH)
         self._device = ComboBox(label="Device", choices=device_choices())
         self._start_model = ComboBox(label="Start from", choices=start_choices())
         self._checkpoint = FileEdit(

@@ -35,6 +35,7 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
+from napari_temseg import defaults
 from napari_temseg.engine.events import SegmentPreview, drain, format_duration
 from napari_temseg.io.calibration import Calibration
 from napari_temseg.models import DEFAULT_DENOISER
@@ -129,14 +130,20 @@ class TrainWidget(Container):
         self._init_file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors *.pt")
         self._init_file.visible = False
         self._continue = CheckBox(text="continue from the current segmenter", value=True)
-        self._steps = SpinBox(label="Steps", min=1, max=100_000, value=300)
-        self._seconds = FloatSpinBox(label="or stop after", min=0, max=86_400, step=10, value=0)
+        self._steps = SpinBox(label="Steps", min=1, max=100_000, value=defaults.FINETUNE_STEPS)
+        self._seconds = FloatSpinBox(
+            label="or stop after", min=0, max=86_400, step=10, value=defaults.FINETUNE_SECONDS
+        )
         self._seconds.native.setDecimals(0)
         self._seconds.native.setSuffix(" s")
         self._seconds.native.setSpecialValueText("no time limit")  # shown at 0
         self._seconds.tooltip = "time budget: training ends after this long or after Steps"
-        self._lr = FloatSpinBox(label="Learning rate", min=1e-5, max=0.1, step=1e-4, value=2e-3)
-        self._patch = SpinBox(label="Patch size", min=32, max=512, step=16, value=128)
+        self._lr = FloatSpinBox(
+            label="Learning rate", min=1e-5, max=0.1, step=1e-4, value=defaults.FINETUNE_LR
+        )
+        self._patch = SpinBox(
+            label="Patch size", min=32, max=512, step=16, value=defaults.FINETUNE_PATCH
+        )
         self._device = ComboBox(label="Device", choices=device_choices())
         self._train = PushButton(text="Train")
         self._stop = PushButton(text="Stop", enabled=False)

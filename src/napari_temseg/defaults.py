@@ -1,0 +1,35 @@
+"""The defaults every face shares: typed once here, read by the engine's configs,
+the docks' controls and ``temseg``'s options.
+
+They used to be typed three times (widget, argparse, config dataclass) and drifted:
+pretraining ran 1000 steps from the Pretrain dock and 2000 from ``temseg pretrain``.
+This table is plain Python on purpose: ``napari_temseg.engine`` imports torch, and
+``temseg --help`` must not wait for it. The engine's config dataclasses take their field
+defaults from here, so ``PretrainConfig().steps == PRETRAIN_STEPS``.
+"""
+
+from __future__ import annotations
+
+#: where inference and training run: "auto" picks CUDA, then MPS, then the CPU
+DEVICE = "auto"
+#: inference tiles and their overlap in pixels (denoise, segment, apply)
+TILE = 256
+OVERLAP = 32
+#: the random seed of training runs
+SEED = 0
+
+#: pretraining a denoiser (engine.pretrain.PretrainConfig, Pretrain dock, temseg pretrain)
+PRETRAIN_METHOD = "poisson"
+PRETRAIN_STEPS = 1000
+PRETRAIN_PATCH = 128
+PRETRAIN_BATCH = 8
+
+#: fine-tuning a segmenter (engine.finetune.FinetuneConfig, Train dock, temseg finetune)
+FINETUNE_STEPS = 300
+FINETUNE_SECONDS = 0.0  # time budget; 0: none
+FINETUNE_PATCH = 128
+FINETUNE_BATCH = 8
+FINETUNE_LR = 2e-3
+
+#: measuring: smaller mask components are specks and pinholes, cleaned first (engine.measure)
+MIN_SIZE_PX = 40
