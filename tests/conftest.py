@@ -59,22 +59,16 @@ class Controls:
         from magicgui.widgets import Container
         from qtpy.QtWidgets import QWidget
 
+        self._widget = widget
         self._found: dict[str, Any] = {}
-
-        def walk(container: Any) -> None:
-            for child in container:
-                if isinstance(child, Container):
-                    walk(child)
-                    continue
-                for name in (child.label, getattr(child, "text", None)):
-                    if name:
-                        self._found.setdefault(str(name), child)
-
-        walk(widget)
-        for box in widget.native.findChildren(QWidget):  # sections (widgets/_layout.py)
-            inner = getattr(box, "container", None)
-            if isinstance(inner, Container):
-                walk(inner)
+        # the Qt tree in order: the dock's own rows, then its sections (widgets/_layout.py)
+        for native in widget.native.findChildren(QWidget):
+            control = getattr(native, "_magic_widget", None)  # set by magicgui on every widget
+            if control is None or isinstance(control, Container):
+                continue
+            for name in (control.label, getattr(control, "text", None)):
+                if name:
+                    self._found.setdefault(str(name), control)
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -84,6 +78,13 @@ class Controls:
 
     def __contains__(self, name: str) -> bool:
         return name in self._found
+
+    @property
+    def table(self) -> Any:
+        """The dock's table (a QTableWidget), as the user sees and clicks it."""
+        from qtpy.QtWidgets import QTableWidget
+
+        return self._widget.native.findChild(QTableWidget)
 
     def click(self, text: str) -> None:
         """Press the button saying ``text``."""

@@ -19,14 +19,15 @@ def tiny_checkpoint(tmp_path):
 
 
 @pytest.fixture
-def widget(make_napari_viewer, tiny_checkpoint):
+def widget(controls, make_napari_viewer, tiny_checkpoint):
     viewer = make_napari_viewer()
     w = DenoiseWidget(viewer)
+    ui = controls(w)
     viewer.window.add_dock_widget(w)
-    w._model.value = CHECKPOINT_CHOICE
-    w._checkpoint.value = tiny_checkpoint
-    w._device.value = "cpu"
-    w._tile.value = 64
+    ui["Model"].value = CHECKPOINT_CHOICE
+    ui["Checkpoint"].value = tiny_checkpoint
+    ui["Device"].value = "cpu"
+    ui["Tile size"].value = 64
     return viewer, w
 
 
@@ -34,15 +35,16 @@ def _wait(qtbot, w, timeout=60_000):
     qtbot.waitUntil(lambda: not w._task.running, timeout=timeout)
 
 
-def test_denoise_adds_layer_with_same_scale(widget, qtbot):
+def test_denoise_adds_layer_with_same_scale(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     rng = np.random.default_rng(0)
     img = rng.poisson(20, size=(150, 170)).astype(np.float32)
     viewer.add_image(img, name="raw", scale=(0.05, 0.05), translate=(1.0, 2.0))
-    w._image.value = viewer.layers["raw"]
-    assert not w._checkpoint.native.isHidden()  # the viewer window itself is not shown
+    ui["Image"].value = viewer.layers["raw"]
+    assert not ui["Checkpoint"].native.isHidden()  # the viewer window itself is not shown
     w.run()
-    assert w._task.running and not w._run.enabled
+    assert w._task.running and not ui["Run"].enabled
     _wait(qtbot, w)
     out = viewer.layers["raw denoised"]
     assert out.data.shape == img.shape and out.data.dtype == np.float32
@@ -50,39 +52,42 @@ def test_denoise_adds_layer_with_same_scale(widget, qtbot):
     assert tuple(out.translate) == pytest.approx((1.0, 2.0))
     lo, hi = out.contrast_limits
     assert lo < hi
-    assert w._progress.value == 100 and w._run.enabled
+    assert ui["Progress"].value == 100 and ui["Run"].enabled
 
 
-def test_current_frame_of_a_stack(widget, qtbot):
+def test_current_frame_of_a_stack(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     stack = np.random.default_rng(1).poisson(10, size=(3, 96, 96)).astype(np.float32)
     viewer.add_image(stack, name="stack")
     viewer.dims.set_current_step(0, 2)
-    w._image.value = viewer.layers["stack"]
-    w._scope.value = "current frame"
+    ui["Image"].value = viewer.layers["stack"]
+    ui["Apply to"].value = "current frame"
     w.run()
     _wait(qtbot, w)
     out = viewer.layers["stack denoised [frame 2]"]
     assert out.data.shape == (96, 96)
 
 
-def test_whole_stack(widget, qtbot):
+def test_whole_stack(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     stack = np.random.default_rng(2).poisson(10, size=(2, 80, 80)).astype(np.float32)
     viewer.add_image(stack, name="stack")
-    w._image.value = viewer.layers["stack"]
-    w._scope.value = "whole stack"
+    ui["Image"].value = viewer.layers["stack"]
+    ui["Apply to"].value = "whole stack"
     w.run()
     _wait(qtbot, w)
     assert viewer.layers["stack denoised"].data.shape == (2, 80, 80)
 
 
-def test_cancel_adds_nothing(widget, qtbot):
+def test_cancel_adds_nothing(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     big = np.random.default_rng(3).poisson(5, size=(6, 512, 512)).astype(np.float32)
     viewer.add_image(big, name="big")
-    w._image.value = viewer.layers["big"]
-    w._scope.value = "whole stack"
+    ui["Image"].value = viewer.layers["big"]
+    ui["Apply to"].value = "whole stack"
     w.run()
     w._task.cancel()
     _wait(qtbot, w)
@@ -90,53 +95,59 @@ def test_cancel_adds_nothing(widget, qtbot):
     assert "cancelled" in w._status.value
 
 
-def test_no_image_warns_and_starts_nothing(widget):
+def test_no_image_warns_and_starts_nothing(controls, widget):
     _viewer, w = widget
-    assert w._image.value is None  # empty viewer: nothing to pick
+    ui = controls(w)
+    assert ui["Image"].value is None  # empty viewer: nothing to pick
     w.run()
     assert not w._task.running
 
 
-def test_bad_checkpoint_reports_failure(widget, qtbot, tmp_path):
+def test_bad_checkpoint_reports_failure(controls, widget, qtbot, tmp_path):
     viewer, w = widget
+    ui = controls(w)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")
-    w._checkpoint.value = bad
+    ui["Checkpoint"].value = bad
     viewer.add_image(np.ones((64, 64), np.float32), name="ones")
-    w._image.value = viewer.layers["ones"]
+    ui["Image"].value = viewer.layers["ones"]
     w.run()
     _wait(qtbot, w)
     assert "failed" in w._status.value
     assert "ones denoised" not in viewer.layers
 
 
-def test_models_trained_in_the_session_appear_in_the_list(widget, tiny_checkpoint):
+def test_models_trained_in_the_session_appear_in_the_list(controls, widget, tiny_checkpoint):
     from napari_temseg.models.user import clear_user_models, register_user_model
 
     _viewer, w = widget
+    ui = controls(w)
     try:
         register_user_model("my-denoiser", tiny_checkpoint, "pretrained on my images")
         values = (
-            [v for _, v in w._model.choices]
-            if isinstance(w._model.choices[0], tuple)
-            else list(w._model.choices)
+            [v for _, v in ui["Model"].choices]
+            if isinstance(ui["Model"].choices[0], tuple)
+            else list(ui["Model"].choices)
         )
         assert str(tiny_checkpoint) in values
     finally:
         clear_user_models()
 
 
-def test_closing_the_viewer_mid_run_stops_cleanly(make_napari_viewer, tiny_checkpoint, qtbot):
+def test_closing_the_viewer_mid_run_stops_cleanly(
+    controls, make_napari_viewer, tiny_checkpoint, qtbot
+):
     viewer = make_napari_viewer()
     w = DenoiseWidget(viewer)
+    ui = controls(w)
     viewer.window.add_dock_widget(w)
-    w._model.value = CHECKPOINT_CHOICE
-    w._checkpoint.value = tiny_checkpoint
-    w._device.value = "cpu"
-    w._tile.value = 64
+    ui["Model"].value = CHECKPOINT_CHOICE
+    ui["Checkpoint"].value = tiny_checkpoint
+    ui["Device"].value = "cpu"
+    ui["Tile size"].value = 64
     big = np.random.default_rng(4).poisson(5, size=(8, 512, 512)).astype(np.float32)
     viewer.add_image(big, name="big")
-    w._image.value = viewer.layers["big"]
+    ui["Image"].value = viewer.layers["big"]
     w.run()
     task = w._task
     assert task.running
@@ -145,10 +156,11 @@ def test_closing_the_viewer_mid_run_stops_cleanly(make_napari_viewer, tiny_check
     assert task._cancel.is_set()
 
 
-def test_default_model_is_the_default_denoiser(make_napari_viewer):
+def test_default_model_is_the_default_denoiser(controls, make_napari_viewer):
     from napari_temseg.models import DEFAULT_DENOISER, list_models
 
     if DEFAULT_DENOISER not in {m.name for m in list_models("denoise")}:
         pytest.skip("bundled weights not installed")
     w = DenoiseWidget(make_napari_viewer())
-    assert w._model.value == DEFAULT_DENOISER  # not whichever name sorts first
+    ui = controls(w)
+    assert ui["Model"].value == DEFAULT_DENOISER  # not whichever name sorts first

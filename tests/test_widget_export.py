@@ -27,28 +27,35 @@ def viewer_with_labels(make_napari_viewer):
     return viewer
 
 
-def _widget(viewer, folder, **options) -> ExportWidget:
-    widget = ExportWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget._layers.value = options.pop("layers", ["particles mask"])
-    widget._format.value = options.pop("fmt", "tiff")
-    widget._folder.value = folder
-    widget._semantic.value = options.pop("semantic", True)
-    widget._instance.value = options.pop("instance", False)
-    widget._per_frame.value = options.pop("per_frame", False)
-    return widget
+@pytest.fixture
+def export_dock(viewer_with_labels, controls):
+    """``dock, ui = export_dock(folder, fmt="npy", ...)``: the Export dock, options set."""
+
+    def opened(folder, **options):
+        widget = ExportWidget(viewer_with_labels)
+        viewer_with_labels.window.add_dock_widget(widget)
+        ui = controls(widget)
+        ui["Labels layers"].value = options.pop("layers", ["particles mask"])
+        ui["Format"].value = options.pop("fmt", "tiff")
+        ui["Folder"].value = folder
+        ui["semantic mask (class per pixel)"].value = options.pop("semantic", True)
+        ui["instance mask (connected components per class)"].value = options.pop("instance", False)
+        ui["one file per frame of a stack"].value = options.pop("per_frame", False)
+        return widget, ui
+
+    return opened
 
 
-def test_only_labels_layers_are_offered(viewer_with_labels, tmp_path):
-    widget = _widget(viewer_with_labels, tmp_path)
-    assert set(widget._layers.choices) == {"particles mask", "other"}
+def test_only_labels_layers_are_offered(viewer_with_labels, export_dock, tmp_path):
+    _, ui = export_dock(tmp_path)
+    assert set(ui["Labels layers"].choices) == {"particles mask", "other"}
     viewer_with_labels.add_labels(np.zeros((4, 4), np.uint8), name="new one")
-    assert "new one" in widget._layers.choices
+    assert "new one" in ui["Labels layers"].choices
 
 
-def test_export_tiff_writes_calibrated_mask_and_sidecar(viewer_with_labels, tmp_path):
-    widget = _widget(viewer_with_labels, tmp_path)
-    widget._export.clicked.emit()
+def test_export_tiff_writes_calibrated_mask_and_sidecar(viewer_with_labels, export_dock, tmp_path):
+    widget, ui = export_dock(tmp_path)
+    ui["Export"].clicked.emit()
     mask = tmp_path / "particles_mask.tif"
     assert mask.is_file() and (tmp_path / "particles_mask.tif.json").is_file()
     image = read(mask)[0]
@@ -58,23 +65,23 @@ def test_export_tiff_writes_calibrated_mask_and_sidecar(viewer_with_labels, tmp_
     side = json.loads((tmp_path / "particles_mask.tif.json").read_text())
     assert [c["name"] for c in side["classes"]] == ["support", "particle"]
     assert "wrote 1 mask file" in widget._status.value
-    assert str(mask) in widget._files.value
+    assert str(mask) in ui["Written"].value
 
 
-def test_second_export_does_not_overwrite(viewer_with_labels, tmp_path):
-    widget = _widget(viewer_with_labels, tmp_path)
-    widget._export.clicked.emit()
+def test_second_export_does_not_overwrite(viewer_with_labels, export_dock, tmp_path):
+    widget, ui = export_dock(tmp_path)
+    ui["Export"].clicked.emit()
     first = (tmp_path / "particles_mask.tif").read_bytes()
     viewer_with_labels.layers["particles mask"].data = np.zeros((3, 40, 50), np.int32)
-    widget._export.clicked.emit()
+    ui["Export"].clicked.emit()
     assert (tmp_path / "particles_mask.tif").read_bytes() == first
     second = read(tmp_path / "particles_mask_1.tif")[0]
     assert second.data.max() == 0
     assert "renamed" in widget._status.value and "particles_mask_1.tif" in widget._status.value
 
 
-def test_instance_and_per_frame_export_npy(viewer_with_labels, tmp_path):
-    widget = _widget(viewer_with_labels, tmp_path, fmt="npy", instance=True, per_frame=True)
+def test_instance_and_per_frame_export_npy(viewer_with_labels, export_dock, tmp_path):
+    widget, _ = export_dock(tmp_path, fmt="npy", instance=True, per_frame=True)
     result = widget.export()
     assert len(result.masks) == 6  # semantic + instance for each of 3 frames
     frame = read(tmp_path / "particles_mask_frame0001.npy")[0]
@@ -86,23 +93,23 @@ def test_instance_and_per_frame_export_npy(viewer_with_labels, tmp_path):
     assert ids0 & set(np.unique(inst.data)) == {0}  # ids unique across the stack
 
 
-def test_png_of_a_stack_without_per_frame_is_explained_not_raised(viewer_with_labels, tmp_path):
-    widget = _widget(viewer_with_labels, tmp_path, fmt="png")
+def test_png_of_a_stack_without_per_frame_is_explained_not_raised(
+    viewer_with_labels, export_dock, tmp_path
+):
+    widget, _ = export_dock(tmp_path, fmt="png")
     assert widget.export() is None
     assert "one file per frame" in widget._status.value
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_several_layers_at_once(viewer_with_labels, tmp_path):
-    widget = _widget(
-        viewer_with_labels, tmp_path, layers=["particles mask", "other"], fmt="png", per_frame=True
-    )
+def test_several_layers_at_once(viewer_with_labels, export_dock, tmp_path):
+    widget, _ = export_dock(tmp_path, layers=["particles mask", "other"], fmt="png", per_frame=True)
     result = widget.export()
     assert (tmp_path / "other.png").is_file()
     assert len(result.masks) == 4
 
 
-def test_nothing_selected_is_a_status_message(viewer_with_labels, tmp_path):
-    widget = _widget(viewer_with_labels, tmp_path, layers=[])
+def test_nothing_selected_is_a_status_message(viewer_with_labels, export_dock, tmp_path):
+    widget, _ = export_dock(tmp_path, layers=[])
     assert widget.export() is None
     assert "choose at least one" in widget._status.value

@@ -41,21 +41,23 @@ def _measure(qtbot, w, timeout=30_000):
     assert w.result is not None
 
 
-def _column(w, name: str) -> list[str]:
-    headers = [w._table.horizontalHeaderItem(c).text() for c in range(w._table.columnCount())]
+def _column(table, name: str) -> list[str]:
+    """The cells of the column headed ``name``, as shown."""
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
     col = headers.index(name)
-    return [w._table.item(r, col).text() for r in range(w._table.rowCount())]
+    return [table.item(r, col).text() for r in range(table.rowCount())]
 
 
-def test_measure_table_summary_histogram_and_particles_layer(widget, qtbot):
+def test_measure_table_summary_histogram_and_particles_layer(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     viewer.add_labels(discs(), name="mask", scale=(PX, PX), translate=(5.0, 10.0))
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     _measure(qtbot, w)
-    assert w._table.rowCount() == 3
-    diam = sorted(float(t) for t in _column(w, "equivalent_diameter_nm"))
+    assert ui.table.rowCount() == 3
+    diam = sorted(float(t) for t in _column(ui.table, "equivalent_diameter_nm"))
     assert diam == pytest.approx([2 * r for r in RADII_NM], rel=0.02)
-    cx = sorted(float(t) for t in _column(w, "centroid_x_nm"))
+    cx = sorted(float(t) for t in _column(ui.table, "centroid_x_nm"))
     assert cx == pytest.approx([10.0 + (40 + 80 * i) * PX for i in range(3)], abs=0.02)
     assert "3 particles" in w._summary.value and "coverage" in w._summary.value
     ax = w.histogram_axes
@@ -67,35 +69,37 @@ def test_measure_table_summary_histogram_and_particles_layer(widget, qtbot):
     assert sorted(np.unique(particles.data).tolist()) == [0, 1, 2, 3]
 
 
-def test_sorting_by_a_column_is_numeric(widget, qtbot):
+def test_sorting_by_a_column_is_numeric(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     viewer.add_labels(discs(), name="mask", scale=(PX, PX))
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     _measure(qtbot, w)
-    headers = [w._table.horizontalHeaderItem(c).text() for c in range(w._table.columnCount())]
+    headers = [ui.table.horizontalHeaderItem(c).text() for c in range(ui.table.columnCount())]
     col = headers.index("area_nm2")
-    w._table.sortItems(col, Qt.SortOrder.DescendingOrder)
-    areas = [float(t) for t in _column(w, "area_nm2")]
+    ui.table.sortItems(col, Qt.SortOrder.DescendingOrder)
+    areas = [float(t) for t in _column(ui.table, "area_nm2")]
     assert areas == sorted(areas, reverse=True) and areas[0] > areas[-1]
-    w._table.sortItems(col, Qt.SortOrder.AscendingOrder)
-    assert [float(t) for t in _column(w, "area_nm2")] == sorted(areas)
+    ui.table.sortItems(col, Qt.SortOrder.AscendingOrder)
+    assert [float(t) for t in _column(ui.table, "area_nm2")] == sorted(areas)
 
 
-def test_clicking_a_row_selects_and_centres_on_the_particle(widget, qtbot):
+def test_clicking_a_row_selects_and_centres_on_the_particle(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     viewer.add_labels(discs(), name="mask", scale=(PX, PX), translate=(5.0, 10.0))
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     _measure(qtbot, w)
-    headers = [w._table.horizontalHeaderItem(c).text() for c in range(w._table.columnCount())]
-    w._table.sortItems(
+    headers = [ui.table.horizontalHeaderItem(c).text() for c in range(ui.table.columnCount())]
+    ui.table.sortItems(
         headers.index("area_nm2"), Qt.SortOrder.DescendingOrder
     )  # largest first: the 4 nm disc
-    w._table.resize(600, 300)  # the dock's window is not shown: give the table a size
-    cell = w._table.visualItemRect(w._table.item(0, 1)).center()
-    qtbot.mouseClick(w._table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
-    assert w._table.currentRow() == 0
+    ui.table.resize(600, 300)  # the dock's window is not shown: give the table a size
+    cell = ui.table.visualItemRect(ui.table.item(0, 1)).center()
+    qtbot.mouseClick(ui.table.viewport(), Qt.MouseButton.LeftButton, pos=cell)
+    assert ui.table.currentRow() == 0
     particles = viewer.layers["mask particles"]
-    label = int(w._table.item(0, headers.index("label")).text())
+    label = int(ui.table.item(0, headers.index("label")).text())
     assert particles.selected_label == label and particles.show_selected_label
     big = (particles.data == label).sum() * PX * PX
     assert big == pytest.approx(math.pi * 4.0**2, rel=0.02)
@@ -105,100 +109,105 @@ def test_clicking_a_row_selects_and_centres_on_the_particle(widget, qtbot):
     assert ring.visible and ring.data[0] == pytest.approx([cy, cx])
     assert ring.size[0] > 8.0  # wider than the 8 nm particle it surrounds
     assert viewer.layers.selection.active is viewer.layers["mask"]  # user's layer stays active
-    w._table.clearSelection()
+    ui.table.clearSelection()
     assert not particles.show_selected_label and not ring.visible
 
 
-def test_options_split_border_min_area_and_classes(widget, qtbot):
+def test_options_split_border_min_area_and_classes(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     mask = discs()
     yy, xx = np.mgrid[: mask.shape[0], : mask.shape[1]]
     mask[(yy * PX - 0.0) ** 2 + (xx * PX - 30.0) ** 2 <= 9.0] = 3  # a class-3 cap on the edge
     viewer.add_labels(mask, name="mask", scale=(PX, PX))
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     _measure(qtbot, w)
-    assert w._table.rowCount() == 4
-    w._exclude_border.value = True
+    assert ui.table.rowCount() == 4
+    ui["exclude particles touching the border"].value = True
     _measure(qtbot, w)
-    assert w._table.rowCount() == 3
-    w._min_size.value = 500  # px, 20 nm²: drops the 2 nm disc (12.6 nm², 314 px)
+    assert ui.table.rowCount() == 3
+    ui["Min. size (px)"].value = 500  # px, 20 nm²: drops the 2 nm disc (12.6 nm², 314 px)
     _measure(qtbot, w)
-    assert w._table.rowCount() == 2
-    w._exclude_border.value = False
-    w._min_size.value = 0
-    w._classes.value = "3"
+    assert ui.table.rowCount() == 2
+    ui["exclude particles touching the border"].value = False
+    ui["Min. size (px)"].value = 0
+    ui["Particle classes"].value = "3"
     _measure(qtbot, w)
-    assert _column(w, "class") == ["3"]
+    assert _column(ui.table, "class") == ["3"]
     assert len(viewer.layers) == 2  # re-measuring updates "mask particles" in place
     assert np.unique(viewer.layers["mask particles"].data).tolist() == [0, 1]
-    w._classes.value = "two"
+    ui["Particle classes"].value = "two"
     w.run()
     assert "whole numbers" in w._status.value and not w._task.running
 
 
-def test_split_touching_particles(widget, qtbot):
+def test_split_touching_particles(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     yy, xx = np.mgrid[:100, :160]
     mask = np.ones((100, 160), np.uint8)
     for cx in (6.0, 13.6):  # 4 nm discs, centres 7.6 nm apart: touching
         mask[(yy * PX - 10.0) ** 2 + (xx * PX - cx) ** 2 <= 16.0] = 2
     viewer.add_labels(mask, name="pair", scale=(PX, PX))
-    w._mask.value = viewer.layers["pair"]
+    ui["Mask"].value = viewer.layers["pair"]
     _measure(qtbot, w)
-    assert w._table.rowCount() == 1
-    assert w._min_distance.native.isHidden()  # only relevant when splitting
-    w._split.value = True
-    assert not w._min_distance.native.isHidden()
+    assert ui.table.rowCount() == 1
+    assert ui["Split distance (nm)"].native.isHidden()  # only relevant when splitting
+    ui["split touching particles (watershed)"].value = True
+    assert not ui["Split distance (nm)"].native.isHidden()
     _measure(qtbot, w)
-    assert w._table.rowCount() == 2
-    areas = [float(t) for t in _column(w, "area_nm2")]
+    assert ui.table.rowCount() == 2
+    areas = [float(t) for t in _column(ui.table, "area_nm2")]
     assert areas == pytest.approx([math.pi * 16.0] * 2, rel=0.05)
 
 
-def test_intensity_image_adds_mean_intensity(widget, qtbot):
+def test_intensity_image_adds_mean_intensity(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     mask = discs()
     viewer.add_labels(mask, name="mask", scale=(PX, PX))
     viewer.add_image(np.where(mask == 2, 50.0, 10.0), name="img", scale=(PX, PX))
-    w._mask.value = viewer.layers["mask"]
-    w._image.value = viewer.layers["img"]
+    ui["Mask"].value = viewer.layers["mask"]
+    ui["Intensity image"].value = viewer.layers["img"]
     _measure(qtbot, w)
-    assert {float(t) for t in _column(w, "mean_intensity")} == {50.0}
+    assert {float(t) for t in _column(ui.table, "mean_intensity")} == {50.0}
 
 
-def test_stack_current_frame_and_all_frames(widget, qtbot):
+def test_stack_current_frame_and_all_frames(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     stack = np.stack([discs(), np.ones((120, 260), np.uint8), discs(translate_x_px=10)])
     viewer.add_labels(stack, name="stack", scale=(1.0, PX, PX))
-    w._mask.value = viewer.layers["stack"]
+    ui["Mask"].value = viewer.layers["stack"]
     viewer.dims.set_current_step(0, 2)
-    w._scope.value = "current frame"
+    ui["Stack"].value = "current frame"
     _measure(qtbot, w)
-    assert set(_column(w, "frame")) == {"2"}
+    assert set(_column(ui.table, "frame")) == {"2"}
     assert "3 particles in frame 2" in w._summary.value
     particles = viewer.layers["stack particles"]
     assert particles.data.shape == (1, 120, 260)
     assert particles.translate[0] == pytest.approx(2.0)  # shown on frame 2 only
-    w._scope.value = "all frames"
+    ui["Stack"].value = "all frames"
     _measure(qtbot, w)
-    assert w._table.rowCount() == 6 and sorted(set(_column(w, "frame"))) == ["0", "2"]
+    assert ui.table.rowCount() == 6 and sorted(set(_column(ui.table, "frame"))) == ["0", "2"]
     assert particles.data.shape == stack.shape
     assert "in 3 frames" in w._summary.value
     viewer.dims.set_current_step(0, 1)
-    row = next(r for r, f in enumerate(_column(w, "frame")) if f == "0")
-    w._table.selectRow(row)
+    row = next(r for r, f in enumerate(_column(ui.table, "frame")) if f == "0")
+    ui.table.selectRow(row)
     assert viewer.dims.current_step[0] == 0  # jumped to the particle's frame
 
 
-def test_csv_export_writes_and_never_overwrites(widget, qtbot, tmp_path):
+def test_csv_export_writes_and_never_overwrites(controls, widget, qtbot, tmp_path):
     viewer, w = widget
+    ui = controls(w)
     viewer.add_labels(discs(), name="mask", scale=(PX, PX))
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     assert w.export_csv() is None and "Measure first" in w._status.value
     _measure(qtbot, w)
-    assert Path(w._csv.value).name == "mask_particles.csv"  # a suggested name
+    assert Path(ui["CSV file"].value).name == "mask_particles.csv"  # a suggested name
     target = tmp_path / "sizes.csv"
-    w._csv.value = target
+    ui["CSV file"].value = target
     first = w.export_csv()
     assert first == target and first.is_file()
     table = pd.read_csv(first)
@@ -211,50 +220,54 @@ def test_csv_export_writes_and_never_overwrites(widget, qtbot, tmp_path):
     assert "exists and was kept" in w._status.value
 
 
-def test_uncalibrated_layer_is_measured_in_pixels(widget, qtbot):
+def test_uncalibrated_layer_is_measured_in_pixels(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     viewer.add_labels(discs(), name="mask")
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     _measure(qtbot, w)
     assert "equivalent_diameter_px" in w.result.table.columns
     assert " px" in w._summary.value
 
 
-def test_layer_in_micrometres_is_measured_in_nm(widget, qtbot):
+def test_layer_in_micrometres_is_measured_in_nm(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     um = PX / 1000
     viewer.add_labels(discs(), name="mask", scale=(um, um), translate=(0.005, 0.01), units="µm")
-    w._mask.value = viewer.layers["mask"]
+    ui["Mask"].value = viewer.layers["mask"]
     _measure(qtbot, w)
     table = w.result.table.sort_values("centroid_x_nm")
     assert table["equivalent_diameter_nm"].tolist() == pytest.approx(
         [2 * r for r in RADII_NM], rel=0.02
     )
     assert table["centroid_x_nm"].iloc[0] == pytest.approx(10.0 + 40 * PX, abs=0.02)
-    w._table.selectRow(0)  # the camera works in the layer's own unit (µm)
-    row = w.result.table.iloc[w._table.item(0, 0).data(Qt.ItemDataRole.UserRole + 1)]
+    ui.table.selectRow(0)  # the camera works in the layer's own unit (µm)
+    row = w.result.table.iloc[ui.table.item(0, 0).data(Qt.ItemDataRole.UserRole + 1)]
     assert camera(viewer).center[-1] == pytest.approx(row["centroid_x_nm"] / 1000, abs=2e-5)
 
 
-def test_empty_mask_reports_the_support_convention(widget, qtbot):
+def test_empty_mask_reports_the_support_convention(controls, widget, qtbot):
     viewer, w = widget
+    ui = controls(w)
     viewer.add_labels(np.ones((50, 50), np.uint8), name="blank", scale=(PX, PX))
-    w._mask.value = viewer.layers["blank"]
+    ui["Mask"].value = viewer.layers["blank"]
     _measure(qtbot, w)
-    assert w._table.rowCount() == 0
+    assert ui.table.rowCount() == 0
     assert "no particles" in w._summary.value and "support" in w._status.value
 
 
-def test_closing_the_viewer_while_measuring_is_harmless(make_napari_viewer, qtbot):
+def test_closing_the_viewer_while_measuring_is_harmless(controls, make_napari_viewer, qtbot):
     from qtpy.QtCore import QThreadPool
 
     viewer = make_napari_viewer()
     w = MeasureWidget(viewer)
+    ui = controls(w)
     viewer.window.add_dock_widget(w)
     stack = np.stack([discs()] * 20)
     viewer.add_labels(stack, name="stack", scale=(1.0, PX, PX))
-    w._mask.value = viewer.layers["stack"]
-    w._scope.value = "all frames"
+    ui["Mask"].value = viewer.layers["stack"]
+    ui["Stack"].value = "all frames"
     w.run()
     assert w._task.running
     viewer.close()
@@ -263,11 +276,12 @@ def test_closing_the_viewer_while_measuring_is_harmless(make_napari_viewer, qtbo
     assert w.result is None
 
 
-def test_real_non_square_file_calibration_and_intensity(widget, qtbot, testdata):
+def test_real_non_square_file_calibration_and_intensity(controls, widget, qtbot, testdata):
     """A DM3 with 0.2 nm (y) x 1 nm (x) pixels: a round particle in nm is measured round."""
     from napari_temseg.io.napari_hooks import read_layers
 
     viewer, w = widget
+    ui = controls(w)
     data, meta, _ = read_layers(str(testdata / "ncem_float32_nonsquare.dm3"))[0]
     image = viewer.add_image(data, **meta)
     sy, sx = image.scale
@@ -277,8 +291,8 @@ def test_real_non_square_file_calibration_and_intensity(widget, qtbot, testdata)
     disc = (yy * sy - 6.4) ** 2 + (xx * sx - 64.0) ** 2 <= r * r
     mask = np.where(disc, 2, 1).astype(np.uint8)
     viewer.add_labels(mask, name="mask", scale=image.scale, units=image.units)
-    w._mask.value = viewer.layers["mask"]
-    w._image.value = image
+    ui["Mask"].value = viewer.layers["mask"]
+    ui["Intensity image"].value = image
     _measure(qtbot, w)
     row = w.result.table.iloc[0]
     assert row["area_nm2"] == pytest.approx(math.pi * r * r, rel=0.03)
@@ -294,24 +308,25 @@ def test_parse_classes():
         parse_classes("0")
 
 
-def test_specks_are_not_particles_by_default(widget, qtbot):
+def test_specks_are_not_particles_by_default(controls, widget, qtbot):
     """A network's mask with 1-3 px specks: the default minimum size leaves them out."""
     from napari_temseg.engine.measure import MIN_SIZE_PX
 
     viewer, w = widget
+    ui = controls(w)
     mask = discs()
     for y, x, n in [(5, 10, 1), (100, 20, 2), (110, 200, 3), (10, 250, 1)]:
         mask[y, x : x + n] = 2
     viewer.add_labels(mask, name="mask", scale=(PX, PX), units=("nm", "nm"))
-    w._mask.value = viewer.layers["mask"]
-    assert w._min_size.value == MIN_SIZE_PX
+    ui["Mask"].value = viewer.layers["mask"]
+    assert ui["Min. size (px)"].value == MIN_SIZE_PX
     assert w._min_size_nm.value == f"= {MIN_SIZE_PX * PX * PX:.3g} nm²"
     _measure(qtbot, w)
-    assert w._table.rowCount() == 3  # the three discs, not the specks
-    w._min_size.value = 0
+    assert ui.table.rowCount() == 3  # the three discs, not the specks
+    ui["Min. size (px)"].value = 0
     assert "specks count" in w._min_size_nm.value
     _measure(qtbot, w)
-    assert w._table.rowCount() == 7
+    assert ui.table.rowCount() == 7
 
 
 def test_atoms_section_finds_every_atom_as_points_with_a_table_and_exports_it(

@@ -20,18 +20,19 @@ def _image(seed: int, shape=(80, 80)) -> np.ndarray:
 
 
 @pytest.fixture
-def widget(make_napari_viewer):
+def widget(controls, make_napari_viewer):
     clear_user_models()
     viewer = make_napari_viewer()
     w = PretrainWidget(viewer)
+    ui = controls(w)
     viewer.window.add_dock_widget(w)
     viewer.add_image(_image(0), name="a")
     viewer.add_image(_image(1, (72, 96)), name="b")
-    w._layers.value = ["a", "b"]
-    w._patch.value = 32
-    w._batch.value = 2
-    w._device.value = "cpu"
-    w._start_model.value = "scratch"
+    ui["Images"].value = ["a", "b"]
+    ui["Patch size"].value = 32
+    ui["Batch"].value = 2
+    ui["Device"].value = "cpu"
+    ui["Start from"].value = "scratch"
     w.advanced = dict(TINY)
     yield viewer, w
     if w._task.process is not None:
@@ -43,30 +44,32 @@ def _wait_done(qtbot, w, timeout=300_000):  # generous: the CI machine may be sh
     qtbot.waitUntil(lambda: not w.running, timeout=timeout)
 
 
-def test_train_registers_model_and_shows_progress(widget, qtbot):
+def test_train_registers_model_and_shows_progress(controls, widget, qtbot):
     viewer, w = widget
-    w._steps.value = 6
+    ui = controls(w)
+    ui["Steps"].value = 6
     w.start()
-    assert w.running and not w._start.enabled and w._stop.enabled
+    assert w.running and not ui["Start"].enabled and ui["Stop (keep best)"].enabled
     _wait_done(qtbot, w)
     assert w.last_result is not None and w.last_result.steps_done == 6
     names = [m.name for m in user_models("denoise")]
     assert names == ["pretrained-1"]
     _, meta = load_model(w.last_model)
     assert meta["task"] == "denoise" and meta["training_data"]["files"] == ["a", "b"]
-    assert w._progress.value == 100
+    assert ui["Progress"].value == 100
     steps, losses = w.curves.series("validation")
     assert steps and all(np.isfinite(losses))
     assert PREVIEW_LAYER in viewer.layers
     preview = viewer.layers[PREVIEW_LAYER].data
     assert preview.shape == (32, 32 * 2 + 4)
     assert np.nanmax(preview[:, :32]) > 0 and np.nanmax(preview[:, 36:]) != 0  # filled in
-    assert w._continue.enabled and w._save.enabled
+    assert ui["Continue"].enabled and ui["Save model…"].enabled
 
 
-def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
+def test_stop_ends_the_child_and_continue_resumes(controls, widget, qtbot, tmp_path):
     _, w = widget
-    w._steps.value = 100_000  # would run for a long time
+    ui = controls(w)
+    ui["Steps"].value = 100_000  # would run for a long time
     w.start()
     proc = w._task.process
     qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
@@ -76,8 +79,8 @@ def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
     first = w.last_result
     assert first.stopped and 0 < first.steps_done < 100_000 and first.path is not None
     # Continue: a new run from the stopped model, step numbers carried on
-    w._steps.value = 4
-    w._continue.changed.emit(True)
+    ui["Steps"].value = 4
+    ui["Continue"].changed.emit(True)
     _wait_done(qtbot, w)
     second = w.last_result
     assert second.total_steps == first.total_steps + 4
@@ -87,7 +90,7 @@ def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
     assert sorted(m.name for m in user_models()) == ["pretrained-1", "pretrained-2"]
     # Save never overwrites
     target = tmp_path / "mine.safetensors"
-    w._save_path.value = target
+    ui["Save as"].value = target
     w.save()
     assert load_model(target)[1]["task"] == "denoise"
     before = target.stat().st_mtime_ns
@@ -95,29 +98,31 @@ def test_stop_ends_the_child_and_continue_resumes(widget, qtbot, tmp_path):
     assert target.stat().st_mtime_ns == before
 
 
-def test_clear_messages_and_nothing_started(widget, qtbot, monkeypatch):
+def test_clear_messages_and_nothing_started(controls, widget, qtbot, monkeypatch):
     viewer, w = widget
+    ui = controls(w)
     shown = []
     monkeypatch.setattr("napari_temseg.widgets.pretrain.show_warning", shown.append)
-    w._layers.value = []
+    ui["Images"].value = []
     w.start()
     assert not w.running and "Select one or more image layers" in shown[-1]
-    w._layers.value = ["a"]
-    w._patch.value = 128
+    ui["Images"].value = ["a"]
+    ui["Patch size"].value = 128
     w.start()
     assert not w.running and "smaller than the patch size" in shown[-1]
     viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="rgb", rgb=True)
-    w._layers.value = ["rgb"]
-    w._patch.value = 16
+    ui["Images"].value = ["rgb"]
+    ui["Patch size"].value = 16
     w.start()
     assert not w.running and "RGB" in shown[-1]
 
 
-def test_stop_before_first_validation_says_so(widget, qtbot, monkeypatch):
+def test_stop_before_first_validation_says_so(controls, widget, qtbot, monkeypatch):
     _, w = widget
+    ui = controls(w)
     shown = []
     monkeypatch.setattr("napari_temseg.widgets.pretrain.show_warning", shown.append)
-    w._steps.value = 50
+    ui["Steps"].value = 50
     w.start()
     w.stop()  # before the child has even imported torch
     _wait_done(qtbot, w, timeout=180_000)
@@ -126,14 +131,15 @@ def test_stop_before_first_validation_says_so(widget, qtbot, monkeypatch):
     assert user_models() == []
 
 
-def test_viewer_stays_responsive_while_training(widget, qtbot):
+def test_viewer_stays_responsive_while_training(controls, widget, qtbot):
     """A 10 ms timer keeps firing while the child trains: its ticks fall between training
     updates, so the event loop runs while training advances. How long the longest stall
     is depends on the machine: ``benchmarks/bench_pretrain.py --stalls-only`` measures it."""
     from qtpy.QtCore import QTimer
 
     _, w = widget
-    w._steps.value = 100_000
+    ui = controls(w)
+    ui["Steps"].value = 100_000
     w.start()
     qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
     seen: list[int] = []  # training points shown at each tick

@@ -24,13 +24,14 @@ def sample():
 
 
 @pytest.fixture
-def widget(make_napari_viewer):
+def widget(controls, make_napari_viewer):
     viewer = make_napari_viewer()
     w = TrainWidget(viewer)
+    ui = controls(w)
     viewer.window.add_dock_widget(w)
-    w._init.value = SCRATCH
-    w._device.value = "cpu"
-    w._patch.value = 64
+    ui["Start from"].value = SCRATCH
+    ui["Device"].value = "cpu"
+    ui["Patch size"].value = 64
     return viewer, w
 
 
@@ -59,14 +60,15 @@ def _paint(layer, strokes):
     layer.refresh()
 
 
-def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
+def test_train_preview_stop_continue_apply(controls, widget, sample, qtbot, monkeypatch):
     _small_net(monkeypatch)
     monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     stack = np.stack([s.noisy, s.noisy[::-1]])
     image = viewer.add_image(stack, name="raw", scale=(1.0, 0.1, 0.1), units=("pixel", "nm", "nm"))
-    w._image.value = image
+    ui["Image"].value = image
     layer = w.add_strokes_layer()
     assert layer.data.shape == stack.shape and tuple(layer.scale) == (1.0, 0.1, 0.1)
     assert layer.metadata["class_names"] == ["support", "particle"]
@@ -76,7 +78,7 @@ def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
     _paint(layer, brush)
     assert np.array_equal(layer.data[0] > 0, strokes > 0)
 
-    w._steps.value = 40
+    ui["Steps"].value = 40
     w.train()
     assert w._task.running
     _wait(qtbot, w._task)
@@ -90,7 +92,7 @@ def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
     assert first_steps == 40
 
     # Stop mid-run keeps the best; Train again continues the step count
-    w._steps.value = 400
+    ui["Steps"].value = 400
     w.train()
     qtbot.waitUntil(lambda: w._loss_plot.series("train loss")[0][-1] > 45, timeout=30_000)
     w.stop()
@@ -101,7 +103,7 @@ def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
     assert "stopped" in w._status.value
 
     # apply to the whole stack
-    w._scope.value = "whole stack"
+    ui["Apply to"].value = "whole stack"
     w.apply()
     _wait(qtbot, w._apply_task)
     seg = viewer.layers["raw segmentation"]
@@ -111,11 +113,12 @@ def test_train_preview_stop_continue_apply(widget, sample, qtbot, monkeypatch):
     assert len(seg.metadata["class_colors"]) == 2
 
 
-def test_error_notifications(widget, sample, monkeypatch):
+def test_error_notifications(controls, widget, sample, monkeypatch):
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     image = viewer.add_image(s.noisy, name="raw")
-    w._image.value = image
+    ui["Image"].value = image
     layer = w.add_strokes_layer()
     shown = []
     monkeypatch.setattr(train_mod, "show_error", shown.append)
@@ -126,21 +129,22 @@ def test_error_notifications(widget, sample, monkeypatch):
     assert not w._task.running and "only class 1" in shown[-1]
     other = viewer.add_labels(np.zeros((50, 50), np.uint8), name="wrong")
     other.data[5:10, 5:10] = 1
-    w._strokes.value = other
-    w._all_pairs.value = False
+    ui["Strokes"].value = other
+    ui["also use other strokes layers"].value = False
     w.train()
     assert "differ in shape" in shown[-1]
 
 
-def test_removing_the_image_stops_training(widget, sample, qtbot, monkeypatch):
+def test_removing_the_image_stops_training(controls, widget, sample, qtbot, monkeypatch):
     _small_net(monkeypatch)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     image = viewer.add_image(s.noisy, name="raw")
-    w._image.value = image
+    ui["Image"].value = image
     layer = w.add_strokes_layer()
     layer.data = strokes.copy()
-    w._steps.value = 5000
+    ui["Steps"].value = 5000
     w.train()
     qtbot.waitUntil(lambda: bool(w._loss_plot.series("train loss")[0]), timeout=30_000)
     viewer.layers.remove(image)
@@ -149,38 +153,39 @@ def test_removing_the_image_stops_training(widget, sample, qtbot, monkeypatch):
     assert w._loss_plot.series("train loss")[0][-1] < 5000  # it stopped, not finished
 
 
-def test_save_and_load_never_overwrites(widget, sample, qtbot, monkeypatch, tmp_path):
+def test_save_and_load_never_overwrites(controls, widget, sample, qtbot, monkeypatch, tmp_path):
     _small_net(monkeypatch)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     image = viewer.add_image(s.noisy, name="raw")
-    w._image.value = image
+    ui["Image"].value = image
     layer = w.add_strokes_layer()
     layer.data = strokes.copy()
-    w._classes.value = "carbon, gold"
-    w._steps.value = 10
+    ui["Classes"].value = "carbon, gold"
+    ui["Steps"].value = 10
     w.train()
     _wait(qtbot, w._task)
-    w._save_path.value = tmp_path / "seg.safetensors"
+    ui["Save as"].value = tmp_path / "seg.safetensors"
     assert w.save() == tmp_path / "seg.safetensors"
     warned = []
     monkeypatch.setattr(train_mod, "show_warning", warned.append)
     assert w.save() is None and "already exists" in warned[-1]
-    w._classes.value = "x, y"
-    w._load_path.value = tmp_path / "seg.safetensors"
+    ui["Classes"].value = "x, y"
+    ui["Load"].value = tmp_path / "seg.safetensors"
     w.load()
-    assert w._classes.value == "carbon, gold"
+    assert ui["Classes"].value == "carbon, gold"
     if importlib.util.find_spec("bioimageio.core") is not None:  # model exchange round trip
         trained = {k: v.clone() for k, v in w.segmenter[0].state_dict().items()}
-        w._save_path.value = tmp_path / "seg.zip"
+        ui["Save as"].value = tmp_path / "seg.zip"
         assert w.save() == tmp_path / "seg.zip" and "bioimage.io" in w._status.value
-        w._classes.value = "x, y"
-        w._load_path.value = tmp_path / "seg.zip"
+        ui["Classes"].value = "x, y"
+        ui["Load"].value = tmp_path / "seg.zip"
         w.load()
-        assert w._classes.value == "carbon, gold"
+        assert ui["Classes"].value == "carbon, gold"
         for k, v in w.segmenter[0].state_dict().items():
             assert torch.equal(v, trained[k]), k
-    w._scope.value = "all open images"
+    ui["Apply to"].value = "all open images"
     viewer.add_image(s.noisy[:100, :90], name="other")
     w.apply()
     _wait(qtbot, w._apply_task)
@@ -202,16 +207,19 @@ def test_preview_window_follows_the_view_on_big_images(widget):
     assert train_mod._preview_corner(viewer, small) == (0, 0)
 
 
-def test_closing_the_viewer_stops_training(make_napari_viewer, sample, qtbot, monkeypatch):
+def test_closing_the_viewer_stops_training(
+    controls, make_napari_viewer, sample, qtbot, monkeypatch
+):
     _small_net(monkeypatch)
     viewer = make_napari_viewer()
     w = TrainWidget(viewer)
+    ui = controls(w)
     viewer.window.add_dock_widget(w)
-    w._init.value, w._device.value, w._patch.value = SCRATCH, "cpu", 64
+    ui["Start from"].value, ui["Device"].value, ui["Patch size"].value = SCRATCH, "cpu", 64
     s, strokes = sample
-    w._image.value = viewer.add_image(s.noisy, name="raw")
+    ui["Image"].value = viewer.add_image(s.noisy, name="raw")
     w.add_strokes_layer().data = strokes.copy()
-    w._steps.value = 5000
+    ui["Steps"].value = 5000
     task = w._task
     w.train()
     qtbot.waitUntil(lambda: bool(w._loss_plot.series("train loss")[0]), timeout=30_000)
@@ -220,7 +228,7 @@ def test_closing_the_viewer_stops_training(make_napari_viewer, sample, qtbot, mo
     assert task._cancel.is_set()  # cancelled by the close, not run out
 
 
-def test_first_preview_comes_from_the_fitted_head(widget, sample, qtbot, monkeypatch):
+def test_first_preview_comes_from_the_fitted_head(controls, widget, sample, qtbot, monkeypatch):
     """With a pretrained start, the head is fitted first and says so (engine/probe.py)."""
     from napari_temseg.models import DEFAULT_DENOISER, list_models
 
@@ -228,15 +236,16 @@ def test_first_preview_comes_from_the_fitted_head(widget, sample, qtbot, monkeyp
         pytest.skip("bundled denoiser not installed")
     monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     image = viewer.add_image(s.noisy, name="raw")
-    w._image.value = image
-    w._init.value = DEFAULT_DENOISER
-    w._patch.value = 128
+    ui["Image"].value = image
+    ui["Start from"].value = DEFAULT_DENOISER
+    ui["Patch size"].value = 128
     _paint(w.add_strokes_layer(), strokes)
     said: list[str] = []  # what the status line said after each event
     w._task.progress.connect(lambda *_: said.append(str(w._status.value)))
-    w._steps.value = 2
+    ui["Steps"].value = 2
     w.train()
     _wait(qtbot, w._task)
     assert any(v.startswith("class head fitted to the strokes") for v in said), said
@@ -261,7 +270,7 @@ def test_field_labels_show_without_a_labels_layer(make_napari_viewer, qtbot):
     assert {"Steps", "Learning rate", "Patch size", "Strokes", "Image"} <= shown, shown
 
 
-def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
+def test_time_budget_and_time_left(controls, widget, sample, qtbot, monkeypatch):
     """The time budget ("or stop after N s") ends the run; the status line says the time left."""
     from types import SimpleNamespace
 
@@ -276,37 +285,41 @@ def test_time_budget_and_time_left(widget, sample, qtbot, monkeypatch):
 
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=tick))
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
-    w._image.value = viewer.add_image(s.noisy, name="raw")
+    ui["Image"].value = viewer.add_image(s.noisy, name="raw")
     w.add_strokes_layer().data = strokes.copy()
     said: list[str] = []
     w._task.progress.connect(lambda *_: said.append(str(w._status.value)))
-    w._steps.value = 5000
-    w._seconds.value = 10
+    ui["Steps"].value = 5000
+    ui["or stop after"].value = 10
     w.train()
     _wait(qtbot, w._task)
     assert any(" left" in v for v in said if v.startswith("step ")), said[:5]
     assert "time budget reached" in w._status.value
     assert w.segmenter[1]["training"]["steps_done"] < 5000
-    assert w._progress.value == 100
+    assert ui["Progress"].value == 100
 
 
-def test_apply_shows_uncertainty_and_warns_on_unlike_frames(widget, sample, qtbot, monkeypatch):
+def test_apply_shows_uncertainty_and_warns_on_unlike_frames(
+    controls, widget, sample, qtbot, monkeypatch
+):
     """A frame from another session (a tenth of the dose): a notification and a dock line."""
     _small_net(monkeypatch)
     monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     low = simulate("stem", 128, pixel_size_nm=0.1, dose=10, seed=1).noisy
     stack = np.stack([s.noisy, low]).astype(np.float32)
-    w._image.value = viewer.add_image(stack, name="raw")
+    ui["Image"].value = viewer.add_image(stack, name="raw")
     viewer.dims.set_point(0, 0)
     layer = w.add_strokes_layer()
     painted = np.zeros(stack.shape, np.uint8)
     painted[0] = strokes
     layer.data = painted
     viewer.layers.selection.active = layer
-    w._steps.value = 10
+    ui["Steps"].value = 10
     w.train()
     _wait(qtbot, w._task)
     unsure = viewer.layers["raw uncertainty"]  # with the live prediction
@@ -314,7 +327,7 @@ def test_apply_shows_uncertainty_and_warns_on_unlike_frames(widget, sample, qtbo
     assert viewer.layers.selection.active is layer  # painting goes on where it was
     warned = []
     monkeypatch.setattr(train_mod, "show_warning", warned.append)
-    w._scope.value = "whole stack"
+    ui["Apply to"].value = "whole stack"
     w.apply()
     _wait(qtbot, w._apply_task)
     u = viewer.layers["raw uncertainty"].data
@@ -326,20 +339,23 @@ def test_apply_shows_uncertainty_and_warns_on_unlike_frames(widget, sample, qtbo
     assert warned and "Unsure on" in warned[-1]
 
 
-def test_a_degenerate_live_prediction_is_said_after_training(widget, sample, qtbot, monkeypatch):
+def test_a_degenerate_live_prediction_is_said_after_training(
+    controls, widget, sample, qtbot, monkeypatch
+):
     """Held-out Dice can be perfect while the displayed frame comes out one class: say so."""
     _small_net(monkeypatch)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     stack = np.stack([s.noisy, np.full_like(s.noisy, s.noisy.min())]).astype(np.float32)
-    w._image.value = viewer.add_image(stack, name="raw")
+    ui["Image"].value = viewer.add_image(stack, name="raw")
     painted = np.zeros(stack.shape, np.uint8)
     painted[0] = strokes  # strokes on frame 0 ...
     w.add_strokes_layer().data = painted
     viewer.dims.set_point(0, 1)  # ... while frame 1, a blank one, is displayed
     warned = []
     monkeypatch.setattr(train_mod, "show_warning", warned.append)
-    w._steps.value = 10
+    ui["Steps"].value = 10
     w.train()
     _wait(qtbot, w._task)
     said = w._status.value
@@ -347,7 +363,7 @@ def test_a_degenerate_live_prediction_is_said_after_training(widget, sample, qtb
     assert warned and "Paint a few strokes where it is wrong" in warned[-1]
 
 
-def test_a_micrometre_layer_is_calibrated_for_training(widget, sample, monkeypatch):
+def test_a_micrometre_layer_is_calibrated_for_training(controls, widget, sample, monkeypatch):
     """Train reads the same calibration as Measure: a µm layer trains at its size in nm."""
     from napari_temseg.engine import finetune as ft
 
@@ -362,9 +378,10 @@ def test_a_micrometre_layer_is_calibrated_for_training(widget, sample, monkeypat
 
     monkeypatch.setattr(ft, "Finetuner", capture)
     viewer, w = widget
+    ui = controls(w)
     s, strokes = sample
     image = viewer.add_image(s.noisy, name="raw", scale=(0.0001, 0.0001), units="µm")
-    w._image.value = image
+    ui["Image"].value = image
     _paint(w.add_strokes_layer(), strokes)
-    w._train.clicked()
+    ui["Train"].clicked()
     assert seen["pixel_sizes"] == [pytest.approx(0.1)]
