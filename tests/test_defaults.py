@@ -38,6 +38,16 @@ def test_the_engine_configs_start_from_the_table():
     assert MIN_SIZE_PX == defaults.MIN_SIZE_PX
 
 
+def test_the_file_runners_behind_temseg_share_them():
+    import inspect
+
+    from napari_temseg.engine.pretrain import pretrain_files
+    from napari_temseg.engine.segment import finetune_files
+
+    assert inspect.signature(pretrain_files).parameters["steps"].default == PretrainConfig().steps
+    assert inspect.signature(finetune_files).parameters["steps"].default == FinetuneConfig().steps
+
+
 def test_temseg_options_match_the_engine_configs():
     parse = build_parser().parse_args
     pre = parse(["pretrain", "a.tif", "-o", "m.safetensors"])

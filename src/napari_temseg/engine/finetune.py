@@ -382,7 +382,13 @@ class Finetuner:
 
         seg = (self.best_model(), self.segmenter_meta())
         labels, probs = segment(
-            image, seg, device=self.device, tile=256, overlap=32, cancel=cancel, probabilities=True
+            image,
+            seg,
+            device=self.device,
+            tile=defaults.TILE,
+            overlap=defaults.OVERLAP,
+            cancel=cancel,
+            probabilities=True,
         )
         return SegmentPreview(
             labels,

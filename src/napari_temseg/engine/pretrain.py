@@ -555,7 +555,7 @@ def pretrain_files(
     paths: Sequence[str | Path],
     output: str | Path,
     method: str = "poisson",
-    steps: int = 2000,
+    steps: int = defaults.PRETRAIN_STEPS,
     init: str | None = AUTO,
     device: str = "auto",
     seed: int = 0,

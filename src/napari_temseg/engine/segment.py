@@ -20,6 +20,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from napari_temseg import defaults
 from napari_temseg.engine.checks import (
     REMEDY,
     check_frame,
@@ -227,7 +228,7 @@ def finetune_files(
     labels: Sequence[str | Path],
     output: str | Path,
     init: str | Path | None = "auto",
-    steps: int = 300,
+    steps: int = defaults.FINETUNE_STEPS,
     class_names: Sequence[str] | None = None,
     device: str = "auto",
     overwrite: bool = False,
