@@ -43,9 +43,9 @@ from napari_temseg.engine.atoms import (
     match_points,
 )
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.segment import segment
 from napari_temseg.io import read_images
+from napari_temseg.models.normalize import Normalization
 
 ACSTEM = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "acstem"
 

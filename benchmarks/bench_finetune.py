@@ -137,7 +137,7 @@ def cmd_images(a) -> dict:
 def forest_features(img: np.ndarray) -> np.ndarray:
     from skimage.feature import multiscale_basic_features
 
-    from napari_temseg.engine.normalize import Normalization
+    from napari_temseg.models.normalize import Normalization
 
     norm = Normalization()
     x = norm.apply(img.astype(np.float32), norm.stats(img))

@@ -18,7 +18,6 @@ pytest.importorskip("bioimageio.core")
 
 from napari_temseg.cli import main
 from napari_temseg.engine.denoise import denoise
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.segment import segment
 from napari_temseg.models import build_model, load_model, save_checkpoint
 from napari_temseg.models.bioimageio import (
@@ -29,6 +28,7 @@ from napari_temseg.models.bioimageio import (
     import_bioimageio,
     validate_bioimageio,
 )
+from napari_temseg.models.normalize import Normalization
 from napari_temseg.synth import simulate
 
 torch.set_num_threads(1)  # small networks on a shared 2-core box

@@ -85,7 +85,7 @@ def test_file_jobs_spread_over_both_workers(inputs, local_cluster, tmp_path):
         assert report.counts()["done"] == len(inputs)
         # one task per file spreads over both workers; each loaded the model just once
         cached = client.run(
-            lambda: len(__import__("napari_temseg.engine.files").engine.files._LOADED)
+            lambda: __import__("napari_temseg.models.resolve").models.resolve.loaded_count()
         )
     assert sorted(cached.values()) == [1, 1], cached
 

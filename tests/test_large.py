@@ -243,7 +243,7 @@ def test_frame_statistics_read_block_by_block_equal_the_whole_frame_ones(tmp_pat
     import tifffile
 
     from napari_temseg.engine.large import frame_stats
-    from napari_temseg.engine.normalize import Normalization
+    from napari_temseg.models.normalize import Normalization
 
     rng = np.random.default_rng(1)
     data = rng.gamma(2.0, 50.0, size=(1500, 1300)).astype(np.float32)

@@ -1,10 +1,9 @@
 """Tiling, inference, pretraining and fine-tuning: pure torch/numpy, no Qt."""
 
 from napari_temseg.engine.data import PairSource, PatchSource, simulated_source
-from napari_temseg.engine.denoise import denoise, get_model
+from napari_temseg.engine.denoise import denoise
 from napari_temseg.engine.device import DeviceError, describe_device, select_device
 from napari_temseg.engine.events import TrainEvent
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.tiling import Cancelled, predict_tiled, tile_starts, tiles_per_frame
 from napari_temseg.engine.train import (
     TrainConfig,
@@ -13,6 +12,7 @@ from napari_temseg.engine.train import (
     iter_train,
     train,
 )
+from napari_temseg.models.normalize import Normalization
 
 __all__ = [
     "Cancelled",
@@ -26,7 +26,6 @@ __all__ = [
     "TrainingDiverged",
     "denoise",
     "describe_device",
-    "get_model",
     "iter_train",
     "predict_tiled",
     "select_device",

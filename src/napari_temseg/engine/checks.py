@@ -36,7 +36,7 @@ def frame_stats(image: Any, max_pixels: int = 1 << 18) -> dict[str, float]:
     """Intensity statistics of one 2D frame as the network sees it: level and noise.
 
     The segmenter normalises every frame by its own 0.5-99.5 % percentiles
-    (``engine/normalize.py``), so a plain change of gain or offset (another detector
+    (``models/normalize.py``), so a plain change of gain or offset (another detector
     setting) changes nothing it sees and is not reported. What does change it, a lower dose
     or another contrast, shows here: ``median`` is the frame's median in those normalised
     units (0..1), ``noise`` the pixel-to-pixel noise in them (the median absolute

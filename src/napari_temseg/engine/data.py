@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from napari_temseg.engine.normalize import Normalization
+from napari_temseg.models.normalize import Normalization
 
 MakePair = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 

@@ -4,41 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.tiling import predict_tiled
-from napari_temseg.models import DEFAULT_DENOISER, load_model, resolve_model
-
-
-@lru_cache(maxsize=4)
-def _cached_model(path: str, mtime_ns: int, device: str) -> tuple[nn.Module, dict]:
-    """Loaded checkpoints, keyed by file and modification time (re-running is instant)."""
-    return load_model(path, device=device)
-
-
-def get_model(
-    model_or_name: str | Path | nn.Module | tuple[nn.Module, dict] | None,
-    device: torch.device,
-) -> tuple[nn.Module, dict]:
-    """Resolve a name, a checkpoint path, a module or a ``(module, meta)`` pair."""
-    if model_or_name is None:
-        model_or_name = DEFAULT_DENOISER
-    if isinstance(model_or_name, tuple):
-        model, meta = model_or_name
-    elif isinstance(model_or_name, nn.Module):
-        model, meta = model_or_name, {}
-    else:
-        path = resolve_model(model_or_name)
-        return _cached_model(str(path), path.stat().st_mtime_ns, str(device))
-    return model.eval().to(device), meta
+from napari_temseg.models.normalize import Normalization
+from napari_temseg.models.resolve import ModelSpec, cached_model
 
 
 def _check_image(image: Any) -> None:
@@ -57,7 +31,7 @@ def _check_image(image: Any) -> None:
 
 def denoise(
     image: Any,
-    model_or_name: str | Path | nn.Module | tuple[nn.Module, dict] | None = None,
+    model_or_name: ModelSpec = None,
     device: str | torch.device = "auto",
     tile: int = 256,
     overlap: int = 32,
@@ -82,7 +56,7 @@ def denoise(
     """
     _check_image(image)
     dev = select_device(device)
-    model, meta = get_model(model_or_name, dev)
+    model, meta = cached_model(model_or_name, dev)
     if meta.get("task", "denoise") != "denoise":
         raise ValueError(
             f"this model was trained to {meta.get('task')!r}, not to denoise; "

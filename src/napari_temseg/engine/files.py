@@ -26,7 +26,6 @@ from napari_temseg.engine.device import select_device
 from napari_temseg.io.model import DataWarning
 
 TASKS = ("denoise", "segment")
-_LOADED: dict[tuple[str, str, str], tuple[nn.Module, dict]] = {}
 _LOCK = threading.Lock()
 
 
@@ -91,20 +90,18 @@ class FileJob:
         return select_device(worker_device(self.device))
 
     def load(self) -> tuple[nn.Module, dict]:
-        """The job's model on this process's device, loaded once per process."""
+        """The job's model on this process's device, loaded once per process
+        (``models.resolve.cached_model``); a segment job refuses a denoiser."""
+        from napari_temseg.models.resolve import cached_model
+
         dev = self.resolved_device()
-        key = (self.task, self.model_name, str(dev))
         with _LOCK:
-            if key not in _LOADED:
-                if self.task == "segment":
-                    from napari_temseg.engine.segment import load_segmenter
+            model = cached_model(self.model_name, dev)
+        if self.task == "segment":
+            from napari_temseg.engine.segment import check_segmenter
 
-                    _LOADED[key] = load_segmenter(self.model_name, device=str(dev))
-                else:
-                    from napari_temseg.models import load_model
-
-                    _LOADED[key] = load_model(self.model_name, device=dev)
-            return _LOADED[key]
+            check_segmenter(model[1], self.model_name)
+        return model
 
     def __call__(
         self,

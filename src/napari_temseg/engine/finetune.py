@@ -50,12 +50,13 @@ from napari_temseg.engine.loop import (
     WarmupCosine,
     now,
 )
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.probe import fit_head
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
 from napari_temseg.engine.tiling import Cancelled
 from napari_temseg.engine.train import guarded_step
-from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model, resolve_model
+from napari_temseg.models import UNet
+from napari_temseg.models.normalize import Normalization
+from napari_temseg.models.resolve import load_start
 
 #: colours of classes 1..K when none are given (support blue, particle orange, ...)
 DEFAULT_COLORS = (
@@ -132,38 +133,20 @@ class FinetuneResult:
 # --------------------------------------------------------------------------- models
 
 
-def _resolve_init(init: Init) -> tuple[nn.Module | None, dict, str]:
-    """-> (model or None for scratch, its meta, a name for the checkpoint)."""
-    if isinstance(init, str) and init.strip().lower() in ("none", "scratch", "from scratch", ""):
-        init = None
-    if isinstance(init, str) and init == "auto":
-        names = {m.name for m in list_models("denoise")}
-        init = DEFAULT_DENOISER if DEFAULT_DENOISER in names else None
-    if init is None:
-        return None, {}, "none"
-    if isinstance(init, tuple):
-        return init[0], dict(init[1]), str(init[1].get("name", "in-memory model"))
-    if isinstance(init, nn.Module):
-        return init, {"task": "denoise"}, "in-memory model"
-    path = resolve_model(init)
-    model, meta = load_model(path, device="cpu")
-    return model, meta, str(init)
-
-
 def init_segmenter(
     init: Init, class_names: list[str], base: int = 16, depth: int = 4
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """A K-class segmenter from ``init`` -> (model, meta, head_is_new).
 
-    ``init``: "none" (from scratch), "auto" (the bundled STEM denoiser if installed, else
-    scratch), a bundled name, a checkpoint path, a module or a ``(module, meta)`` pair.
+    ``init``: "none" (from scratch), "auto" (``models.resolve.auto_denoiser``: the
+    bundled STEM denoiser if installed, else scratch), a bundled name, a checkpoint path, a module or a ``(module, meta)`` pair.
     A denoiser gets a new K-class head; a segmenter continues as it is, and must have
     been trained for as many classes.
     """
     k = len(class_names)
     if k < 2:
         raise SegmentError("name at least two classes (e.g. support, particle)")
-    src, meta, name = _resolve_init(init)
+    src, meta, name = load_start(init)
     if src is None:
         model = UNet(1, k, base=base, depth=depth)  # the same network as the denoisers
         nn.init.zeros_(model.head.weight)

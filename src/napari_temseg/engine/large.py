@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.tiling import Cancelled, tiles_per_frame
+from napari_temseg.models.normalize import Normalization
 
 #: frames with more pixels than this (8192 x 8192) are processed band by band by the CLI
 LARGE_FRAME_PX = 8192 * 8192

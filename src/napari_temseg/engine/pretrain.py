@@ -33,12 +33,11 @@ from torch import nn
 from napari_temseg import defaults
 from napari_temseg.engine.data import PairSource
 from napari_temseg.engine.events import DenoisePreview, TrainEvent, drain
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.train import TrainConfig, TrainResult, iter_train, settings_of
+from napari_temseg.models.normalize import Normalization
+from napari_temseg.models.resolve import AUTO, SCRATCH, start_denoiser
 
 METHODS = ("poisson", "pix2pix")
-SCRATCH = "scratch"
-AUTO = "auto"
 #: gain assumed when a frame's noise does not follow shot noise (e.g. an already
 #: processed float image): its mean is taken to be this many electrons per pixel
 FALLBACK_DOSE = 100.0
@@ -310,27 +309,6 @@ class PretrainResult:
     message: str
 
 
-def start_model(
-    init: str | Path | None, kind: str, base: int, depth: int
-) -> tuple[nn.Module, dict]:
-    """The network a run starts from, and its checkpoint metadata ({} from scratch).
-
-    ``"auto"`` takes the bundled ``<kind>-denoise`` (then the default denoiser) when it
-    is installed and a fresh U-Net otherwise.
-    """
-    from napari_temseg.models import DEFAULT_DENOISER, UNet, list_models, load_model
-
-    if init == AUTO:
-        names = {m.name for m in list_models("denoise")}
-        init = next((n for n in (f"{kind}-denoise", DEFAULT_DENOISER) if n in names), None)
-    if init in (None, "", SCRATCH):
-        return UNet(base=base, depth=depth), {}
-    model, meta = load_model(init)
-    if meta.get("task", "denoise") != "denoise":
-        raise ValueError(f"{init}: a {meta.get('task')!r} model cannot start a denoiser")
-    return model, {**meta, "init": str(init)}
-
-
 def _preview(
     model: nn.Module, crop: np.ndarray, norm: Normalization, stats: tuple[float, float]
 ) -> np.ndarray:
@@ -364,7 +342,7 @@ def iter_pretrain(
     if cfg.output:  # before any step: training must not be lost to an unwritable output
         check_output_file(cfg.output, overwrite=True)
     torch.manual_seed(cfg.seed)  # fresh weights are part of the seeded run
-    model, init_meta = start_model(cfg.init, cfg.kind, cfg.base, cfg.depth)
+    model, init_meta = start_denoiser(cfg.init, cfg.kind, cfg.base, cfg.depth)
     norm = Normalization.from_dict(init_meta.get("normalization"))
     train_src, val_src = own_image_sources(
         images,
@@ -620,5 +598,4 @@ __all__ = [
     "pretrain_files",
     "read_images",
     "run_pretrain",
-    "start_model",
 ]

@@ -28,7 +28,6 @@ from napari_temseg.engine.checks import (
     frame_stats,
     outside_painted,
 )
-from napari_temseg.engine.denoise import get_model
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.events import TrainEvent, drain
 from napari_temseg.engine.finetune import (
@@ -38,22 +37,28 @@ from napari_temseg.engine.finetune import (
     FinetuneResult,
     save_segmenter,
 )
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError, label_values
 from napari_temseg.engine.tiling import predict_tiled, tiles_per_frame
-from napari_temseg.models import load_model, resolve_model
+from napari_temseg.models import load_model
+from napari_temseg.models.normalize import Normalization
+from napari_temseg.models.resolve import cached_model
 
 Segmenter = str | Path | tuple[nn.Module, dict]
 
 
-def load_segmenter(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Load a segmenter checkpoint (safe loader); a denoiser is refused with a clear message."""
-    model, meta = load_model(resolve_model(name_or_path), device=device)
+def check_segmenter(meta: dict, name: str | Path) -> None:
+    """Refuse a model that is not a segmenter, naming it and the remedy."""
     if meta.get("task") != "segment":
         raise SegmentError(
-            f"{Path(str(name_or_path)).name} is a {meta.get('task', 'unknown')} model, not a "
+            f"{Path(str(name)).name} is a {meta.get('task', 'unknown')} model, not a "
             "segmenter; fine-tune it on painted strokes first"
         )
+
+
+def load_segmenter(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Load a segmenter checkpoint afresh (the caller may train it); a denoiser is refused."""
+    model, meta = load_model(name_or_path, device=device)
+    check_segmenter(meta, name_or_path)
     return model, meta
 
 
@@ -63,11 +68,8 @@ def _segmenter(model: Segmenter, dev: torch.device) -> tuple[nn.Module, dict]:
         if meta.get("task", "segment") != "segment":
             raise SegmentError("this model is a denoiser, not a segmenter")
         return net.eval().to(dev), meta
-    net, meta = get_model(model, dev)
-    if meta.get("task") != "segment":
-        raise SegmentError(
-            f"{Path(str(model)).name} is a {meta.get('task', 'unknown')} model, not a segmenter"
-        )
+    net, meta = cached_model(model, dev)
+    check_segmenter(meta, model)
     return net, meta
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg.engine.checks import frame_stats
-from napari_temseg.engine.normalize import Normalization
+from napari_temseg.models.normalize import Normalization
 
 #: frames within this factor of the common pixel size are used as they are: the network,
 #: trained with scale augmentation, is robust over a factor 2 either way, and resampling

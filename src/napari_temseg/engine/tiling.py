@@ -21,7 +21,7 @@ import torch
 
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.finite import check_frame, screen
-from napari_temseg.engine.normalize import Normalization, _subsample
+from napari_temseg.models.normalize import Normalization, subsample
 
 Progress = Callable[[int, int], Any]
 MIN_TILE = 32
@@ -213,7 +213,7 @@ def _predict_frame(
     check_frame(found, label, whole=stats is None, output_float32=within_input)
     fill = None
     if found is not None and found.nonfinite:  # an all-NaN band of a larger frame too
-        sample = _subsample(frame, 65_536)
+        sample = subsample(frame, 65_536)
         fill = float(np.median(sample[np.isfinite(sample)])) if np.isfinite(sample).any() else 0.0
     seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
     th, tw = min(state["tile"], height), min(state["tile"], width)

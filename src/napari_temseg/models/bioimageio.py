@@ -40,10 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_temseg.engine.normalize import Normalization
 from napari_temseg.models.bundled import WEIGHTS_DIR, load_model, resolve_model
 from napari_temseg.models.checkpoint import _plain, save_checkpoint
 from napari_temseg.models.factory import build_model
+from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.trust import build_trusted, check_header
 
 #: the key under the rdf's ``config`` that marks a package written here

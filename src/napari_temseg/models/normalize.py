@@ -72,7 +72,7 @@ class Normalization:
         """
         if self.method == "none":
             return 0.0, 1.0
-        sample = _subsample(frame, self.max_samples, block_rows, after_block)
+        sample = subsample(frame, self.max_samples, block_rows, after_block)
         sample = sample[np.isfinite(sample)]
         if sample.size == 0:
             return 0.0, 1.0
@@ -99,7 +99,7 @@ class Normalization:
         return y * scale + offset
 
 
-def _subsample(
+def subsample(
     frame: Any,
     max_samples: int,
     block_rows: int | None = None,
