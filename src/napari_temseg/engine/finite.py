@@ -78,3 +78,26 @@ def check_frame(found: Screen | None, where: str, whole: bool, output_float32: b
             DataWarning,
             stacklevel=3,
         )
+
+
+def training_frame(
+    img: np.ndarray, lab: np.ndarray, where: str, error: type[Exception] = ValueError
+) -> tuple[np.ndarray, np.ndarray]:
+    """A painted frame as float32 with its non-finite pixels filled and unlabelled.
+
+    A frame with no finite pixel, or a constant one, holds nothing to learn from: it is
+    refused (``error``, naming ``where``), rather than trained on and saved as a model
+    that cannot work. -> (img, lab)
+    """
+    finite = np.isfinite(img)
+    if not finite.all():
+        if not finite.any():
+            raise error(f"{where} has no finite pixel value (all NaN or infinite); check the file")
+        img = np.where(finite, img, np.median(img[finite]))
+        lab = np.where(finite, lab, 0).astype(np.uint8)  # strokes on them teach nothing
+    if img.min() == img.max():
+        raise error(
+            f"{where} is constant (every pixel {float(img.flat[0]):g}): there is nothing "
+            "in it to tell the classes apart; check that the right image was given"
+        )
+    return img.astype(np.float32), lab

@@ -26,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg.engine.checks import frame_stats
+from napari_temseg.engine.finite import training_frame
 from napari_temseg.models.normalize import Normalization
 
 #: frames within this factor of the common pixel size are used as they are: the network,
@@ -121,29 +122,6 @@ def _frames(image: Any, labels: Any) -> list[tuple[tuple[int, ...], Any, np.ndar
         if lab.any():
             found.append((idx, image[idx] if idx else image, lab))
     return found
-
-
-def _finite(img: np.ndarray, lab: np.ndarray, origin: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """The frame as float32 with its non-finite pixels filled and unlabelled -> (img, lab).
-
-    A frame with no finite pixel, or a constant one, holds nothing to learn from: it is
-    refused, rather than trained on and saved as a model that cannot work.
-    """
-    where = f"image {origin[0] + 1}" + (f", frame {origin[1:]}" if len(origin) > 1 else "")
-    finite = np.isfinite(img)
-    if not finite.all():
-        if not finite.any():
-            raise StrokeError(
-                f"{where} has no finite pixel value (all NaN or infinite); check the file"
-            )
-        img = np.where(finite, img, np.median(img[finite]))
-        lab = np.where(finite, lab, 0).astype(np.uint8)  # strokes on them teach nothing
-    if img.min() == img.max():
-        raise StrokeError(
-            f"{where} is constant (every pixel {float(img.flat[0]):g}): there is nothing "
-            "in it to tell the classes apart; check that the right image was given"
-        )
-    return img.astype(np.float32), lab
 
 
 def _split_val(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -258,7 +236,8 @@ class StrokeSource:
                 f"the strokes use label {int(lab.max())} but only {self.n_classes} classes are "
                 f"named (labels 1..{self.n_classes}); add a class name or erase those strokes"
             )
-        img, lab = _finite(np.asarray(frame), lab.astype(np.uint8), origin)
+        where = f"image {origin[0] + 1}" + (f", frame {origin[1:]}" if len(origin) > 1 else "")
+        img, lab = training_frame(np.asarray(frame), lab.astype(np.uint8), where, StrokeError)
         raw = frame_stats(img)  # before normalising: what other frames are compared with
         img = self.normalization.apply(img, self.normalization.stats(img)).astype(np.float32)
         img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
