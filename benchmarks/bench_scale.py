@@ -79,9 +79,9 @@ def child(code: str, args: list[str], threads: int) -> tuple[float, float, float
 
 def make_segmenter(work: Path) -> Path:
     from napari_temseg.engine.finetune import FinetuneConfig
-    from napari_temseg.engine.segment import finetune_files
     from napari_temseg.engine.strokes import scribbles_from_mask
     from napari_temseg.io import write_image, write_labels
+    from napari_temseg.pipeline.training import finetune_files
     from napari_temseg.synth import simulate
 
     s = simulate("stem", 512, pixel_size_nm=0.1, dose=100, seed=0)

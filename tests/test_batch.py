@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_temseg.batch import expand_inputs, output_is_complete, run_batch
 from napari_temseg.cli import main
 from napari_temseg.io import write_image
+from napari_temseg.pipeline.batch import expand_inputs, output_is_complete, run_batch
 
 
 def _images(folder, n=2, size=64):
@@ -133,7 +133,7 @@ def test_stacks_stream_to_disk_frame_by_frame(tmp_path, monkeypatch):
     assert labels.shape == stack.shape and set(np.unique(np.asarray(labels.data))) <= {1, 2}
 
     # a frame that fails mid-stack: the input fails, nothing half-written is left
-    from napari_temseg.engine import segment as segment_mod
+    from napari_temseg.pipeline import predict_files as segment_mod  # where files call it
 
     calls = []
     real = segment_mod.segment
@@ -155,15 +155,15 @@ def test_a_file_without_an_image_fails_alike_in_every_command(tmp_path, capsys):
     import numpy as np
 
     from napari_temseg import cli
-    from napari_temseg.engine.segment import _first_image
     from napari_temseg.engine.strokes import SegmentError
     from napari_temseg.io import NotAnImageError, read_images
+    from napari_temseg.pipeline.predict_files import first_image
 
     np.save(tmp_path / "eels.npy", np.arange(100.0))
     with pytest.raises(NotAnImageError, match=r"holds no image to process \(found: spectrum\)"):
         read_images(tmp_path / "eels.npy")
     with pytest.raises(SegmentError, match="holds no image to process"):
-        _first_image(tmp_path / "eels.npy")
+        first_image(tmp_path / "eels.npy")
     for argv in (
         ["denoise", str(tmp_path / "eels.npy"), "-o", str(tmp_path / "d"), "--device", "cpu"],
         ["measure", str(tmp_path / "eels.npy"), "-o", str(tmp_path / "t.csv")],
@@ -198,7 +198,7 @@ def test_inputs_sharing_a_stem_each_get_their_own_output(tmp_path, capsys):
 def test_output_stems_are_distinct_whatever_the_names():
     from pathlib import Path
 
-    from napari_temseg.batch import output_stems
+    from napari_temseg.pipeline.naming import output_stems
 
     files = [Path(p) for p in ("a/x.dm3", "a/x.dm4", "b/x.dm3", "a/X.tif", "a/y.tif", "x.dm3")]
     stems = output_stems(files)

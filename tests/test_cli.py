@@ -122,7 +122,7 @@ def test_demo_figure_titles_are_inside_the_figure():
     """The overview's titles were cut off at the top (tight_layout with hidden axes)."""
     from types import SimpleNamespace
 
-    from napari_temseg.demo import overview_figure
+    from napari_temseg.pipeline.demo import overview_figure
 
     rng = np.random.default_rng(0)
     img = rng.random((64, 64))

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from napari_temseg import cli
-from napari_temseg import cluster as cluster_mod
-from napari_temseg.engine.files import FileJob
 from napari_temseg.io import read, write_image
+from napari_temseg.pipeline import cluster as cluster_mod
+from napari_temseg.pipeline.files import FileJob
 from napari_temseg.synth import simulate
 
 distributed = pytest.importorskip("distributed")
@@ -75,7 +75,7 @@ def test_a_batch_on_two_workers_matches_the_batch_in_one_process(
 
 
 def test_file_jobs_spread_over_both_workers(inputs, local_cluster, tmp_path):
-    from napari_temseg.batch import run_batch
+    from napari_temseg.pipeline.batch import run_batch
 
     job = FileJob("denoise", "stem-denoise", str(tmp_path), device="cpu", tile=128, overlap=16)
     with distributed.Client(local_cluster) as client:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from napari_temseg.engine.files import FileJob
 
 from napari_temseg import defaults
 from napari_temseg.cli import build_parser
-from napari_temseg.engine.files import FileJob
 from napari_temseg.engine.finetune import FinetuneConfig
 from napari_temseg.engine.measure import MIN_SIZE_PX
 from napari_temseg.engine.pretrain import PretrainConfig
@@ -41,8 +41,7 @@ def test_the_engine_configs_start_from_the_table():
 def test_the_file_runners_behind_temseg_share_them():
     import inspect
 
-    from napari_temseg.engine.pretrain import pretrain_files
-    from napari_temseg.engine.segment import finetune_files
+    from napari_temseg.pipeline.training import finetune_files, pretrain_files
 
     assert inspect.signature(pretrain_files).parameters["steps"].default == PretrainConfig().steps
     assert inspect.signature(finetune_files).parameters["steps"].default == FinetuneConfig().steps

@@ -16,12 +16,7 @@ from napari_temseg.engine.finetune import (
     save_segmenter,
     stroke_loss,
 )
-from napari_temseg.engine.segment import (
-    finetune_files,
-    load_segmenter,
-    segment,
-    segment_files,
-)
+from napari_temseg.engine.segment import load_segmenter, segment
 from napari_temseg.engine.strokes import (
     SegmentError,
     StrokeError,
@@ -29,6 +24,8 @@ from napari_temseg.engine.strokes import (
     scribbles_from_mask,
 )
 from napari_temseg.models import UNet, save_checkpoint
+from napari_temseg.pipeline.predict_files import segment_files
+from napari_temseg.pipeline.training import finetune_files
 from napari_temseg.synth import simulate
 
 torch.set_num_threads(1)  # tiny networks: one thread is fastest on a shared 2-core box

@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from napari_temseg import cli
-from napari_temseg.batch import output_is_complete
 from napari_temseg.engine import Cancelled
 from napari_temseg.engine import large as large_mod
-from napari_temseg.engine.denoise import denoise
-from napari_temseg.engine.large import band_rows, denoise_bands, is_large, segment_bands
-from napari_temseg.engine.segment import segment
+from napari_temseg.engine.denoise import denoise, denoise_bands
+from napari_temseg.engine.large import band_rows, is_large
+from napari_temseg.engine.segment import segment, segment_bands
 from napari_temseg.io import TileStream, WriterError, read, write_image, write_labels
 from napari_temseg.models import build_model, load_model, save_checkpoint
+from napari_temseg.pipeline.batch import output_is_complete
 from napari_temseg.synth import simulate
 
 

@@ -12,11 +12,11 @@ import pytest
 
 from napari_temseg.cli import main
 from napari_temseg.engine.finetune import FinetuneConfig
-from napari_temseg.engine.segment import finetune_files
 from napari_temseg.engine.strokes import scribbles_from_mask
 from napari_temseg.io import write_image, write_labels
 from napari_temseg.io.outputs import OutputError, check_output_file, check_output_folder
 from napari_temseg.models import CheckpointSaveError, UNet, load_checkpoint, save_checkpoint
+from napari_temseg.pipeline.training import finetune_files
 from napari_temseg.synth import simulate
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

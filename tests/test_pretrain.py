@@ -12,10 +12,10 @@ from napari_temseg.engine.pretrain import (
     PretrainConfig,
     estimate_gain,
     own_image_sources,
-    pretrain_files,
     run_pretrain,
 )
 from napari_temseg.models import load_model
+from napari_temseg.pipeline.training import pretrain_files
 from napari_temseg.synth import DistortionConfig, simulate
 
 TINY = {"base": 4, "depth": 2, "val_size": 4, "val_every": 3, "batch_size": 2, "patch": 32}

@@ -29,11 +29,6 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def _out_path(outdir: Path, source: str | Path, suffix: str = ".tif") -> Path:
-    """``OUTDIR/<input stem>.tif``: the output naming rule of every batch subcommand."""
-    return outdir / (Path(source).stem + suffix)
-
-
 def _output_folder(path: str | Path) -> Path:
     """``path`` checked as the folder outputs go to, before any work (one line if not)."""
     from napari_temseg.io.outputs import OutputError, check_output_folder
@@ -150,9 +145,9 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
     In this process ``process`` runs each file (with progress bars); with ``--scheduler``
     the picklable ``job`` runs on the cluster's workers instead, one task per file.
     """
-    from napari_temseg.batch import run_batch
-    from napari_temseg.cluster import ClusterError, batch_client, threads_per_worker
     from napari_temseg.io import ReaderError
+    from napari_temseg.pipeline.batch import run_batch
+    from napari_temseg.pipeline.cluster import ClusterError, batch_client, threads_per_worker
 
     outdir = Path(job.outdir)
     try:
@@ -196,8 +191,8 @@ def _check_tiling(args: argparse.Namespace) -> None:
 def _file_job(args: argparse.Namespace, task: str) -> Any:
     """The per-file job of ``temseg denoise|segment``, its model loaded (and checked) here."""
     from napari_temseg.engine import DeviceError, describe_device
-    from napari_temseg.engine.files import FileJob
     from napari_temseg.models import CheckpointError
+    from napari_temseg.pipeline.files import FileJob
 
     _output_folder(args.output)  # before the model loads: a bad OUTDIR should cost nothing
     _check_tiling(args)
@@ -249,7 +244,7 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from napari_temseg.engine.pretrain import pretrain_files
+    from napari_temseg.pipeline.training import pretrain_files
 
     _output_file(args.output, args.force)
     try:
@@ -273,9 +268,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_temseg.engine.events import format_duration
     from napari_temseg.engine.finetune import FinetuneConfig
-    from napari_temseg.engine.segment import finetune_files
     from napari_temseg.io import ReaderError
     from napari_temseg.models import CheckpointError
+    from napari_temseg.pipeline.training import finetune_files
 
     out = Path(args.output)
     _output_file(
@@ -357,9 +352,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     if args.atoms:
         return _measure_atoms(args)
-    from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.measure import measure, write_csv
     from napari_temseg.io.calibration import Calibration
+    from napari_temseg.pipeline.batch import expand_inputs
 
     output = Path(args.output)
     if output.suffix.lower() != ".csv" and not output.is_dir():
@@ -406,10 +401,10 @@ def _measure_atoms(args: argparse.Namespace) -> int:
     find and measure every atom of every image, one CSV row per atom."""
     import pandas as pd
 
-    from napari_temseg.batch import expand_inputs
     from napari_temseg.engine.atoms import AtomError, atom_table, fit_atom_finder
     from napari_temseg.engine.measure import write_csv
     from napari_temseg.io.calibration import Calibration
+    from napari_temseg.pipeline.batch import expand_inputs
 
     output = Path(args.output)
     if output.suffix.lower() != ".csv" and not output.is_dir():
@@ -478,7 +473,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from napari_temseg.demo import run_demo
+    from napari_temseg.pipeline.demo import run_demo
 
     run_demo(_output_folder(args.output))
     return 0

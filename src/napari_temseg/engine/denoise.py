@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.tiling import predict_tiled
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
@@ -80,4 +82,19 @@ def denoise(
         out=out,
         stats=stats,
         within_input=True,  # no value outside the input's range; NaN where it had none
+    )
+
+
+def denoise_bands(
+    frame: Any,
+    model: tuple[nn.Module, dict],
+    device: str | torch.device = "cpu",
+    tile: int = 256,
+    overlap: int = 32,
+    **kw: Any,
+) -> Iterator[np.ndarray]:
+    """Denoised bands of a large 2D frame (float32, the frame's units); see
+    ``engine.large.iter_bands`` for ``band``, ``halo``, ``progress`` and ``cancel``."""
+    return predict_bands(
+        frame, model, denoise, tile=tile, overlap=overlap, engine_kw={"device": device}, **kw
     )

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from napari_temseg.engine.tiling import Cancelled, tiles_per_frame
@@ -127,16 +126,22 @@ def iter_bands(
             progress(base, total)
 
 
-def _bands(
+def predict_bands(
     frame: Any,
     model: tuple[nn.Module, dict],
     predict_frame: Callable[..., np.ndarray],
-    tile: int,
-    overlap: int,
-    engine_kw: dict[str, Any],
-    kw: dict[str, Any],
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    engine_kw: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> Iterator[np.ndarray]:
-    """``predict_frame(rows, model, ..., stats=whole frame's)`` band by band (iter_bands)."""
+    """``predict_frame(rows, model, ..., stats=whole frame's)`` band by band (iter_bands).
+
+    ``predict_frame`` is the engine's frame call (``denoise``, ``segment``) with its own
+    ``engine_kw`` (device, pixel size); taking it as an argument keeps this module below
+    them, so neither imports the other in a circle.
+    """
     norm = Normalization.from_dict(model[1].get("normalization"))
     stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
     cancel = kw.get("cancel")
@@ -150,40 +155,10 @@ def _bands(
             progress=report,
             cancel=cancel,
             stats=stats,
-            **engine_kw,
+            **(engine_kw or {}),
         )
 
     return iter_bands(frame, predict, tile=tile, overlap=overlap, **kw)
-
-
-def denoise_bands(
-    frame: Any,
-    model: tuple[nn.Module, dict],
-    device: str | torch.device = "cpu",
-    tile: int = 256,
-    overlap: int = 32,
-    **kw: Any,
-) -> Iterator[np.ndarray]:
-    """Denoised bands of a large 2D frame (float32, the frame's units); see :func:`iter_bands`."""
-    from napari_temseg.engine.denoise import denoise
-
-    return _bands(frame, model, denoise, tile, overlap, {"device": device}, kw)
-
-
-def segment_bands(
-    frame: Any,
-    model: tuple[nn.Module, dict],
-    device: str | torch.device = "cpu",
-    tile: int = 256,
-    overlap: int = 32,
-    pixel_size_nm: float | None = None,
-    **kw: Any,
-) -> Iterator[np.ndarray]:
-    """Class ids (uint8) of a large 2D frame, band by band; see :func:`iter_bands`."""
-    from napari_temseg.engine.segment import segment
-
-    engine_kw = {"device": device, "pixel_size_nm": pixel_size_nm}
-    return _bands(frame, model, segment, tile, overlap, engine_kw, kw)
 
 
 __all__ = [
@@ -191,8 +166,7 @@ __all__ = [
     "HALO",
     "LARGE_FRAME_PX",
     "band_rows",
-    "denoise_bands",
     "is_large",
     "iter_bands",
-    "segment_bands",
+    "predict_bands",
 ]

@@ -496,98 +496,6 @@ def run_pretrain(
     return drain(iter_pretrain(images, config, names, cancel), progress)
 
 
-def read_images(paths: Sequence[str | Path]) -> tuple[list[Any], list[str]]:
-    """Image datasets of files (or of every supported file in a folder), with their names.
-
-    Unreadable files raise ``ValueError`` naming the file (the reader's own message).
-    """
-    from napari_temseg.io import NotAnImageError, ReaderError
-    from napari_temseg.io import read_images as read_file_images
-    from napari_temseg.io.readers import SUFFIXES
-
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():  # a .ser is read with its .emi beside it: do not list the .emi again
-            keep = tuple(s for s in SUFFIXES if s != ".emi")
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in keep)
-            if not found:
-                raise ValueError(f"the folder {p} holds no image files ({', '.join(SUFFIXES)})")
-            files.extend(found)
-        else:
-            files.append(p)
-    arrays, names = [], []
-    for f in files:
-        try:
-            images = read_file_images(f)  # image/stack datasets, colour made grey
-        except NotAnImageError as exc:
-            raise ValueError(f"{f.name}: {exc}") from exc
-        except ReaderError as exc:
-            raise ValueError(str(exc)) from exc
-        for i, im in enumerate(images):
-            arrays.append(np.asarray(im.data))
-            names.append(f.name if len(images) == 1 else f"{f.name}[{i}]")
-    return arrays, names
-
-
-def pretrain_files(
-    paths: Sequence[str | Path],
-    output: str | Path,
-    method: str = "poisson",
-    steps: int = defaults.PRETRAIN_STEPS,
-    init: str | None = AUTO,
-    device: str = "auto",
-    seed: int = 0,
-    progress: bool = True,
-    overwrite: bool = False,
-    **options: Any,
-) -> Path:
-    """``temseg pretrain IMAGE... -o MODEL``: read files, pretrain, write the checkpoint.
-
-    ``options`` are further :class:`PretrainConfig` fields (patch, batch_size, kind,
-    dose_fraction, full_distortions, sim_fraction, ...). A tqdm bar goes to stderr. An
-    existing ``output`` is refused unless ``overwrite`` (FileExistsError), and so is one
-    that cannot be written (``io.outputs.OutputError``), before anything is read.
-    Raises ``ValueError`` with a clear message for unusable input.
-    """
-    import sys
-
-    from tqdm import tqdm
-
-    from napari_temseg.io.outputs import check_output_file
-
-    check_output_file(output, overwrite)
-    arrays, names = read_images(paths)
-    cfg = PretrainConfig(
-        method=method,
-        steps=steps,
-        init=init,
-        device=device,
-        seed=seed,
-        output=str(output),
-        preview_every_s=0,
-        **options,
-    )
-    bar = tqdm(
-        total=steps, desc=f"pretrain ({method})", unit="step", file=sys.stderr, disable=not progress
-    )
-
-    def report(ev: TrainEvent) -> None:
-        if ev.kind == "step":
-            bar.n = ev.run_step
-            bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
-            bar.refresh()
-        elif ev.kind == "val":
-            bar.set_postfix(loss=f"{ev.loss:.4f}", val_psnr=f"{ev.val_psnr:.2f}")
-
-    try:
-        result = run_pretrain(arrays, cfg, names, progress=report)
-    finally:
-        bar.close()
-    if result.path is None:
-        raise ValueError(result.message)
-    return result.path
-
-
 __all__ = [
     "DoseEstimate",
     "PretrainConfig",
@@ -595,7 +503,5 @@ __all__ = [
     "estimate_gain",
     "iter_pretrain",
     "own_image_sources",
-    "pretrain_files",
-    "read_images",
     "run_pretrain",
 ]

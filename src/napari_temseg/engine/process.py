@@ -197,7 +197,8 @@ def pretrain_job(
     cancel: threading.Event,
 ) -> Generator[Any, None, Any]:
     """The pretraining job: read ``paths`` (in the child) or take ``images``, then train."""
-    from napari_temseg.engine.pretrain import iter_pretrain, read_images
+    from napari_temseg.engine.pretrain import iter_pretrain
+    from napari_temseg.pipeline.training import read_images
 
     if paths:
         images, names = read_images(paths)

@@ -15,13 +15,13 @@ import glob
 import json
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from napari_temseg.io.readers import SUFFIXES
+from napari_temseg.pipeline.naming import output_stems
 
 #: in a folder, these are not inputs of their own: an .emi's image is its .ser, which is
 #: listed anyway, and .png files are the plugin's own masks
@@ -85,7 +85,7 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[FileRes
                 and f.suffix.lower() not in FOLDER_SKIP
             )
             if not found:
-                misses.append(FileResult(str(item), "failed", error="folder holds no image file"))
+                misses.append(FileResult(str(item), "failed", error="folder holds no image files"))
             files += found
         elif p.exists():
             files.append(p)
@@ -103,26 +103,6 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[FileRes
             seen.add(key)
             unique.append(f)
     return unique, misses
-
-
-def output_stems(files: Sequence[Path]) -> list[str]:
-    """One output stem per input, all different (case-insensitively: Windows and macOS).
-
-    ``<input stem>`` as the naming rule says; but where inputs share a stem (``x.dm3`` and
-    ``x.dm4``) each keeps its full name (``x.dm3``), then its folder's too, so that no
-    input's output is skipped as "complete" or replaced because of another's.
-    """
-    shared = Counter(f.stem.lower() for f in files)
-    taken: set[str] = set()
-    stems = []
-    for f in files:
-        options = [f.stem] if shared[f.stem.lower()] == 1 else []
-        options += [f.name, f"{f.parent.name}-{f.name}"]
-        options += [f"{f.parent.name}-{f.name}-{n}" for n in range(2, len(files) + 2)]
-        stem = next(o for o in options if o.lower() not in taken)
-        taken.add(stem.lower())
-        stems.append(stem)
-    return stems
 
 
 def output_is_complete(path: Path) -> bool:
@@ -189,7 +169,7 @@ def run_batch(
 ) -> BatchReport:
     """Run ``process(input, stem) -> outputs`` over the expanded ``inputs``.
 
-    ``stem`` is the input's own output stem (:func:`output_stems`: two inputs never share
+    ``stem`` is the input's own output stem (``naming.output_stems``: two inputs never share
     one). ``outputs(input, stem)`` names every output an input makes, the main one first;
     with ``resume`` an input all of whose outputs are complete is skipped (a file of
     several datasets killed after its first output is redone). An exception in

@@ -3,7 +3,7 @@
 ``temseg denoise|segment --scheduler ADDRESS`` sends one task per file to the workers of a
 running dask.distributed scheduler (``tcp://host:8786``; one worker per GPU, see
 ``docs/batch.md``); ``--scheduler local`` starts a :class:`distributed.LocalCluster` on
-this machine for the run. Every worker runs the same :class:`~napari_temseg.engine.files.FileJob`
+this machine for the run. Every worker runs the same :class:`~napari_temseg.pipeline.files.FileJob`
 the local batch runs, loading the model once, so results are the same wherever they are
 computed. No Qt; distributed is an optional dependency (``napari-temseg[cluster]``).
 """

@@ -4,7 +4,7 @@ A :class:`FileJob` says what to do with every file of a batch (which task, model
 tile); calling it on a path reads the file, runs the engine and writes the output under
 ``outdir``. It is a plain picklable value and loads its model at most once per process,
 so the very same job runs in the ``temseg`` process or on the workers of a
-dask.distributed cluster (``napari_temseg.cluster``), each worker with its own copy of
+dask.distributed cluster (``napari_temseg.pipeline.cluster``), each worker with its own copy of
 the model on its own device.
 """
 
@@ -17,13 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from napari_temseg import defaults
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.segment import check_segmenter
 from napari_temseg.io.model import DataWarning
+from napari_temseg.models.resolve import cached_model
+from napari_temseg.pipeline.cluster import worker_device
+from napari_temseg.pipeline.naming import output_path
+from napari_temseg.pipeline.predict_files import denoise_file, segment_file
 
 TASKS = ("denoise", "segment")
 _LOCK = threading.Lock()
@@ -59,10 +63,6 @@ class FileJob:
 
         return str(self.model or DEFAULT_DENOISER)
 
-    def output_for(self, path: str | Path, stem: str | None = None) -> Path:
-        """The main output of ``path``: ``OUTDIR/<stem>.tif`` (stem: the input's own)."""
-        return Path(self.outdir) / ((stem or Path(path).stem) + ".tif")
-
     def outputs_for(self, path: str | Path, stem: str | None = None) -> list[Path]:
         """Every output of ``path``, the main one first: how resume knows a file is done.
 
@@ -70,7 +70,8 @@ class FileJob:
         datasets are counted (headers only; a file that cannot be read has just the main
         output, and fails when it is processed).
         """
-        main = self.output_for(path, stem)
+        stem = stem or Path(path).stem
+        main = output_path(self.outdir, stem)
         if self.task == "segment":
             return [main]
         from napari_temseg.io import ReaderError, read_images
@@ -81,25 +82,20 @@ class FileJob:
                 n = len(read_images(path))
         except (ReaderError, OSError, ValueError):
             return [main]
-        return [main] + [main.with_name(f"{main.stem}_{i}.tif") for i in range(1, n)]
+        return [output_path(self.outdir, stem, i) for i in range(max(n, 1))]
 
     def resolved_device(self) -> torch.device:
         """Where this process runs the job (a cluster worker picks its own GPU)."""
-        from napari_temseg.cluster import worker_device
 
         return select_device(worker_device(self.device))
 
     def load(self) -> tuple[nn.Module, dict]:
         """The job's model on this process's device, loaded once per process
         (``models.resolve.cached_model``); a segment job refuses a denoiser."""
-        from napari_temseg.models.resolve import cached_model
-
         dev = self.resolved_device()
         with _LOCK:
             model = cached_model(self.model_name, dev)
         if self.task == "segment":
-            from napari_temseg.engine.segment import check_segmenter
-
             check_segmenter(model[1], self.model_name)
         return model
 
@@ -144,8 +140,6 @@ class FileJob:
         model = self.load()
         dev = self.resolved_device()
         if self.task == "segment":
-            from napari_temseg.engine.segment import segment_file
-
             out = segment_file(
                 path,
                 model,
@@ -174,63 +168,4 @@ class FileJob:
         )
 
 
-def denoise_file(
-    path: str | Path,
-    model: tuple[nn.Module, dict],
-    outdir: str | Path,
-    device: str | torch.device = "auto",
-    tile: int = 256,
-    overlap: int = 32,
-    *,
-    name: str = "in memory",
-    frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
-    large_frame_px: int | None = None,
-    stem: str | None = None,
-) -> list[Path]:
-    """Every image of one file -> ``OUTDIR/<stem>.tif`` (``<stem>_1.tif``, ... for more).
-
-    ``stem`` defaults to the input's (a batch gives inputs that share one their own).
-
-    Float32 in the input's units, with the input's axes and calibration exactly (an
-    uncalibrated input stays uncalibrated), the file's metadata and the model's name. A
-    stack streams to disk frame by frame and a frame above ``large_frame_px``
-    band by band, so neither has to fit in memory.
-    """
-    from napari_temseg.engine.denoise import denoise
-    from napari_temseg.engine.large import denoise_bands, is_large, release_pages
-    from napari_temseg.io import FrameStream, TileStream, read_images, write_image
-
-    path = Path(path)
-    images = read_images(path)
-    dev = select_device(device)
-
-    def run(frame: Any, label: str, source: Any = None) -> np.ndarray:
-        report = frame_progress(label) if frame_progress else None
-        out = denoise(frame, model, device=dev, tile=tile, overlap=overlap, progress=report)
-        release_pages(source)  # a memory-mapped stack: drop the frame's pages
-        return out
-
-    written = []
-    for i, img in enumerate(images):
-        data = img.data
-        if is_large(data.shape, large_frame_px):
-            report = frame_progress(path.name) if frame_progress else None
-            bands = denoise_bands(data, model, dev, tile, overlap, progress=report)
-            out: Any = TileStream(data.shape, np.float32, bands)
-        elif data.ndim == 2:
-            out = run(data, path.name)
-        else:
-            lead = data.shape[:-2]
-            n = int(np.prod(lead))
-            frames = (
-                run(data[idx], f"{path.name} [{k + 1}/{n}]", data)
-                for k, idx in enumerate(np.ndindex(*lead))
-            )
-            out = FrameStream(data.shape, np.float32, frames)
-        target = Path(outdir) / ((stem or path.stem) + (f"_{i}.tif" if i else ".tif"))
-        meta = {**img.metadata, "denoised_with": name}
-        written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
-    return written
-
-
-__all__ = ["FileJob", "denoise_file"]
+__all__ = ["FileJob"]

@@ -1,0 +1,185 @@
+"""The training commands on files: ``temseg finetune`` and ``temseg pretrain``.
+
+They read images and stroke masks, run the engine's training (``engine.finetune``,
+``engine.pretrain``), show a terminal bar and write the checkpoint; the engine itself
+never sees a file name or a bar.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_temseg import defaults
+from napari_temseg.engine.events import TrainEvent, drain
+from napari_temseg.engine.finetune import (
+    DEFAULT_CLASSES,
+    FinetuneConfig,
+    Finetuner,
+    FinetuneResult,
+    save_segmenter,
+)
+from napari_temseg.engine.pretrain import PretrainConfig, run_pretrain
+from napari_temseg.engine.strokes import SegmentError, label_values
+from napari_temseg.io.outputs import check_output_file
+from napari_temseg.models.resolve import AUTO
+from napari_temseg.pipeline.batch import expand_inputs
+from napari_temseg.pipeline.predict_files import first_image
+
+
+def read_images(paths: Sequence[str | Path]) -> tuple[list[Any], list[str]]:
+    """Image datasets of files, folders or glob patterns (``batch.expand_inputs``, the one
+    input rule), with their names. A miss or an unreadable file raises ``ValueError``
+    naming it (the reader's own message)."""
+    from napari_temseg.io import NotAnImageError, ReaderError
+    from napari_temseg.io import read_images as read_file_images
+
+    files, misses = expand_inputs(paths)
+    if misses:
+        raise ValueError("; ".join(f"{m.input}: {m.error}" for m in misses))
+    arrays, names = [], []
+    for f in files:
+        try:
+            images = read_file_images(f)  # image/stack datasets, colour made grey
+        except NotAnImageError as exc:
+            raise ValueError(f"{f.name}: {exc}") from exc
+        except ReaderError as exc:
+            raise ValueError(str(exc)) from exc
+        for i, im in enumerate(images):
+            arrays.append(np.asarray(im.data))
+            names.append(f.name if len(images) == 1 else f"{f.name}[{i}]")
+    return arrays, names
+
+
+def finetune_files(
+    images: Sequence[str | Path],
+    labels: Sequence[str | Path],
+    output: str | Path,
+    init: str | Path | None = "auto",
+    steps: int = defaults.FINETUNE_STEPS,
+    class_names: Sequence[str] | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    config: FinetuneConfig | None = None,
+    progress: Callable[[TrainEvent], Any] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[Path, FinetuneResult]:
+    """``temseg finetune``: images and their stroke masks (same shapes) -> a segmenter file.
+
+    Class names come from ``class_names``, else from the first label file's sidecar,
+    else "support, particle" (as many as the highest label needs).
+    """
+    from napari_temseg.io import read
+
+    if len(images) != len(labels):
+        raise SegmentError(f"got {len(images)} image file(s) but {len(labels)} label file(s)")
+    out = Path(output)
+    if out.suffix == "" and not out.is_dir():
+        out = out.with_suffix(".safetensors")
+    check_output_file(out, overwrite)  # before training, which must not be lost to it
+    imgs, labs, sizes = [], [], []
+    names = list(class_names or [])
+    for ip, lp in zip(images, labels, strict=True):
+        im = first_image(ip)
+        lab = read(lp)[0]
+        imgs.append(np.asarray(im.data))
+        labs.append(np.asarray(lab.data))
+        sizes.append(im.pixel_size_nm)
+        if not names:
+            names = _names_from(lab.metadata)
+    kmax = max(
+        int(label_values(lab, f"the labels in {Path(lp).name}").max(initial=0))
+        for lab, lp in zip(labs, labels, strict=True)
+    )
+    if not names:
+        names = list(DEFAULT_CLASSES) + [f"class {i}" for i in range(3, kmax + 1)]
+    cfg = replace(config or FinetuneConfig(), steps=int(steps), device=device)
+    tuner = Finetuner(imgs, labs, names, init=init, config=cfg, pixel_sizes=sizes)
+    result = drain(tuner.run(cancel=cancel), progress)
+    save_segmenter(out, result.model, result.meta, overwrite=overwrite, rescue=True)
+    return out, result
+
+
+def _names_from(meta: dict) -> list[str]:
+    """Class names stored by ``io.write_labels`` (sidecar "classes") or napari metadata."""
+    if meta.get("class_names"):
+        return [str(n) for n in meta["class_names"]]
+    if isinstance(meta.get("sidecar"), dict):
+        return _names_from(meta["sidecar"])
+    classes = meta.get("classes")
+    if isinstance(classes, dict):
+        items = sorted((int(k), v) for k, v in classes.items() if int(k) > 0)
+        return [str(v.get("name", v)) if isinstance(v, dict) else str(v) for _, v in items]
+    if isinstance(classes, list):
+        named = sorted(
+            (int(c.get("value", i + 1)), str(c.get("name", f"class {i + 1}")))
+            for i, c in enumerate(classes)
+            if isinstance(c, dict)
+        )
+        return [n for v, n in named if v > 0]
+    return []
+
+
+def pretrain_files(
+    paths: Sequence[str | Path],
+    output: str | Path,
+    method: str = "poisson",
+    steps: int = defaults.PRETRAIN_STEPS,
+    init: str | None = AUTO,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+    **options: Any,
+) -> Path:
+    """``temseg pretrain IMAGE... -o MODEL``: read files, pretrain, write the checkpoint.
+
+    ``options`` are further :class:`PretrainConfig` fields (patch, batch_size, kind,
+    dose_fraction, full_distortions, sim_fraction, ...). A tqdm bar goes to stderr. An
+    existing ``output`` is refused unless ``overwrite`` (FileExistsError), and so is one
+    that cannot be written (``io.outputs.OutputError``), before anything is read.
+    Raises ``ValueError`` with a clear message for unusable input.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    check_output_file(output, overwrite)
+    arrays, names = read_images(paths)
+    cfg = PretrainConfig(
+        method=method,
+        steps=steps,
+        init=init,
+        device=device,
+        seed=seed,
+        output=str(output),
+        preview_every_s=0,
+        **options,
+    )
+    bar = tqdm(
+        total=steps, desc=f"pretrain ({method})", unit="step", file=sys.stderr, disable=not progress
+    )
+
+    def report(ev: TrainEvent) -> None:
+        if ev.kind == "step":
+            bar.n = ev.run_step
+            bar.set_postfix(loss=f"{ev.loss:.4f}", refresh=False)
+            bar.refresh()
+        elif ev.kind == "val":
+            bar.set_postfix(loss=f"{ev.loss:.4f}", val_psnr=f"{ev.val_psnr:.2f}")
+
+    try:
+        result = run_pretrain(arrays, cfg, names, progress=report)
+    finally:
+        bar.close()
+    if result.path is None:
+        raise ValueError(result.message)
+    return result.path
+
+
+__all__ = ["finetune_files", "pretrain_files", "read_images"]
