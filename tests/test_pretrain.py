@@ -170,7 +170,8 @@ def test_cli_function_writes_loads_and_resumes(tmp_path):
 def test_child_process_streams_events_and_stops_gracefully(tmp_path):
     import time
 
-    from napari_temseg.engine.process import TrainingProcess, events_of
+    from napari_temseg.engine.process import events_of
+    from napari_temseg.pipeline.training import TrainingProcess
 
     cfg = PretrainConfig(
         steps=100_000,
@@ -195,7 +196,7 @@ def test_child_process_streams_events_and_stops_gracefully(tmp_path):
 
 
 def test_child_process_reports_bad_input():
-    from napari_temseg.engine.process import TrainingProcess
+    from napari_temseg.pipeline.training import TrainingProcess
 
     proc = TrainingProcess(
         PretrainConfig(patch=64, init="scratch", device="cpu"),

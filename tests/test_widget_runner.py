@@ -16,7 +16,7 @@ from qtpy.QtWidgets import QWidget
 
 from napari_temseg.engine import Cancelled
 from napari_temseg.engine.pretrain import PretrainConfig
-from napari_temseg.engine.process import pretrain_job
+from napari_temseg.pipeline.training import pretrain_job
 from napari_temseg.widgets import _tasks
 from napari_temseg.widgets._parts import CHECKPOINT_CHOICE
 from napari_temseg.widgets._tasks import Runner

@@ -30,7 +30,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator
 from typing import Any
 
 from napari_temseg.engine.events import drain
@@ -186,49 +186,6 @@ class JobProcess:
         if self._proc.is_alive():
             self.terminate()
         self.poll()
-
-
-def pretrain_job(
-    images: Sequence[Any] | None,
-    paths: Sequence[str],
-    names: Sequence[str],
-    config: Any,
-    *,
-    cancel: threading.Event,
-) -> Generator[Any, None, Any]:
-    """The pretraining job: read ``paths`` (in the child) or take ``images``, then train."""
-    from napari_temseg.engine.pretrain import iter_pretrain
-    from napari_temseg.pipeline.training import read_images
-
-    if paths:
-        images, names = read_images(paths)
-    return iter_pretrain(images, config, names, cancel)
-
-
-class TrainingProcess(JobProcess):
-    """One pretraining job (:func:`pretrain_job`) in a child process."""
-
-    def __init__(
-        self,
-        config: Any,
-        images: Sequence[Any] | None = None,
-        names: Sequence[str] = (),
-        paths: Sequence[str] | None = None,
-        threads: int = 2,
-        nice: int = 10,
-    ) -> None:
-        if images is None and not paths:
-            raise ValueError("give images or paths to pretrain on")
-        super().__init__(
-            pretrain_job,
-            images,
-            list(paths or ()),
-            list(names),
-            config,
-            threads=threads,
-            nice=nice,
-            name="temseg-pretrain",
-        )
 
 
 def events_of(msgs: list[tuple[str, Any]]) -> list[Any]:

@@ -8,7 +8,7 @@ never sees a file name or a bar.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,12 @@ from napari_temseg.engine.finetune import (
     FinetuneResult,
     save_segmenter,
 )
-from napari_temseg.engine.pretrain import PretrainConfig, run_pretrain
+from napari_temseg.engine.pretrain import (
+    PretrainConfig,
+    iter_pretrain,
+    run_pretrain,
+)
+from napari_temseg.engine.process import JobProcess
 from napari_temseg.engine.strokes import SegmentError, label_values
 from napari_temseg.io.outputs import check_output_file
 from napari_temseg.models.resolve import AUTO
@@ -182,4 +187,50 @@ def pretrain_files(
     return result.path
 
 
-__all__ = ["finetune_files", "pretrain_files", "read_images"]
+def pretrain_job(
+    images: Sequence[Any] | None,
+    paths: Sequence[str],
+    names: Sequence[str],
+    config: Any,
+    *,
+    cancel: threading.Event,
+) -> Generator[Any, None, Any]:
+    """The pretraining job: read ``paths`` (in the child) or take ``images``, then train."""
+    if paths:
+        images, names = read_images(paths)
+    return iter_pretrain(images, config, names, cancel)
+
+
+class TrainingProcess(JobProcess):
+    """One pretraining job (:func:`pretrain_job`) in a child process."""
+
+    def __init__(
+        self,
+        config: Any,
+        images: Sequence[Any] | None = None,
+        names: Sequence[str] = (),
+        paths: Sequence[str] | None = None,
+        threads: int = 2,
+        nice: int = 10,
+    ) -> None:
+        if images is None and not paths:
+            raise ValueError("give images or paths to pretrain on")
+        super().__init__(
+            pretrain_job,
+            images,
+            list(paths or ()),
+            list(names),
+            config,
+            threads=threads,
+            nice=nice,
+            name="temseg-pretrain",
+        )
+
+
+__all__ = [
+    "TrainingProcess",
+    "finetune_files",
+    "pretrain_files",
+    "pretrain_job",
+    "read_images",
+]

@@ -2,7 +2,7 @@
 
 Thin by design: it collects the chosen layers (or a folder), hands them with a
 ``PretrainConfig`` to a child process (``widgets._tasks.Runner`` running
-``engine.process.pretrain_job``; the GUI thread never computes), drawing loss curves and a before/after preview layer.
+``pipeline.training.pretrain_job``; the GUI thread never computes), drawing loss curves and a before/after preview layer.
 The finished model is registered for the session (the Denoise widget lists it at once)
 and can be saved anywhere; an existing file is never overwritten.
 """
@@ -194,7 +194,7 @@ class PretrainWidget(Container):
     def start(self, init: str | None = None) -> None:
         """Start a run (``init`` overrides the start-model choice; Continue passes its model)."""
         from napari_temseg.engine.pretrain import PretrainConfig
-        from napari_temseg.engine.process import pretrain_job
+        from napari_temseg.pipeline.training import pretrain_job
 
         if self.running:
             show_info("Pretraining is already running; press Stop to end it.")
