@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from napari_temseg.engine.files import FileJob
 
 from napari_temseg import defaults
 from napari_temseg.cli import build_parser
 from napari_temseg.engine.finetune import FinetuneConfig
 from napari_temseg.engine.measure import MIN_SIZE_PX
 from napari_temseg.engine.pretrain import PretrainConfig
+from napari_temseg.pipeline.files import FileJob
 
 
 def test_the_engine_configs_start_from_the_table():
