@@ -71,6 +71,8 @@ def test_temseg_options_match_the_engine_configs():
         args = parse(command)
         assert (args.tile, args.overlap, args.device) == (defaults.TILE, defaults.OVERLAP, "auto")
     assert parse(["measure", "m.tif", "-o", "t.csv"]).min_size == MIN_SIZE_PX
+    assert parse(["measure", "i.tif", "--atoms", "s.tif", "-o", "t.csv"]).atom_class == 2
+    assert defaults.ATOM_CLASS == 2  # class 1 is support by the project's convention
 
 
 def test_the_defaults_table_does_not_load_torch():
@@ -93,3 +95,6 @@ def test_the_docks_show_the_same_defaults(open_dock, controls):
     assert shown == (ft.steps, ft.patch, ft.max_seconds)
     assert train["Learning rate"].value == pytest.approx(ft.lr)
     assert controls(open_dock(DenoiseWidget)[1])["Tile size"].value == defaults.TILE
+    from napari_temseg.widgets.measure import MeasureWidget
+
+    assert open_dock(MeasureWidget)[1].atoms.atom_class.value == defaults.ATOM_CLASS

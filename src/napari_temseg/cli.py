@@ -746,7 +746,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="find atoms instead: a labels file with a few atoms painted (--atom-class) and a "
         "few support strokes (any other label) on one frame; every atom of every image is a row",
     )
-    s.add_argument("--atom-class", type=int, default=2, metavar="N", help="label of the atoms (2)")
+    s.add_argument(
+        "--atom-class",
+        type=int,
+        default=defaults.ATOM_CLASS,
+        metavar="N",
+        help=f"label of the atoms ({defaults.ATOM_CLASS})",
+    )
     s.add_argument(
         "--painted",
         default=None,

@@ -31,5 +31,9 @@ FINETUNE_PATCH = 128
 FINETUNE_BATCH = 8
 FINETUNE_LR = 2e-3
 
+#: atoms (engine.atoms, the Measure dock's Atoms section, temseg measure --atoms): the label
+#: painted on atoms; class 1 is support by the project's convention
+ATOM_CLASS = 2
+
 #: measuring: smaller mask components are specks and pinholes, cleaned first (engine.measure)
 MIN_SIZE_PX = 40

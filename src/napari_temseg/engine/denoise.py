@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.tiling import predict_tiled
@@ -35,8 +36,8 @@ def denoise(
     image: Any,
     model_or_name: ModelSpec = None,
     device: str | torch.device = "auto",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     batch_size: int | None = None,
     progress: Callable[[int, int], Any] | None = None,
     cancel: threading.Event | None = None,
@@ -89,8 +90,8 @@ def denoise_bands(
     frame: Any,
     model: tuple[nn.Module, dict],
     device: str | torch.device = "cpu",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     **kw: Any,
 ) -> Iterator[np.ndarray]:
     """Denoised bands of a large 2D frame (float32, the frame's units); see

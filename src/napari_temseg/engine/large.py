@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.tiling import Cancelled, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 
@@ -89,8 +90,8 @@ def iter_bands(
     frame: Any,
     predict: Callable[[np.ndarray, Progress], np.ndarray],
     *,
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     band: int = BAND_ROWS,
     halo: int = HALO,
     progress: Progress | None = None,
@@ -131,8 +132,8 @@ def predict_bands(
     model: tuple[nn.Module, dict],
     predict_frame: Callable[..., np.ndarray],
     *,
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     engine_kw: dict[str, Any] | None = None,
     **kw: Any,
 ) -> Iterator[np.ndarray]:

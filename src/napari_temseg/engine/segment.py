@@ -20,6 +20,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.checks import (
     check_frame,
 )
@@ -65,8 +66,8 @@ def segment(
     image: Any,
     model: Segmenter,
     device: str | torch.device = "auto",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     progress: Callable[[int, int], Any] | None = None,
     cancel: threading.Event | None = None,
     probabilities: bool = False,
@@ -147,8 +148,8 @@ def segment_checked(
     image: Any,
     model: Segmenter,
     device: str | torch.device = "auto",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     progress: Callable[[int, int], Any] | None = None,
     cancel: threading.Event | None = None,
     pixel_size_nm: float | None = None,
@@ -205,8 +206,8 @@ def segment_bands(
     frame: Any,
     model: tuple[nn.Module, dict],
     device: str | torch.device = "cpu",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     pixel_size_nm: float | None = None,
     **kw: Any,
 ) -> Iterator[np.ndarray]:

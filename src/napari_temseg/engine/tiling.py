@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.finite import check_frame, screen
 from napari_temseg.models.normalize import Normalization, subsample
@@ -108,8 +109,8 @@ def _check_args(shape: tuple[int, ...], tile: int, overlap: int, out_channels: i
 def predict_tiled(
     image: Any,
     fn: Callable[[torch.Tensor], torch.Tensor],
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     out_channels: int = 1,
     *,
     device: str | torch.device = "cpu",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.checks import (
     REMEDY,
     check_frame,
@@ -48,8 +49,8 @@ def denoise_file(
     model: tuple[nn.Module, dict],
     outdir: str | Path,
     device: str | torch.device = "auto",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     *,
     name: str = "in memory",
     frame_progress: Callable[[str], Progress] | None = None,
@@ -150,8 +151,8 @@ def segment_file(
     seg: tuple[nn.Module, dict],
     outdir: str | Path,
     device: str | torch.device = "auto",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     progress: Progress | None = None,
     source: str = "in memory",
     large_frame_px: int | None = None,
@@ -190,8 +191,8 @@ def segment_files(
     model: Segmenter,
     outdir: str | Path,
     device: str = "auto",
-    tile: int = 256,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     progress: Progress | None = None,
 ) -> list[Path]:
     """``temseg segment``: each input's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K).

@@ -15,6 +15,7 @@ import numpy as np
 from magicgui.widgets import Container, FileEdit, Label, PushButton, SpinBox, create_widget
 from napari.layers import Image, Labels, Points
 
+from napari_temseg.defaults import ATOM_CLASS
 from napari_temseg.engine.atoms import AtomResult, find_atoms
 from napari_temseg.engine.measure import write_csv
 from napari_temseg.io.calibration import Calibration
@@ -48,7 +49,7 @@ class AtomsPanel(Container):
             "a Labels layer of the image's shape: a dot or small disc on a few atoms (the "
             "atom class) and a few strokes on the support between atoms (any other class)"
         )
-        self.atom_class = SpinBox(label="Atom class", value=2, min=1, max=255)
+        self.atom_class = SpinBox(label="Atom class", value=ATOM_CLASS, min=1, max=255)
         self.find = PushButton(text="Find atoms")
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)
