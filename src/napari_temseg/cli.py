@@ -356,10 +356,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from napari_temseg.io.calibration import Calibration
     from napari_temseg.pipeline.batch import expand_inputs
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".csv" and not output.is_dir():
-        output = output.with_name(output.name + ".csv")  # what write_csv writes
-    output = _output_file(output, overwrite=True, example="particles.csv")
+    output = _csv_output(args.output, "particles.csv")
     masks, misses = expand_inputs(args.masks)
     images, image_misses = expand_inputs(args.image or [])
     misses += image_misses
@@ -396,6 +393,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _csv_output(path: str, example: str) -> Path:
+    """The table file ``temseg measure`` writes (``.csv`` added, as write_csv does), checked
+    before any work."""
+    output = Path(path)
+    if output.suffix.lower() != ".csv" and not output.is_dir():
+        output = output.with_name(output.name + ".csv")
+    return _output_file(output, overwrite=True, example=example)
+
+
 def _measure_atoms(args: argparse.Namespace) -> int:
     """``temseg measure IMAGES --atoms STROKES``: fit the atom finder on the painted image,
     find and measure every atom of every image, one CSV row per atom."""
@@ -406,10 +412,7 @@ def _measure_atoms(args: argparse.Namespace) -> int:
     from napari_temseg.io.calibration import Calibration
     from napari_temseg.pipeline.batch import expand_inputs
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".csv" and not output.is_dir():
-        output = output.with_name(output.name + ".csv")
-    output = _output_file(output, overwrite=True, example="atoms.csv")
+    output = _csv_output(args.output, "atoms.csv")
     images, misses = expand_inputs(args.masks)
     for miss in misses:
         _print_result(miss)

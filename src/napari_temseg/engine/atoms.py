@@ -194,7 +194,7 @@ def fit_atom_finder(
     labs = [np.asarray(labels)] if np.ndim(labels) == 2 else [np.asarray(x) for x in labels]
     if len(imgs) != len(labs):
         raise AtomError(f"{len(imgs)} images but {len(labs)} label frames")
-    scaled, centres, sizes, n_back = [], [], [], 0
+    scaled, centres, comps, sizes, n_back = [], [], [], [], 0
     for img, lab in zip(imgs, labs, strict=True):
         if lab.shape != img.shape:
             raise AtomError(f"labels {lab.shape} and image {img.shape} differ in shape")
@@ -211,6 +211,7 @@ def fit_atom_finder(
             mine.append((sl[0].start + int(iy), sl[1].start + int(ix)))
         scaled.append(x)
         centres.append(mine)
+        comps.append(comp)
         n_back += int(_background(lab, atom_class, background_classes).sum())
     if not any(centres):
         raise AtomError(f"no atom painted: mark a few atoms with label {atom_class}")
@@ -221,11 +222,10 @@ def fit_atom_finder(
     if sigma is None:
         sigma = max(radius / math.sqrt(2), 0.7)
     peaks, back = [], []
-    for x, lab in zip(scaled, labs, strict=True):
+    for x, lab, comp, mine in zip(scaled, labs, comps, centres, strict=True):
         r = ndimage.gaussian_filter(x, sigma) - ndimage.gaussian_filter(x, 3 * sigma)
-        comp, n = ndimage.label(lab == atom_class, structure=np.ones((3, 3), bool))
-        if n:
-            peaks += list(ndimage.maximum(r, comp, range(1, n + 1)))
+        if mine:
+            peaks += list(ndimage.maximum(r, comp, range(1, len(mine) + 1)))
         back.append(r[_background(lab, atom_class, background_classes)])
     atom_level = float(np.median(peaks))
     back_all = np.concatenate(back)
@@ -327,7 +327,8 @@ def atom_table(
     """One row per atom: position, peak and integrated intensity above the local background.
 
     ``y_px``/``x_px``: the sub-pixel centre; with a calibration, ``y_<unit>``/``x_<unit>``
-    also (pixel index x pixel size + origin, the layer's world coordinates); ``integrated`` sums the image minus ``background`` (the median of the ring
+    also (pixel index x pixel size + origin, the layer's world coordinates); ``integrated``
+    sums the image minus ``background`` (the median of the ring
     from ``radius + 1`` to ``2 radius + 2`` px) over the disc of ``radius`` px.
     """
     import pandas as pd
