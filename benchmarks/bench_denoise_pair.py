@@ -2,6 +2,7 @@
 
     python benchmarks/bench_denoise_pair.py                       # bundled models
     python benchmarks/bench_denoise_pair.py --weights DIR [DIR ...]  # also these candidates
+    python benchmarks/bench_denoise_pair.py --bins 1 2 4             # models binned (default)
 
 ``../shared/realdata/lowdose_pair`` holds two registered frames ``a`` and ``b`` of the same
 field. The second is an independent noisy copy of the same signal, so for any denoiser f,
@@ -29,7 +30,7 @@ from napari_temseg.engine import Normalization, denoise
 from napari_temseg.models import load_model
 
 PAIR = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "lowdose_pair"
-SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0)
 
 
 def load_pair() -> tuple[np.ndarray, np.ndarray, float]:
@@ -74,6 +75,9 @@ def main() -> int:
     p.add_argument("--weights", type=Path, nargs="*", default=[])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-bm3d", action="store_true")
+    p.add_argument(
+        "--bins", type=int, nargs="+", default=[1, 2, 4], help="models at these binnings"
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     if not PAIR.is_dir():
@@ -87,7 +91,11 @@ def main() -> int:
     if not args.no_bm3d:
         methods["BM3D (estimated sigma)"] = bm3d_denoise
     for name, model in candidates(args.weights).items():
-        methods[name] = lambda x, m=model: denoise(x.astype(np.float32), m, device="cpu")
+        for k in args.bins:
+            label = name if k == 1 else f"{name}, binned {k}x{k}"
+            methods[label] = lambda x, m=model, k=k: denoise(
+                x.astype(np.float32), m, device="cpu", bin=k
+            )
     rows = {}
     for name, f in methods.items():
         ex_ab, ex_ba = excess(f, a, b, floor)

@@ -164,3 +164,21 @@ def test_default_model_is_the_default_denoiser(controls, make_napari_viewer):
     w = DenoiseWidget(make_napari_viewer())
     ui = controls(w)
     assert ui["Model"].value == DEFAULT_DENOISER  # not whichever name sorts first
+
+
+def test_binning_denoises_coarser_and_says_so(controls, widget, qtbot):
+    from napari_temseg.engine import denoise
+
+    viewer, w = widget
+    ui = controls(w)
+    img = np.random.default_rng(5).poisson(3, size=(128, 96)).astype(np.float32)
+    viewer.add_image(img, name="low dose")
+    ui["Image"].value = viewer.layers["low dose"]
+    assert ui["Binning"].value == 1, "binning is off until chosen"
+    ui["Binning"].value = 2
+    ui.click("Run")
+    _wait(qtbot, w)
+    out = viewer.layers["low dose denoised"]
+    assert out.metadata["denoised_binning"] == 2
+    expected = denoise(img, str(ui["Checkpoint"].value), device="cpu", tile=64, overlap=8, bin=2)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)

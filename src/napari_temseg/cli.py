@@ -210,6 +210,7 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
         tile=args.tile,
         overlap=args.overlap,
         large_frame_px=None if args.band_above is None else int(args.band_above * 1e6),
+        bin=getattr(args, "bin", 1),
     )
     try:
         device = job.resolved_device()
@@ -640,6 +641,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
     s.add_argument("--overlap", type=int, default=defaults.OVERLAP, metavar="N")
+    s.add_argument(
+        "--bin",
+        type=int,
+        default=1,
+        choices=defaults.BINS,
+        help="denoise binned KxK and interpolate back: for low-dose frames sampled finer "
+        "than their detail (default 1: the frame's own sampling)",
+    )
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)
     s.set_defaults(func=cmd_denoise)

@@ -15,6 +15,8 @@ DEVICE = "auto"
 #: inference tiles and their overlap in pixels (denoise, segment, apply)
 TILE = 256
 OVERLAP = 32
+#: binning factors the denoiser can work at (engine/binning.py); 1 = the frame's own
+BINS = (1, 2, 4)
 #: the random seed of training runs
 SEED = 0
 

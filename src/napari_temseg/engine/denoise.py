@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from napari_temseg.defaults import OVERLAP, TILE
+from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.large import predict_bands
-from napari_temseg.engine.tiling import predict_tiled
+from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
+from napari_temseg.engine.tiling import predict_tiled, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
 
@@ -44,6 +45,7 @@ def denoise(
     *,
     out: np.ndarray | None = None,
     stats: tuple[float, float] | None = None,
+    bin: int = 1,
 ) -> np.ndarray:
     """Denoise a 2D image or a stack (..., Y, X), frame by frame; float32, input's units.
 
@@ -56,8 +58,11 @@ def denoise(
     whole frame's to each of its bands). A frame with no finite pixel, or with values
     beyond float32, is a ``ValueError``; a few NaN/inf pixels are reported
     (``io.DataWarning``) and NaN in the result, which never leaves the input's range.
+    ``bin`` 2 or 4 denoises each frame binned that many times coarser and interpolates
+    the result back (``engine.binning``); ``stats`` are then the binned frame's.
     """
     _check_image(image)
+    check_bin(bin, tuple(image.shape))
     dev = select_device(device)
     model, meta = cached_model(model_or_name, dev)
     if meta.get("task", "denoise") != "denoise":
@@ -68,9 +73,7 @@ def denoise(
     norm = Normalization.from_dict(meta.get("normalization"))
     if dev.type == "cpu":  # oneDNN convolutions are faster channels-last; same numbers
         model = model.to(memory_format=torch.channels_last)
-    return predict_tiled(
-        image,
-        model,
+    kw = dict(
         tile=tile,
         overlap=overlap,
         out_channels=1,
@@ -78,12 +81,41 @@ def denoise(
         batch_size=batch_size,
         normalization=norm,
         denormalize=True,
-        progress=progress,
         cancel=cancel,
-        out=out,
         stats=stats,
         within_input=True,  # no value outside the input's range; NaN where it had none
     )
+    if bin == 1:
+        return predict_tiled(image, model, progress=progress, out=out, **kw)
+    return _denoise_binned(image, model, bin, progress, out, kw)
+
+
+def _denoise_binned(
+    image: Any,
+    model: nn.Module,
+    k: int,
+    progress: Callable[[int, int], Any] | None,
+    out: np.ndarray | None,
+    kw: dict[str, Any],
+) -> np.ndarray:
+    """``denoise`` with ``bin=k``: frame by frame, binned, denoised, interpolated back."""
+    shape = tuple(int(s) for s in image.shape)
+    lead, (h, w) = shape[:-2], shape[-2:]
+    frames = list(np.ndindex(*lead)) if lead else [()]
+    per_frame = tiles_per_frame((-(-h // k), -(-w // k)), kw["tile"], kw["overlap"])
+    total = per_frame * len(frames)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    for n, idx in enumerate(frames):
+
+        def report(done: int, _total: int, base: int = n * per_frame) -> None:
+            if progress is not None:
+                progress(base + done, total)
+
+        frame = np.asarray(image[idx] if idx else image, np.float32)
+        small = predict_tiled(bin_frame(frame, k), model, progress=report, **kw)
+        out[idx] = unbin_frame(small, k, (h, w), frame)
+    return out
 
 
 def denoise_bands(
@@ -92,10 +124,23 @@ def denoise_bands(
     device: str | torch.device = "cpu",
     tile: int = TILE,
     overlap: int = OVERLAP,
+    bin: int = 1,
     **kw: Any,
 ) -> Iterator[np.ndarray]:
     """Denoised bands of a large 2D frame (float32, the frame's units); see
-    ``engine.large.iter_bands`` for ``band``, ``halo``, ``progress`` and ``cancel``."""
+    ``engine.large.iter_bands`` for ``band``, ``halo``, ``progress`` and ``cancel``.
+    ``bin``: as in :func:`denoise` (bands start on whole blocks; the statistics are
+    the binned frame's)."""
+    check_bin(bin, tuple(frame.shape))
+    for key, default in (("band", BAND_ROWS), ("halo", HALO)):  # bands on whole blocks
+        kw[key] = -(-int(kw.get(key, default)) // bin) * bin
     return predict_bands(
-        frame, model, denoise, tile=tile, overlap=overlap, engine_kw={"device": device}, **kw
+        frame,
+        model,
+        denoise,
+        tile=tile,
+        overlap=overlap,
+        engine_kw={"device": device, "bin": bin},
+        bin=bin,
+        **kw,
     )

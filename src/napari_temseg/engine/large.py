@@ -73,17 +73,32 @@ def release_pages(array: Any) -> None:
 
 
 def frame_stats(
-    frame: Any, normalization: Normalization, rows: int = BAND_ROWS
+    frame: Any, normalization: Normalization, rows: int = BAND_ROWS, bin: int = 1
 ) -> tuple[float, float]:
     """The whole frame's normalisation statistics (the same strided sample as
-    ``normalization.stats(frame)``), read ``rows`` rows at a time.
+    ``normalization.stats(frame)``), read ``rows`` rows at a time; with ``bin`` > 1 the
+    statistics of the frame binned that many times (``engine.binning``), from a strided
+    sample of each binned block of rows.
 
     Read in one go, the sample of a memory-mapped 16k x 16k frame touched one pixel in
     every megabyte, and the kernel mapped the whole 1 GB file in (it maps page-cache
     folios whole): RSS jumped by the file's size for a moment. Block by block, with the
     pages given back after each block, it stays at one block's worth.
     """
-    return normalization.stats(frame, block_rows=rows, after_block=lambda: release_pages(frame))
+    if bin == 1:
+        return normalization.stats(frame, block_rows=rows, after_block=lambda: release_pages(frame))
+    from napari_temseg.engine.binning import bin_frame
+
+    rows = max(bin, rows - rows % bin)
+    h, w = (int(s) for s in frame.shape[-2:])
+    binned = -(-h // bin) * -(-w // bin)
+    step = max(1, math.ceil(math.sqrt(binned / normalization.max_samples)))
+    parts = []
+    for r0 in range(0, h, rows):
+        small = bin_frame(np.asarray(frame[r0 : r0 + rows], np.float32), bin)
+        parts.append(small[::step, ::step].ravel())
+        release_pages(frame)
+    return normalization.stats(np.concatenate(parts))
 
 
 def iter_bands(
@@ -144,7 +159,7 @@ def predict_bands(
     them, so neither imports the other in a circle.
     """
     norm = Normalization.from_dict(model[1].get("normalization"))
-    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS))
+    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS), bin=kw.pop("bin", 1))
     cancel = kw.get("cancel")
 
     def predict(rows: np.ndarray, report: Progress) -> np.ndarray:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from napari_temseg import defaults
+from napari_temseg.engine.binning import check_bin
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.segment import check_segmenter
 from napari_temseg.io.model import DataWarning
@@ -52,10 +53,14 @@ class FileJob:
     overlap: int = defaults.OVERLAP
     threads: int | None = None
     large_frame_px: int | None = None
+    bin: int = 1  # denoise: binning before the network (engine.binning)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        check_bin(self.bin)
+        if self.bin != 1 and self.task != "denoise":
+            raise ValueError("binning is a denoising setting; segmentation resamples itself")
 
     @property
     def model_name(self) -> str:
@@ -161,6 +166,7 @@ class FileJob:
             dev,
             self.tile,
             self.overlap,
+            bin=self.bin,
             name=self.model_name,
             frame_progress=frame_progress,
             large_frame_px=self.large_frame_px,

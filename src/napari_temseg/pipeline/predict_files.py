@@ -52,6 +52,7 @@ def denoise_file(
     tile: int = TILE,
     overlap: int = OVERLAP,
     *,
+    bin: int = 1,
     name: str = "in memory",
     frame_progress: Callable[[str], Progress] | None = None,
     large_frame_px: int | None = None,
@@ -80,15 +81,19 @@ def denoise_file(
 
         def frame(data: Any, idx: tuple, k: int, n: int = n) -> np.ndarray:
             label = f"{path.name} [{k + 1}/{n}]" if idx else path.name
-            kw = {"tile": tile, "overlap": overlap, "progress": report(label)}
+            kw = {"tile": tile, "overlap": overlap, "progress": report(label), "bin": bin}
             return denoise(data, model, device=dev, **kw)
 
         def bands(data: Any) -> Iterator[np.ndarray]:
-            return denoise_bands(data, model, dev, tile, overlap, progress=report(path.name))
+            return denoise_bands(
+                data, model, dev, tile, overlap, bin=bin, progress=report(path.name)
+            )
 
         out = streamed(img.data, np.float32, frame, bands, large_frame_px)
         target = output_path(outdir, stem or path.stem, i)
         meta = {**img.metadata, "denoised_with": name}
+        if bin > 1:
+            meta["denoised_binning"] = bin
         written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 

@@ -36,6 +36,7 @@ from napari_temseg.widgets._parts import (
 from napari_temseg.widgets._tasks import Runner
 
 SCOPES = ("whole stack", "current frame")
+BIN_NAMES = {1: "none"}
 
 
 class DenoiseWidget(Container):
@@ -54,6 +55,14 @@ class DenoiseWidget(Container):
         )
         self._device = ComboBox(label="Device", choices=device_choices())
         self._tile = SpinBox(label="Tile size", min=64, max=4096, step=32, value=defaults.TILE)
+        self._bin = ComboBox(
+            label="Binning",
+            choices=[(BIN_NAMES.get(k, f"{k}x{k}"), k) for k in defaults.BINS],
+            value=1,
+            tooltip="Denoise binned KxK, then interpolate back: for low-dose frames sampled "
+            "finer than their detail (smooth, low-magnification fields). Keep 'none' for "
+            "lattice-resolved images.",
+        )
         self._scope = RadioButtons(label="Apply to", choices=SCOPES, value=SCOPES[0])
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -66,6 +75,7 @@ class DenoiseWidget(Container):
                 self._checkpoint,
                 self._device,
                 self._tile,
+                self._bin,
                 self._scope,
                 self._run,
                 self._cancel,
@@ -138,7 +148,13 @@ class DenoiseWidget(Container):
         self._cancel.enabled = True
         tile = int(self._tile.value)
         self._task.start(
-            denoise, data, model, device=self._device.value, tile=tile, overlap=tile // 8
+            denoise,
+            data,
+            model,
+            device=self._device.value,
+            tile=tile,
+            overlap=tile // 8,
+            bin=int(self._bin.value),
         )
 
     # ------------------------------------------------------------------ callbacks (GUI thread)
@@ -153,6 +169,9 @@ class DenoiseWidget(Container):
         name = f"{layer.name} denoised"
         if frame is not None:
             name += f" [frame {', '.join(map(str, frame))}]"
+        meta = {**layer.metadata, "denoised_with": self._model.value}
+        if self._bin.value != 1:
+            meta["denoised_binning"] = int(self._bin.value)
         self._viewer.add_image(
             result,
             name=name,
@@ -161,7 +180,7 @@ class DenoiseWidget(Container):
             units=tuple(layer.units[-ndim:]),
             colormap=layer.colormap.name,
             contrast_limits=display_limits(result),
-            metadata={**layer.metadata, "denoised_with": self._model.value},
+            metadata=meta,
         )
         self._progress.value = 100
         self._status.value = f"done: '{name}'"
