@@ -95,9 +95,6 @@ def main() -> int:
     p.add_argument("--strokes", type=int, default=4, help="strokes per class and frame")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--invert", type=float, default=None, help="FinetuneConfig.invert")
-    p.add_argument("--gamma-jitter", type=float, default=None)
-    p.add_argument("--blur", type=float, default=None)
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -115,12 +112,7 @@ def main() -> int:
     print(f"{a.kind}: {a.painted} painted frames ({share:.2%} of pixels), {a.tests} per session\n")
 
     t0 = time.perf_counter()
-    aug = {
-        k: v
-        for k, v in (("invert", a.invert), ("gamma_jitter", a.gamma_jitter), ("blur", a.blur))
-        if v is not None
-    }
-    cfg = FinetuneConfig(steps=a.steps, device="cpu", seed=a.seed, **aug)
+    cfg = FinetuneConfig(steps=a.steps, device="cpu", seed=a.seed)
     tuner = Finetuner(imgs, labels, init=init, config=cfg, pixel_sizes=[PIXEL[a.kind]] * a.painted)
     for _ in tuner.run():
         pass

@@ -96,9 +96,6 @@ class FinetuneConfig:
     val_fraction: float = 0.2
     augment: bool = True
     scale_jitter: float = 0.15
-    invert: float = 0.0  # probability of a contrast-inverted patch (engine/strokes.py)
-    gamma_jitter: float = 0.0
-    blur: float = 0.0
     grad_clip: float = 1.0
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
@@ -266,9 +263,6 @@ class Finetuner:
             val_fraction=cfg.val_fraction,
             augment=cfg.augment,
             scale_jitter=cfg.scale_jitter,
-            invert=cfg.invert,
-            gamma_jitter=cfg.gamma_jitter,
-            blur=cfg.blur,
             seed=cfg.seed,
         )
         self.val = self.source.validation()

@@ -183,9 +183,6 @@ class StrokeSource:
         augment: bool = True,
         scale_jitter: float = 0.15,
         noise_jitter: float = 0.1,
-        invert: float = 0.0,
-        gamma_jitter: float = 0.0,
-        blur: float = 0.0,
         seed: int = 0,
     ) -> None:
         if len(images) != len(labels):
@@ -215,9 +212,6 @@ class StrokeSource:
         self.val_fraction = val_fraction
         self.scale_jitter = scale_jitter
         self.noise_jitter = noise_jitter
-        self.invert = invert
-        self.gamma_jitter = gamma_jitter
-        self.blur = blur
         sizes = list(pixel_sizes) if pixel_sizes is not None else [None] * len(images)
         if len(sizes) != len(images):
             raise StrokeError(f"got {len(sizes)} pixel size(s) for {len(images)} image(s)")
@@ -333,7 +327,6 @@ class StrokeSource:
                 lab = ndimage.zoom(lab, p / size, order=0, grid_mode=True, mode="nearest")[:p, :p]
             if self.augment:
                 img, lab = _symmetry(img, lab, int(rng.integers(8)))
-                img = _contrast(img, rng, self.invert, self.gamma_jitter, self.blur)
                 img = img * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
                 if self.noise_jitter > 0 and rng.random() < 0.5:
                     img = img + rng.normal(0, rng.uniform(0, self.noise_jitter), img.shape)
@@ -377,32 +370,8 @@ class StrokeSource:
             "pixel_size_nm": self.pixel_size_nm,
             "augment": self.augment,
             "scale_jitter": self.scale_jitter,
-            "invert": self.invert,
-            "gamma_jitter": self.gamma_jitter,
-            "blur": self.blur,
             "intensity": [f.stats for f in self.frames if f.stats],  # engine/checks.py
         }
-
-
-def _contrast(
-    img: np.ndarray, rng: np.random.Generator, invert: float, gamma: float, blur: float
-) -> np.ndarray:
-    """Another exposure's look on a normalised patch (0..1 = the frame's 0.5-99.5 %).
-
-    ``invert``: probability of a contrast inversion (HRTEM phase contrast changes sign
-    with defocus); ``gamma``: a detector response ``x ** g`` with ``log g`` uniform in
-    ``±log(1 + gamma)``; ``blur``: probability of a Gaussian blur of 0.5-1.5 px
-    (defocus, probe tail).
-    """
-    if gamma > 0:
-        g = float(np.exp(rng.uniform(-1, 1) * np.log1p(gamma)))
-        pos = np.maximum(img, 0)
-        img = img - pos + pos**g
-    if blur > 0 and rng.random() < blur:
-        img = ndimage.gaussian_filter(img, rng.uniform(0.5, 1.5), mode="reflect")
-    if invert > 0 and rng.random() < invert:
-        img = 1.0 - img
-    return img
 
 
 def _symmetry(a: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
