@@ -4,6 +4,7 @@
     python benchmarks/bench_finetune.py images --kind stem --init NAME --counts 1 2 4
     python benchmarks/bench_finetune.py forest --kind hrtem
     python benchmarks/bench_finetune.py speed --init NAME          # 1024^2 STEM, 2 threads
+    python benchmarks/bench_finetune.py speed --init NAME --real   # a real 1024^2 frame
     python benchmarks/bench_finetune.py scales --kind stem --init none   # other magnifications
 
 Every experiment uses the project's simulator with fixed seeds: training images (seeds
@@ -203,9 +204,38 @@ def cmd_scales(a) -> dict:
     return res
 
 
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+
+
+def real_speed_frame(strokes: int):
+    """A real 1024² HRSTEM frame (tkrem_hrstem_example.ser) with imitated strokes.
+
+    Classes: the crystal (1) and the darkest 12 % of the frame smoothed at 16 px (2: the
+    thin edge and two holes). That threshold is no ground truth: its Dice says only that
+    the preview is a sensible mask; the time is the measurement.
+    """
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from napari_temseg.io import read
+
+    frame = np.asarray(read(TESTDATA / "tkrem_hrstem_example.ser")[0].data, np.float32)
+    smooth = ndimage.gaussian_filter(frame, 16)
+    mask = np.where(smooth > np.percentile(smooth, 12), 1, 2).astype(np.uint8)
+    lab = scribbles_from_mask(mask, per_class=strokes, length=32, width=2, seed=0)
+    return SimpleNamespace(noisy=frame, recorded_semantic=mask), lab
+
+
 def cmd_speed(a) -> dict:
     torch.set_num_threads(2)
-    ((s, lab),) = data("stem", 1, a.image_seed, 1024, a.dose, a.strokes)
+    if a.real:
+        if not (TESTDATA / "tkrem_hrstem_example.ser").is_file():
+            print(f"no {TESTDATA / 'tkrem_hrstem_example.ser'}: nothing to measure")
+            return {}
+        s, lab = real_speed_frame(a.strokes)
+    else:
+        ((s, lab),) = data("stem", 1, a.image_seed, 1024, a.dose, a.strokes)
     cfg = FinetuneConfig(
         steps=a.steps,
         val_every=10,
@@ -259,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-head-fit", action="store_true", help="start the new head at zero (the old recipe)"
     )
     p.add_argument("--image-seed", type=int, default=100, help="speed: the image's seed")
+    p.add_argument(
+        "--real", action="store_true", help="speed: a real 1024² HRSTEM frame from ../shared"
+    )
     p.add_argument("--out", type=Path)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
