@@ -95,6 +95,12 @@ def main() -> int:
     p.add_argument("--strokes", type=int, default=4, help="strokes per class and frame")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--holdout-frames",
+        type=int,
+        default=FinetuneConfig.holdout_frames,
+        help="validate on a whole painted frame from this many painted frames (0: never)",
+    )
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -112,10 +118,11 @@ def main() -> int:
     print(f"{a.kind}: {a.painted} painted frames ({share:.2%} of pixels), {a.tests} per session\n")
 
     t0 = time.perf_counter()
-    cfg = FinetuneConfig(steps=a.steps, device="cpu", seed=a.seed)
+    cfg = FinetuneConfig(steps=a.steps, device="cpu", seed=a.seed, holdout_frames=a.holdout_frames)
     tuner = Finetuner(imgs, labels, init=init, config=cfg, pixel_sizes=[PIXEL[a.kind]] * a.painted)
     for _ in tuner.run():
         pass
+    print(f"validated on {tuner.val_on}; best at step {tuner.best_step}\n")
     model = (tuner.best_model(), tuner.segmenter_meta())
     unet_s = time.perf_counter() - t0
 

@@ -218,7 +218,7 @@ def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
     argv += ["-o", str(model), "--init", "none", "--steps", "4", "--patch", "64"]
     assert main([*argv, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert model.is_file() and "held-out Dice: carbon" in out
+    assert model.is_file() and "Dice on held-out strokes: carbon" in out
     assert main(argv) == 1  # never overwrites without --force
     assert "already exists" in capsys.readouterr().err
 
@@ -286,3 +286,24 @@ def test_segment_warns_per_frame_when_unsure(tmp_path, capsys):
     assert lines and all("series.tif: frame 1: " in x for x in lines), err
     assert any("unlike the painted frames" in x for x in lines)
     assert all(x.endswith("paint a few strokes on this frame and train again") for x in lines)
+
+
+def test_finetune_can_validate_on_a_whole_painted_frame(tmp_path, capsys):
+    """Three painted frames of a stack: one of them, left out, is what the Dice is on."""
+    from napari_temseg.engine.strokes import scribbles_from_mask
+    from napari_temseg.io import write_image, write_labels
+    from napari_temseg.synth import simulate
+
+    sims = [simulate("stem", 96, pixel_size_nm=0.1, dose=200, seed=60 + i) for i in range(3)]
+    write_image(tmp_path / "stack.tif", np.stack([s.noisy for s in sims]))
+    strokes = [
+        scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=i)
+        for i, s in enumerate(sims)
+    ]
+    write_labels(tmp_path / "strokes.tif", np.stack(strokes))
+    argv = ["finetune", "--image", str(tmp_path / "stack.tif"), "--labels"]
+    argv += [str(tmp_path / "strokes.tif"), "--init", "none", "--steps", "2", "--patch", "48"]
+    argv += ["--device", "cpu", "--validate-on-a-frame", "-o", str(tmp_path / "m.safetensors")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Dice on a whole painted frame left out of training (image 1, frame (" in out

@@ -442,3 +442,43 @@ def test_previews_come_from_the_engine_with_each_new_best(stem):
     assert "preview" not in [
         e.kind for e in Finetuner([s.noisy], [strokes], init="none", config=tiny(10)).run()
     ]  # no window, no previews
+
+
+def _painted_series(n: int):
+    sims = [simulate("stem", 128, pixel_size_nm=0.1, dose=200, seed=40 + i) for i in range(n)]
+    images = np.stack([s.noisy for s in sims])
+    labels = np.stack(
+        [
+            scribbles_from_mask(s.recorded_semantic, per_class=3, length=20, seed=i)
+            for i, s in enumerate(sims)
+        ]
+    )
+    return images, labels
+
+
+def test_three_painted_frames_validate_on_one_left_out_whole():
+    images, labels = _painted_series(3)
+    assert StrokeSource([images], [labels], 2, patch=64).held_out_frame is None, "off by default"
+    src = StrokeSource([images], [labels], 2, patch=64, holdout_frames=3)
+    held = [f for f in src.frames if not f.train.any()]
+    assert len(held) == 1 and src.held_out_frame == held[0].origin
+    k = held[0].origin[1]
+    np.testing.assert_array_equal(held[0].val, labels[k], "all of its strokes validate")
+    for f in src.frames:
+        if f is not held[0]:  # the others train on every stroke they have
+            assert not f.val.any()
+            np.testing.assert_array_equal(f.train, labels[f.origin[1]])
+    assert src.describe()["held_out_frame"] == [0, k]
+    tuner = Finetuner([images], [labels], init="none", config=tiny(steps=2, holdout_frames=3))
+    assert tuner.val_on == f"a whole painted frame left out of training (image 1, frame ({k},))"
+
+
+def test_two_painted_frames_or_a_frame_with_the_only_strokes_of_a_class_stay_split():
+    images, labels = _painted_series(3)
+    two = StrokeSource([images[:2]], [labels[:2]], 2, patch=64, holdout_frames=3)
+    assert two.held_out_frame is None and all(f.val.any() and f.train.any() for f in two.frames)
+    only = labels.copy()
+    rest = only[1:]
+    rest[rest == 2] = 0  # frame 0 alone has class 2; frames 1, 2 only class 1
+    src = StrokeSource([images], [only], 2, patch=64, holdout_frames=3)
+    assert src.held_out_frame is None, "no frame holds two classes the others also hold"

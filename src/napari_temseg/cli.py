@@ -287,6 +287,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             lr=args.lr,
             seed=args.seed,
             device=args.device,
+            holdout_frames=3 if args.validate_on_a_frame else 0,
         )
     except ValueError as exc:  # --steps 0, --lr nan: say which option, before any work
         msg = str(exc).replace("max_seconds", "seconds", 1)
@@ -329,7 +330,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     )
     if result.timed_out:
         print(f"time budget of {format_duration(args.seconds)} reached at step {result.steps_done}")
-    print(f"wrote {path} (best step {result.best_step}; held-out Dice: {dice})")
+    on = result.meta.get("training", {}).get("validation", "held-out strokes")
+    print(f"wrote {path} (best step {result.best_step}; Dice on {on}: {dice})")
     return 0
 
 
@@ -720,6 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=float, default=defaults.FINETUNE_LR, metavar="LR")
     s.add_argument("--seed", type=int, default=defaults.SEED, metavar="S")
     s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
+    s.add_argument(
+        "--validate-on-a-frame",
+        action="store_true",
+        help="with 3 or more painted frames, validate on all strokes of one of them, left "
+        "out of training: an honest Dice for frames you did not paint, at the cost of "
+        "training on fewer strokes",
+    )
     s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
     s.set_defaults(func=cmd_finetune)
 

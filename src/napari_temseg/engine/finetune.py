@@ -94,6 +94,9 @@ class FinetuneConfig:
     first_val: int = 10
     patience: int = 12  # validations without improvement before stopping; 0 = never
     val_fraction: float = 0.2
+    # validate on one whole painted frame when at least this many are painted (0: never;
+    # off by default: training on a third fewer strokes cost 0.045 Dice on unpainted frames)
+    holdout_frames: int = 0
     augment: bool = True
     scale_jitter: float = 0.15
     grad_clip: float = 1.0
@@ -261,12 +264,17 @@ class Finetuner:
             pixel_sizes=pixel_sizes,
             pixel_size_nm=self.meta.get("pixel_size_nm"),
             val_fraction=cfg.val_fraction,
+            holdout_frames=cfg.holdout_frames,
             augment=cfg.augment,
             scale_jitter=cfg.scale_jitter,
             seed=cfg.seed,
         )
         self.val = self.source.validation()
         self.val_on = "held-out strokes"
+        if self.source.held_out_frame is not None:
+            image, *frame = self.source.held_out_frame
+            where = f"image {image + 1}" + (f", frame {tuple(frame)}" if frame else "")
+            self.val_on = f"a whole painted frame left out of training ({where})"
         if len(self.val[0]) == 0:
             self.val = self.source.validation(which="train")
             self.val_on = "training strokes (too few strokes to hold any out)"

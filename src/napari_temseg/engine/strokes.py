@@ -180,6 +180,7 @@ class StrokeSource:
         pixel_sizes: list[float | None] | None = None,
         pixel_size_nm: float | None = None,
         val_fraction: float = 0.2,
+        holdout_frames: int = 0,
         augment: bool = True,
         scale_jitter: float = 0.15,
         noise_jitter: float = 0.1,
@@ -223,6 +224,9 @@ class StrokeSource:
         for k, (image, lab) in enumerate(zip(images, labels, strict=True)):
             for idx, frame, lab2 in _frames(image, lab):
                 self.frames.append(self._prepare(frame, lab2, sizes[k], (k, *idx), rng))
+        self.held_out_frame: tuple[int, ...] | None = None
+        if holdout_frames and len(self.frames) >= holdout_frames and val_fraction > 0:
+            self._hold_out_a_frame(rng)
         self._check_classes()
         self._index_strokes()
 
@@ -247,6 +251,24 @@ class StrokeSource:
         val = np.where(held, lab, 0).astype(np.uint8)
         train = np.where(held, 0, lab).astype(np.uint8)
         return StrokeFrame(img, train, val, origin, raw)
+
+    def _hold_out_a_frame(self, rng: np.random.Generator) -> None:
+        """Validate on all strokes of one painted frame and train on the others' strokes.
+
+        "Best" then means best on a frame the network never trained on: what applying the
+        model to the rest of a series needs, and what held-out strokes of the painted
+        frames overstate. Only when the other frames still hold every painted class.
+        """
+        classes = [set(np.unique(np.maximum(f.train, f.val))) - {0} for f in self.frames]
+        every = set().union(*classes)
+        for k in rng.permutation(len(self.frames)):
+            rest = set().union(*(c for i, c in enumerate(classes) if i != k))
+            if rest == every and len(classes[k]) >= 2:
+                for i, f in enumerate(self.frames):
+                    whole = np.maximum(f.train, f.val)
+                    f.train, f.val = (np.zeros_like(whole), whole) if i == k else (whole, 0 * whole)
+                self.held_out_frame = self.frames[k].origin
+                return
 
     def _check_classes(self) -> None:
         if not self.frames:
@@ -369,6 +391,7 @@ class StrokeSource:
             "patch": self.patch,
             "pixel_size_nm": self.pixel_size_nm,
             "augment": self.augment,
+            "held_out_frame": None if self.held_out_frame is None else list(self.held_out_frame),
             "scale_jitter": self.scale_jitter,
             "intensity": [f.stats for f in self.frames if f.stats],  # engine/checks.py
         }
