@@ -75,7 +75,9 @@ def test_stop_ends_the_child_and_continue_resumes(controls, widget, qtbot, tmp_p
     qtbot.waitUntil(lambda: len(w.curves.series("training")[0]) > 0, timeout=180_000)
     w.stop()
     _wait_done(qtbot, w, timeout=120_000)  # a hang guard, not a speed test
-    assert not proc.is_alive()
+    # the result arrives before the child has finished exiting; on a loaded machine that
+    # takes a moment (seen in a full suite beside a training), but it must end
+    qtbot.waitUntil(lambda: not proc.is_alive(), timeout=30_000)
     first = w.last_result
     assert first.stopped and 0 < first.steps_done < 100_000 and first.path is not None
     # Continue: a new run from the stopped model, step numbers carried on
