@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         help="write the resumable training state to WORK/<kind>-denoise.state.pt every N steps",
     )
     p.add_argument(
+        "--counting-fraction",
+        type=float,
+        default=0.0,
+        help="share of images from an ideal counting detector (shot noise only)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run whose state --checkpoint-every wrote (steps count on; exact "
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         clean_fraction=args.clean_fraction,
         patches_per_image=args.patches_per_image,
         target=args.target,
+        counting_fraction=args.counting_fraction,
     )
     # the validation set comes from the in-process source, so it is the same with or
     # without workers

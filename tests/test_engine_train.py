@@ -181,6 +181,31 @@ def test_simulated_source_targets_and_parallel_workers():
     np.testing.assert_array_equal(x, x2)
 
 
+def test_a_share_of_simulated_images_comes_from_a_counting_detector():
+    from napari_temseg.engine.data import _SimulatedPair
+
+    src = simulated_source("stem", size=64, patch=32, dose_range=(2, 5), counting_fraction=1.0)
+    assert src.describe()["counting_detector_fraction"] == 1.0
+    pair = src.make_pair
+    noisy, _ = pair(np.random.default_rng(3))
+    # shot noise only: whole electron counts (times one scale), no offset, no read-out noise
+    quantum = noisy[noisy > 0].min()
+    counts = noisy / quantum
+    assert noisy.min() == 0 and np.allclose(counts, np.round(counts), atol=1e-3)
+    full = _SimulatedPair("stem", 64, (2, 5), (0.1, 0.1), pair.config, "recorded")
+    with_noise, _ = full(np.random.default_rng(3))  # gain, read-out noise, ADC levels
+    assert len(np.unique(noisy)) < 60 < 300 < len(np.unique(with_noise))
+    # no share: the random stream (so an old run's seed) is what it was
+    old = simulated_source("stem", size=64, patch=32, dose_range=(2, 5))
+    a, _ = old.make_pair(np.random.default_rng(4))
+    b, _ = _SimulatedPair(
+        "stem", 64, (2, 5), old.make_pair.pixels, old.make_pair.config, "recorded"
+    )(np.random.default_rng(4))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="counting_fraction"):
+        simulated_source("stem", counting_fraction=1.5)
+
+
 def test_time_budget_stops_the_run_and_keeps_a_validation():
     src = PairSource(toy_pair, patch=32)
     cfg = TrainConfig(steps=10_000, batch_size=2, val_every=10_000, val_size=4, max_seconds=0.5)
