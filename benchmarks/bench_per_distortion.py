@@ -57,16 +57,17 @@ def main() -> int:
     p.add_argument("--dose", type=float, default=10.0)
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weights", help="a checkpoint to test instead of the bundled model")
     p.add_argument(
         "--clip", type=float, help="clip the network's normalised input here (the model's: 20)"
     )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    model = load_model(f"{a.kind}-denoise", "cpu")
+    model = load_model(a.weights or f"{a.kind}-denoise", "cpu")
     if a.clip:
         net, meta = model
         model = (net, {**meta, "normalization": {**meta["normalization"], "clip": a.clip}})
-    print(f"{a.kind}-denoise, {a.dose:g} e/px, {a.n} scenes; PSNR (dB) against the clean scene\n")
+    print(f"{a.weights or a.kind + '-denoise'}, {a.dose:g} e/px, {a.n} scenes; PSNR (dB) against the clean scene\n")
     print("| recorded with | oracle Gaussian | model | model - Gaussian | model mean bias |")
     print("|---|---|---|---|---|")
     for name, cfg in variants().items():
