@@ -3,7 +3,7 @@
     python benchmarks/bench_finetune.py curves --kind stem --init PATH_OR_NAME --steps 300
     python benchmarks/bench_finetune.py images --kind stem --init NAME --counts 1 2 4
     python benchmarks/bench_finetune.py forest --kind hrtem
-    python benchmarks/bench_finetune.py speed --init NAME          # 1024^2 STEM, 2 threads
+    python benchmarks/bench_finetune.py speed --init NAME          # 1024^2 (--kind), 2 threads
     python benchmarks/bench_finetune.py speed --init NAME --real   # a real 1024^2 frame
     python benchmarks/bench_finetune.py scales --kind stem --init none   # other magnifications
 
@@ -235,7 +235,7 @@ def cmd_speed(a) -> dict:
             return {}
         s, lab = real_speed_frame(a.strokes)
     else:
-        ((s, lab),) = data("stem", 1, a.image_seed, 1024, a.dose, a.strokes)
+        ((s, lab),) = data(a.kind, 1, a.image_seed, 1024, a.dose, a.strokes)
     cfg = FinetuneConfig(
         steps=a.steps,
         val_every=10,
