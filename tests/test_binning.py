@@ -95,7 +95,7 @@ def test_bands_bin_on_whole_blocks_and_match_the_whole_frame():
 
 
 @pytest.mark.skipif(not PAIR.is_dir(), reason="needs ../shared/realdata/lowdose_pair")
-def test_on_the_real_low_dose_pair_binning_matches_the_best_gaussian():
+def test_on_the_real_low_dose_pair_binning_beats_the_best_gaussian_both_ways():
     a = tifffile.imread(PAIR / "frame_a.tif").astype(np.float64)
     b = tifffile.imread(PAIR / "frame_b.tif").astype(np.float64)
     floor = np.mean((a - b) ** 2) / 2  # one frame's noise variance
@@ -110,8 +110,8 @@ def test_on_the_real_low_dose_pair_binning_matches_the_best_gaussian():
     )
     binned = excess(lambda x: denoise(x.astype(np.float32), model, device="cpu", bin=2))
     own = excess(lambda x: denoise(x.astype(np.float32), model, device="cpu"))
-    assert (binned < 0.6 * own).all(), (binned, own)
-    assert (binned < 1.05 * gauss).all() and binned.sum() < gauss.sum(), (binned, gauss)
+    assert (binned < 0.7 * own).all(), (binned, own)
+    assert (binned < gauss).all(), (binned, gauss)
 
 
 def test_cli_bin_option(tmp_path, capsys):

@@ -5,9 +5,9 @@ network trained on lattice-resolved images nothing to resolve at its own samplin
 the noise's grain as if it were structure. Binning first, as microscopists do on the
 detector, adds k² pixels' counts (k times the signal-to-noise ratio) and brings the detail
 to the scale the network was trained on. On the real low-dose pair (docs/benchmarks.md)
-``hrtem-denoise`` after 2 x 2 binning adds 2-2.4 times less error than at the frame's own
-sampling, is as good as the best Gaussian filter (its width chosen on the answer) and
-better than BM3D. On lattice images at moderate and high dose binning loses the finest
+``hrtem-denoise`` after 2 x 2 binning adds 1.6-2 times less error than at the frame's own
+sampling and less than the best Gaussian filter (its width chosen on the answer) and
+BM3D, in both directions. On lattice images at moderate and high dose binning loses the finest
 fringes, so it is a choice (``Binning`` in the Denoise dock, ``temseg denoise --bin``),
 off by default.
 
