@@ -67,7 +67,9 @@ def main() -> int:
     if a.clip:
         net, meta = model
         model = (net, {**meta, "normalization": {**meta["normalization"], "clip": a.clip}})
-    print(f"{a.weights or a.kind + '-denoise'}, {a.dose:g} e/px, {a.n} scenes; PSNR (dB) against the clean scene\n")
+    print(
+        f"{a.weights or a.kind + '-denoise'}, {a.dose:g} e/px, {a.n} scenes; PSNR (dB) against the clean scene\n"
+    )
     print("| recorded with | oracle Gaussian | model | model - Gaussian | model mean bias |")
     print("|---|---|---|---|---|")
     for name, cfg in variants().items():
