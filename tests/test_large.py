@@ -251,3 +251,8 @@ def test_frame_statistics_read_block_by_block_equal_the_whole_frame_ones(tmp_pat
     mapped = tifffile.memmap(tmp_path / "f.tif", mode="r")
     for norm in (Normalization(max_samples=4096), Normalization(), Normalization("none")):
         assert frame_stats(mapped, norm, rows=100) == norm.stats(data)
+    from napari_temseg.engine.binning import bin_frame
+
+    for k in (2, 4):  # binned: the sampled rows only, the same sample as binning it all
+        for norm in (Normalization(max_samples=4096), Normalization()):
+            assert frame_stats(mapped, norm, rows=100, bin=k) == norm.stats(bin_frame(data, k))

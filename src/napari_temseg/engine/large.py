@@ -21,6 +21,7 @@ import math
 import mmap
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -76,9 +77,9 @@ def frame_stats(
     frame: Any, normalization: Normalization, rows: int = BAND_ROWS, bin: int = 1
 ) -> tuple[float, float]:
     """The whole frame's normalisation statistics (the same strided sample as
-    ``normalization.stats(frame)``), read ``rows`` rows at a time; with ``bin`` > 1 the
-    statistics of the frame binned that many times (``engine.binning``), from a strided
-    sample of each binned block of rows.
+    ``normalization.stats(frame)``), read ``rows`` rows at a time; with ``bin`` > 1 those
+    of the frame binned that many times (``engine.binning``), the same strided sample as
+    ``normalization.stats(bin_frame(frame, bin))``.
 
     Read in one go, the sample of a memory-mapped 16k x 16k frame touched one pixel in
     every megabyte, and the kernel mapped the whole 1 GB file in (it maps page-cache
@@ -89,16 +90,20 @@ def frame_stats(
         return normalization.stats(frame, block_rows=rows, after_block=lambda: release_pages(frame))
     from napari_temseg.engine.binning import bin_frame
 
+    # the strided sample normalization.stats takes of the binned frame, binning only the
+    # sampled rows: a huge frame is not read once more in full just for its statistics
     rows = max(bin, rows - rows % bin)
     h, w = (int(s) for s in frame.shape[-2:])
-    binned = -(-h // bin) * -(-w // bin)
-    step = max(1, math.ceil(math.sqrt(binned / normalization.max_samples)))
+    hb, wb = -(-h // bin), -(-w // bin)
+    step = max(1, math.ceil(math.sqrt(hb * wb / normalization.max_samples)))
     parts = []
     for r0 in range(0, h, rows):
-        small = bin_frame(np.asarray(frame[r0 : r0 + rows], np.float32), bin)
-        parts.append(small[::step, ::step].ravel())
+        for j in range(-(-(r0 // bin) // step) * step, min(hb, (r0 + rows) // bin), step):
+            group = np.asarray(frame[j * bin : (j + 1) * bin], np.float32)
+            parts.append(bin_frame(group, bin)[0, ::step])
         release_pages(frame)
-    return normalization.stats(np.concatenate(parts))
+    sample = np.concatenate(parts)  # taken whole: stats must not thin it out once more
+    return replace(normalization, max_samples=max(1, sample.size)).stats(sample)
 
 
 def iter_bands(
