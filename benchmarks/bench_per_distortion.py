@@ -24,27 +24,11 @@ from napari_temseg.engine import denoise
 from napari_temseg.models import load_model
 from napari_temseg.synth import DistortionConfig, simulate
 
-DISTORTIONS = (
-    "gain",
-    "dark",
-    "readout",
-    "xray",
-    "dead_pixels",
-    "dead_columns",
-    "row_jitter",
-    "fly_back",
-    "drift",
-    "scan_blur",
-    "camera_mtf",
-    "quantisation",
-    "line_noise",
-)
-
 
 def variants() -> dict[str, DistortionConfig]:
     full = DistortionConfig.full()
     out = {"full": full, "shot noise only": DistortionConfig.poisson_only()}
-    for name in DISTORTIONS:
+    for name in (n for n in full.names() if n != "poisson"):  # all but shot noise
         c = copy.deepcopy(full)
         getattr(c, name).enabled = False
         out[f"full without {name}"] = c

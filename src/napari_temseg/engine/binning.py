@@ -43,8 +43,6 @@ def check_bin(k: int, shape: tuple[int, ...] | None = None) -> int:
 def bin_frame(frame: np.ndarray, k: int) -> np.ndarray:
     """Block means of ``k`` x ``k`` pixels (float32); a partial edge block is padded."""
     x = np.asarray(frame, np.float32)
-    if k == 1:
-        return x
     h, w = x.shape
     x = np.pad(x, ((0, -h % k), (0, -w % k)), mode="edge")
     blocks = x.reshape(x.shape[0] // k, k, x.shape[1] // k, k)
@@ -58,8 +56,6 @@ def bin_frame(frame: np.ndarray, k: int) -> np.ndarray:
 def unbin_frame(small: np.ndarray, k: int, shape: tuple[int, int], like: np.ndarray) -> np.ndarray:
     """``small`` interpolated back to ``shape`` (cubic), within ``like``'s finite range,
     NaN where ``like`` is not finite (what ``engine.denoise`` promises of its output)."""
-    if k == 1:
-        return small
     finite = np.isfinite(small)
     fill = float(np.median(small[finite])) if finite.any() else 0.0
     big = ndimage.zoom(np.where(finite, small, fill), k, order=3, grid_mode=True, mode="reflect")[

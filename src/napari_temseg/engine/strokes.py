@@ -266,7 +266,8 @@ class StrokeSource:
             if rest == every and len(classes[k]) >= 2:
                 for i, f in enumerate(self.frames):
                     whole = np.maximum(f.train, f.val)
-                    f.train, f.val = (np.zeros_like(whole), whole) if i == k else (whole, 0 * whole)
+                    none = np.zeros_like(whole)
+                    f.train, f.val = (none, whole) if i == k else (whole, none)
                 self.held_out_frame = self.frames[k].origin
                 return
 

@@ -635,11 +635,8 @@ class TrainWidget(Container):
             if result.early_stopped
             else "done"
         )
-        on = result.meta.get("training", {}).get("validation", "")
-        frame = " of the frame left out of training" if on.startswith("a whole") else ""
         self._status.value = (
-            f"{why} at step {result.steps_done}; best step {result.best_step} "
-            f"(val Dice{frame} {dice})"
+            f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
         )
         if self._job.get("degenerate"):  # the strokes' Dice must not hide it
             said = f"but on the displayed frame {self._job['degenerate']}"
