@@ -81,6 +81,15 @@ def card(name: str, quality: dict) -> str:
         "runs no code)",
         f"- input normalisation: `{json.dumps(meta.get('normalization'))}`; the output is "
         "mapped back to the input's intensity units",
+        *(
+            [
+                f"- tiles overlap by at least {meta['context_px']} px (`context_px`: where "
+                "tiled and whole-frame results agree within 0.5 % of the range; "
+                f"`python scripts/measure_context.py {name}`)"
+            ]
+            if meta.get("context_px")
+            else []
+        ),
         "",
         "## Training (read from the checkpoint header)",
         "",

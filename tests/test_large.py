@@ -256,3 +256,23 @@ def test_frame_statistics_read_block_by_block_equal_the_whole_frame_ones(tmp_pat
     for k in (2, 4):  # binned: the sampled rows only, the same sample as binning it all
         for norm in (Normalization(max_samples=4096), Normalization()):
             assert frame_stats(mapped, norm, rows=100, bin=k) == norm.stats(bin_frame(data, k))
+
+
+def test_a_model_that_needs_more_context_gets_it_in_tiles_and_bands():
+    """hrtem-denoise looks about 96 px around a pixel (its header's ``context_px``, from
+    scripts/measure_context.py): with the plain 32 px overlap its tiles leave seams of
+    several % of the range; the engine raises the overlap (and the bands' halo) to it."""
+    frame = simulate("hrtem", 512, dose=20.0, seed=7).noisy
+    net, meta = load_model("hrtem-denoise")
+    assert meta["context_px"] == 96
+    plain = {k: v for k, v in meta.items() if k != "context_px"}
+    whole = denoise(frame, (net, meta), device="cpu", tile=512)
+    span = float(np.ptp(np.percentile(frame, [0.5, 99.5])))
+    seams = np.abs(denoise(frame, (net, plain), device="cpu", tile=256, overlap=32) - whole)
+    tiled = np.abs(denoise(frame, (net, meta), device="cpu", tile=256, overlap=32) - whole)
+    assert seams.max() > 0.02 * span, "the plain overlap no longer shows the seam"
+    assert tiled.max() < 0.005 * span
+    bands = np.concatenate(
+        list(denoise_bands(frame, (net, meta), "cpu", tile=256, overlap=32, band=192, halo=32))
+    )
+    assert np.abs(bands - whole).max() < 0.01 * span

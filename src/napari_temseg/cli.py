@@ -642,7 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=None, metavar="NAME|PATH", help="see `temseg models`")
     s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
     s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
-    s.add_argument("--overlap", type=int, default=defaults.OVERLAP, metavar="N")
+    s.add_argument(
+        "--overlap",
+        type=int,
+        default=defaults.OVERLAP,
+        metavar="N",
+        help="tile overlap in pixels; raised to the model's own need (hrtem-denoise: 96)",
+    )
     s.add_argument(
         "--bin",
         type=int,

@@ -14,7 +14,7 @@ from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
-from napari_temseg.engine.tiling import predict_tiled, tiles_per_frame
+from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
 
@@ -75,7 +75,7 @@ def denoise(
         model = model.to(memory_format=torch.channels_last)
     kw = dict(
         tile=tile,
-        overlap=overlap,
+        overlap=model_overlap(meta, tile, overlap),
         out_channels=1,
         device=dev,
         batch_size=batch_size,

@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from napari_temseg.defaults import OVERLAP, TILE
-from napari_temseg.engine.tiling import Cancelled, tiles_per_frame
+from napari_temseg.engine.tiling import Cancelled, model_overlap, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 
 #: frames with more pixels than this (8192 x 8192) are processed band by band by the CLI
@@ -164,7 +164,10 @@ def predict_bands(
     them, so neither imports the other in a circle.
     """
     norm = Normalization.from_dict(model[1].get("normalization"))
-    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS), bin=kw.pop("bin", 1))
+    bin = kw.pop("bin", 1)
+    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS), bin=bin)
+    overlap = model_overlap(model[1], tile, overlap)  # the model's context, in tiles
+    kw["halo"] = max(int(kw.get("halo", HALO)), overlap * bin)  # and across bands
     cancel = kw.get("cancel")
 
     def predict(rows: np.ndarray, report: Progress) -> np.ndarray:

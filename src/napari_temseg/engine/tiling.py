@@ -94,6 +94,19 @@ def check_tiling(tile: int, overlap: int) -> None:
         raise ValueError(f"overlap must be in [0, tile/2), got {overlap} for tile {tile}")
 
 
+def model_overlap(meta: dict[str, Any], tile: int, overlap: int) -> int:
+    """The overlap to tile with: at least the model's recorded ``context_px``.
+
+    A network that looks far around each pixel gives different answers near a tile's
+    inner edge than inside a whole frame; ``context_px`` (written by
+    ``scripts/measure_context.py``) is the overlap at which its tiled and whole-frame
+    results agree on real frames. A smaller request is raised to it, never beyond what
+    the tile allows (less than half of it).
+    """
+    need = int(meta.get("context_px", 0) or 0)
+    return max(overlap, min(need, tile // 2 - 1))
+
+
 def _check_args(shape: tuple[int, ...], tile: int, overlap: int, out_channels: int) -> None:
     if len(shape) < 2:
         raise ValueError(
@@ -341,4 +354,4 @@ def tiles_per_frame(shape: tuple[int, ...], tile: int, overlap: int) -> int:
     return len(tile_starts(h, th, ov)) * len(tile_starts(w, tw, ov))
 
 
-__all__ = ["Cancelled", "predict_tiled", "tile_starts", "tiles_per_frame"]
+__all__ = ["Cancelled", "model_overlap", "predict_tiled", "tile_starts", "tiles_per_frame"]
