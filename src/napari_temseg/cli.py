@@ -597,6 +597,18 @@ OVERWRITE_HELP = (
 )
 
 
+def _tiling_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
+    s.add_argument(
+        "--overlap",
+        type=int,
+        default=defaults.OVERLAP,
+        metavar="N",
+        help="tile overlap in pixels; raised to what the model records it needs "
+        "(hrtem-denoise: 96)",
+    )
+
+
 def _batch_options(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--band-above",
@@ -641,14 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--model", default=None, metavar="NAME|PATH", help="see `temseg models`")
     s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
-    s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
-    s.add_argument(
-        "--overlap",
-        type=int,
-        default=defaults.OVERLAP,
-        metavar="N",
-        help="tile overlap in pixels; raised to the model's own need (hrtem-denoise: 96)",
-    )
+    _tiling_options(s)
     s.add_argument(
         "--bin",
         type=int,
@@ -743,8 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, metavar="MODEL")
     s.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     s.add_argument("--device", default=defaults.DEVICE, choices=("auto", "cpu", "cuda", "mps"))
-    s.add_argument("--tile", type=int, default=defaults.TILE, metavar="N")
-    s.add_argument("--overlap", type=int, default=defaults.OVERLAP, metavar="N")
+    _tiling_options(s)
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)
     s.set_defaults(func=cmd_segment)

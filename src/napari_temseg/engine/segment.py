@@ -27,7 +27,7 @@ from napari_temseg.engine.checks import (
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
-from napari_temseg.engine.tiling import predict_tiled, tiles_per_frame
+from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
 from napari_temseg.models import load_model
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import cached_model
@@ -102,6 +102,7 @@ def segment(
     def fn(x: torch.Tensor) -> torch.Tensor:
         return net(x).float().softmax(1)
 
+    overlap = model_overlap(meta, tile, overlap)  # as engine.denoise and the bands do
     lead, (h, w) = shape[:-2], shape[-2:]
     frames = list(np.ndindex(*lead)) if lead else [()]
     zh, zw = max(1, round(h * zoom)), max(1, round(w * zoom))
