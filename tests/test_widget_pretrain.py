@@ -158,3 +158,14 @@ def test_viewer_stays_responsive_while_training(controls, widget, qtbot):
     w.stop()
     _wait_done(qtbot, w, timeout=120_000)
     assert len(seen) > len(set(seen)) >= 3  # several ticks between training updates
+
+
+def test_opening_the_dock_leaves_no_folder_behind(make_napari_viewer, monkeypatch, tmp_path):
+    """The session's models get a temporary folder at the first Start, not when the dock
+    opens: a dock opened and closed leaves nothing in the temporary directory."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    viewer = make_napari_viewer()
+    viewer.window.add_dock_widget(PretrainWidget(viewer))
+    assert not list(tmp_path.glob("temseg-pretrain-*"))

@@ -104,7 +104,9 @@ class PretrainWidget(Container):
         self.native.layout().addWidget(self.curves)
         self.extend([self._save_path, self._save])
 
-        self._workdir = Path(tempfile.mkdtemp(prefix="temseg-pretrain-"))
+        # the session's models live here; made at the first Start, so a dock that only
+        # opened leaves no folder behind
+        self._workdir: Path | None = None
         self._runs = 0
         self.last_model: Path | None = None
         self.last_result = None
@@ -206,6 +208,8 @@ class PretrainWidget(Container):
         init = init if isinstance(init, str) else self._init_model()
         if init is None:
             return
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="temseg-pretrain-"))
         self._runs += 1
         output = self._workdir / f"pretrained-{self._runs}.safetensors"
         try:
@@ -251,6 +255,8 @@ class PretrainWidget(Container):
     def _on_killed(self) -> None:
         """The child ignored Stop for STOP_TIMEOUT_S and was terminated."""
         show_warning("Training did not stop in time and was terminated.")
+        if self._workdir is None:
+            return
         partial = self._workdir / f"pretrained-{self._runs}.safetensors"
         if partial.is_file():  # written at its last validation
             self._register(partial)
