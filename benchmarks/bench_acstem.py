@@ -13,7 +13,9 @@ three methods get the same strokes, side by side in one run:
 - an ilastik-style random forest on multi-scale features (``bench_finetune.forest_features``);
 - a threshold on a Gaussian-smoothed frame, set half-way between the painted classes;
 - the atom finder (``engine.atoms.fit_atom_finder``): band-pass peaks at the painted atoms'
-  fitted width, thresholded between painted atoms and painted support.
+  fitted width, thresholded between painted atoms and painted support; and the same finder
+  with a lower bar (the painted support's bright tail) whose candidates are kept only where
+  a segmentation (the U-Net's, or the forest's) says "atom".
 
 Atoms from a mask are the centroids of the atom class's connected components (at least
 2 px), as the Measure dock's particle table would count them; atoms from a probability map
@@ -169,6 +171,17 @@ def main() -> int:
         **score_points(peaks([p[1] for _, p in out]), test, args.radius),
         "seconds": seconds,
     }
+    results[f"atom finder, confirmed by the {name}'s mask"] = {
+        **score_points(
+            [
+                finder.find(img, atom_mask=lab == 2)
+                for (_, img, _), (lab, _) in zip(test, out, strict=True)
+            ],
+            test,
+            args.radius,
+        ),
+        "seconds": seconds,
+    }
 
     from bench_finetune import forest_features
     from sklearn.ensemble import RandomForestClassifier
@@ -192,6 +205,17 @@ def main() -> int:
     }
     results["random forest (same strokes), probability peaks"] = {
         **score_points(peaks(probs), test, args.radius),
+        "seconds": seconds,
+    }
+    results["atom finder, confirmed by the forest's mask"] = {
+        **score_points(
+            [
+                finder.find(img, atom_mask=p > 0.5)
+                for (_, img, _), p in zip(test, probs, strict=True)
+            ],
+            test,
+            args.radius,
+        ),
         "seconds": seconds,
     }
 

@@ -101,6 +101,9 @@ def main() -> int:
         default=FinetuneConfig.holdout_frames,
         help="validate on a whole painted frame from this many painted frames (0: never)",
     )
+    p.add_argument("--invert", type=float, default=FinetuneConfig.invert_contrast)
+    p.add_argument("--gamma", type=float, default=FinetuneConfig.gamma_jitter)
+    p.add_argument("--blur", type=float, default=FinetuneConfig.blur_jitter)
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -118,7 +121,15 @@ def main() -> int:
     print(f"{a.kind}: {a.painted} painted frames ({share:.2%} of pixels), {a.tests} per session\n")
 
     t0 = time.perf_counter()
-    cfg = FinetuneConfig(steps=a.steps, device="cpu", seed=a.seed, holdout_frames=a.holdout_frames)
+    cfg = FinetuneConfig(
+        steps=a.steps,
+        device="cpu",
+        seed=a.seed,
+        holdout_frames=a.holdout_frames,
+        invert_contrast=a.invert,
+        gamma_jitter=a.gamma,
+        blur_jitter=a.blur,
+    )
     tuner = Finetuner(imgs, labels, init=init, config=cfg, pixel_sizes=[PIXEL[a.kind]] * a.painted)
     for _ in tuner.run():
         pass

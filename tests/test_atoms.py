@@ -235,3 +235,100 @@ def test_temseg_measure_atoms_fits_on_the_painted_image_and_tables_every_image(t
     err = capsys.readouterr().err
     assert code != 0 and "no support painted" in err and "Traceback" not in err
     assert not bad.exists()
+
+
+def _discs(shape, pts: np.ndarray, radius: float) -> np.ndarray:
+    """What a good segmenter marks: class 2 on a disc around each atom, 1 elsewhere."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    seg = np.ones(shape, np.uint8)
+    for y, x in pts:
+        seg[(yy - y) ** 2 + (xx - x) ** 2 <= radius**2] = 2
+    return seg
+
+
+def test_a_segmentation_confirms_faint_atoms_the_finder_alone_misses():
+    """At a fifth of the painted dose the finder alone keeps only the brighter atoms; with a
+    segmentation that marks the atoms, candidates down to the support's bright tail are
+    kept where it agrees: more atoms, and no speck of the support."""
+    img, atoms = atoms_frame(2, dose=80.0)
+    finder = fit_atom_finder(img, paint(img.shape, atoms, 8, seed=1), atom_class=2)
+    assert finder.support_level is not None and finder.support_level < finder.threshold
+    dark, truth = atoms_frame(3, dose=12.0)
+    alone = finder.find(dark)
+    confirmed = finder.find(dark, atom_mask=_discs(dark.shape, truth, 2.5) == 2)
+    hits_alone = match_points(alone, truth, 2.0)
+    hits = match_points(confirmed, truth, 2.0)
+    assert hits >= hits_alone + 3, (hits_alone, hits, len(truth))
+    assert hits == len(confirmed)  # every confirmed atom is a true one
+    # without a judge, the same bar as before
+    lower = finder.find(dark, mask=np.ones(dark.shape, bool))
+    assert len(lower) == len(alone)
+
+
+def test_find_atoms_with_a_segmentation_falls_back_per_frame_where_it_cannot_judge():
+    a, atoms_a = atoms_frame(5)
+    b, atoms_b = atoms_frame(6, dose=12.0)
+    c, _ = atoms_frame(7)
+    stack = np.stack([a, b, c])
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[0] = paint(a.shape, atoms_a, 6, seed=3)
+    seg = np.stack(
+        [
+            _discs(a.shape, atoms_a, 2.5),
+            _discs(b.shape, atoms_b, 2.5),
+            np.full(c.shape, 2, np.uint8),  # "everything is an atom": no judge
+        ]
+    )
+    plain = find_atoms(stack, labels, atom_class=2)
+    result = find_atoms(stack, labels, atom_class=2, segmentation=seg)
+    t, t0 = result.table, plain.table
+    assert (t["frame"] == 1).sum() > (t0["frame"] == 1).sum()  # the faint frame gains atoms
+    assert (t["frame"] == 2).sum() == (t0["frame"] == 2).sum()  # the degenerate one: as alone
+    why = dict(result.warnings)
+    assert 2 in why and "100% of this frame as atoms" in why[2] and "without it" in why[2]
+    with pytest.raises(AtomError, match=r"segmentation .* differ in shape"):
+        find_atoms(stack, labels, atom_class=2, segmentation=seg[0])
+
+
+def test_temseg_measure_atoms_confirmed_by_a_segmenter(tmp_path, capsys):
+    """`--confirm-with SEGMENTER`: each image is segmented; an atom is kept only where the
+    segmenter says atom, or the image is named and searched by the finder alone."""
+    import pandas as pd
+    import tifffile
+
+    from napari_temseg.cli import main
+    from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
+    from napari_temseg.engine.segment import segment
+
+    a, atoms_a = atoms_frame(10)
+    b, _ = atoms_frame(11, dose=120.0)
+    strokes = paint(a.shape, atoms_a, 12, seed=5)
+    cfg = FinetuneConfig(steps=30, batch_size=4, patch=64, base=8, depth=3, device="cpu")
+    result = finetune([a], [strokes], init="none", config=cfg)
+    model = save_segmenter(tmp_path / "seg", result.model, result.meta)
+    for name, img in (("a.tif", a), ("b.tif", b)):
+        tifffile.imwrite(tmp_path / name, img)
+    tifffile.imwrite(tmp_path / "a_strokes.tif", strokes)
+    out = tmp_path / "atoms.csv"
+    argv = ["measure", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "-o", str(out)]
+    argv += ["--atoms", str(tmp_path / "a_strokes.tif"), "--confirm-with", str(model)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"confirmed by {model}" in printed
+    table = pd.read_csv(out)
+    judged = 0
+    for name, img in (("a.tif", a), ("b.tif", b)):
+        if f"{name}: the segmentation marks" in printed:
+            continue  # named, and searched by the finder alone
+        seg = segment(img, str(model), device="cpu")
+        rows = table[table["file"] == name][["y_px", "x_px"]].to_numpy()
+        at = np.rint(rows).astype(int)
+        assert len(rows) and (seg[at[:, 0], at[:, 1]] == 2).all(), name
+        judged += 1
+    assert judged, printed  # the painted image at least is one the segmenter can judge
+    # a denoiser is no judge; --confirm-with alone is no atom search: one line each
+    assert main([*argv[:-1], "stem-denoise"]) == 1
+    assert "--confirm-with" in capsys.readouterr().err
+    bad = ["measure", str(tmp_path / "a.tif"), "-o", str(tmp_path / "p.csv")]
+    assert main([*bad, "--confirm-with", str(model)]) == 1
+    assert "use it with --atoms" in capsys.readouterr().err

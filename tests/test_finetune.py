@@ -482,3 +482,44 @@ def test_two_painted_frames_or_a_frame_with_the_only_strokes_of_a_class_stay_spl
     rest[rest == 2] = 0  # frame 0 alone has class 2; frames 1, 2 only class 1
     src = StrokeSource([images], [only], 2, patch=64, holdout_frames=3)
     assert src.held_out_frame is None, "no frame holds two classes the others also hold"
+
+
+def test_contrast_inversion_shows_that_share_of_patches_with_the_classes_polarity_swapped():
+    """``invert_contrast``: HRTEM particles can turn from brighter to darker than the support
+    between frames; that share of training patches shows the painted bright class dark."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((128, 128), np.float32)
+    img[:, 64:] = 100.0
+    img += rng.normal(0, 1, img.shape).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[20:108, 20:40] = 1  # dark support
+    lab[20:108, 88:108] = 2  # bright particle
+
+    def dark_share(invert: float) -> float:
+        src = StrokeSource([img], [lab], 2, patch=32, val_fraction=0.0, invert=invert, seed=1)
+        xs, ys = src.sample(400, np.random.default_rng(2))
+        bright = [x[0][y == 2].mean() for x, y in zip(xs, ys, strict=True) if (y == 2).any()]
+        return float(np.mean(np.array(bright) < 0.5))
+
+    assert dark_share(0.0) == 0.0
+    assert dark_share(1.0) == 1.0
+    assert 0.15 < dark_share(0.25) < 0.35
+    tuner = Finetuner([img], [lab], init="none", config=tiny(steps=1, invert_contrast=0.25))
+    assert tuner.source.describe()["invert"] == 0.25  # recorded with the segmenter
+
+
+def test_gamma_and_blur_augmentations_keep_the_range_and_the_order_of_intensities():
+    """Measured and not on by default (docs/segment.md), but they must do what they say."""
+    rng = np.random.default_rng(0)
+    img = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    img[:, ::2] += 0.05  # fine detail a blur smooths away
+    lab = np.zeros(img.shape, np.uint8)
+    lab[10:20, 10:20], lab[40:50, 40:50] = 1, 2
+    src = StrokeSource([img], [lab], 2, patch=32, gamma_jitter=0.5, blur_jitter=1.5)
+    changed = blurred = 0
+    for _ in range(200):
+        out = src._imaging(img.copy(), rng)
+        assert np.all(np.diff(out[32, 1::2]) >= -1e-6)  # a gamma keeps the order
+        changed += not np.allclose(out, img)
+        blurred += np.abs(np.diff(out[32])).mean() < 0.5 * np.abs(np.diff(img[32])).mean()
+    assert 100 < changed < 200 and 20 < blurred < 100

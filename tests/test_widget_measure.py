@@ -370,3 +370,48 @@ def test_atoms_section_finds_every_atom_as_points_with_a_table_and_exports_it(
     panel.find.native.click()
     qtbot.waitUntil(lambda: "no atom painted" in panel.status.value, timeout=30_000)
     assert panel.result is None and len(viewer.layers) == 3
+
+
+def test_atoms_section_confirms_faint_atoms_with_a_segmentation_layer(widget, qtbot):
+    """'Confirm with' a segmentation: a dark frame's faint atoms are found where it says
+    atom; the painted strokes themselves, or a layer of another shape, are refused."""
+    from atoms_data import atoms_frame, paint
+    from napari_temseg.engine.atoms import match_points
+
+    viewer, w = widget
+    a, atoms_a = atoms_frame(2, dose=80.0)
+    b, atoms_b = atoms_frame(3, dose=12.0)  # a fifth of the dose: faint atoms
+    image = viewer.add_image(np.stack([a, b]), name="haadf")
+    strokes = np.zeros((2, *a.shape), np.uint8)
+    strokes[0] = paint(a.shape, atoms_a, 8, seed=1)
+    viewer.add_labels(strokes, name="strokes")
+    yy, xx = np.mgrid[0 : a.shape[0], 0 : a.shape[1]]
+    seg = np.ones((2, *a.shape), np.uint8)  # what a segmenter trained on the strokes marks
+    for frame, pts in ((0, atoms_a), (1, atoms_b)):
+        for y, x in pts:
+            seg[frame][(yy - y) ** 2 + (xx - x) ** 2 <= 6] = 2
+    viewer.add_labels(seg, name="haadf segmentation")
+    panel = w.atoms
+    panel.image.value = image
+    panel.strokes.value = viewer.layers["strokes"]
+    assert panel.confirm.value is None  # off unless chosen
+
+    def found_on_dark() -> int:
+        panel.result = None
+        panel.find.native.click()
+        qtbot.waitUntil(lambda: panel.result is not None, timeout=60_000)
+        pts = viewer.layers["haadf atoms"].data
+        return match_points(pts[pts[:, 0] == 1][:, 1:], atoms_b, 2.0)
+
+    alone = found_on_dark()
+    panel.confirm.value = viewer.layers["haadf segmentation"]
+    confirmed = found_on_dark()
+    assert confirmed >= alone + 3 and confirmed > 0.8 * len(atoms_b), (alone, confirmed)
+    assert "confirmed by 'haadf segmentation'" in panel.status.value
+    panel.confirm.value = viewer.layers["strokes"]
+    panel.find.native.click()
+    assert "holds the painted strokes" in panel.status.value
+    viewer.add_labels(seg[0], name="one frame")
+    panel.confirm.value = viewer.layers["one frame"]
+    panel.find.native.click()
+    assert "differ in shape" in panel.status.value

@@ -385,3 +385,29 @@ def test_a_micrometre_layer_is_calibrated_for_training(controls, widget, sample,
     _paint(w.add_strokes_layer(), strokes)
     ui["Train"].clicked()
     assert seen["pixel_sizes"] == [pytest.approx(0.1)]
+
+
+def test_contrast_may_invert_trains_on_inverted_patches_too(controls, widget, sample, monkeypatch):
+    """The options' check box turns on the contrast-inversion augmentation, off by default."""
+    from napari_temseg import defaults
+    from napari_temseg.engine import finetune as ft
+
+    seen = []
+
+    class Refused(ValueError):
+        pass
+
+    def capture(*args, config=None, **kwargs):
+        seen.append(config.invert_contrast)
+        raise Refused("captured")
+
+    monkeypatch.setattr(ft, "Finetuner", capture)
+    viewer, w = widget
+    ui = controls(w)
+    s, strokes = sample
+    ui["Image"].value = viewer.add_image(s.noisy, name="raw")
+    _paint(w.add_strokes_layer(), strokes)
+    ui["Train"].clicked()
+    ui["contrast may invert between frames"].value = True
+    ui["Train"].clicked()
+    assert seen == [0.0, defaults.FINETUNE_INVERT]

@@ -288,6 +288,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             holdout_frames=3 if args.validate_on_a_frame else 0,
+            invert_contrast=defaults.FINETUNE_INVERT if args.invert_contrast else 0.0,
         )
     except ValueError as exc:  # --steps 0, --lr nan: say which option, before any work
         msg = str(exc).replace("max_seconds", "seconds", 1)
@@ -355,6 +356,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     if args.atoms:
         return _measure_atoms(args)
+    if args.confirm_with:
+        raise CLIError("--confirm-with confirms atoms: use it with --atoms STROKES")
     from napari_temseg.engine.measure import measure, write_csv
     from napari_temseg.io.calibration import Calibration
     from napari_temseg.pipeline.batch import expand_inputs
@@ -410,9 +413,11 @@ def _measure_atoms(args: argparse.Namespace) -> int:
     find and measure every atom of every image, one CSV row per atom."""
     import pandas as pd
 
-    from napari_temseg.engine.atoms import AtomError, atom_table, fit_atom_finder
+    from napari_temseg.engine.atoms import AtomError, atom_mask_of, atom_table, fit_atom_finder
     from napari_temseg.engine.measure import write_csv
+    from napari_temseg.engine.segment import load_segmenter, segment
     from napari_temseg.io.calibration import Calibration
+    from napari_temseg.models import CheckpointError
     from napari_temseg.pipeline.batch import expand_inputs
 
     output = _csv_output(args.output, "atoms.csv")
@@ -437,6 +442,13 @@ def _measure_atoms(args: argparse.Namespace) -> int:
         f"atom finder fitted on {painted}: width sigma {finder.sigma:.2f} px, "
         f"threshold {finder.threshold:.2f} (noise units)"
     )
+    judge = None
+    if args.confirm_with:
+        try:
+            judge = load_segmenter(args.confirm_with)
+        except (CheckpointError, ValueError, OSError) as exc:
+            raise CLIError(f"--confirm-with: {exc}") from exc
+        print(f"candidates down to {finder.support_level:.2f} confirmed by {args.confirm_with}")
     tables, failed = [], len(misses)
     for path in images:
         try:
@@ -445,9 +457,15 @@ def _measure_atoms(args: argparse.Namespace) -> int:
                 raise CLIError(f"atoms are found on 2D frames, got shape {np.shape(ds.data)}")
             calibration = Calibration.from_image(ds)
             frame = np.asarray(ds.data)
+            atom_mask = None
+            if judge is not None:
+                seg = segment(frame, judge, pixel_size_nm=calibration.pixel_size_nm)
+                atom_mask, why_not = atom_mask_of(seg, args.atom_class)
+                if why_not:
+                    print(f"{path}: {why_not}: atoms found without it")
             table = atom_table(
                 frame,
-                finder.find(frame),
+                finder.find(frame, atom_mask=atom_mask),
                 2 * finder.sigma,
                 calibration.yx,
                 calibration.unit,
@@ -740,6 +758,13 @@ def build_parser() -> argparse.ArgumentParser:
         "out of training: an honest Dice for frames you did not paint, at the cost of "
         "training on fewer strokes",
     )
+    s.add_argument(
+        "--invert-contrast",
+        action="store_true",
+        help="the frames may differ in contrast polarity (HRTEM defocus, thickness): also "
+        f"train on inverted patches ({defaults.FINETUNE_INVERT * 100:.0f}%% of them): better on "
+        "frames of the other polarity, worse on frames like the painted ones",
+    )
     s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
     s.set_defaults(func=cmd_finetune)
 
@@ -789,6 +814,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="IMG",
         help="the image STROKES were painted on (default: the first image)",
+    )
+    s.add_argument(
+        "--confirm-with",
+        default=None,
+        metavar="SEGMENTER",
+        help="with --atoms: a segmenter trained on the same strokes (temseg finetune); "
+        "fainter candidates are kept where it says atom (more faint atoms, fewer specks)",
     )
     s.set_defaults(func=cmd_measure)
 

@@ -32,6 +32,9 @@ FINETUNE_SECONDS = 0.0  # time budget; 0: none
 FINETUNE_PATCH = 128
 FINETUNE_BATCH = 8
 FINETUNE_LR = 2e-3
+#: share of patches shown with inverted contrast when frames may differ in polarity
+#: ("contrast may invert", off by default: docs/segment.md)
+FINETUNE_INVERT = 0.25
 
 #: atoms (engine.atoms, the Measure dock's Atoms section, temseg measure --atoms): the label
 #: painted on atoms; class 1 is support by the project's convention

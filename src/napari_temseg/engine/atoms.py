@@ -52,6 +52,9 @@ class AtomFinder:
     sigma: float  # Gaussian sigma of the atom's blob (px)
     threshold: float  # on the band-pass response, in units of the frame's noise
     min_distance: int  # least distance between two atoms (px)
+    # the painted support's bright tail on the same scale: the bar for a candidate that a
+    # segmentation confirms (find(..., atom_mask=...)); None: the threshold is used
+    support_level: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.sigma > 0 and math.isfinite(self.sigma)):
@@ -66,14 +69,39 @@ class AtomFinder:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AtomFinder:
-        return cls(float(d["sigma"]), float(d["threshold"]), int(d["min_distance"]))
+        level = d.get("support_level")
+        return cls(
+            float(d["sigma"]),
+            float(d["threshold"]),
+            int(d["min_distance"]),
+            None if level is None else float(level),
+        )
 
     def response(self, image: np.ndarray) -> np.ndarray:
         return blob_response(image, self.sigma)
 
-    def find(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        """Atom centres (N, 2) as (row, col) in pixels, sub-pixel, brightest first."""
-        return find_peaks(self.response(image), self.threshold, self.min_distance, mask)
+    def find(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray | None = None,
+        atom_mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Atom centres (N, 2) as (row, col) in pixels, sub-pixel, brightest first.
+
+        ``mask``: look only there. ``atom_mask``: where a segmenter trained on the same
+        strokes says "atom". A candidate then only has to clear the support's bright tail
+        (``support_level``), not the half-way threshold, and is kept where the segmenter
+        agrees: two independent judges, one of shape and brightness, one of context. On
+        the real acstem frames this found more faint atoms than either alone (F1 0.423 ->
+        0.484 on the test frames; docs/benchmarks.md).
+        """
+        threshold = self.threshold
+        if atom_mask is not None:
+            atom_mask = np.asarray(atom_mask, dtype=bool)
+            mask = atom_mask if mask is None else (np.asarray(mask, dtype=bool) & atom_mask)
+            if self.support_level is not None:
+                threshold = min(self.threshold, self.support_level)
+        return find_peaks(self.response(image), threshold, self.min_distance, mask)
 
 
 def _check_frame(image: Any) -> np.ndarray:
@@ -244,6 +272,7 @@ def fit_atom_finder(
         sigma=round(sigma, 3),
         threshold=(atom_level + back_level) / 2,
         min_distance=max(2, round(1.5 * sigma)),
+        support_level=back_level,
     )
 
 
@@ -383,6 +412,23 @@ class AtomResult:
         return self.table[cols].to_numpy(dtype=float).reshape(-1, len(cols))
 
 
+#: a segmentation marking atoms over more of a frame than this is degenerate, not a judge
+MAX_ATOM_SHARE = 0.2
+
+
+def atom_mask_of(segmentation: np.ndarray | None, atom_class: int) -> tuple[np.ndarray | None, str]:
+    """The segmentation's atom mask for one frame, or None and why it cannot judge."""
+    if segmentation is None:
+        return None, ""
+    mask = np.asarray(segmentation) == atom_class
+    share = float(mask.mean())
+    if share == 0:
+        return None, f"the segmentation marks no atom (class {atom_class}) here"
+    if share > MAX_ATOM_SHARE:
+        return None, f"the segmentation marks {share:.0%} of this frame as atoms"
+    return mask, ""
+
+
 def find_atoms(
     image: np.ndarray,
     labels: np.ndarray,
@@ -390,6 +436,7 @@ def find_atoms(
     pixel_size: tuple[float, float] = (1.0, 1.0),
     unit: str = "px",
     origin: tuple[float, float] = (0.0, 0.0),
+    segmentation: np.ndarray | None = None,
 ) -> AtomResult:
     """Fit a finder on the painted frames of ``labels``, then find and measure every atom.
 
@@ -398,6 +445,12 @@ def find_atoms(
     measured for each atom's integrated intensity has a radius of twice the fitted sigma
     (about 86 % of a Gaussian blob's intensity). Unpainted frames whose level or noise lie
     outside the painted frames' (``engine/checks.py``) are named in ``warnings``.
+
+    ``segmentation``: the same image segmented by a model trained on these strokes (same
+    shape, same class numbers). Candidates then need only clear the support's bright tail
+    and are kept where it says ``atom_class`` (:meth:`AtomFinder.find`). A frame where it
+    marks no atom, or atoms over more than a fifth of the frame, is no judge: that frame is
+    searched by the finder alone, and named in ``warnings``.
     """
     import pandas as pd
 
@@ -407,8 +460,12 @@ def find_atoms(
         raise AtomError(f"atoms are found on a frame (Y, X) or a stack (N, Y, X), got {img.shape}")
     if lab.shape != img.shape:
         raise AtomError(f"labels {lab.shape} and image {img.shape} differ in shape")
+    seg = None if segmentation is None else np.asarray(segmentation)
+    if seg is not None and seg.shape != img.shape:
+        raise AtomError(f"segmentation {seg.shape} and image {img.shape} differ in shape")
     frames = [img] if img.ndim == 2 else list(img)
     marks = [lab] if lab.ndim == 2 else list(lab)
+    segs = [None] * len(frames) if seg is None else ([seg] if seg.ndim == 2 else list(seg))
     painted = [i for i, m in enumerate(marks) if (m == atom_class).any()]
     if not painted:
         raise AtomError(f"no atom painted: mark a few atoms with label {atom_class}")
@@ -416,13 +473,17 @@ def find_atoms(
     painted_stats = [frame_stats(frames[i]) for i in painted]
     tables, warnings = [], []
     for i, frame in enumerate(frames):
-        t = atom_table(frame, finder.find(frame), 2 * finder.sigma, pixel_size, unit, origin)
+        atom_mask, why_not = atom_mask_of(segs[i], atom_class)
+        centres = finder.find(frame, atom_mask=atom_mask)
+        t = atom_table(frame, centres, 2 * finder.sigma, pixel_size, unit, origin)
         if img.ndim == 3:
             t.insert(0, "frame", i)
         tables.append(t)
         why = None if i in painted else outside_painted(frame_stats(frame), painted_stats)
         if why:  # the threshold is in noise units: a noisier frame loses its faint atoms
             warnings.append((i, f"{why}; faint atoms may be missed: paint a few atoms there"))
+        if why_not:
+            warnings.append((i, f"{why_not}: atoms found without it"))
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)
     table["atom"] = np.arange(1, len(table) + 1)
     table.attrs["unit"] = unit

@@ -99,6 +99,9 @@ class FinetuneConfig:
     holdout_frames: int = 0
     augment: bool = True
     scale_jitter: float = 0.15
+    invert_contrast: float = 0.0  # share of patches shown with inverted contrast
+    gamma_jitter: float = 0.0  # detector gamma in [1/(1+g), 1+g] on half the patches
+    blur_jitter: float = 0.0  # Gaussian blur up to this sigma (px) on 30 % of patches
     grad_clip: float = 1.0
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
@@ -267,6 +270,9 @@ class Finetuner:
             holdout_frames=cfg.holdout_frames,
             augment=cfg.augment,
             scale_jitter=cfg.scale_jitter,
+            invert=cfg.invert_contrast,
+            gamma_jitter=cfg.gamma_jitter,
+            blur_jitter=cfg.blur_jitter,
             seed=cfg.seed,
         )
         self.val = self.source.validation()

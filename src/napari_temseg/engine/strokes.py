@@ -184,6 +184,9 @@ class StrokeSource:
         augment: bool = True,
         scale_jitter: float = 0.15,
         noise_jitter: float = 0.1,
+        invert: float = 0.0,
+        gamma_jitter: float = 0.0,
+        blur_jitter: float = 0.0,
         seed: int = 0,
     ) -> None:
         if len(images) != len(labels):
@@ -213,6 +216,9 @@ class StrokeSource:
         self.val_fraction = val_fraction
         self.scale_jitter = scale_jitter
         self.noise_jitter = noise_jitter
+        self.invert = invert
+        self.gamma_jitter = gamma_jitter
+        self.blur_jitter = blur_jitter
         sizes = list(pixel_sizes) if pixel_sizes is not None else [None] * len(images)
         if len(sizes) != len(images):
             raise StrokeError(f"got {len(sizes)} pixel size(s) for {len(images)} image(s)")
@@ -350,12 +356,29 @@ class StrokeSource:
                 lab = ndimage.zoom(lab, p / size, order=0, grid_mode=True, mode="nearest")[:p, :p]
             if self.augment:
                 img, lab = _symmetry(img, lab, int(rng.integers(8)))
+                img = self._imaging(img, rng)
                 img = img * rng.uniform(0.8, 1.25) + rng.uniform(-0.1, 0.1)
                 if self.noise_jitter > 0 and rng.random() < 0.5:
                     img = img + rng.normal(0, rng.uniform(0, self.noise_jitter), img.shape)
             xs[i, 0] = img
             ys[i] = lab
         return xs, ys
+
+    def _imaging(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Another session's imaging on a normalised patch: blur, detector gamma, polarity.
+
+        Each is off at 0 and draws nothing from ``rng`` then, so turning one on leaves
+        the others' patches as they were.
+        """
+        if self.blur_jitter > 0 and rng.random() < 0.3:
+            img = ndimage.gaussian_filter(img, rng.uniform(0.3, self.blur_jitter), mode="reflect")
+        if self.gamma_jitter > 0 and rng.random() < 0.5:
+            g = float(np.exp(rng.uniform(-1, 1) * np.log1p(self.gamma_jitter)))
+            inside = np.clip(img, 0.0, 1.0)  # the frame's percentile range; spikes kept as is
+            img = inside**g + (img - inside)
+        if self.invert > 0 and rng.random() < self.invert:
+            img = 1.0 - img  # the frame's own percentile range, mirrored
+        return img
 
     def validation(
         self, max_windows: int = 24, which: str = "val"
@@ -394,6 +417,9 @@ class StrokeSource:
             "augment": self.augment,
             "held_out_frame": None if self.held_out_frame is None else list(self.held_out_frame),
             "scale_jitter": self.scale_jitter,
+            "invert": self.invert,
+            "gamma_jitter": self.gamma_jitter,
+            "blur_jitter": self.blur_jitter,
             "intensity": [f.stats for f in self.frames if f.stats],  # engine/checks.py
         }
 

@@ -1,7 +1,8 @@
 """The Measure dock's Atoms section: paint a few atoms, get every atom as a point with a table.
 
-A thin face on ``engine/atoms.py``: it reads the image and the painted Labels layer, fits the
-atom finder and finds atoms on every frame in the background, and writes a Points layer
+A thin face on ``engine/atoms.py``: it reads the image and the painted Labels layer (and,
+optionally, a segmentation of the image to confirm fainter candidates), fits the atom
+finder and finds atoms on every frame in the background, and writes a Points layer
 "<image> atoms" whose features are the per-atom table (napari shows them in the layer's
 feature table and on hover), plus a CSV export of the same table.
 """
@@ -9,7 +10,7 @@ feature table and on hover), plus a CSV export of the same table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from magicgui.widgets import Container, FileEdit, Label, PushButton, SpinBox, create_widget
@@ -29,10 +30,11 @@ def _find(
     pixel_size: tuple[float, float],
     unit: str,
     origin: tuple[float, float],
+    segmentation: np.ndarray | None = None,
     progress: Any = None,
     cancel: Any = None,
 ) -> AtomResult:
-    return find_atoms(image, labels, atom_class, pixel_size, unit, origin)
+    return find_atoms(image, labels, atom_class, pixel_size, unit, origin, segmentation)
 
 
 class AtomsPanel(Container):
@@ -50,6 +52,13 @@ class AtomsPanel(Container):
             "atom class) and a few strokes on the support between atoms (any other class)"
         )
         self.atom_class = SpinBox(label="Atom class", value=ATOM_CLASS, min=1, max=255)
+        # Optional[...] is what gives magicgui's layer box its empty first choice
+        self.confirm = create_widget(annotation=Optional[Labels], label="Confirm with")  # noqa: UP045
+        self.confirm.tooltip = (
+            "optional: this image segmented by a model trained on the same strokes (Train "
+            "dock). Fainter candidates are then kept where it says 'atom': more of the faint "
+            "atoms, fewer specks of the support"
+        )
         self.find = PushButton(text="Find atoms")
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)
@@ -60,6 +69,7 @@ class AtomsPanel(Container):
                 self.image,
                 self.strokes,
                 self.atom_class,
+                self.confirm,
                 self.find,
                 self.status,
                 self.csv,
@@ -67,6 +77,7 @@ class AtomsPanel(Container):
             ]
         )
         self.result: AtomResult | None = None
+        self._judge_name: str | None = None  # the segmentation that confirmed the last run
         self.points: Points | None = None
         self._runner = Runner(self.native, "Finding atoms")
         self._runner.done.connect(self._on_done)
@@ -91,12 +102,31 @@ class AtomsPanel(Container):
                 "shape: paint on a Labels layer made for this image"
             )
             return
+        judge = self.confirm.value
+        segmentation = None
+        if judge is not None:
+            segmentation = np.asarray(judge.data)
+            if judge is strokes:
+                self.status.value = (
+                    f"'{judge.name}' holds the painted strokes: confirm with the segmentation "
+                    "a trained model made of this image, or with nothing"
+                )
+                return
+            if segmentation.shape != data.shape:
+                self.status.value = (
+                    f"'{judge.name}' {segmentation.shape} and '{image.name}' {data.shape} "
+                    "differ in shape: confirm with a segmentation of this image"
+                )
+                return
         calibration = Calibration.from_layer(image)
         scale, origin, unit = calibration.yx, calibration.origin_yx, calibration.unit
         self.find.enabled = False
         self.status.value = "finding atoms…"
         self._pending: Image | None = image
-        self._runner.start(_find, data, labels, int(self.atom_class.value), scale, unit, origin)
+        self._judge_name = None if judge is None else judge.name
+        self._runner.start(
+            _find, data, labels, int(self.atom_class.value), scale, unit, origin, segmentation
+        )
 
     def _on_done(self, result: AtomResult) -> None:
         self.result = result
@@ -110,6 +140,8 @@ class AtomsPanel(Container):
             if image is not None and np.ndim(image.data) == 3
             else f"{result.count} atoms (width sigma {f.sigma:.2f} px)"
         )
+        if self._judge_name:
+            self.status.value += f", confirmed by '{self._judge_name}'"
         if result.warnings:
             frames = ", ".join(str(i) for i, _ in result.warnings)
             self.status.value += f". Unsure on frame(s) {frames}: {result.warnings[0][1]}"

@@ -130,6 +130,12 @@ class TrainWidget(Container):
         self._init_file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors *.pt")
         self._init_file.visible = False
         self._continue = CheckBox(text="continue from the current segmenter", value=True)
+        self._invert = CheckBox(text="contrast may invert between frames", value=False)
+        self._invert.tooltip = (
+            "HRTEM: defocus or thickness can turn particles from darker to brighter than the "
+            "support. Also trains on inverted copies of the strokes' patches: better on frames "
+            "of the other polarity, worse on frames like the painted ones"
+        )
         self._steps = SpinBox(label="Steps", min=1, max=100_000, value=defaults.FINETUNE_STEPS)
         self._seconds = FloatSpinBox(
             label="or stop after", min=0, max=86_400, step=10, value=defaults.FINETUNE_SECONDS
@@ -179,7 +185,15 @@ class TrainWidget(Container):
         # fits a 1000 px screen (widgets/_layout.py)
         self._options = section(
             "Training options",
-            [self._init, self._init_file, self._continue, self._lr, self._patch, self._device],
+            [
+                self._init,
+                self._init_file,
+                self._continue,
+                self._invert,
+                self._lr,
+                self._patch,
+                self._device,
+            ],
         )
         self._files = section(
             "Save / load segmenter",
@@ -410,6 +424,7 @@ class TrainWidget(Container):
             lr=float(self._lr.value),
             patch=int(self._patch.value),
             device=self._device.value,
+            invert_contrast=defaults.FINETUNE_INVERT if self._invert.value else 0.0,
         )
         try:
             tuner = Finetuner(
