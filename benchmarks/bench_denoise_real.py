@@ -2,13 +2,16 @@
 
     python benchmarks/bench_denoise_real.py --out /tmp/denoise_real        # PNGs to look at
     python benchmarks/bench_denoise_real.py --figure docs/images/denoise_real.png
+    python benchmarks/bench_denoise_real.py --weights DIR --figure /tmp/cmp.png  # a candidate
 
 There is no clean truth for a real micrograph, so this reports what can be checked:
 the largest difference between tiled (256 px tiles) and whole-frame inference (seams),
 how much the output's mean differs from the input's (intensity kept), and the residual
 (input - output) standard deviation against a Poisson estimate of the noise. The PNGs
 (full frame and a 256 px crop, before and after, same contrast) are for looking at:
-artefacts, seams, hallucinated lattice.
+artefacts, seams, hallucinated lattice. ``--weights DIR`` adds a candidate's
+``<model>.safetensors`` from DIR as a third row of the figure, on the same crops and
+contrast, so a candidate is looked at beside the bundled weights before it ships.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/denoise_real"))
     p.add_argument("--figure", type=Path, help="also write one combined before/after figure here")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", type=Path, help="folder of candidate <model>.safetensors")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import matplotlib
@@ -105,17 +109,23 @@ def main() -> int:
         fig.tight_layout()
         fig.savefig(args.out / f"{Path(name).stem}_{model_name}.png", dpi=90)
         plt.close(fig)
-        rows.append((name, what, model_name, img[ys, xs], out[ys, xs], (lo, hi)))
+        panels = [(f"{name}\n{what.split(',')[0]}", img[ys, xs]), (model_name, out[ys, xs])]
+        candidate = args.weights / f"{model_name}.safetensors" if args.weights else None
+        if candidate is not None and candidate.is_file():
+            other = denoise(img, load_model(candidate, "cpu"), device="cpu", tile=256, overlap=32)
+            panels.append((f"{model_name} candidate ({args.weights.name})", other[ys, xs]))
+        rows.append((panels, (lo, hi)))
     if args.figure and rows:
-        fig, ax = plt.subplots(2, len(rows), figsize=(3.2 * len(rows), 6.6))
-        ax = np.asarray(ax).reshape(2, len(rows))
-        for j, (name, what, model_name, before, after, (lo, hi)) in enumerate(rows):
-            ax[0, j].imshow(before, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            ax[1, j].imshow(after, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-            ax[0, j].set_title(f"{name}\n{what.split(',')[0]}", fontsize=7)
-            ax[1, j].set_title(model_name, fontsize=7)
-            for a in ax[:, j]:
-                a.axis("off")
+        n = max(len(panels) for panels, _ in rows)
+        fig, ax = plt.subplots(n, len(rows), figsize=(3.2 * len(rows), 3.3 * n))
+        ax = np.asarray(ax).reshape(n, len(rows))
+        for j, (panels, (lo, hi)) in enumerate(rows):
+            for i in range(n):
+                ax[i, j].axis("off")
+                if i < len(panels):
+                    title, data = panels[i]
+                    ax[i, j].imshow(data, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+                    ax[i, j].set_title(title, fontsize=7)
         fig.tight_layout()
         args.figure.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.figure, dpi=80)

@@ -47,7 +47,7 @@ def frames() -> dict[str, np.ndarray]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="bundled name or checkpoint path")
-    p.add_argument("--tolerance", type=float, default=0.5, help="% of the frame's range")
+    p.add_argument("--tolerance", type=float, default=0.5, help="%% of the frame's range")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--write", action="store_true", help="record context_px in the header")
     args = p.parse_args()
