@@ -15,7 +15,8 @@ three methods get the same strokes, side by side in one run:
 - the atom finder (``engine.atoms.fit_atom_finder``): band-pass peaks at the painted atoms'
   fitted width, thresholded between painted atoms and painted support; and the same finder
   with a lower bar (the painted support's bright tail) whose candidates are kept only where
-  a segmentation (the U-Net's, or the forest's) says "atom".
+  a segmentation (the U-Net's, or the forest's) says "atom"; a frame it marks as more
+  than a fifth atom is searched by the finder alone, as the plugin does.
 
 Atoms from a mask are the centroids of the atom class's connected components (at least
 2 px), as the Measure dock's particle table would count them; atoms from a probability map
@@ -39,6 +40,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from napari_temseg.engine.atoms import (
+    atom_mask_of,
     atoms_from_probability,
     detection_scores,
     fit_atom_finder,
@@ -174,7 +176,7 @@ def main() -> int:
     results[f"atom finder, confirmed by the {name}'s mask"] = {
         **score_points(
             [
-                finder.find(img, atom_mask=lab == 2)
+                finder.find(img, atom_mask=atom_mask_of(lab, 2)[0])
                 for (_, img, _), (lab, _) in zip(test, out, strict=True)
             ],
             test,
@@ -210,7 +212,7 @@ def main() -> int:
     results["atom finder, confirmed by the forest's mask"] = {
         **score_points(
             [
-                finder.find(img, atom_mask=p > 0.5)
+                finder.find(img, atom_mask=atom_mask_of(np.where(p > 0.5, 2, 1), 2)[0])
                 for (_, img, _), p in zip(test, probs, strict=True)
             ],
             test,

@@ -380,7 +380,7 @@ def test_atoms_section_confirms_faint_atoms_with_a_segmentation_layer(widget, qt
 
     viewer, w = widget
     a, atoms_a = atoms_frame(2, dose=80.0)
-    b, atoms_b = atoms_frame(3, dose=12.0)  # a fifth of the dose: faint atoms
+    b, atoms_b = atoms_frame(3, dose=18.0)  # under a quarter of the dose: faint atoms
     image = viewer.add_image(np.stack([a, b]), name="haadf")
     strokes = np.zeros((2, *a.shape), np.uint8)
     strokes[0] = paint(a.shape, atoms_a, 8, seed=1)
@@ -406,7 +406,7 @@ def test_atoms_section_confirms_faint_atoms_with_a_segmentation_layer(widget, qt
     alone = found_on_dark()
     panel.confirm.value = viewer.layers["haadf segmentation"]
     confirmed = found_on_dark()
-    assert confirmed >= alone + 3 and confirmed > 0.8 * len(atoms_b), (alone, confirmed)
+    assert confirmed >= alone + 20 and confirmed > 0.7 * len(atoms_b), (alone, confirmed)
     assert "confirmed by 'haadf segmentation'" in panel.status.value
     panel.confirm.value = viewer.layers["strokes"]
     panel.find.native.click()
