@@ -23,7 +23,9 @@ support's bright tail (its 99th percentile, or a lower one where atoms do not cl
 probability into centres (:func:`atoms_from_probability`). :func:`atom_table` measures each
 atom: position (pixels and calibrated units), peak and integrated intensity above the local
 background (the median of a ring around it), as in column-intensity analysis (Atomap,
-StatSTEM).
+StatSTEM). Given a segmentation of the frame by a model trained on the same strokes,
+``AtomFinder.find(..., atom_mask=...)`` lowers the bar for candidates the segmentation
+calls "atom": a second judge, of context rather than of shape.
 """
 
 from __future__ import annotations
@@ -457,8 +459,8 @@ def find_atoms(
     outside the painted frames' (``engine/checks.py``) are named in ``warnings``.
 
     ``segmentation``: the same image segmented by a model trained on these strokes (same
-    shape, same class numbers). Candidates then need only clear the support's bright tail
-    and are kept where it says ``atom_class`` (:meth:`AtomFinder.find`). A frame where it
+    shape, same class numbers). Candidates then need only clear a lower bar and are kept
+    where it says ``atom_class`` (:meth:`AtomFinder.find`). A frame where it
     marks no atom, or atoms over more than a fifth of the frame, is no judge: that frame is
     searched by the finder alone, and named in ``warnings``.
     """
