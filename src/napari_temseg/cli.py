@@ -448,7 +448,10 @@ def _measure_atoms(args: argparse.Namespace) -> int:
             judge = load_segmenter(args.confirm_with)
         except (CheckpointError, ValueError, OSError) as exc:
             raise CLIError(f"--confirm-with: {exc}") from exc
-        print(f"candidates down to {finder.support_level:.2f} confirmed by {args.confirm_with}")
+        print(
+            f"candidates down to {finder.confirmed_threshold:.2f} (noise units) confirmed by "
+            f"{args.confirm_with}"
+        )
     tables, failed = [], len(misses)
     for path in images:
         try:
@@ -462,7 +465,7 @@ def _measure_atoms(args: argparse.Namespace) -> int:
                 seg = segment(frame, judge, pixel_size_nm=calibration.pixel_size_nm)
                 atom_mask, why_not = atom_mask_of(seg, args.atom_class)
                 if why_not:
-                    print(f"{path}: {why_not}: atoms found without it")
+                    print(f"{path}: {why_not}")
             table = atom_table(
                 frame,
                 finder.find(frame, atom_mask=atom_mask),

@@ -88,6 +88,14 @@ class AtomFinder:
             None if level is None else float(level),
         )
 
+    @property
+    def confirmed_threshold(self) -> float:
+        """The bar for a candidate a segmentation confirms: the support's bright tail, but
+        at least ``CONFIRMED_BAR`` of the threshold, and never above it."""
+        floor = CONFIRMED_BAR * self.threshold
+        level = floor if self.support_level is None else max(self.support_level, floor)
+        return min(self.threshold, level)
+
     def response(self, image: np.ndarray) -> np.ndarray:
         return blob_response(image, self.sigma)
 
@@ -100,9 +108,8 @@ class AtomFinder:
         """Atom centres (N, 2) as (row, col) in pixels, sub-pixel, brightest first.
 
         ``mask``: look only there. ``atom_mask``: where a segmenter trained on the same
-        strokes says "atom". A candidate then only has to clear the support's bright tail
-        (``support_level``, but at least ``CONFIRMED_BAR`` of the threshold), not the
-        half-way threshold, and is kept where the segmenter agrees: two independent judges,
+        strokes says "atom". A candidate then only has to clear ``confirmed_threshold``,
+        not the half-way threshold, and is kept where the segmenter agrees: two independent judges,
         one of shape and brightness, one of context. On the real acstem frames this found
         more faint atoms than the finder alone (docs/benchmarks.md).
         """
@@ -110,9 +117,7 @@ class AtomFinder:
         if atom_mask is not None:
             atom_mask = np.asarray(atom_mask, dtype=bool)
             mask = atom_mask if mask is None else (np.asarray(mask, dtype=bool) & atom_mask)
-            floor = CONFIRMED_BAR * self.threshold
-            level = floor if self.support_level is None else max(self.support_level, floor)
-            threshold = min(self.threshold, level)
+            threshold = self.confirmed_threshold
         return find_peaks(self.response(image), threshold, self.min_distance, mask)
 
 
@@ -429,16 +434,19 @@ MAX_ATOM_SHARE = 0.2
 
 
 def atom_mask_of(segmentation: np.ndarray | None, atom_class: int) -> tuple[np.ndarray | None, str]:
-    """The segmentation's atom mask for one frame, or None and why it cannot judge."""
+    """The segmentation's atom mask for one frame, or None and the one line that says why
+    it cannot judge (the frame is then searched by the finder alone)."""
     if segmentation is None:
         return None, ""
     mask = np.asarray(segmentation) == atom_class
     share = float(mask.mean())
     if share == 0:
-        return None, f"the segmentation marks no atom (class {atom_class}) here"
-    if share > MAX_ATOM_SHARE:
-        return None, f"the segmentation marks {share:.0%} of this frame as atoms"
-    return mask, ""
+        why = f"the segmentation marks no atom (class {atom_class}) here"
+    elif share > MAX_ATOM_SHARE:
+        why = f"the segmentation marks {share:.0%} of this frame as atoms"
+    else:
+        return mask, ""
+    return None, f"{why}: atoms found without it"
 
 
 def find_atoms(
@@ -495,7 +503,7 @@ def find_atoms(
         if why:  # the threshold is in noise units: a noisier frame loses its faint atoms
             warnings.append((i, f"{why}; faint atoms may be missed: paint a few atoms there"))
         if why_not:
-            warnings.append((i, f"{why_not}: atoms found without it"))
+            warnings.append((i, why_not))
     table = pd.concat([t for t in tables if len(t)] or tables[:1], ignore_index=True)
     table["atom"] = np.arange(1, len(table) + 1)
     table.attrs["unit"] = unit

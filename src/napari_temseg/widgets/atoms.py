@@ -105,13 +105,13 @@ class AtomsPanel(Container):
         judge = self.confirm.value
         segmentation = None
         if judge is not None:
-            segmentation = np.asarray(judge.data)
             if judge is strokes:
                 self.status.value = (
                     f"'{judge.name}' holds the painted strokes: confirm with the segmentation "
                     "a trained model made of this image, or with nothing"
                 )
                 return
+            segmentation = np.asarray(judge.data)
             if segmentation.shape != data.shape:
                 self.status.value = (
                     f"'{judge.name}' {segmentation.shape} and '{image.name}' {data.shape} "
