@@ -71,7 +71,7 @@ class PretrainWidget(Container):
         )
         self._batch = SpinBox(label="Batch", min=1, max=256, value=defaults.PRETRAIN_BATCH)
         self._device = ComboBox(label="Device", choices=device_choices())
-        self._start_model = ComboBox(label="Start from", choices=start_choices())
+        self._start_model = ComboBox(label="Start from", choices=lambda _w: start_choices())
         self._checkpoint = FileEdit(
             label="Checkpoint", mode="r", filter="*.safetensors *.pt", visible=False
         )

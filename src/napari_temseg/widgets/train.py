@@ -124,7 +124,7 @@ class TrainWidget(Container):
         self._add_strokes = PushButton(text="Add strokes layer")
         self._all_pairs = CheckBox(text="also use other strokes layers", value=True)
         self._classes = LineEdit(label="Classes", value="support, particle")
-        self._init = ComboBox(label="Start from", choices=init_choices())
+        self._init = ComboBox(label="Start from", choices=lambda _w: init_choices())
         if DEFAULT_DENOISER in [v for _, v in init_choices()]:
             self._init.value = DEFAULT_DENOISER  # not the alphabetically first (hrtem)
         self._init_file = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors *.pt")
