@@ -14,6 +14,7 @@ from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
+from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
@@ -85,9 +86,14 @@ def denoise(
         stats=stats,
         within_input=True,  # no value outside the input's range; NaN where it had none
     )
+    post = meta.get("postfilter")  # an adapted model's calibrated smoothing
     if bin == 1:
-        return predict_tiled(image, model, progress=progress, out=out, **kw)
-    return _denoise_binned(image, model, bin, progress, out, kw)
+        out = predict_tiled(image, model, progress=progress, out=out, **kw)
+        if post:
+            for idx in np.ndindex(*out.shape[:-2]):
+                out[idx] = apply_postfilter(out[idx], post)
+        return out
+    return _denoise_binned(image, model, bin, progress, out, kw, post)
 
 
 def _denoise_binned(
@@ -97,8 +103,10 @@ def _denoise_binned(
     progress: Callable[[int, int], Any] | None,
     out: np.ndarray | None,
     kw: dict[str, Any],
+    post: dict[str, Any] | None = None,
 ) -> np.ndarray:
-    """``denoise`` with ``bin=k``: frame by frame, binned, denoised, interpolated back."""
+    """``denoise`` with ``bin=k``: frame by frame, binned, denoised, interpolated back
+    (a model's post-filter works on the binned frame, where it was fitted)."""
     shape = tuple(int(s) for s in image.shape)
     lead, (h, w) = shape[:-2], shape[-2:]
     frames = list(np.ndindex(*lead)) if lead else [()]
@@ -113,7 +121,9 @@ def _denoise_binned(
                 progress(base + done, total)
 
         frame = np.asarray(image[idx] if idx else image, np.float32)
-        small = predict_tiled(bin_frame(frame, k), model, progress=report, **kw)
+        small = apply_postfilter(
+            predict_tiled(bin_frame(frame, k), model, progress=report, **kw), post
+        )
         out[idx] = unbin_frame(small, k, (h, w), frame)
     return out
 
