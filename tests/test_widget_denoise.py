@@ -182,3 +182,46 @@ def test_binning_denoises_coarser_and_says_so(controls, widget, qtbot):
     assert out.metadata["denoised_binning"] == 2
     expected = denoise(img, str(ui["Checkpoint"].value), device="cpu", tile=64, overlap=8, bin=2)
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_adapt_first_then_denoise_and_keep_the_adapted_model(
+    controls, make_napari_viewer, qtbot, tmp_path
+):
+    from napari_temseg.models import load_model
+    from napari_temseg.models.user import clear_user_models
+    from napari_temseg.synth import simulate
+
+    viewer = make_napari_viewer()
+    w = DenoiseWidget(viewer)
+    ui = controls(w)
+    viewer.window.add_dock_widget(w)
+    meta = {"task": "denoise", "name": "tiny", "modality": "hrtem"}
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", UNet(base=4, depth=2), meta)
+    ui["Model"].value = CHECKPOINT_CHOICE
+    ui["Checkpoint"].value = ckpt
+    ui["Device"].value = "cpu"
+    ui["Tile size"].value = 64
+    s = simulate("hrtem", 128, dose=10.0, seed=3)
+    viewer.add_image(s.noisy, name="raw", scale=(s.pixel_size_nm,) * 2, units=("nm", "nm"))
+    ui["Image"].value = viewer.layers["raw"]
+    assert ui["Adapt (s)"].value == 0, "adapting is off until chosen"
+    ui["Adapt (s)"].value = 2
+    try:
+        ui.click("Run")
+        qtbot.waitUntil(lambda: w._status.value.startswith("adapting:"), timeout=20_000)
+        _wait(qtbot, w)
+        out = viewer.layers["raw denoised"]
+        name = out.metadata["denoised_with"]
+        assert name == "tiny-adapted-1" and out.metadata["adapted"]["steps"] > 0
+        # the adapted model is listed as the user's, and it is what denoised the layer
+        (path,) = [v for v in ui["Model"].choices if "tiny-adapted-1" in str(v)]
+        _model, adapted_meta = load_model(path, "cpu")
+        lo, hi = adapted_meta["adapted"]["pixel_size_range_nm"]
+        assert lo < s.pixel_size_nm < hi  # the layer's calibration was used
+        from napari_temseg.engine import denoise
+
+        expected = denoise(s.noisy, path, device="cpu", tile=64, overlap=8)
+        np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
+        assert "validation PSNR" in w._status.value or "kept" in w._status.value
+    finally:
+        clear_user_models()

@@ -224,6 +224,8 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
+    if args.adapt is not None:
+        args.model = _adapted_model(args)
     job = _file_job(args, "denoise")
     bars: list = []
 
@@ -242,6 +244,37 @@ def cmd_denoise(args: argparse.Namespace) -> int:
                 bars.pop().close()
 
     return _run_files(args, job, process)
+
+
+def _adapted_model(args: argparse.Namespace) -> str:
+    """``--adapt S``: the model adapted to the inputs, written to OUTDIR for reuse.
+
+    An adapted model already in OUTDIR is reused (a resumed batch), unless --overwrite."""
+    from napari_temseg.models import DEFAULT_DENOISER, CheckpointError
+    from napari_temseg.pipeline.training import adapt_files
+
+    if not args.adapt > 0:
+        raise CLIError(f"--adapt needs a positive number of seconds, got {args.adapt}")
+    _output_folder(args.output)
+    base = Path(args.model).stem if args.model else DEFAULT_DENOISER
+    path = Path(args.output) / f"{base}-adapted.safetensors"
+    if path.exists() and not args.overwrite:
+        print(f"using the adapted model already in the output folder: {path.name}")
+        return str(path)
+    try:
+        path, result = adapt_files(
+            args.inputs,
+            args.model,
+            path,
+            args.adapt,
+            device=args.device,
+            bin=args.bin,
+            overwrite=True,
+        )
+    except (ValueError, RuntimeError, OSError, CheckpointError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(f"{result.message}; wrote {path}")
+    return str(path)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -682,6 +715,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=defaults.BINS,
         help="denoise binned KxK and interpolate back: for low-dose frames sampled finer "
         "than their detail (default 1: the frame's own sampling)",
+    )
+    s.add_argument(
+        "--adapt",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="first fine-tune the model for SECONDS on simulated images at the inputs' own "
+        "dose and pixel size; the adapted model is written to OUTDIR and used for all files",
     )
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)

@@ -234,3 +234,66 @@ __all__ = [
     "pretrain_job",
     "read_images",
 ]
+
+
+def adapt_files(
+    paths: Sequence[str | Path],
+    model: str | None,
+    output: str | Path,
+    seconds: float,
+    device: str = "auto",
+    bin: int = 1,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> tuple[Path, Any]:
+    """``temseg denoise --adapt S``: adapt ``model`` to the files' frames, write it to ``output``.
+
+    The dose is measured on the first files' frames (``engine.adapt.MAX_FRAMES``), which a
+    batch of one session shares; their calibrated pixel size, when every one has it, is
+    used too. Files that cannot be read are left to the batch, which reports them; none
+    readable is a ``ValueError``. Returns the written checkpoint and the ``AdaptResult``.
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    from napari_temseg.engine.adapt import MAX_FRAMES, AdaptConfig, run_adapt
+    from napari_temseg.io import NotAnImageError, ReaderError
+    from napari_temseg.io import read_images as read_file_images
+    from napari_temseg.models import save_or_rescue
+
+    check_output_file(output, overwrite)
+    files, _ = expand_inputs(paths)
+    arrays, pixels = [], []
+    for f in files:
+        if len(arrays) >= MAX_FRAMES:
+            break
+        try:
+            images = read_file_images(f)
+        except (NotAnImageError, ReaderError):
+            continue
+        for im in images[: MAX_FRAMES - len(arrays)]:
+            lead = im.data.ndim - 2  # a stack: its first frame measures the dose
+            arrays.append(np.asarray(im.data[(0,) * lead] if lead > 0 else im.data, np.float32))
+            pixels.append(im.pixel_size_nm)
+    if not arrays:
+        raise ValueError("no readable image among the inputs to adapt the model to")
+    known = [p for p in pixels if p]
+    pixel = float(np.median(known)) if len(known) == len(pixels) else None
+    cfg = AdaptConfig(seconds=seconds, bin=bin, device=device)
+    bar = tqdm(
+        total=round(seconds), desc="adapting", unit="s", file=sys.stderr, disable=not progress
+    )
+
+    def report(ev: TrainEvent) -> None:
+        bar.n = min(round(ev.elapsed_s), bar.total)
+        if ev.kind == "val" and ev.val_psnr is not None:
+            bar.set_postfix(val_psnr=f"{ev.val_psnr:.2f} dB", refresh=False)
+        bar.refresh()
+
+    try:
+        result = run_adapt(arrays, model, cfg, pixel, progress=report)
+    finally:
+        bar.close()
+    path = save_or_rescue(output, result.model, result.meta)
+    return Path(path), result

@@ -7,7 +7,6 @@ scale and translate. No numerics here beyond choosing display contrast.
 
 from __future__ import annotations
 
-import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -47,7 +46,9 @@ class DenoiseWidget(Container):
         tabify_when_docked(self)  # a tab beside this plugin's other docks
         self._viewer = napari_viewer
         self._image = create_widget(annotation=Image, label="Image")
-        self._model = ComboBox(label="Model", choices=model_choices())
+        # a callable: napari resets every choice list when layers change, and a fixed list
+        # would drop the models registered since the dock opened
+        self._model = ComboBox(label="Model", choices=lambda _w: model_choices())
         if DEFAULT_DENOISER in [v for _, v in model_choices()]:
             self._model.value = DEFAULT_DENOISER  # not the alphabetically first (hrtem)
         self._checkpoint = FileEdit(
@@ -63,6 +64,16 @@ class DenoiseWidget(Container):
             "finer than their detail (smooth, low-magnification fields). Keep 'none' for "
             "lattice-resolved images.",
         )
+        self._adapt = SpinBox(
+            label="Adapt (s)",
+            min=0,
+            max=3600,
+            step=10,
+            value=0,
+            tooltip="0: off. Otherwise first fine-tune the model for this many seconds on "
+            "simulated images at this image's own dose (measured from its noise) and pixel "
+            "size; the adapted model is listed as yours for the other frames.",
+        )
         self._scope = RadioButtons(label="Apply to", choices=SCOPES, value=SCOPES[0])
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -76,6 +87,7 @@ class DenoiseWidget(Container):
                 self._device,
                 self._tile,
                 self._bin,
+                self._adapt,
                 self._scope,
                 self._run,
                 self._cancel,
@@ -96,6 +108,7 @@ class DenoiseWidget(Container):
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self._task.cancel)
         self._source = None  # (layer, frame index or None) of the running job
+        self._workdir = None  # where adapted models are saved, made when first needed
 
     # ------------------------------------------------------------------ actions
 
@@ -147,6 +160,9 @@ class DenoiseWidget(Container):
         self._run.enabled = False
         self._cancel.enabled = True
         tile = int(self._tile.value)
+        if self._adapt.value > 0:
+            self._start_adapted(layer, data, model, tile)
+            return
         self._task.start(
             denoise,
             data,
@@ -157,19 +173,47 @@ class DenoiseWidget(Container):
             bin=int(self._bin.value),
         )
 
+    def _start_adapted(self, layer: Image, data, model: str, tile: int) -> None:
+        from napari_temseg.engine.adapt import AdaptConfig, adapt_then_denoise
+        from napari_temseg.io.calibration import Calibration
+
+        cfg = AdaptConfig(
+            seconds=float(self._adapt.value), bin=int(self._bin.value), device=self._device.value
+        )
+        self._status.value = f"adapting '{self._model.value}' to '{layer.name}'…"
+        self._task.start(
+            adapt_then_denoise,
+            data,
+            model,
+            cfg,
+            Calibration.from_layer(layer).pixel_size_nm,
+            tile=tile,
+            overlap=tile // 8,
+        )
+
     # ------------------------------------------------------------------ callbacks (GUI thread)
 
     def _on_progress(self, args: tuple) -> None:
         done, total = args[0], args[1]
         self._progress.value = int(100 * done / max(total, 1))
+        if len(args) > 2:  # adapting: (seconds spent, budget, "adapting")
+            self._status.value = f"adapting: {done:.0f} of {total:.0f} s"
+        elif self._status.value.startswith("adapting"):
+            self._status.value = "denoising with the adapted model…"
 
-    def _on_done(self, result: np.ndarray) -> None:
+    def _on_done(self, result) -> None:
+        adapted = None
+        if isinstance(result, tuple):  # (denoised, AdaptResult)
+            result, adapted = result
         layer, frame = self._source
         ndim = result.ndim
         name = f"{layer.name} denoised"
         if frame is not None:
             name += f" [frame {', '.join(map(str, frame))}]"
         meta = {**layer.metadata, "denoised_with": self._model.value}
+        if adapted is not None:
+            meta["denoised_with"] = self._register_adapted(adapted)
+            meta["adapted"] = adapted.meta["adapted"]
         if self._bin.value != 1:
             meta["denoised_binning"] = int(self._bin.value)
         self._viewer.add_image(
@@ -184,6 +228,26 @@ class DenoiseWidget(Container):
         )
         self._progress.value = 100
         self._status.value = f"done: '{name}'"
+        if adapted is not None:
+            self._status.value += f"; {adapted.message}"
+            show_info(f"{adapted.message}. Saved as '{meta['denoised_with']}' (yours).")
+
+    def _register_adapted(self, adapted) -> str:
+        """Save the adapted model in this dock's temporary folder and list it as yours."""
+        import tempfile
+        from pathlib import Path
+
+        from napari_temseg.models import save_or_rescue
+        from napari_temseg.models.user import register_user_model, user_models
+
+        if self._workdir is None:  # made at the first adaptation, not when the dock opens
+            self._workdir = Path(tempfile.mkdtemp(prefix="temseg-adapt-"))
+        taken = {m.name for m in user_models()}
+        base = adapted.meta["name"]
+        name = next(f"{base}-{k}" for k in range(1, 10**6) if f"{base}-{k}" not in taken)
+        path = save_or_rescue(self._workdir / f"{name}.safetensors", adapted.model, adapted.meta)
+        register_user_model(name, path, f"adapted in this session ({adapted.message})")
+        return name
 
     def _on_failed(self, exc: Exception) -> None:
         self._status.value = f"failed: {exc}"
