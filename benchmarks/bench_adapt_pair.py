@@ -5,12 +5,16 @@
     python benchmarks/bench_adapt_pair.py --recipe thin --seconds 60 --lr 3e-4
     python benchmarks/bench_adapt_pair.py --recipe noisier --seconds 60 --lr 3e-4
 
-Issue 13's "Adapt to these images" is not built; this measures whether a recipe would help
-first. The model is fine-tuned on the frame it then denoises (frame ``a`` of
+Issue 13's "Adapt to these images" asked for a self-supervised refinement; this measured
+whether one would help first. None did, so the built adaptation (``engine/adapt.py``,
+``benchmarks/bench_adapt.py``) fine-tunes on simulated images matched to the frames' noise
+instead. The model is fine-tuned on the frame it then denoises (frame ``a`` of
 ``../shared/realdata/lowdose_pair`` for the score a -> b, frame ``b`` for b -> a) and scored
 like ``bench_denoise_pair.py``: the error against the other, independent frame above the
 noise floor. Recipes:
 
+- ``n2s-blocks`` / ``n2s-rows``: Noise2Self with 3x3 blocks / whole rows hidden (this
+  detector's noise is correlated along rows: each row has its own offset);
 - ``n2v``: Noise2Void blind spot: a share of the pixels (``--mask``) is replaced by a random
   neighbour's value, the loss is the squared error there against their own noisy values;
 - ``ne2ne``: Neighbor2Neighbor: two half-resolution sub-images from random neighbours in
@@ -24,7 +28,10 @@ noise floor. Recipes:
 Measured 2026-12-04 (hrtem-denoise, 60 s per frame on one thread while a training shared
 the machine; before: 487 / 623): n2v 741 / 876 (an earlier run adapting on ``a`` only),
 ne2ne 666 / 786 (lr 1e-4, gamma 1) and 937 / 1077 (lr 3e-5, gamma 2), thin 2536 / 2686,
-noisier 3182 / 4772. Worse every time (docs/benchmarks.md says why).
+noisier 3182 / 4772. Worse every time (docs/benchmarks.md says why). 2026-12-05 (one
+thread, idle machine; before 404 / 522): n2s-blocks 455 / 589 after 60 s and 606 / 908
+after 240 s, n2s-rows 627 / 714 (60 s) and 704 / 793 (180 s), lr 1e-4: worse, and worse
+the longer they run.
 """
 
 from __future__ import annotations
@@ -67,6 +74,40 @@ def n2v_loss(model, z, rng, share: float) -> torch.Tensor:
         mask[i, 0, yy, xx] = 1
     x, y, m = map(torch.from_numpy, (inp, p, mask))
     return (((model(x) - y) ** 2) * m).sum() / m.sum()
+
+
+RING = np.ones((5, 5), np.float32)
+RING[1:-1, 1:-1] = 0
+RING /= RING.sum()
+
+
+def n2s_loss(model, z, interp, rng, rows: bool, stride: int = 6) -> torch.Tensor:
+    """Noise2Self with structured blind spots: 3x3 blocks filled with the mean of the ring
+    around them, or (``rows``) every ``stride``-th row filled with the mean of the rows
+    2 and 3 above and below (this detector's rows carry their own offsets)."""
+    from scipy import ndimage
+
+    size, n = 96, 8
+    inp, tgt, m = (np.empty((n, 1, size, size), np.float32) for _ in range(3))
+    for i in range(n):
+        y0, x0 = rng.integers(0, z.shape[0] - size + 1), rng.integers(0, z.shape[1] - size + 1)
+        k = rng.integers(4)
+        y = np.rot90(z[y0 : y0 + size, x0 : x0 + size], k)
+        if rows:
+            mask = np.zeros((size, size), bool)
+            mask[rng.integers(0, stride) :: stride] = True
+            fill = sum(np.roll(y, d, 0) for d in (2, 3, -2, -3)) / 4
+        else:
+            it = np.rot90(interp[y0 : y0 + size, x0 : x0 + size], k)
+            mask = np.zeros((size, size), bool)
+            oy, ox = rng.integers(0, stride, 2)
+            mask[oy::stride, ox::stride] = True
+            fill = ndimage.maximum_filter(np.where(mask, it, -np.inf), 3)
+            block = ndimage.binary_dilation(mask, np.ones((3, 3), bool))
+        inp[i, 0] = np.where(mask if rows else block, fill, y)
+        tgt[i, 0], m[i, 0] = y, mask
+    x, y, mm = map(torch.from_numpy, (inp, tgt, m))
+    return (((model(x) - y) ** 2) * mm).sum() / mm.sum()
 
 
 def _cells(x: torch.Tensor, i1: torch.Tensor, i2: torch.Tensor):
@@ -128,6 +169,9 @@ def adapt(args, frame: np.ndarray):
         result = train(model, src, cfg, val=val_src.sample(16, np.random.default_rng(1)))
         return (result.model, meta), result.steps_done
     z = norm.apply(frame.astype(np.float32), norm.stats(frame)).astype(np.float32)
+    from scipy import ndimage
+
+    interp = ndimage.convolve(z, RING, mode="reflect").astype(np.float32)
     rng = np.random.default_rng(0)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     t0, steps = time.perf_counter(), 0
@@ -135,6 +179,8 @@ def adapt(args, frame: np.ndarray):
     while time.perf_counter() - t0 < args.seconds:
         if args.recipe == "n2v":
             loss = n2v_loss(model, z, rng, args.mask)
+        elif args.recipe in ("n2s-blocks", "n2s-rows"):
+            loss = n2s_loss(model, z, interp, rng, args.recipe == "n2s-rows")
         else:
             loss = ne2ne_loss(model, z, rng, args.gamma)
         opt.zero_grad()
@@ -148,7 +194,11 @@ def adapt(args, frame: np.ndarray):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="hrtem-denoise")
-    p.add_argument("--recipe", choices=("n2v", "ne2ne", "thin", "noisier"), default="ne2ne")
+    p.add_argument(
+        "--recipe",
+        choices=("n2v", "n2s-blocks", "n2s-rows", "ne2ne", "thin", "noisier"),
+        default="ne2ne",
+    )
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--mask", type=float, default=0.02, help="n2v: share of pixels hidden")
