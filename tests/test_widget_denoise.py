@@ -205,6 +205,7 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(
     viewer.add_image(s.noisy, name="raw", scale=(s.pixel_size_nm,) * 2, units=("nm", "nm"))
     ui["Image"].value = viewer.layers["raw"]
     assert ui["Adapt (s)"].value == 0, "adapting is off until chosen"
+    assert ui["Save as"].native.isHidden(), "nothing adapted, nothing to save"
     ui["Adapt (s)"].value = 2
     try:
         ui.click("Run")
@@ -223,5 +224,14 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(
         expected = denoise(s.noisy, path, device="cpu", tile=64, overlap=8)
         np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
         assert "validation PSNR" in w._status.value or "kept" in w._status.value
+        # shown once a model was adapted: saved to a file, never over an existing one
+        assert not ui["Save as"].native.isHidden()
+        target = tmp_path / "kept.safetensors"
+        ui["Save as"].value = target
+        ui.click("Save adapted model…")
+        assert load_model(str(target), "cpu")[1]["adapted"]["from"] == "tiny"
+        before = target.stat().st_mtime_ns
+        ui.click("Save adapted model…")
+        assert target.stat().st_mtime_ns == before
     finally:
         clear_user_models()

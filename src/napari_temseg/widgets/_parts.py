@@ -60,3 +60,30 @@ def camera(viewer: Any) -> Any:
     """The viewer's camera (napari >= 0.9 moved it to ``viewer.scene.camera``)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def save_model_copy(source: Any, target: Any) -> Any:
+    """Copy a model made in this session (its checkpoint ``source``) to the file the user
+    chose, for the docks' *Save* buttons. Never overwrites; a missing model or name is a
+    one-line warning. Returns the written path, or None."""
+    import shutil
+    from pathlib import Path
+
+    from napari.utils.notifications import show_info, show_warning
+
+    if source is None:
+        show_warning("There is no model to save yet.")
+        return None
+    if not target or str(target) in ("", "."):
+        show_warning("Choose a file name to save the model as.")
+        return None
+    target = Path(target)
+    if target.suffix.lower() != ".safetensors":
+        target = target.with_name(target.name + ".safetensors")
+    if target.exists():
+        show_warning(f"{target} already exists; choose another name (nothing was overwritten).")
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    show_info(f"Saved the model to {target}")
+    return target

@@ -31,6 +31,7 @@ from napari_temseg.widgets._parts import (
     device_choices,
     frame_index,
     model_choices,
+    save_model_copy,
 )
 from napari_temseg.widgets._tasks import Runner
 
@@ -74,6 +75,9 @@ class DenoiseWidget(Container):
             "simulated images at this image's own dose (measured from its noise) and pixel "
             "size; the adapted model is listed as yours for the other frames.",
         )
+        # shown once a model was adapted: keep it beyond this session
+        self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors", visible=False)
+        self._save = PushButton(text="Save adapted model…", visible=False)
         self._scope = RadioButtons(label="Apply to", choices=SCOPES, value=SCOPES[0])
         self._run = PushButton(text="Run")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -93,6 +97,8 @@ class DenoiseWidget(Container):
                 self._cancel,
                 self._progress,
                 self._status,
+                self._save_path,
+                self._save,
             ]
         )
         self._task = Runner(self.native, "Denoising")
@@ -107,8 +113,10 @@ class DenoiseWidget(Container):
         self.native.destroyed.connect(lambda: user_models_changed.disconnect(self._refresh_models))
         self._run.changed.connect(self.run)
         self._cancel.changed.connect(self._task.cancel)
+        self._save.changed.connect(self.save)
         self._source = None  # (layer, frame index or None) of the running job
         self._workdir = None  # where adapted models are saved, made when first needed
+        self.last_adapted = None  # the checkpoint of the last adapted model
 
     # ------------------------------------------------------------------ actions
 
@@ -247,7 +255,15 @@ class DenoiseWidget(Container):
         name = next(f"{base}-{k}" for k in range(1, 10**6) if f"{base}-{k}" not in taken)
         path = save_or_rescue(self._workdir / f"{name}.safetensors", adapted.model, adapted.meta)
         register_user_model(name, path, f"adapted in this session ({adapted.message})")
+        self.last_adapted = path
+        self._save_path.visible = self._save.visible = True
         return name
+
+    def save(self) -> None:
+        """Copy the last adapted model to the chosen file (never overwrites)."""
+        saved = save_model_copy(self.last_adapted, self._save_path.value)
+        if saved is not None:
+            self._status.value = f"saved: {saved.name}"
 
     def _on_failed(self, exc: Exception) -> None:
         self._status.value = f"failed: {exc}"

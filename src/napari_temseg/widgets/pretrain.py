@@ -9,7 +9,6 @@ and can be saved anywhere; an existing file is never overwritten.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from napari_temseg.engine.events import TrainEvent
 from napari_temseg.models.user import register_user_model, user_models_changed
 from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import tabify_when_docked
-from napari_temseg.widgets._parts import CHECKPOINT_CHOICE, device_choices
+from napari_temseg.widgets._parts import CHECKPOINT_CHOICE, device_choices, save_model_copy
 from napari_temseg.widgets._tasks import Runner
 
 PREVIEW_LAYER = "pretrain preview (before | after)"
@@ -262,23 +261,9 @@ class PretrainWidget(Container):
             self._register(partial)
 
     def save(self) -> None:
-        if self.last_model is None:
-            show_warning("There is no trained model to save yet.")
-            return
-        target = self._save_path.value
-        if not target or str(target) in ("", "."):
-            show_warning("Choose a file name to save the model as.")
-            return
-        target = Path(target)
-        if target.suffix.lower() != ".safetensors":
-            target = target.with_name(target.name + ".safetensors")
-        if target.exists():
-            show_warning(f"{target} already exists; choose another name (nothing was overwritten).")
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.last_model, target)
-        show_info(f"Saved the model to {target}")
-        self._status.value = f"saved: {target.name}"
+        saved = save_model_copy(self.last_model, self._save_path.value)
+        if saved is not None:
+            self._status.value = f"saved: {saved.name}"
 
     # ------------------------------------------------------------------ progress (GUI thread)
 
