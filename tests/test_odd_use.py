@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_temseg.widgets import _parts as parts_mod
 from napari_temseg.widgets import _tasks as tasks_mod
 from napari_temseg.widgets import denoise as denoise_mod
 from napari_temseg.widgets import measure as measure_mod
@@ -25,7 +26,7 @@ torch.set_num_threads(1)
 def said(monkeypatch):
     """Every notification the widgets (and their jobs' runner) show, as (kind, text)."""
     out: list[tuple[str, str]] = []
-    for mod in (denoise_mod, train_mod, pretrain_mod, measure_mod, tasks_mod):
+    for mod in (denoise_mod, train_mod, pretrain_mod, measure_mod, tasks_mod, parts_mod):
         for kind in ("show_info", "show_warning", "show_error"):
             if hasattr(mod, kind):
                 monkeypatch.setattr(mod, kind, lambda m, k=kind: out.append((k, str(m))))

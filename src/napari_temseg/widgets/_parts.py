@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from napari.utils.notifications import show_info, show_warning
 
 CHECKPOINT_CHOICE = "checkpoint file…"
 
@@ -69,10 +70,8 @@ def save_model_copy(source: Any, target: Any) -> Any:
     import shutil
     from pathlib import Path
 
-    from napari.utils.notifications import show_info, show_warning
-
     if source is None:
-        show_warning("There is no model to save yet.")
+        show_warning("There is no trained model to save yet.")
         return None
     if not target or str(target) in ("", "."):
         show_warning("Choose a file name to save the model as.")
