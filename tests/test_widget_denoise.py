@@ -15,7 +15,8 @@ from napari_temseg.widgets.denoise import DenoiseWidget
 def tiny_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = UNet(base=4, depth=2)
-    return save_checkpoint(tmp_path / "tiny.safetensors", model, {"task": "denoise"})
+    meta = {"task": "denoise", "name": "tiny", "modality": "hrtem"}  # adaptable
+    return save_checkpoint(tmp_path / "tiny.safetensors", model, meta)
 
 
 @pytest.fixture
@@ -184,23 +185,13 @@ def test_binning_denoises_coarser_and_says_so(controls, widget, qtbot):
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_adapt_first_then_denoise_and_keep_the_adapted_model(
-    controls, make_napari_viewer, qtbot, tmp_path
-):
+def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, qtbot, tmp_path):
     from napari_temseg.models import load_model
     from napari_temseg.models.user import clear_user_models
     from napari_temseg.synth import simulate
 
-    viewer = make_napari_viewer()
-    w = DenoiseWidget(viewer)
+    viewer, w = widget
     ui = controls(w)
-    viewer.window.add_dock_widget(w)
-    meta = {"task": "denoise", "name": "tiny", "modality": "hrtem"}
-    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", UNet(base=4, depth=2), meta)
-    ui["Model"].value = CHECKPOINT_CHOICE
-    ui["Checkpoint"].value = ckpt
-    ui["Device"].value = "cpu"
-    ui["Tile size"].value = 64
     s = simulate("hrtem", 128, dose=10.0, seed=3)
     viewer.add_image(s.noisy, name="raw", scale=(s.pixel_size_nm,) * 2, units=("nm", "nm"))
     ui["Image"].value = viewer.layers["raw"]

@@ -721,8 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="first fine-tune the model for SECONDS on simulated images at the inputs' own "
-        "dose and pixel size; the adapted model is written to OUTDIR and used for all files",
+        help="first fine-tune the model for SECONDS on simulated images with the inputs' own "
+        "noise level and pixel size; the adapted model is written to OUTDIR and used for all "
+        "files",
     )
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)

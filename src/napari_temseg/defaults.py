@@ -20,7 +20,7 @@ BINS = (1, 2, 4)
 #: the random seed of training runs
 SEED = 0
 
-#: adapting a denoiser to the frames' dose (engine.adapt, Denoise dock, temseg denoise --adapt)
+#: adapting a denoiser to the frames' noise (engine.adapt, Denoise dock, temseg denoise --adapt)
 ADAPT_SECONDS = 60.0
 
 #: pretraining a denoiser (engine.pretrain.PretrainConfig, Pretrain dock, temseg pretrain)

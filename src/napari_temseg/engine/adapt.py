@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -269,7 +268,7 @@ def iter_adapt(
     source = PairSource(pairs, cfg.patch, norm, 4, 0.0, True, pairs.describe())
     dose = pairs.dose_estimate(np.random.default_rng([cfg.seed, 2]))
     val = source.sample(cfg.val_size, np.random.default_rng([cfg.seed, 1]))
-    net = copy.deepcopy(net).float().train()
+    original, net = net, copy.deepcopy(net).float().train()
     before = _psnr(net, val)
     tcfg = TrainConfig(
         steps=10**7,
@@ -284,10 +283,9 @@ def iter_adapt(
         device=cfg.device,
         amp=False,
     )
-    t0 = time.perf_counter()
     result = yield from iter_train(net, source, tcfg, val=val, cancel=cancel)
     improved = result.steps_done > 0 and result.best_val_psnr > before
-    out = result.model.cpu().eval() if improved else copy.deepcopy(cached_model(model, "cpu")[0])
+    out = result.model.cpu().eval() if improved else copy.deepcopy(original)
     after = result.best_val_psnr if improved else before
     post, mse_plain, mse_post = None, math.nan, math.nan
     if not (cancel is not None and cancel.is_set()):
@@ -298,7 +296,7 @@ def iter_adapt(
         "dose_e_per_px": round(dose, 4),
         "pixel_size_range_nm": [round(p, 5) for p in pixels],
         "steps": result.steps_done,
-        "seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(result.elapsed_s, 1),
         "val_psnr_db_before": round(before, 3),
         "val_psnr_db_after": round(after, 3),
         "postfilter_psnr_gain_db": _gain_db(mse_plain, mse_post),

@@ -227,15 +227,6 @@ class TrainingProcess(JobProcess):
         )
 
 
-__all__ = [
-    "TrainingProcess",
-    "finetune_files",
-    "pretrain_files",
-    "pretrain_job",
-    "read_images",
-]
-
-
 def adapt_files(
     paths: Sequence[str | Path],
     model: str | None,
@@ -248,8 +239,8 @@ def adapt_files(
 ) -> tuple[Path, Any]:
     """``temseg denoise --adapt S``: adapt ``model`` to the files' frames, write it to ``output``.
 
-    The dose is measured on the first files' frames (``engine.adapt.MAX_FRAMES``), which a
-    batch of one session shares; their calibrated pixel size, when every one has it, is
+    The noise level is measured on the first files' frames (``engine.adapt.MAX_FRAMES``),
+    which a batch of one session shares; their calibrated pixel size, when every one has it, is
     used too. Files that cannot be read are left to the batch, which reports them; none
     readable is a ``ValueError``. Returns the written checkpoint and the ``AdaptResult``.
     """
@@ -297,3 +288,13 @@ def adapt_files(
         bar.close()
     path = save_or_rescue(output, result.model, result.meta)
     return Path(path), result
+
+
+__all__ = [
+    "TrainingProcess",
+    "adapt_files",
+    "finetune_files",
+    "pretrain_files",
+    "pretrain_job",
+    "read_images",
+]

@@ -72,8 +72,8 @@ class DenoiseWidget(Container):
             step=10,
             value=0,
             tooltip="0: off. Otherwise first fine-tune the model for this many seconds on "
-            "simulated images at this image's own dose (measured from its noise) and pixel "
-            "size; the adapted model is listed as yours for the other frames.",
+            "simulated images with this image's own noise level and pixel size, and fit a "
+            "final smoothing; the adapted model is listed as yours for the other frames.",
         )
         # shown once a model was adapted: keep it beyond this session
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors", visible=False)
