@@ -59,7 +59,7 @@ def pair(args) -> None:
                 r = run_adapt([x.astype(np.float32)], model, cfg)
                 d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k)
                 scores.append(float(np.mean((d - other) ** 2)) - floor)
-                notes.append(r.message)
+                notes.append(f"{r.message} (checked: {r.meta['adapted']['postfilter_checked']})")
             rows[f"{tag}, adapted {args.seconds:.0f} s"] = tuple(scores)
             print(f"  {tag}: " + " | ".join(notes), flush=True)
     print("\n| method | excess a->b | excess b->a |\n| --- | --- | --- |")

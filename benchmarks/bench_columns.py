@@ -14,6 +14,9 @@ brightest pixel within 3 px of each true column is refined to sub-pixel precisio
 parabola through it and its neighbours, per axis) and its distance to the true column's
 refined position is the error. Reported: median and 90th percentile of the error in pm,
 and the share of columns found within 1 px (20 pm). Markdown on stdout.
+
+``--adapt SECONDS``: also adapt the model to each dose's frames (``engine.adapt``, as a
+user adapting to a series with the frames' calibration) and add the adapted model's column.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 
 from napari_temseg.engine import denoise
+from napari_temseg.engine.adapt import AdaptConfig, run_adapt
 from napari_temseg.models import load_model
 from napari_temseg.synth import simulate
 
@@ -83,6 +87,7 @@ def main() -> int:
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--model", default="stem-denoise")
+    p.add_argument("--adapt", type=float, default=0.0, metavar="SECONDS")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     try:
@@ -96,22 +101,37 @@ def main() -> int:
         f"column position error (pm) on simulated HAADF-STEM, {PIXEL_NM * 1000:.0f} pm/px, "
         f"{a.n} frames per dose: median / 90th percentile, share within 1 px\n"
     )
-    print("| dose (e/px) | columns | noisy | oracle Gaussian | BM3D | " + a.model + " |")
-    print("|---|---|---|---|---|---|")
+    names = ["noisy", "gaussian (oracle sigma)", "BM3D", a.model]
+    names += [f"{a.model}, adapted {a.adapt:.0f} s"] if a.adapt > 0 else []
+    print(
+        "| dose (e/px) | columns | noisy | oracle Gaussian | BM3D | " + " | ".join(names[3:]) + " |"
+    )
+    print("|---|---|---|---|---|---" + "|---" * (len(names) - 4) + "|")
     for dose in a.doses:
         errs: dict[str, list[np.ndarray]] = {}
         count = 0
-        for i in range(a.n):
-            s = simulate("stem", 256, pixel_size_nm=PIXEL_NM, dose=dose, seed=7000 + i)
+        sims = [
+            simulate("stem", 256, pixel_size_nm=PIXEL_NM, dose=dose, seed=7000 + i)
+            for i in range(a.n)
+        ]
+        adapted = None
+        if a.adapt > 0:
+            cfg = AdaptConfig(seconds=a.adapt, device="cpu")
+            r = run_adapt([s.noisy for s in sims], model, cfg, pixel_size_nm=PIXEL_NM)
+            adapted = r.spec
+            print(f"  {dose:g} e/px: {r.message}", flush=True)
+        for s in sims:
             truth = columns(s.recorded_clean, s.recorded_semantic == 2)
             count += len(truth)
             ests = baselines(s.noisy, s.recorded_clean, use_bm3d)
             ests.pop("NLM (oracle h)", None)
             ests[a.model] = denoise(s.noisy, model, device="cpu")
+            if adapted is not None:
+                ests[names[4]] = denoise(s.noisy, adapted, device="cpu")
             for name, est in ests.items():
                 errs.setdefault(name, []).append(errors(np.asarray(est, np.float64), truth))
         cells = []
-        for name in ("noisy", "gaussian (oracle sigma)", "BM3D", a.model):
+        for name in names:
             if name not in errs:
                 cells.append("-")
                 continue

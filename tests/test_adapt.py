@@ -18,7 +18,7 @@ from napari_temseg.engine.adapt import (
     run_adapt,
     sample_frames,
 )
-from napari_temseg.engine.postfilter import apply_postfilter, fit_postfilter
+from napari_temseg.engine.postfilter import apply_postfilter, fit_postfilter, removed_share
 from napari_temseg.io import read, write_image
 from napari_temseg.models import UNet, load_model, save_checkpoint
 from napari_temseg.synth import simulate
@@ -77,6 +77,30 @@ def test_postfilter_fits_and_applies_a_blend():
     assert fit_postfilter([clean], [clean])[0] is None
 
 
+def test_a_blend_that_takes_more_from_the_frames_than_the_simulated_images_is_refused():
+    """The smoothing is fitted on simulated images; a frame with finer structure than
+    them must not lose it (the real pair binned 2x2 lost 1.8 dB's worth to an 8 px fit)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:128, :128]
+    smooth = np.sin(xx / 12.0) + np.cos(yy / 15.0)  # what the simulator gave
+    fine = smooth + 0.8 * np.sin(xx / 1.3) * np.cos(yy / 1.7)  # the user's frame: fine detail
+    noise = [rng.normal(0, 0.5, smooth.shape) for _ in range(3)]
+    wide = {"sigma": 8.0, "weight": 0.0}
+    sim = removed_share([smooth + n for n in noise], [smooth] * 3, wide)
+    own = removed_share([fine + n for n in noise], [fine] * 3, wide)
+    assert own > 2 * sim > 0
+    # the fit returns the best blend the check accepts, or none
+    outputs = [smooth + 0.3 * n for n in noise]
+    best, _, _ = fit_postfilter(outputs, [smooth] * 3)
+    seen = []
+    second, _, after = fit_postfilter(
+        outputs, [smooth] * 3, accept=lambda spec: bool(seen.append(spec)) or len(seen) > 1
+    )
+    assert seen[0] == best and second == seen[1] and second != best
+    assert after < np.mean([np.mean((y - smooth) ** 2) for y in outputs])
+    assert fit_postfilter(outputs, [smooth] * 3, accept=lambda spec: False)[0] is None
+
+
 def test_adapting_changes_a_copy_and_says_what_it_measured(frame, tiny):
     noisy, pixel = frame
     original, _ = load_model(tiny, "cpu")
@@ -89,6 +113,9 @@ def test_adapting_changes_a_copy_and_says_what_it_measured(frame, tiny):
     info = r.meta["adapted"]
     assert info["from"] == "tiny" and info["steps"] == r.steps_done
     assert r.meta["name"] == "tiny-adapted" and r.meta["task"] == "denoise"
+    # the final smoothing's check on the frame was recorded (kept or refused)
+    for checked in info["postfilter_checked"]:
+        assert {"sigma", "weight", "simulated", "frames"} <= set(checked)
     # the model kept is the best by validation, which the start counts as
     assert r.val_psnr_after >= r.val_psnr_before
     if r.val_psnr_after > r.val_psnr_before:

@@ -723,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="first fine-tune the model for SECONDS on simulated images with the inputs' own "
         "noise level and pixel size; the adapted model is written to OUTDIR and used for all "
-        "files",
+        "files (not for atom-column positions, which it placed worse)",
     )
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)

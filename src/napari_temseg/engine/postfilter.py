@@ -11,7 +11,7 @@ bundled models have none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,19 +48,24 @@ def apply_postfilter(y: np.ndarray, spec: dict[str, Any] | None) -> np.ndarray:
 
 
 def fit_postfilter(
-    outputs: Sequence[np.ndarray], cleans: Sequence[np.ndarray], min_gain_db: float = 0.0
+    outputs: Sequence[np.ndarray],
+    cleans: Sequence[np.ndarray],
+    min_gain_db: float = 0.0,
+    accept: Callable[[dict[str, Any]], bool] | None = None,
 ) -> tuple[dict[str, Any] | None, float, float]:
     """The blend that brings ``outputs`` closest to ``cleans`` (mean squared error).
 
     Returns (spec or None when no smoothing gains ``min_gain_db`` or more, mse without,
     mse with). For each width the weight has a closed form (least squares, clipped to
-    [0, 1])."""
+    [0, 1]). ``accept``: a last check of a candidate (``engine.adapt`` asks whether it
+    would take more from the user's frames than from the simulated ones); the best blend
+    it accepts is returned."""
     pairs = [
         (np.asarray(y, np.float64), np.asarray(c, np.float64))
         for y, c in zip(outputs, cleans, strict=True)
     ]
     plain = float(np.mean([np.mean((y - c) ** 2) for y, c in pairs]))
-    best: tuple[float, float, float] = (plain, 0.0, 1.0)
+    candidates: list[tuple[float, float, float]] = []
     for sigma in SIGMAS[1:]:
         smooth = [_smooth(y, sigma) for y, _ in pairs]
         num = sum(float(((y - b) * (c - b)).sum()) for (y, c), b in zip(pairs, smooth, strict=True))
@@ -74,12 +79,34 @@ def fit_postfilter(
                 ]
             )
         )
-        if mse < best[0]:
-            best = (mse, sigma, w)
-    mse, sigma, w = best
-    if sigma == 0 or w >= 1 or not mse > 0 or 10 * np.log10(plain / mse) < min_gain_db:
-        return None, plain, plain
-    return {"sigma": sigma, "weight": round(w, 4)}, plain, mse
+        candidates.append((mse, sigma, w))
+    for mse, sigma, w in sorted(candidates):
+        if w >= 1 or not mse > 0 or 10 * np.log10(plain / mse) < min_gain_db:
+            break  # sorted: no later candidate gains more
+        spec = {"sigma": sigma, "weight": round(w, 4)}
+        if accept is None or accept(spec):
+            return spec, plain, mse
+    return None, plain, plain
 
 
-__all__ = ["SIGMAS", "apply_postfilter", "fit_postfilter"]
+def removed_share(
+    inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], spec: dict[str, Any]
+) -> float:
+    """What the smoothing takes from the outputs, in units of what the network took from
+    its inputs (mostly noise): median over the images of
+    ``mean((y - smoothed y)^2) / mean((x - y)^2)``.
+
+    Why: a blend fitted on simulated images is right for images like them. A frame with
+    finer real structure than the simulated specimens loses more of it to the same
+    smoothing, and shows it as a larger share (``engine.adapt`` compares the two)."""
+    shares = []
+    for x, y in zip(inputs, outputs, strict=True):
+        x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        took = float(np.nanmean((x64 - y64) ** 2))
+        gone = float(np.nanmean((y64 - apply_postfilter(y64, spec)) ** 2))
+        if took > 0 and np.isfinite(gone):
+            shares.append(gone / took)
+    return float(np.median(shares)) if shares else 0.0
+
+
+__all__ = ["SIGMAS", "apply_postfilter", "fit_postfilter", "removed_share"]

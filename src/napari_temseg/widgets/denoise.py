@@ -73,7 +73,8 @@ class DenoiseWidget(Container):
             value=0,
             tooltip="0: off. Otherwise first fine-tune the model for this many seconds on "
             "simulated images with this image's own noise level and pixel size, and fit a "
-            "final smoothing; the adapted model is listed as yours for the other frames.",
+            "final smoothing; the adapted model is listed as yours for the other frames. "
+            "Not for measuring atom-column positions: it placed them worse.",
         )
         # shown once a model was adapted: keep it beyond this session
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors", visible=False)
