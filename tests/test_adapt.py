@@ -219,3 +219,18 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     assert "using the adapted model already" in capsys.readouterr().out
     assert main([*argv, "--adapt", "0"]) == 1
     assert "--adapt needs a positive number" in capsys.readouterr().err
+
+
+def test_a_smoothing_the_frames_refuse_is_named(frame, tiny, monkeypatch):
+    """Every candidate reaches the check (no gain bar) and none passes it (a ratio of 0):
+    the model gets no smoothing and the message says why."""
+    from napari_temseg.engine import adapt
+
+    monkeypatch.setattr(adapt, "MIN_POSTFILTER_GAIN_DB", -np.inf)
+    monkeypatch.setattr(adapt, "MAX_REMOVED_RATIO", 0.0)
+    noisy, pixel = frame
+    r = run_adapt([noisy], tiny, AdaptConfig(seconds=1, device="cpu"), pixel_size_nm=pixel)
+    checked = r.meta["adapted"]["postfilter_checked"]
+    assert checked and "postfilter" not in r.meta
+    assert f"sigma {checked[0]['sigma']:g} px) was not kept" in r.message
+    assert all(np.isfinite([c["frames"], c["simulated"]]).all() for c in checked)

@@ -332,6 +332,14 @@ def iter_adapt(
             f"; final smoothing (sigma {post['sigma']:g} px, weight {post['weight']:.2f}) "
             f"+{_gain_db(mse_plain, mse_post):.1f} dB"
         )
+    refused = checked[: len(checked) - 1] if post else checked
+    if refused:  # the user's frames said no to a smoothing the simulated images wanted
+        c = refused[0]
+        msg += (
+            f"; a wider smoothing (sigma {c['sigma']:g} px) was not kept: it would take "
+            f"{c['frames'] / max(c['simulated'], 1e-12):.1f}x more from these frames than "
+            "from simulated ones"
+        )
     return AdaptResult(
         out,
         new_meta,
@@ -388,7 +396,7 @@ def _fit_postfilter(
     def accept(spec: dict) -> bool:
         sim = removed_share(inputs, outputs, spec)
         own = removed_share([x for x, _ in real], [y for _, y in real], spec)
-        checked.append({**spec, "simulated": round(sim, 4), "frames": round(own, 4)})
+        checked.append({**spec, "simulated": float(f"{sim:.3g}"), "frames": float(f"{own:.3g}")})
         return own <= MAX_REMOVED_RATIO * sim
 
     spec, before, after = fit_postfilter(outputs, cleans, MIN_POSTFILTER_GAIN_DB, accept)
