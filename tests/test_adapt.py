@@ -232,5 +232,5 @@ def test_a_smoothing_the_frames_refuse_is_named(frame, tiny, monkeypatch):
     r = run_adapt([noisy], tiny, AdaptConfig(seconds=1, device="cpu"), pixel_size_nm=pixel)
     checked = r.meta["adapted"]["postfilter_checked"]
     assert checked and "postfilter" not in r.meta
-    assert f"sigma {checked[0]['sigma']:g} px) was not kept" in r.message
+    assert f"sigma {checked[0]['sigma']:g} px) was not kept" in r.message, r.message
     assert all(np.isfinite([c["frames"], c["simulated"]]).all() for c in checked)

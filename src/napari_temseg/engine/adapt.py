@@ -336,7 +336,8 @@ def iter_adapt(
     if refused:  # the user's frames said no to a smoothing the simulated images wanted
         c = refused[0]
         msg += (
-            f"; a wider smoothing (sigma {c['sigma']:g} px) was not kept: it would take "
+            f"; the smoothing that fitted the simulated images best (sigma {c['sigma']:g} px) "
+            "was not kept: it would take "
             f"{c['frames'] / max(c['simulated'], 1e-12):.1f}x more from these frames than "
             "from simulated ones"
         )
@@ -390,7 +391,8 @@ def _fit_postfilter(
         inputs.append(x)
         outputs.append(y)
         cleans.append(norm.apply(clean.astype(np.float64), norm.stats(noisy)))
-    real = [normalised_pair(_centre(f, CHECK_SIDE)) for f in frames[:CHECK_FRAMES]]
+    spread = frames[:: max(1, -(-len(frames) // CHECK_FRAMES))][:CHECK_FRAMES]
+    real = [normalised_pair(_centre(f, CHECK_SIDE)) for f in spread]
     checked: list[dict[str, Any]] = []
 
     def accept(spec: dict) -> bool:
