@@ -79,6 +79,20 @@ def test_training_from_strokes_segments_the_whole_image(stem):
     assert events[-1].examples_per_s > 0
 
 
+def test_a_scratch_segmenter_starts_from_its_seed(stem):
+    s, strokes = stem
+    torch.manual_seed(123)  # the global RNG must neither decide the start nor be consumed
+    a = Finetuner([s.noisy], [strokes], init="none", config=tiny(10, seed=3))
+    state = torch.random.get_rng_state()
+    b = Finetuner([s.noisy], [strokes], init="none", config=tiny(10, seed=3))
+    c = Finetuner([s.noisy], [strokes], init="none", config=tiny(10, seed=4))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    wa, wb, wc = (dict(t.model.named_parameters()) for t in (a, b, c))
+    name = next(n for n in wa if n.endswith("weight") and not n.startswith("head"))
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+    assert not torch.equal(wa[name], wc[name])
+
+
 def test_loss_ignores_unlabelled_pixels():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 16, 16, requires_grad=True)

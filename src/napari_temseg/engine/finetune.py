@@ -140,9 +140,13 @@ class FinetuneResult:
 
 
 def init_segmenter(
-    init: Init, class_names: list[str], base: int = 16, depth: int = 4
+    init: Init, class_names: list[str], base: int = 16, depth: int = 4, seed: int = 0
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """A K-class segmenter from ``init`` -> (model, meta, head_is_new).
+
+    ``seed`` draws a from-scratch network's weights (without touching the global RNG), so
+    that one configuration trains to one result: an unseeded start once made the same
+    strokes give particle Dice 0.92 in one run and 0.54 in the next.
 
     ``init``: "none" (from scratch), "auto" (``models.resolve.auto_denoiser``: the
     bundled STEM denoiser if installed, else scratch), a bundled name, a checkpoint path, a module or a ``(module, meta)`` pair.
@@ -154,7 +158,9 @@ def init_segmenter(
         raise SegmentError("name at least two classes (e.g. support, particle)")
     src, meta, name = load_start(init)
     if src is None:
-        model = UNet(1, k, base=base, depth=depth)  # the same network as the denoisers
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = UNet(1, k, base=base, depth=depth)  # the same network as the denoisers
         nn.init.zeros_(model.head.weight)
         nn.init.zeros_(model.head.bias)
         return model, {"source_model": "none", "normalization": Normalization().to_dict()}, True
@@ -253,7 +259,7 @@ class Finetuner:
             raise SegmentError(f"class names must be distinct and non-empty: {self.class_names}")
         k = len(self.class_names)
         self.model, self.meta, self.head_is_new = init_segmenter(
-            init, self.class_names, cfg.base, cfg.depth
+            init, self.class_names, cfg.base, cfg.depth, seed=cfg.seed
         )
         self.class_colors = list(class_colors or self.meta.get("class_colors") or [])
         self.class_colors += list(DEFAULT_COLORS[len(self.class_colors) : k])
