@@ -20,7 +20,7 @@ from napari_temseg.engine.adapt import (
 )
 from napari_temseg.engine.postfilter import apply_postfilter, fit_postfilter, removed_share
 from napari_temseg.io import read, write_image
-from napari_temseg.models import UNet, load_model, save_checkpoint
+from napari_temseg.models import FINETUNE_START, UNet, load_model, save_checkpoint
 from napari_temseg.synth import simulate
 
 
@@ -33,7 +33,8 @@ def frame():
 @pytest.fixture
 def tiny(tmp_path):
     torch.manual_seed(0)
-    meta = {"task": "denoise", "name": "tiny", "modality": "hrtem"}
+    # a bundled-style fine-tuning start, which an adapted copy must not inherit
+    meta = {"task": "denoise", "name": "tiny", "modality": "hrtem", FINETUNE_START: "elsewhere"}
     return str(save_checkpoint(tmp_path / "tiny.safetensors", UNet(base=4, depth=2), meta))
 
 
@@ -113,6 +114,7 @@ def test_adapting_changes_a_copy_and_says_what_it_measured(frame, tiny):
     info = r.meta["adapted"]
     assert info["from"] == "tiny" and info["steps"] == r.steps_done
     assert r.meta["name"] == "tiny-adapted" and r.meta["task"] == "denoise"
+    assert FINETUNE_START not in r.meta  # its weights are no longer the bundled file's
     # the final smoothing's check on the frame was recorded (kept or refused)
     for checked in info["postfilter_checked"]:
         assert {"sigma", "weight", "simulated", "frames"} <= set(checked)

@@ -307,20 +307,48 @@ def test_files_round_trip(stem, tmp_path):
 
 
 def test_auto_init_uses_the_bundled_denoiser_when_installed(stem):
-    from napari_temseg.models import list_models, load_model
+    from napari_temseg.models import FINETUNE_START, list_models, load_model
 
     if "stem-denoise" not in {m.name for m in list_models("denoise")}:
         pytest.skip("bundled stem-denoise weights not installed")
     s, strokes = stem
     tuner = Finetuner([s.noisy], [strokes], init="auto", config=tiny(1, base=16, depth=4))
-    den, meta = load_model("stem-denoise")
+    start = load_model("stem-denoise")[1].get(FINETUNE_START)
+    den, meta = load_model(start or "stem-denoise")  # the denoiser's fine-tuning start
     assert tuner.meta["source_model"] == "stem-denoise" and tuner.head_is_new
+    assert tuner.meta.get("start_weights") == start
     for name, value in den.decoder.state_dict().items():
         assert torch.equal(tuner.model.decoder.state_dict()[name], value), name
     assert tuner.normalization.to_dict() == {
         **tuner.normalization.to_dict(),
         **(meta.get("normalization") or {}),
     }
+
+
+def test_a_denoiser_that_names_its_finetuning_start_gives_that_network(stem, tmp_path):
+    from napari_temseg.models import FINETUNE_START, load_model
+    from napari_temseg.models.resolve import start_denoiser
+
+    s, strokes = stem
+    torch.manual_seed(0)
+    start = save_checkpoint(
+        tmp_path / "start.safetensors", UNet(base=4, depth=2), {"task": "denoise"}
+    )
+    meta = {"task": "denoise", FINETUNE_START: str(start)}
+    den = save_checkpoint(tmp_path / "den.safetensors", UNet(base=4, depth=2), meta)
+
+    def encoder_is(tuner, path) -> bool:
+        want = load_model(path)[0].encoder.state_dict()
+        return all(torch.equal(tuner.model.encoder.state_dict()[k], v) for k, v in want.items())
+
+    tuner = Finetuner([s.noisy], [strokes], init=str(den), config=tiny(1, base=4, depth=2))
+    assert encoder_is(tuner, start) and not encoder_is(tuner, den)
+    assert tuner.meta["source_model"] == str(den) and tuner.meta["start_weights"] == str(start)
+    # a denoiser pretrained from it has other weights, so it does not name that start
+    assert FINETUNE_START not in start_denoiser(str(den), None, 4, 2)[1]
+    start.unlink()  # a start that is gone: the denoiser itself, not an error
+    tuner = Finetuner([s.noisy], [strokes], init=str(den), config=tiny(1, base=4, depth=2))
+    assert encoder_is(tuner, den) and "start_weights" not in tuner.meta
 
 
 def test_new_head_is_fitted_to_the_strokes_before_training(stem):

@@ -35,6 +35,7 @@ from napari_temseg.engine.binning import bin_frame, check_bin
 from napari_temseg.engine.data import PairSource
 from napari_temseg.engine.events import TrainEvent, drain
 from napari_temseg.engine.train import TrainConfig, iter_train
+from napari_temseg.models.bundled import derived_meta
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
 
@@ -310,7 +311,7 @@ def iter_adapt(
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
     }
     new_meta = {
-        **meta,
+        **derived_meta(meta),
         "name": f"{meta.get('name', 'model')}-adapted",
         "description": f"{meta.get('description', 'denoiser')}; adapted to frames whose "
         f"noise is like {dose:.3g} e/px",

@@ -56,7 +56,7 @@ from napari_temseg.engine.tiling import Cancelled
 from napari_temseg.engine.train import guarded_step
 from napari_temseg.models import UNet
 from napari_temseg.models.normalize import Normalization
-from napari_temseg.models.resolve import load_start
+from napari_temseg.models.resolve import load_segmenter_start
 
 #: colours of classes 1..K when none are given (support blue, particle orange, ...)
 DEFAULT_COLORS = (
@@ -149,14 +149,16 @@ def init_segmenter(
     strokes give particle Dice 0.92 in one run and 0.54 in the next.
 
     ``init``: "none" (from scratch), "auto" (``models.resolve.auto_denoiser``: the
-    bundled STEM denoiser if installed, else scratch), a bundled name, a checkpoint path, a module or a ``(module, meta)`` pair.
-    A denoiser gets a new K-class head; a segmenter continues as it is, and must have
-    been trained for as many classes.
+    bundled STEM denoiser if installed, else scratch), a bundled name, a checkpoint path, a
+    module or a ``(module, meta)`` pair. A denoiser gets a new K-class head (a bundled one
+    that names a fine-tuning start, ``models.bundled.FINETUNE_START``, gives that start's
+    network); a segmenter continues as it is, and must have been trained for as many
+    classes.
     """
     k = len(class_names)
     if k < 2:
         raise SegmentError("name at least two classes (e.g. support, particle)")
-    src, meta, name = load_start(init)
+    src, meta, name, start = load_segmenter_start(init)
     if src is None:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -185,7 +187,10 @@ def init_segmenter(
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     norm = meta.get("normalization") or Normalization().to_dict()
-    return model, {"source_model": name, "normalization": norm}, True
+    record = {"source_model": name, "normalization": norm}
+    if start:
+        record["start_weights"] = start  # the denoiser's bundled fine-tuning start
+    return model, record, True
 
 
 # --------------------------------------------------------------------------- losses

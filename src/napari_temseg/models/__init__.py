@@ -2,6 +2,7 @@
 
 from napari_temseg.models.bundled import (
     DEFAULT_DENOISER,
+    FINETUNE_START,
     ModelInfo,
     list_models,
     load_model,
@@ -22,6 +23,7 @@ from napari_temseg.models.unet import UNet
 
 __all__ = [
     "DEFAULT_DENOISER",
+    "FINETUNE_START",
     "RDN",
     "CheckpointError",
     "CheckpointSaveError",

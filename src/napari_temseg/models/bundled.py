@@ -17,6 +17,12 @@ from napari_temseg.models.checkpoint import CheckpointError, load_checkpoint, re
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SUFFIX = ".safetensors"
 DEFAULT_DENOISER = "stem-denoise"
+#: A bundled denoiser's header may name another bundled file that segmenters fine-tuned
+#: "from" it start from. Trained longer, a denoiser restores better but its features can
+#: fit a new segmentation head worse; then both are shipped, and this key joins them. It
+#: describes one file's weights, so a model derived from that file must not inherit it
+#: (:func:`derived_meta`).
+FINETUNE_START = "finetune_start"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,12 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return bundled
     names = ", ".join(m.name for m in list_models()) or "none installed"
     raise CheckpointError(f"no model named or at {str(name_or_path)!r}; bundled models: {names}")
+
+
+def derived_meta(meta: dict) -> dict:
+    """``meta`` for a model trained from a bundled one: without the keys that describe only
+    the bundled file's own weights."""
+    return {k: v for k, v in meta.items() if k != FINETUNE_START}
 
 
 def load_model(

@@ -15,7 +15,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from napari_temseg.models.bundled import DEFAULT_DENOISER, list_models, load_model, resolve_model
+from napari_temseg.models.bundled import (
+    DEFAULT_DENOISER,
+    FINETUNE_START,
+    derived_meta,
+    list_models,
+    load_model,
+    resolve_model,
+)
+from napari_temseg.models.checkpoint import CheckpointError
 from napari_temseg.models.unet import UNet
 
 #: "the bundled denoiser that fits, if one is installed"
@@ -71,7 +79,22 @@ def start_denoiser(
         return UNet(base=base, depth=depth), {}
     if meta.get("task", "denoise") != "denoise":
         raise ValueError(f"{name}: a {meta.get('task')!r} model cannot start a denoiser")
-    return model, {**meta, "init": name}
+    return model, {**derived_meta(meta), "init": name}
+
+
+def load_segmenter_start(init: ModelSpec) -> tuple[nn.Module | None, dict, str, str | None]:
+    """:func:`load_start` for a segmenter -> (module, meta, name, start): a bundled denoiser
+    that names its fine-tuning start (``FINETUNE_START``) gives that file's network, and
+    ``start`` says which; a missing start file falls back to the denoiser itself."""
+    model, meta, name = load_start(init)
+    start = meta.get(FINETUNE_START) if model is not None else None
+    if not start or meta.get("task", "denoise") != "denoise":
+        return model, meta, name, None
+    try:
+        start_model, start_meta, _ = load_start(str(start))
+    except CheckpointError:
+        return model, meta, name, None
+    return start_model, start_meta, name, str(start)
 
 
 @lru_cache(maxsize=4)
@@ -106,6 +129,7 @@ __all__ = [
     "ModelSpec",
     "auto_denoiser",
     "cached_model",
+    "load_segmenter_start",
     "load_start",
     "loaded_count",
     "resolve_init",
