@@ -47,6 +47,7 @@ from napari_temseg.engine.atoms import (
     match_points,
 )
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner
+from napari_temseg.engine.prior import describe_balance, estimate_prior, stroke_prior
 from napari_temseg.engine.segment import segment
 from napari_temseg.io import read_images
 from napari_temseg.models.normalize import Normalization
@@ -127,6 +128,11 @@ def main() -> int:
     p.add_argument("--radius", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--keep-stroke-balance",
+        action="store_true",
+        help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
+    )
     args = p.parse_args()
     if not ACSTEM.is_dir():
         print(f"no acstem set at {ACSTEM}: nothing to measure")
@@ -157,11 +163,14 @@ def main() -> int:
         ]
 
     t0 = time.perf_counter()
-    cfg = FinetuneConfig(steps=args.steps, device="cpu", seed=args.seed)
+    cfg = FinetuneConfig(
+        steps=args.steps, device="cpu", seed=args.seed, class_balance=not args.keep_stroke_balance
+    )
     tuner = Finetuner([img for _, img, _ in painted], labels, init=args.init, config=cfg)
     for _ in tuner.run():
         pass
-    model = (tuner.best_model(), tuner.segmenter_meta())
+    model = (tuner.best_model(), tuner.segmenter_meta())  # class-balanced, unless told not
+    print(describe_balance(model[1].get("class_balance"), ["support", "atom"]) + "\n")
     out = [segment(img, model, device="cpu", probabilities=True) for _, img, _ in test]
     seconds = time.perf_counter() - t0
     name = f"fine-tuned U-Net ({args.init}, {args.steps} steps)"
@@ -201,6 +210,17 @@ def main() -> int:
         f = forest_features(img)
         probs.append(rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape))
     seconds = time.perf_counter() - t0
+    # the same class-balance correction the fine-tuned U-Net gets (engine/prior.py): EM on
+    # every pixel of the painted frames, from the forest's own (unweighted) stroke prior
+    painted_probs = []
+    for _, img, _ in painted:
+        f = forest_features(img)
+        p1 = rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape)
+        painted_probs.append(np.stack([1 - p1, p1]))
+    counts = [sum(int((lab == c).sum()) for lab in labels) for c in (1, 2)]
+    trained = stroke_prior(counts, [1.0, 1.0])
+    ratio = estimate_prior(painted_probs, trained)[0] / trained
+    balanced = [p * ratio[1] / (p * ratio[1] + (1 - p) * ratio[0]) for p in probs]
     results["random forest (same strokes), mask components"] = {
         **score([p > 0.5 for p in probs], test, args.radius),
         "seconds": seconds,
@@ -214,6 +234,22 @@ def main() -> int:
             [
                 finder.find(img, atom_mask=atom_mask_of(np.where(p > 0.5, 2, 1), 2)[0])
                 for (_, img, _), p in zip(test, probs, strict=True)
+            ],
+            test,
+            args.radius,
+        ),
+        "seconds": seconds,
+    }
+
+    results["random forest, class-balanced like the U-Net, probability peaks"] = {
+        **score_points(peaks(balanced), test, args.radius),
+        "seconds": seconds,
+    }
+    results["atom finder, confirmed by the class-balanced forest's mask"] = {
+        **score_points(
+            [
+                finder.find(img, atom_mask=atom_mask_of(np.where(p > 0.5, 2, 1), 2)[0])
+                for (_, img, _), p in zip(test, balanced, strict=True)
             ],
             test,
             args.radius,

@@ -207,6 +207,7 @@ def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
     """`temseg synth` -> strokes written as a label TIFF -> `temseg finetune` -> `segment`."""
     from napari_temseg.engine.strokes import scribbles_from_mask
     from napari_temseg.io import write_labels
+    from napari_temseg.models import load_model
 
     assert main(["synth", "-o", str(tmp_path), "--n", "1", "--size", "128", "--seed", "2"]) == 0
     noisy = tmp_path / "stem_0000_noisy.tif"
@@ -219,8 +220,16 @@ def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
     assert main([*argv, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert model.is_file() and "Dice on held-out strokes: carbon" in out
+    # the class balance is reported (corrected or not), and can be left as painted
+    assert "class balance not corrected" in out or "classes on the painted frames: carbon" in out
     assert main(argv) == 1  # never overwrites without --force
     assert "already exists" in capsys.readouterr().err
+    kept = tmp_path / "kept.safetensors"
+    argv_kept = ["finetune", "--image", str(noisy), "--labels", str(tmp_path / "strokes.tif")]
+    argv_kept += ["-o", str(kept), "--init", "none", "--steps", "4", "--patch", "64"]
+    assert main([*argv_kept, "--device", "cpu", "--keep-stroke-balance"]) == 0
+    assert "class" not in capsys.readouterr().out.split("wrote", 1)[1]
+    assert "class_balance" not in load_model(kept)[1]
 
     masks = tmp_path / "masks"
     seg = ["segment", "--model", str(model), "-o", str(masks), "--device", "cpu"]

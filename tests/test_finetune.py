@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from napari_temseg.engine.finetune import (
+    PHASE_BALANCE,
     FinetuneConfig,
     Finetuner,
     dice_per_class,
@@ -91,6 +92,41 @@ def test_a_scratch_segmenter_starts_from_its_seed(stem):
     name = next(n for n in wa if n.endswith("weight") and not n.startswith("head"))
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
     assert not torch.equal(wa[name], wc[name])
+
+
+def test_the_model_is_corrected_to_the_painted_frames_class_balance(stem, tmp_path):
+    """Strokes teach the painter's proportions; the model returned is corrected to the
+    painted frames' own (engine/prior.py), and a model trained on from it is not."""
+    s, strokes = stem
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(100))
+    result, _ = run(tuner)
+    b = result.meta["class_balance"]
+    truth = float((s.recorded_semantic == 2).mean())
+    assert b["in_head_bias"] and min(b["stroke_recall_balanced"]) >= 0.85 * min(b["stroke_recall"])
+    assert abs(b["painted_frames"][1] - truth) < 0.05, (b, truth)
+    plain = tuner.best_state["head.bias"].cpu()
+    corrected = plain + torch.log(torch.tensor(b["ratio"], dtype=torch.float32))
+    assert torch.allclose(result.model.head.bias.detach().cpu(), corrected)
+    path = save_segmenter(tmp_path / "seg", result.model, result.meta)
+    again = Finetuner([s.noisy], [strokes], init=str(path), config=tiny(1))
+    assert torch.allclose(again.model.head.bias.detach().cpu(), plain, atol=1e-6)
+    assert "class_balance" not in again.meta  # estimated anew for the new weights
+    off = Finetuner([s.noisy], [strokes], init="none", config=tiny(20, class_balance=False))
+    result, _ = run(off)
+    assert "class_balance" not in result.meta
+    assert torch.equal(result.model.head.bias.cpu(), off.best_state["head.bias"].cpu())
+
+
+def test_a_network_that_misses_a_class_is_not_corrected(stem):
+    """EM trusts the probabilities: an untrained head's (uniform) are not trusted."""
+    s, strokes = stem
+    cancel = threading.Event()
+    cancel.set()  # stop before the head fit and the first step: the head is still zero
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(10))
+    result, _ = run(tuner, cancel=cancel)
+    b = result.meta["class_balance"]
+    assert not b["in_head_bias"] and min(b["stroke_recall"]) < 0.8
+    assert torch.equal(result.model.head.bias.cpu(), tuner.best_state["head.bias"].cpu())
 
 
 def test_loss_ignores_unlabelled_pixels():
@@ -472,8 +508,10 @@ def test_previews_come_from_the_engine_with_each_new_best(stem):
     kinds = [e.kind for e in events]
     previews = [e for e in events if e.kind == "preview"]
     improved = [e for e in events if e.kind == "val" and e.improved]
-    assert len(previews) == len(improved) >= 1
-    for i, k in enumerate(kinds):  # right after the validation that found the new best
+    # one after each new best, and the last one as the returned model segments the window
+    assert len(previews) == len(improved) + 1 >= 2
+    assert events[-1] is previews[-1] and previews[-1].phase == PHASE_BALANCE
+    for i, k in enumerate(kinds[:-1]):  # right after the validation that found the new best
         if k == "preview":
             assert events[i - 1].kind == "val" and events[i - 1].improved
     shown = previews[-1].preview

@@ -302,6 +302,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_temseg.engine.events import format_duration
     from napari_temseg.engine.finetune import FinetuneConfig
+    from napari_temseg.engine.prior import describe_balance
     from napari_temseg.io import ReaderError
     from napari_temseg.models import CheckpointError
     from napari_temseg.pipeline.training import finetune_files
@@ -322,6 +323,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             device=args.device,
             holdout_frames=3 if args.validate_on_a_frame else 0,
             invert_contrast=defaults.FINETUNE_INVERT if args.invert_contrast else 0.0,
+            class_balance=not args.keep_stroke_balance,
         )
     except ValueError as exc:  # --steps 0, --lr nan: say which option, before any work
         msg = str(exc).replace("max_seconds", "seconds", 1)
@@ -366,6 +368,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"time budget of {format_duration(args.seconds)} reached at step {result.steps_done}")
     on = result.meta.get("training", {}).get("validation", "held-out strokes")
     print(f"wrote {path} (best step {result.best_step}; Dice on {on}: {dice})")
+    balance = describe_balance(result.meta.get("class_balance"), result.meta["class_names"])
+    if balance:
+        print(balance)
     return 0
 
 
@@ -809,6 +814,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the frames may differ in contrast polarity (HRTEM defocus, thickness): also "
         f"train on inverted patches ({defaults.FINETUNE_INVERT * 100:.0f}%% of them): better on "
         "frames of the other polarity, worse on frames like the painted ones",
+    )
+    s.add_argument(
+        "--keep-stroke-balance",
+        action="store_true",
+        help="do not correct the model to the class proportions of the painted frames "
+        "(by default it is: strokes over-represent rare classes such as atoms, which a "
+        "model then finds everywhere)",
     )
     s.add_argument("--force", action="store_true", help="overwrite MODEL if it exists")
     s.set_defaults(func=cmd_finetune)

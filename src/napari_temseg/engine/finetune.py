@@ -50,9 +50,10 @@ from napari_temseg.engine.loop import (
     WarmupCosine,
     now,
 )
+from napari_temseg.engine.prior import estimate_prior, stroke_prior
 from napari_temseg.engine.probe import fit_head
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
-from napari_temseg.engine.tiling import Cancelled
+from napari_temseg.engine.tiling import Cancelled, predict_tiled
 from napari_temseg.engine.train import guarded_step
 from napari_temseg.models import UNet
 from napari_temseg.models.normalize import Normalization
@@ -70,6 +71,17 @@ DEFAULT_COLORS = (
     "#17becf",
 )
 DEFAULT_CLASSES = ("support", "particle")
+#: the phase of the preview that shows the final model, class balance included
+PHASE_BALANCE = "class balance"
+#: the class balance is estimated on the centres of this many painted frames ...
+BALANCE_FRAMES = 4
+#: ... of at most this many pixels a side (about a second of inference each on a CPU)
+BALANCE_SIDE = 1024
+#: ... and kept if the network found at least this share of every class's own painted
+#: pixels (else its probabilities are not to be trusted) ...
+BALANCE_TRUST = 0.8
+#: ... and every class still finds this share of what it found of them before
+BALANCE_KEEP = 0.85
 
 Init = str | Path | nn.Module | tuple[nn.Module, dict] | None
 
@@ -103,6 +115,8 @@ class FinetuneConfig:
     gamma_jitter: float = 0.0  # detector gamma in [1/(1+g), 1+g] on half the patches
     blur_jitter: float = 0.0  # Gaussian blur up to this sigma (px) on 30 % of patches
     grad_clip: float = 1.0
+    # correct the strokes' class proportions to the painted frames' own (engine/prior.py)
+    class_balance: bool = True
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
     base: int = 16  # architecture of a from-scratch U-Net
@@ -176,7 +190,13 @@ def init_segmenter(
                 f"{k} ({', '.join(class_names)}); use the same classes or start from a denoiser"
             )
         model = copy.deepcopy(src).cpu()
-        return model, {k2: v for k2, v in meta.items() if k2 != "config"}, False
+        balance = meta.get("class_balance") or {}
+        if balance.get("in_head_bias") and getattr(model, "head", None) is not None:
+            with torch.no_grad():  # train on from the strokes' own prior, as it was trained
+                ratio = torch.tensor(balance["ratio"], dtype=torch.float32)
+                model.head.bias -= torch.log(ratio)
+        drop = ("config", "class_balance")
+        return model, {k2: v for k2, v in meta.items() if k2 not in drop}, False
     if not hasattr(src, "replace_head"):
         raise SegmentError(
             f"{name}: only U-Net denoisers can become segmenters "
@@ -237,6 +257,20 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, k: int) -> list[float |
 
 
 # --------------------------------------------------------------------------- trainer
+
+
+def _stroke_recall(
+    probs: list[np.ndarray], painted: list[np.ndarray], ratio: np.ndarray
+) -> list[float]:
+    """Per class, the share of its painted pixels that the (re-weighted) argmax gives it."""
+    hit, total = np.zeros(len(ratio)), np.zeros(len(ratio))
+    for p, lab in zip(probs, painted, strict=True):
+        pred = (p * ratio[:, None, None]).argmax(0) + 1
+        for c in range(len(ratio)):
+            mask = lab == c + 1
+            hit[c] += np.count_nonzero(pred[mask] == c + 1)
+            total[c] += np.count_nonzero(mask)
+    return [float(h / t) if t else 1.0 for h, t in zip(hit, total, strict=True)]
 
 
 class Finetuner:
@@ -303,6 +337,7 @@ class Finetuner:
         self.head_fit_accuracy: float | None = None  # stroke-pixel accuracy of a kept fit
         self.head_fit_val_dice: float | None = None  # held-out Dice of the fit, kept or not
         self._head_fit_tried = False
+        self._balance: dict[str, Any] | None = None
         self._head_fit_val: tuple[float, list[float | None]] | None = None  # run() reuses it
 
     # ------------------------------------------------------------------ helpers
@@ -406,10 +441,89 @@ class Finetuner:
         )
 
     def best_model(self) -> nn.Module:
-        """A copy of the network with the best weights so far (eval mode, same device)."""
+        """A copy of the network with the best weights so far (eval mode, same device),
+        with the painted frames' class balance in its head once it has been estimated."""
         model = copy.deepcopy(self.model)
         model.load_state_dict(self.best_state)
+        balance = self.class_balance()
+        if balance is not None:
+            with torch.no_grad():  # softmax(z + log r) = softmax(z) * r, renormalised
+                log_ratio = torch.log(torch.tensor(balance["ratio"], dtype=torch.float32))
+                model.head.bias += log_ratio.to(model.head.bias.device)
         return model.eval()
+
+    def class_balance(self) -> dict[str, Any] | None:
+        """The class balance estimated on the painted frames for the current best weights
+        and kept (see :meth:`estimate_class_balance`), or None."""
+        b = self._balance
+        ok = b is not None and b["in_head_bias"] and b["best_step"] == self.best_step
+        return b if ok else None
+
+    def _balance_is_current(self) -> bool:
+        return self._balance is not None and self._balance["best_step"] == self.best_step
+
+    def estimate_class_balance(self) -> dict[str, Any] | None:
+        """Estimate the painted frames' class shares with the best weights (engine/prior.py).
+
+        The strokes' proportions are the painter's habit, not the image's: ten atoms and
+        ten support strokes teach "half the pixels are atoms". The best network's
+        probabilities on every pixel of the painted frames (centres of up to
+        ``BALANCE_FRAMES`` frames, ``BALANCE_SIDE`` px a side) give the frames' shares by
+        EM, and :meth:`best_model` moves the head's bias by log(shares / stroke prior).
+        EM trusts the probabilities; an undertrained network's are not to be trusted, so
+        the balance is kept only if the network finds ``BALANCE_TRUST`` of every class's
+        painted pixels and, balanced, still ``BALANCE_KEEP`` of what it found before.
+        Returns the record, kept or not.
+        """
+        self._balance = None
+        counts = self.source.train_counts
+        head = getattr(self.model, "head", None)
+        if not self.config.class_balance or getattr(head, "bias", None) is None:
+            return None
+        if (counts == 0).any():
+            return None  # a class without training strokes has no prior to correct
+        model, k = self.best_model(), len(self.class_names)
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            return model(x).float().softmax(1)
+
+        probs, painted = [], []
+        for f in self.source.frames[:BALANCE_FRAMES]:
+            h, w = f.image.shape
+            y0, x0 = max(0, (h - BALANCE_SIDE) // 2), max(0, (w - BALANCE_SIDE) // 2)
+            window = np.s_[y0 : y0 + BALANCE_SIDE, x0 : x0 + BALANCE_SIDE]
+            probs.append(
+                predict_tiled(
+                    f.image[window],
+                    fn,
+                    tile=defaults.TILE,
+                    overlap=defaults.OVERLAP,
+                    out_channels=k,
+                    device=self.device,
+                    normalization=None,
+                    denormalize=False,
+                )
+            )
+            painted.append(np.maximum(f.train[window], f.val[window]))
+        trained = stroke_prior(counts, self.source.class_weights())
+        shares, iterations = estimate_prior(probs, trained)
+        ratio = shares / trained
+        before = _stroke_recall(probs, painted, np.ones(k))
+        after = _stroke_recall(probs, painted, ratio)
+        kept = min(before) >= BALANCE_TRUST and all(
+            a >= BALANCE_KEEP * b for a, b in zip(after, before, strict=True)
+        )
+        self._balance = {
+            "strokes": [round(float(v), 5) for v in trained],
+            "painted_frames": [round(float(v), 5) for v in shares],
+            "ratio": [float(v) for v in ratio],
+            "stroke_recall": [round(float(v), 4) for v in before],
+            "stroke_recall_balanced": [round(float(v), 4) for v in after],
+            "best_step": self.best_step,
+            "iterations": iterations,
+            "in_head_bias": bool(kept),
+        }
+        return self._balance
 
     def segmenter_meta(self) -> dict[str, Any]:
         """Checkpoint metadata of the best model so far."""
@@ -424,6 +538,7 @@ class Finetuner:
             "normalization": self.normalization.to_dict(),
             "pixel_size_nm": self.source.pixel_size_nm,
             "training_data": self.source.describe(),
+            **({"class_balance": self._balance} if self._balance_is_current() else {}),
             "training": {
                 **cfg,
                 "steps_done": self.steps_done,
@@ -486,10 +601,23 @@ class Finetuner:
             cancel=cancel,
             started=started,
         )
+        first_step = self.steps_done
         out = yield from loop.run()
         self.model.eval()
+        self.estimate_class_balance()
+        if self.class_balance() is not None and preview is not None:
+            # the window as the model the run returns segments it, balance included
+            shown = self.preview(preview)
+            yield TrainEvent(
+                "preview",
+                self.steps_done,
+                self.steps_done,
+                first_step,
+                phase=PHASE_BALANCE,
+                preview=shown,
+            )
         return FinetuneResult(
-            model=self.model,
+            model=self.best_model(),
             meta=self.segmenter_meta(),
             steps_done=self.steps_done,
             best_step=self.best_step,

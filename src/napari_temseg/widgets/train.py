@@ -37,6 +37,7 @@ from qtpy.QtWidgets import QTabWidget
 
 from napari_temseg import defaults
 from napari_temseg.engine.events import SegmentPreview, drain, format_duration
+from napari_temseg.engine.prior import describe_balance
 from napari_temseg.io.calibration import Calibration
 from napari_temseg.models import DEFAULT_DENOISER
 from napari_temseg.models.user import user_models_changed
@@ -653,6 +654,9 @@ class TrainWidget(Container):
         self._status.value = (
             f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
         )
+        balance = describe_balance(result.meta.get("class_balance"), self._job["names"])
+        if balance:
+            self._status.value += f"; {balance}"
         if self._job.get("degenerate"):  # the strokes' Dice must not hide it
             said = f"but on the displayed frame {self._job['degenerate']}"
             self._status.value += f"; {said}: paint strokes where it is wrong"
