@@ -35,6 +35,7 @@ import torch
 from scipy import ndimage
 
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class
+from napari_temseg.engine.prior import describe_balance
 from napari_temseg.engine.segment import segment
 from napari_temseg.engine.strokes import scribbles_from_mask
 from napari_temseg.synth import simulate
@@ -104,6 +105,11 @@ def main() -> int:
     p.add_argument("--invert", type=float, default=FinetuneConfig.invert_contrast)
     p.add_argument("--gamma", type=float, default=FinetuneConfig.gamma_jitter)
     p.add_argument("--blur", type=float, default=FinetuneConfig.blur_jitter)
+    p.add_argument(
+        "--keep-stroke-balance",
+        action="store_true",
+        help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
+    )
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -129,12 +135,14 @@ def main() -> int:
         invert_contrast=a.invert,
         gamma_jitter=a.gamma,
         blur_jitter=a.blur,
+        class_balance=not a.keep_stroke_balance,
     )
     tuner = Finetuner(imgs, labels, init=init, config=cfg, pixel_sizes=[PIXEL[a.kind]] * a.painted)
     for _ in tuner.run():
         pass
     print(f"validated on {tuner.val_on}; best at step {tuner.best_step}\n")
-    model = (tuner.best_model(), tuner.segmenter_meta())
+    model = (tuner.best_model(), tuner.segmenter_meta())  # class-balanced, unless told not
+    print(describe_balance(model[1].get("class_balance"), ["support", "particle"]) + "\n")
     unet_s = time.perf_counter() - t0
 
     def unet(img, px):

@@ -30,6 +30,12 @@ NOTES = {
     "hrtem-denoise": (
         "For camera images (HRTEM/TEM) with lattice fringes, pixel sizes 0.01-0.12 nm."
     ),
+    "stem-finetune-start": (
+        "Not a denoiser to choose: the network that segmenters fine-tuned from "
+        "`stem-denoise` start from (its header's `finetune_start` names this file). It is "
+        "stem-denoise as it was before 2026-12-05; the longer-trained denoiser restores "
+        "better but its features fit a new segmentation head worse."
+    ),
 }
 
 
@@ -148,7 +154,10 @@ def card(name: str, quality: dict) -> str:
             "training range, strong read-out noise, many X-ray hits)",
         ),
     ):
-        rows = quality.get(f"{kind}/{which}")
+        # the kind's rows are the kind's denoiser's (a fine-tuning start has none of its own)
+        rows = quality.get(f"{name}/{which}") or (
+            quality.get(f"{kind}/{which}") if name == f"{kind}-denoise" else None
+        )
         if rows:
             lines += [f"### {title}", "", *quality_table(rows), ""]
     return "\n".join(lines)
