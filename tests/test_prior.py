@@ -50,6 +50,10 @@ def test_ratio_and_description_from_a_header():
     assert prior_ratio({}) is None and prior_ratio({"class_balance": {"ratio": [1, -1]}}) is None
     line = describe_balance(balance, ["support", "atom"])
     assert "atom 1 % (strokes 50 %)" in line and "corrected" in line
-    refused = describe_balance({**balance, "in_head_bias": False}, ["support", "atom"])
-    assert refused.startswith("class balance not corrected") and "95%" in refused
+    untrained = {**balance, "in_head_bias": False, "stroke_recall": [1.0, 0.5]}
+    refused = describe_balance(untrained, ["support", "atom"])
+    assert refused.startswith("class balance not corrected") and "does not yet find" in refused
+    lossy = {**balance, "in_head_bias": False, "stroke_recall_balanced": [1.0, 0.6]}
+    refused = describe_balance(lossy, ["support", "atom"])
+    assert "would find less" in refused and "atom 95% -> 60%" in refused
     assert describe_balance(None, ["a", "b"]) == ""

@@ -50,7 +50,7 @@ from napari_temseg.engine.loop import (
     WarmupCosine,
     now,
 )
-from napari_temseg.engine.prior import estimate_prior, stroke_prior
+from napari_temseg.engine.prior import KEEP, TRUST, estimate_prior, stroke_prior
 from napari_temseg.engine.probe import fit_head
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
 from napari_temseg.engine.tiling import Cancelled, predict_tiled
@@ -77,11 +77,6 @@ PHASE_BALANCE = "class balance"
 BALANCE_FRAMES = 4
 #: ... of at most this many pixels a side (about a second of inference each on a CPU)
 BALANCE_SIDE = 1024
-#: ... and kept if the network found at least this share of every class's own painted
-#: pixels (else its probabilities are not to be trusted) ...
-BALANCE_TRUST = 0.8
-#: ... and every class still finds this share of what it found of them before
-BALANCE_KEEP = 0.85
 
 Init = str | Path | nn.Module | tuple[nn.Module, dict] | None
 
@@ -471,8 +466,8 @@ class Finetuner:
         ``BALANCE_FRAMES`` frames, ``BALANCE_SIDE`` px a side) give the frames' shares by
         EM, and :meth:`best_model` moves the head's bias by log(shares / stroke prior).
         EM trusts the probabilities; an undertrained network's are not to be trusted, so
-        the balance is kept only if the network finds ``BALANCE_TRUST`` of every class's
-        painted pixels and, balanced, still ``BALANCE_KEEP`` of what it found before.
+        the balance is kept only if the network finds ``prior.TRUST`` of every class's
+        painted pixels and, balanced, still ``prior.KEEP`` of what it found before.
         Returns the record, kept or not.
         """
         self._balance = None
@@ -510,8 +505,8 @@ class Finetuner:
         ratio = shares / trained
         before = _stroke_recall(probs, painted, np.ones(k))
         after = _stroke_recall(probs, painted, ratio)
-        kept = min(before) >= BALANCE_TRUST and all(
-            a >= BALANCE_KEEP * b for a, b in zip(after, before, strict=True)
+        kept = min(before) >= TRUST and all(
+            a >= KEEP * b for a, b in zip(after, before, strict=True)
         )
         self._balance = {
             "strokes": [round(float(v), 5) for v in trained],

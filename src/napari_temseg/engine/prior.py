@@ -24,6 +24,11 @@ import numpy as np
 #: EM stops when no share moves by more than this
 TOLERANCE = 1e-6
 MAX_ITERATIONS = 500
+#: the correction is kept only if the network found at least this share of every class's
+#: own painted pixels (else its probabilities are not to be trusted) ...
+TRUST = 0.8
+#: ... and, corrected, still finds this share of what it found of them before
+KEEP = 0.85
 #: a class's share is never estimated below this (a class the frames lack must not get an
 #: infinite correction)
 MIN_SHARE = 1e-4
@@ -82,7 +87,19 @@ def describe_balance(balance: dict | None, names: Sequence[str]) -> str:
     )
     if balance.get("in_head_bias"):
         return f"classes on the painted frames: {shares}; the model was corrected to them"
+    before = balance["stroke_recall"]
+    after = balance.get("stroke_recall_balanced") or before
+    if min(before) < TRUST:
+        return (
+            f"class balance not corrected (the network does not yet find every class's own "
+            f"strokes: {', '.join(f'{r:.0%}' for r in before)})"
+        )
+    lost = [
+        f"{n} {b:.0%} -> {a:.0%}"
+        for n, b, a in zip(names, before, after, strict=False)
+        if a < KEEP * b
+    ]
     return (
-        f"class balance not corrected (the network does not yet find every class's own "
-        f"strokes: {', '.join(f'{r:.0%}' for r in balance['stroke_recall'])})"
+        f"class balance not corrected (estimated {shares}; corrected, the network would find "
+        f"less of its own painted pixels: {', '.join(lost)})"
     )
