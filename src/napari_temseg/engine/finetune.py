@@ -50,7 +50,7 @@ from napari_temseg.engine.loop import (
     WarmupCosine,
     now,
 )
-from napari_temseg.engine.prior import KEEP, TRUST, estimate_prior, stroke_prior
+from napari_temseg.engine.prior import KEEP, TRUST, estimate_prior, prior_ratio, stroke_prior
 from napari_temseg.engine.probe import fit_head
 from napari_temseg.engine.strokes import SegmentError, StrokeSource
 from napari_temseg.engine.tiling import Cancelled, predict_tiled
@@ -185,11 +185,10 @@ def init_segmenter(
                 f"{k} ({', '.join(class_names)}); use the same classes or start from a denoiser"
             )
         model = copy.deepcopy(src).cpu()
-        balance = meta.get("class_balance") or {}
-        if balance.get("in_head_bias") and getattr(model, "head", None) is not None:
-            with torch.no_grad():  # train on from the strokes' own prior, as it was trained
-                ratio = torch.tensor(balance["ratio"], dtype=torch.float32)
-                model.head.bias -= torch.log(ratio)
+        ratio = prior_ratio(meta)
+        corrected = ratio is not None and meta["class_balance"].get("in_head_bias")
+        if corrected and getattr(model, "head", None) is not None:
+            _shift_head(model, ratio, -1.0)  # train on from the strokes' own prior
         drop = ("config", "class_balance")
         return model, {k2: v for k2, v in meta.items() if k2 not in drop}, False
     if not hasattr(src, "replace_head"):
@@ -252,6 +251,14 @@ def dice_per_class(pred: np.ndarray, target: np.ndarray, k: int) -> list[float |
 
 
 # --------------------------------------------------------------------------- trainer
+
+
+def _shift_head(model: nn.Module, ratio: np.ndarray, sign: float) -> None:
+    """Add ``sign * log(ratio)`` to the head's bias, in place: softmax(z + log r) is
+    softmax(z) * r renormalised, so +1 applies a class-balance correction, -1 undoes it."""
+    with torch.no_grad():
+        bias = model.head.bias
+        bias += sign * torch.log(torch.as_tensor(ratio, dtype=torch.float32)).to(bias.device)
 
 
 def _stroke_recall(
@@ -442,17 +449,14 @@ class Finetuner:
         model.load_state_dict(self.best_state)
         balance = self.class_balance()
         if balance is not None:
-            with torch.no_grad():  # softmax(z + log r) = softmax(z) * r, renormalised
-                log_ratio = torch.log(torch.tensor(balance["ratio"], dtype=torch.float32))
-                model.head.bias += log_ratio.to(model.head.bias.device)
+            _shift_head(model, np.asarray(balance["ratio"]), 1.0)
         return model.eval()
 
     def class_balance(self) -> dict[str, Any] | None:
         """The class balance estimated on the painted frames for the current best weights
         and kept (see :meth:`estimate_class_balance`), or None."""
-        b = self._balance
-        ok = b is not None and b["in_head_bias"] and b["best_step"] == self.best_step
-        return b if ok else None
+        current = self._balance_is_current() and self._balance["in_head_bias"]
+        return self._balance if current else None
 
     def _balance_is_current(self) -> bool:
         return self._balance is not None and self._balance["best_step"] == self.best_step

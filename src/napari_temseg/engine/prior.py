@@ -12,7 +12,8 @@ probability by the ratio of the estimated to the training prior and renormalise.
 The shares are estimated once, after training, on every pixel of the painted frames: the
 session the user described, not each frame to be segmented (a frame of thick support then
 keeps the painted session's balance instead of drifting with the network's bias on it).
-The segmenter stores the ratio and ``engine.segment`` applies it to every frame. Pure numpy.
+The correction goes into the segmenter's head bias (``engine.finetune``), so every way of
+running the model applies it; the header records it. Pure numpy.
 """
 
 from __future__ import annotations
