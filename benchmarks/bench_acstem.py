@@ -118,6 +118,27 @@ def score_points(found: list[np.ndarray], test: list, radius: float, degenerate=
     }
 
 
+def fit_forest(images: list[np.ndarray], labels: list[np.ndarray]):
+    """An ilastik-style random forest on multi-scale features, trained on the painted
+    pixels -> a function image -> the atom class's probability map."""
+    from bench_finetune import forest_features
+    from sklearn.ensemble import RandomForestClassifier
+
+    xs, ys = [], []
+    for img, lab in zip(images, labels, strict=True):
+        f = forest_features(img)
+        xs.append(f[lab > 0])
+        ys.append(lab[lab > 0])
+    rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
+    rf.fit(np.concatenate(xs), np.concatenate(ys))
+
+    def atom_probability(img: np.ndarray) -> np.ndarray:
+        f = forest_features(img)
+        return rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape)
+
+    return atom_probability
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--painted", type=int, default=2)
@@ -194,29 +215,13 @@ def main() -> int:
         "seconds": seconds,
     }
 
-    from bench_finetune import forest_features
-    from sklearn.ensemble import RandomForestClassifier
-
     t0 = time.perf_counter()
-    xs, ys = [], []
-    for (_, img, _), lab in zip(painted, labels, strict=True):
-        f = forest_features(img)
-        xs.append(f[lab > 0])
-        ys.append(lab[lab > 0])
-    rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
-    rf.fit(np.concatenate(xs), np.concatenate(ys))
-    probs = []
-    for _, img, _ in test:
-        f = forest_features(img)
-        probs.append(rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape))
+    forest = fit_forest([img for _, img, _ in painted], labels)
+    probs = [forest(img) for _, img, _ in test]
     seconds = time.perf_counter() - t0
     # the same class-balance correction the fine-tuned U-Net gets (engine/prior.py): EM on
     # every pixel of the painted frames, from the forest's own (unweighted) stroke prior
-    painted_probs = []
-    for _, img, _ in painted:
-        f = forest_features(img)
-        p1 = rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape)
-        painted_probs.append(np.stack([1 - p1, p1]))
+    painted_probs = [np.stack([1 - p1, p1]) for p1 in (forest(img) for _, img, _ in painted)]
     counts = [sum(int((lab == c).sum()) for lab in labels) for c in (1, 2)]
     trained = stroke_prior(counts, [1.0, 1.0])
     ratio = estimate_prior(painted_probs, trained)[0] / trained
@@ -225,37 +230,25 @@ def main() -> int:
         **score([p > 0.5 for p in probs], test, args.radius),
         "seconds": seconds,
     }
-    results["random forest (same strokes), probability peaks"] = {
-        **score_points(peaks(probs), test, args.radius),
-        "seconds": seconds,
-    }
-    results["atom finder, confirmed by the forest's mask"] = {
-        **score_points(
-            [
-                finder.find(img, atom_mask=atom_mask_of(np.where(p > 0.5, 2, 1), 2)[0])
-                for (_, img, _), p in zip(test, probs, strict=True)
-            ],
-            test,
-            args.radius,
-        ),
-        "seconds": seconds,
-    }
-
-    results["random forest, class-balanced like the U-Net, probability peaks"] = {
-        **score_points(peaks(balanced), test, args.radius),
-        "seconds": seconds,
-    }
-    results["atom finder, confirmed by the class-balanced forest's mask"] = {
-        **score_points(
-            [
-                finder.find(img, atom_mask=atom_mask_of(np.where(p > 0.5, 2, 1), 2)[0])
-                for (_, img, _), p in zip(test, balanced, strict=True)
-            ],
-            test,
-            args.radius,
-        ),
-        "seconds": seconds,
-    }
+    for label, name, maps in (
+        ("random forest (same strokes)", "forest", probs),
+        ("random forest, class-balanced like the U-Net", "class-balanced forest", balanced),
+    ):
+        results[f"{label}, probability peaks"] = {
+            **score_points(peaks(maps), test, args.radius),
+            "seconds": seconds,
+        }
+        results[f"atom finder, confirmed by the {name}'s mask"] = {
+            **score_points(
+                [
+                    finder.find(img, atom_mask=atom_mask_of(np.where(p > 0.5, 2, 1), 2)[0])
+                    for (_, img, _), p in zip(test, maps, strict=True)
+                ],
+                test,
+                args.radius,
+            ),
+            "seconds": seconds,
+        }
 
     norm = Normalization()
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from bench_acstem import ACSTEM, load, score_points, strokes
+from bench_acstem import ACSTEM, fit_forest, load, score_points, strokes
 
 from napari_temseg.engine import finetune as ft
 from napari_temseg.engine.atoms import atom_mask_of, atoms_from_probability, fit_atom_finder
@@ -175,21 +175,9 @@ def main() -> int:
                 time.perf_counter() - t0,
             )
 
-        from bench_finetune import forest_features
-        from sklearn.ensemble import RandomForestClassifier
-
         t0 = time.perf_counter()
-        xs, ys = [], []
-        for (_, img, _), lab in zip(painted, labels, strict=True):
-            f = forest_features(img)
-            xs.append(f[lab > 0])
-            ys.append(lab[lab > 0])
-        rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
-        rf.fit(np.concatenate(xs), np.concatenate(ys))
-        probs = []
-        for _, img, _ in test:
-            f = forest_features(img)
-            probs.append(rf.predict_proba(f.reshape(-1, f.shape[-1]))[:, -1].reshape(img.shape))
+        forest = fit_forest([img for _, img, _ in painted], labels)
+        probs = [forest(img) for _, img, _ in test]
         masks = [atom_mask_of(np.where(q > 0.5, 2, 1), 2)[0] for q in probs]
         row("random forest", probs, masks, "-", time.perf_counter() - t0)
     return 0
