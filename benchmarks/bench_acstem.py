@@ -24,7 +24,8 @@ Atoms from a mask are the centroids of the atom class's connected components (at
 smoothed at the finder's fitted atom width, threshold 0.5). A predicted centre within
 ``--radius`` px of a marked atom (one to one, nearest first) is a hit. Reports precision,
 recall and F1 over all test frames, and the share of test frames whose prediction is
-degenerate (more than 20 % atom, or no atom at all).
+degenerate (more than 20 % atom, or no atom at all). With ``--tta`` the U-Net's rows are
+also scored averaged over eight orientations (``engine.segment.with_tta``), same model.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from napari_temseg.engine.atoms import (
 )
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner
 from napari_temseg.engine.prior import describe_balance, estimate_prior, stroke_prior
-from napari_temseg.engine.segment import segment
+from napari_temseg.engine.segment import segment, with_tta
 from napari_temseg.io import read_images
 from napari_temseg.models.normalize import Normalization
 
@@ -154,6 +155,11 @@ def main() -> int:
         action="store_true",
         help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score the U-Net averaged over eight orientations (engine.segment.with_tta)",
+    )
     args = p.parse_args()
     if not ACSTEM.is_dir():
         print(f"no acstem set at {ACSTEM}: nothing to measure")
@@ -192,28 +198,32 @@ def main() -> int:
         pass
     model = (tuner.best_model(), tuner.segmenter_meta())  # class-balanced, unless told not
     print(describe_balance(model[1].get("class_balance"), ["support", "atom"]) + "\n")
-    out = [segment(img, model, device="cpu", probabilities=True) for _, img, _ in test]
     seconds = time.perf_counter() - t0
-    name = f"fine-tuned U-Net ({args.init}, {args.steps} steps)"
-    results[f"{name}, mask components"] = {
-        **score([lab == 2 for lab, _ in out], test, args.radius),
-        "seconds": seconds,
-    }
-    results[f"{name}, probability peaks"] = {
-        **score_points(peaks([p[1] for _, p in out]), test, args.radius),
-        "seconds": seconds,
-    }
-    results[f"atom finder, confirmed by the {name}'s mask"] = {
-        **score_points(
-            [
-                finder.find(img, atom_mask=atom_mask_of(lab, 2)[0])
-                for (_, img, _), (lab, _) in zip(test, out, strict=True)
-            ],
-            test,
-            args.radius,
-        ),
-        "seconds": seconds,
-    }
+    variants = [("", model)] + ([(", 8 orientations", with_tta(model))] if args.tta else [])
+    for suffix, seg in variants:
+        t0 = time.perf_counter()
+        out = [segment(img, seg, device="cpu", probabilities=True) for _, img, _ in test]
+        spent = seconds + time.perf_counter() - t0
+        name = f"fine-tuned U-Net ({args.init}, {args.steps} steps{suffix})"
+        results[f"{name}, mask components"] = {
+            **score([lab == 2 for lab, _ in out], test, args.radius),
+            "seconds": spent,
+        }
+        results[f"{name}, probability peaks"] = {
+            **score_points(peaks([p[1] for _, p in out]), test, args.radius),
+            "seconds": spent,
+        }
+        results[f"atom finder, confirmed by the {name}'s mask"] = {
+            **score_points(
+                [
+                    finder.find(img, atom_mask=atom_mask_of(lab, 2)[0])
+                    for (_, img, _), (lab, _) in zip(test, out, strict=True)
+                ],
+                test,
+                args.radius,
+            ),
+            "seconds": spent,
+        }
 
     t0 = time.perf_counter()
     forest = fit_forest([img for _, img, _ in painted], labels)

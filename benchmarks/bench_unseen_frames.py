@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class
 from napari_temseg.engine.prior import describe_balance
-from napari_temseg.engine.segment import segment
+from napari_temseg.engine.segment import segment, with_tta
 from napari_temseg.engine.strokes import scribbles_from_mask
 from napari_temseg.synth import simulate
 
@@ -110,6 +110,11 @@ def main() -> int:
         action="store_true",
         help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score the U-Net averaged over eight orientations (engine.segment.with_tta)",
+    )
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -152,7 +157,13 @@ def main() -> int:
     rf = forest(imgs, labels)
     rf_s = time.perf_counter() - t0
 
-    methods = {f"fine-tuned U-Net ({init}, {a.steps} steps)": unet, "random forest": rf}
+    methods = {f"fine-tuned U-Net ({init}, {a.steps} steps)": unet}
+    if a.tta:
+        averaged = with_tta(model)
+        methods["same U-Net, 8 orientations averaged"] = lambda img, px: segment(
+            img, averaged, device="cpu", pixel_size_nm=px
+        )
+    methods["random forest"] = rf
     results: dict[str, dict] = {m: {} for m in methods}
     degenerate = {m: 0 for m in methods}
     for name in ("painted", *SESSIONS):

@@ -413,3 +413,33 @@ def test_contrast_may_invert_trains_on_inverted_patches_too(controls, widget, sa
     ui["contrast may invert between frames"].value = True
     ui["Train"].clicked()
     assert seen == [0.0, defaults.FINETUNE_INVERT]
+
+
+def test_apply_can_average_eight_orientations(controls, widget, sample, qtbot, monkeypatch):
+    """Ticking "average 8 orientations" applies the segmenter as ``engine.segment.with_tta``
+    does, and its uncertainty is that of the mean."""
+    from napari_temseg.engine.checks import uncertainty
+    from napari_temseg.engine.segment import segment, with_tta
+
+    _small_net(monkeypatch)
+    viewer, w = widget
+    ui = controls(w)
+    s, strokes = sample
+    frame = s.noisy.astype(np.float32)
+    ui["Image"].value = viewer.add_image(frame, name="raw")
+    _paint(w.add_strokes_layer(), strokes)
+    ui["Steps"].value = 80  # from scratch, the particles appear between steps 40 and 80
+    w.train()
+    _wait(qtbot, w._task)
+    assert not ui["average 8 orientations (8x slower)"].value  # off: 8x the time
+    ui["average 8 orientations (8x slower)"].value = True
+    w.apply()
+    _wait(qtbot, w._apply_task)
+    labels, probs = segment(
+        frame, with_tta(w.segmenter), device="cpu", tile=256, probabilities=True
+    )
+    _, plain = segment(frame, w.segmenter, device="cpu", tile=256, probabilities=True)
+    assert np.array_equal(viewer.layers["raw segmentation"].data, labels)
+    shown = viewer.layers["raw uncertainty"].data.astype(int)
+    assert np.abs(shown - np.round(uncertainty(probs) * 100)).max() <= 1
+    assert np.abs(shown - np.round(uncertainty(plain) * 100)).max() > 1  # one pass differs

@@ -23,7 +23,7 @@ from torch import nn
 from napari_temseg import defaults
 from napari_temseg.engine.binning import check_bin
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.segment import check_segmenter
+from napari_temseg.engine.segment import check_segmenter, with_tta
 from napari_temseg.io.model import DataWarning
 from napari_temseg.models.resolve import cached_model
 from napari_temseg.pipeline.cluster import worker_device
@@ -54,6 +54,7 @@ class FileJob:
     threads: int | None = None
     large_frame_px: int | None = None
     bin: int = 1  # denoise: binning before the network (engine.binning)
+    tta: bool = False  # segment: average eight orientations (engine.segment.DihedralMean)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -61,6 +62,8 @@ class FileJob:
         check_bin(self.bin)
         if self.bin != 1 and self.task != "denoise":
             raise ValueError("binning is a denoising setting; segmentation resamples itself")
+        if self.tta and self.task != "segment":
+            raise ValueError("test-time augmentation is a segmentation setting")
 
     @property
     def model_name(self) -> str:
@@ -96,12 +99,15 @@ class FileJob:
 
     def load(self) -> tuple[nn.Module, dict]:
         """The job's model on this process's device, loaded once per process
-        (``models.resolve.cached_model``); a segment job refuses a denoiser."""
+        (``models.resolve.cached_model``); a segment job refuses a denoiser, and wraps the
+        segmenter for test-time augmentation when asked."""
         dev = self.resolved_device()
         with _LOCK:
             model = cached_model(self.model_name, dev)
         if self.task == "segment":
             check_segmenter(model[1], self.model_name)
+            if self.tta:
+                model = with_tta(model)
         return model
 
     def __call__(

@@ -157,6 +157,11 @@ class TrainWidget(Container):
         self._progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self._status = Label(label="", value="paint a few strokes of every class")
         self._scope = RadioButtons(label="Apply to", choices=APPLY_SCOPES, value=APPLY_SCOPES[1])
+        self._tta = CheckBox(text="average 8 orientations (8x slower)", value=False)
+        self._tta.tooltip = (
+            "test-time augmentation: each tile is segmented turned and mirrored eight ways and "
+            "the probabilities averaged; fewer specks on frames that were not painted"
+        )
         self._apply = PushButton(text="Apply", enabled=False)
         self._checks = Label(label="", value="")  # what Apply found unsure (engine/checks.py)
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors *.zip")
@@ -178,6 +183,7 @@ class TrainWidget(Container):
                 self._progress,
                 self._status,
                 self._scope,
+                self._tta,
                 self._apply,
                 self._checks,
             ]
@@ -474,6 +480,8 @@ class TrainWidget(Container):
         self._status.value = "stopping; the best model is kept…"
 
     def apply(self) -> None:
+        from napari_temseg.engine.segment import with_tta
+
         if self.segmenter is None:
             show_warning("Train or load a segmenter first.")
             return
@@ -511,7 +519,8 @@ class TrainWidget(Container):
             )
         self._apply.enabled = False
         self._status.value = f"segmenting {len(jobs)} image(s)…"
-        self._apply_task.start(apply_job, jobs, self.segmenter, self._device.value, 256)
+        model = with_tta(self.segmenter) if self._tta.value else self.segmenter
+        self._apply_task.start(apply_job, jobs, model, self._device.value, 256)
 
     def save(self) -> Path | None:
         from napari_temseg.engine.finetune import save_segmenter
