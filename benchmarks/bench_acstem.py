@@ -122,16 +122,9 @@ def score_points(found: list[np.ndarray], test: list, radius: float, degenerate=
 def fit_forest(images: list[np.ndarray], labels: list[np.ndarray]):
     """An ilastik-style random forest on multi-scale features, trained on the painted
     pixels -> a function image -> the atom class's probability map."""
-    from bench_finetune import forest_features
-    from sklearn.ensemble import RandomForestClassifier
+    from bench_finetune import fit_stroke_forest, forest_features
 
-    xs, ys = [], []
-    for img, lab in zip(images, labels, strict=True):
-        f = forest_features(img)
-        xs.append(f[lab > 0])
-        ys.append(lab[lab > 0])
-    rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
-    rf.fit(np.concatenate(xs), np.concatenate(ys))
+    rf = fit_stroke_forest(images, labels)
 
     def atom_probability(img: np.ndarray) -> np.ndarray:
         f = forest_features(img)

@@ -147,19 +147,25 @@ def forest_features(img: np.ndarray) -> np.ndarray:
     )
 
 
-def cmd_forest(a) -> dict:
+def fit_stroke_forest(images, labels):
+    """The ilastik-style baseline every benchmark compares with: a random forest on
+    ``forest_features``, trained on the painted pixels (label > 0) only."""
     from sklearn.ensemble import RandomForestClassifier
 
-    train = data(a.kind, a.images, 100, a.size, a.dose, a.strokes)
-    tests = data(a.kind, a.tests, 900, a.size, a.dose, 1)
-    t0 = time.perf_counter()
     xs, ys = [], []
-    for s, lab in train:
-        f = forest_features(s.noisy)
+    for img, lab in zip(images, labels, strict=True):
+        f = forest_features(img)
         xs.append(f[lab > 0])
         ys.append(lab[lab > 0])
     rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
-    rf.fit(np.concatenate(xs), np.concatenate(ys))
+    return rf.fit(np.concatenate(xs), np.concatenate(ys))
+
+
+def cmd_forest(a) -> dict:
+    train = data(a.kind, a.images, 100, a.size, a.dose, a.strokes)
+    tests = data(a.kind, a.tests, 900, a.size, a.dose, 1)
+    t0 = time.perf_counter()
+    rf = fit_stroke_forest([s.noisy for s, _ in train], [lab for _, lab in train])
     out = {"seconds": time.perf_counter() - t0}
     for name, images in (("painted", train), ("other", tests)):
         per = []

@@ -66,16 +66,9 @@ SESSIONS = ("same", "dark", "bright", "gamma", "drift", "magnified", "blurred")
 
 
 def forest(train_imgs, train_labels):
-    from bench_finetune import forest_features
-    from sklearn.ensemble import RandomForestClassifier
+    from bench_finetune import fit_stroke_forest, forest_features
 
-    xs, ys = [], []
-    for img, lab in zip(train_imgs, train_labels, strict=True):
-        f = forest_features(img)
-        xs.append(f[lab > 0])
-        ys.append(lab[lab > 0])
-    rf = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=1, random_state=0)
-    rf.fit(np.concatenate(xs), np.concatenate(ys))
+    rf = fit_stroke_forest(train_imgs, train_labels)
 
     def predict(img, _px):
         f = forest_features(img)

@@ -31,20 +31,33 @@ def testdata() -> Path:
     return TESTDATA
 
 
-@pytest.fixture(scope="session")
-def tiny_segmenter(tmp_path_factory) -> str:
-    """A tiny segmenter file trained for 3 steps, for tests of files and plumbing (not of
-    segmentation quality)."""
+def train_segmenter_file(folder, size: int, **config) -> str:
+    """A small segmenter from scratch on strokes of one simulated STEM frame of ``size``
+    px, written to ``folder/seg.safetensors``; ``config``: FinetuneConfig's fields."""
     from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
     from napari_temseg.engine.strokes import scribbles_from_mask
     from napari_temseg.synth import simulate
 
-    s = simulate("stem", 64, pixel_size_nm=0.1, dose=100, seed=1)
+    s = simulate("stem", size, pixel_size_nm=0.1, dose=100, seed=1)
     strokes = scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=0)
-    cfg = FinetuneConfig(steps=3, batch_size=2, patch=32, base=4, depth=2, device="cpu")
-    result = finetune([s.noisy], [strokes], init="none", config=cfg)
-    path = tmp_path_factory.mktemp("model") / "seg.safetensors"
-    return str(save_segmenter(path, result.model, result.meta))
+    result = finetune([s.noisy], [strokes], init="none", config=FinetuneConfig(**config))
+    return str(save_segmenter(folder / "seg.safetensors", result.model, result.meta))
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tmp_path_factory) -> str:
+    """A tiny segmenter file trained for 3 steps, for tests of files and plumbing (not of
+    segmentation quality)."""
+    return train_segmenter_file(
+        tmp_path_factory.mktemp("model"),
+        64,
+        steps=3,
+        batch_size=2,
+        patch=32,
+        base=4,
+        depth=2,
+        device="cpu",
+    )
 
 
 # --------------------------------------------------------------------------- docks

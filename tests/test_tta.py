@@ -7,6 +7,7 @@ import pytest
 import tifffile
 import torch
 
+from conftest import train_segmenter_file
 from napari_temseg.cli import main
 from napari_temseg.engine.segment import DihedralMean, load_segmenter, segment, with_tta
 from napari_temseg.pipeline.files import FileJob
@@ -24,15 +25,16 @@ def frame():
 def segmenter(tmp_path_factory) -> str:
     """A small segmenter trained long enough to have opinions (a 3-step one answers 0.5
     everywhere, in every orientation)."""
-    from napari_temseg.engine.finetune import FinetuneConfig, finetune, save_segmenter
-    from napari_temseg.engine.strokes import scribbles_from_mask
-
-    s = simulate("stem", 96, pixel_size_nm=0.1, dose=100, seed=1)
-    strokes = scribbles_from_mask(s.recorded_semantic, per_class=3, length=16, seed=0)
-    cfg = FinetuneConfig(steps=30, batch_size=4, patch=64, base=8, depth=3, device="cpu")
-    result = finetune([s.noisy], [strokes], init="none", config=cfg)
-    path = tmp_path_factory.mktemp("tta") / "seg.safetensors"
-    return str(save_segmenter(path, result.model, result.meta))
+    return train_segmenter_file(
+        tmp_path_factory.mktemp("tta"),
+        96,
+        steps=30,
+        batch_size=4,
+        patch=64,
+        base=8,
+        depth=3,
+        device="cpu",
+    )
 
 
 def test_the_average_is_the_same_for_every_orientation_of_the_frame(segmenter, frame):
