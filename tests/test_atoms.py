@@ -80,6 +80,18 @@ def test_find_peaks_keeps_the_stronger_of_two_close_maxima_and_refines_to_subpix
     assert len(find_peaks(r, threshold=1.0, min_distance=2)) == 3
 
 
+def test_a_maximum_on_the_frame_edge_is_a_slope_out_of_the_frame_not_an_atom():
+    yy, xx = np.mgrid[0:48, 0:48]
+    blob = lambda y, x: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8)  # noqa: E731
+    cut = blob(20, -2.0)  # an atom whose centre lies outside: brightest on column 0
+    near = blob(30, 45.0)  # an atom 2 px inside the right edge
+    assert np.argmax(cut[20]) == 0
+    pts = find_peaks(np.maximum(cut, near), threshold=0.3, min_distance=3)
+    assert len(pts) == 1 and np.allclose(pts[0], (30, 45), atol=0.5)
+    ramp = np.tile(np.linspace(0, 1, 48), (48, 1))  # a gradient: no atom at all
+    assert len(find_peaks(ramp, threshold=0.5, min_distance=3)) == 0
+
+
 def test_atoms_from_probability_finds_each_blob_of_a_probability_map():
     yy, xx = np.mgrid[0:64, 0:64]
     prob = np.zeros((64, 64))

@@ -17,8 +17,10 @@ import yaml
 pytest.importorskip("bioimageio.core")
 
 from napari_temseg.cli import main
+from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.denoise import denoise
 from napari_temseg.engine.segment import segment
+from napari_temseg.engine.tiling import border_margin, model_overlap
 from napari_temseg.models import build_model, load_model, save_checkpoint
 from napari_temseg.models.bioimageio import (
     BioimageioError,
@@ -200,7 +202,14 @@ def test_reimported_denoiser_is_the_original(denoiser_zip, tmp):
     x, y = _npy(denoiser_zip, "test_input.npy")[0, 0], _npy(denoiser_zip, "test_output.npy")
     lo, hi = np.percentile(x.astype(np.float64), [0.5, 99.5])
     engine = denoise(x, "stem-denoise", device="cpu")
-    np.testing.assert_allclose(y[0, 0] * (hi - lo) + lo, engine, atol=1e-5 * (hi - lo))
+    inner = _inner(x.shape, meta)
+    np.testing.assert_allclose(
+        y[0, 0][inner] * (hi - lo) + lo, engine[inner], atol=1e-5 * (hi - lo)
+    )
+    # on the border the engine is the package's network on the frame mirrored outward
+    mirrored = _on_mirrored(denoiser_zip, x, meta)[0] * (hi - lo) + lo
+    np.testing.assert_allclose(mirrored, engine, atol=1e-5 * (hi - lo))
+    assert np.abs(y[0, 0] * (hi - lo) + lo - engine).max() > 1e-3 * (hi - lo)  # it matters
 
 
 def test_reimported_segmenter_is_the_original(segmenter_zip, segmenter, tmp):
@@ -215,8 +224,31 @@ def test_reimported_segmenter_is_the_original(segmenter_zip, segmenter, tmp):
     lb, pb = segment(x, (model, meta), device="cpu", probabilities=True)
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(pa, pb)
-    # our engine (softmax outside the net, our normalisation) agrees with the package
-    np.testing.assert_allclose(pa, _npy(segmenter_zip, "test_output.npy")[0], atol=1e-4)
+    # our engine (softmax outside the net, our normalisation) agrees with the package,
+    # away from the border, and on it with the package's network on the mirrored frame
+    inner = (slice(None), *_inner(x.shape, meta))
+    np.testing.assert_allclose(
+        pa[inner], _npy(segmenter_zip, "test_output.npy")[0][inner], atol=1e-4
+    )
+    np.testing.assert_allclose(pa, _on_mirrored(segmenter_zip, x, meta), atol=1e-4)
+
+
+def _inner(shape: tuple[int, ...], meta: dict) -> tuple[slice, slice]:
+    """The frame without the border the engine mirrors (its overlap) twice over."""
+    m = 2 * border_margin(model_overlap(meta, TILE, OVERLAP), *shape)
+    return slice(m, shape[0] - m), slice(m, shape[1] - m)
+
+
+def _on_mirrored(package: Path, x: np.ndarray, meta: dict) -> np.ndarray:
+    """The package's TorchScript network on ``x`` extended by the engine's mirrored border
+    (one tile: the test inputs are smaller than a tile), cropped back: (C, Y, X)."""
+    m = border_margin(model_overlap(meta, TILE, OVERLAP), *x.shape)
+    with zipfile.ZipFile(package) as z:
+        ts = torch.jit.load(io.BytesIO(z.read("weights_torchscript.pt")), map_location="cpu")
+    pre = np.pad(declared_preprocessing(x, Normalization()), m, mode="reflect")
+    with torch.no_grad():
+        out = ts(torch.from_numpy(np.ascontiguousarray(pre, np.float32))[None, None])[0]
+    return out.numpy()[:, m : m + x.shape[0], m : m + x.shape[1]]
 
 
 def test_import_from_unpacked_folder_and_rdf(segmenter_zip, segmenter, tmp):

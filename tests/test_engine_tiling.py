@@ -55,6 +55,27 @@ def test_tiled_equals_untiled(net):
     assert np.abs(tiled - whole).max() < 1e-3 * np.ptp(whole)
 
 
+def _box(x: torch.Tensor) -> torch.Tensor:
+    """A 9x9 mean with zero padding: blind to anything beyond the border, like any conv net."""
+    return torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=True)
+
+
+@pytest.mark.parametrize("shape,tile", [((100, 90), 256), ((150, 130), 64), ((5, 7), 64)])
+def test_the_border_gets_mirrored_context(shape, tile):
+    """At the image border the network sees the frame mirrored outward, not zeros: the
+    result is the network on the mirrored frame, cropped (exact in one tile, up to the
+    blending inside; the mirror is as wide as the overlap, or the frame if smaller)."""
+    img = _pattern(*shape)
+    got = predict_tiled(img, _box, tile=tile, overlap=16)
+    m = min(16, *shape)
+    padded = np.pad(img.astype(np.float64), m, mode="reflect")
+    want = _box(torch.from_numpy(padded)[None, None]).numpy()[0, 0]
+    want = want[m : m + shape[0], m : m + shape[1]]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    zero_padded = _box(torch.from_numpy(img.astype(np.float64))[None, None]).numpy()[0, 0]
+    assert np.abs(got[0] - zero_padded[0]).max() > 100  # not the zero-padded answer
+
+
 def test_no_seams_on_a_ramp_with_a_trained_model():
     """The bundled denoiser on a smooth ramp: tiled output as smooth as untiled."""
     yy, xx = np.mgrid[:384, :320].astype(np.float32)
