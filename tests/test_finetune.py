@@ -517,7 +517,7 @@ def test_previews_come_from_the_engine_with_each_new_best(stem):
     shown = previews[-1].preview
     assert isinstance(shown, SegmentPreview) and shown.labels.shape == window.shape
     assert shown.uncertainty.shape == window.shape and shown.uncertainty.dtype == np.uint8
-    best = segment(window, (tuner.best_model(), tuner.segmenter_meta()), device="cpu", tile=256)
+    best = segment(window, (tuner.best_model(), tuner.segmenter_meta()), device="cpu")
     np.testing.assert_array_equal(shown.labels, best)  # the best model's, not the last one's
     assert "preview" not in [
         e.kind for e in Finetuner([s.noisy], [strokes], init="none", config=tiny(10)).run()

@@ -435,10 +435,8 @@ def test_apply_can_average_eight_orientations(controls, widget, sample, qtbot, m
     ui["average 8 orientations (8x slower)"].value = True
     w.apply()
     _wait(qtbot, w._apply_task)
-    labels, probs = segment(
-        frame, with_tta(w.segmenter), device="cpu", tile=256, probabilities=True
-    )
-    _, plain = segment(frame, w.segmenter, device="cpu", tile=256, probabilities=True)
+    labels, probs = segment(frame, with_tta(w.segmenter), device="cpu", probabilities=True)
+    _, plain = segment(frame, w.segmenter, device="cpu", probabilities=True)
     assert np.array_equal(viewer.layers["raw segmentation"].data, labels)
     shown = viewer.layers["raw uncertainty"].data.astype(int)
     assert np.abs(shown - np.round(uncertainty(probs) * 100)).max() <= 1

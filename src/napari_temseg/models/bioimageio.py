@@ -324,7 +324,7 @@ def _readme(
     lines += [
         "",
         "The network is fully convolutional: predict whole images where memory allows. "
-        "Tiles see less context at their edges; napari-temseg uses 256 px tiles "
+        "Tiles see less context at their edges; napari-temseg uses 384 px tiles "
         "overlapping by 32 px with blended edges (no halo is declared here, so tools that "
         "tile by themselves may show seams), and it mirrors the image's border by the "
         "overlap before predicting: the zero-padded convolutions answer differently on the "
