@@ -75,7 +75,7 @@ def test_band_plan_covers_every_row_once_with_clipped_halos():
 
 def test_banded_denoising_matches_the_whole_frame_and_reads_one_band_at_a_time(micrograph):
     model = load_model("stem-denoise")
-    # the default tiles (256, overlap 32) and halo (64): with 128 px tiles and a 16 px
+    # 256 px tiles (overlap 32) and the default halo (64): with 128 px tiles and a 16 px
     # overlap the whole frame's own tile seams differ from the bands' by up to 1.2 % of the
     # range (measured with a GPU-trained STEM candidate, 2026-12-04), which says nothing of banding
     whole = denoise(micrograph, model, device="cpu", tile=256, overlap=32)

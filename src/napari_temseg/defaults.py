@@ -13,8 +13,8 @@ from __future__ import annotations
 #: where inference and training run: "auto" picks CUDA, then MPS, then the CPU
 DEVICE = "auto"
 #: inference tiles and their overlap in pixels (denoise, segment, apply); 384 rather than
-#: 256 since frames are extended by a mirrored border: on 2 CPU threads a 2048² frame
-#: takes 100 tiles of 256 but 36 of 384, 3.4 s instead of 4.9 (docs/benchmarks.md)
+#: 256 since frames are extended by a mirrored border: a 2048² frame then takes 100 tiles
+#: of 256 px but 36 of 384, as fast as 256 px tiles were without it (docs/benchmarks.md)
 TILE = 384
 OVERLAP = 32
 #: binning factors the denoiser can work at (engine/binning.py); 1 = the frame's own

@@ -168,7 +168,7 @@ def find_peaks(
     A maximum on the frame's outermost pixels is not a centre: it is a slope running out of
     the frame (an atom cut by the edge, or a gradient), as ImageJ's "exclude edge maxima"
     treats it. On the real acstem frames no marked atom lies within 2 px of the edge, yet
-    edge maxima were 4-20 % of every method's atoms (docs/benchmarks.md).
+    4-21 % of the forest's and the U-Net's probability peaks lay there (docs/benchmarks.md).
     """
     r = np.asarray(response, dtype=np.float64)
     d = max(int(min_distance), 1)

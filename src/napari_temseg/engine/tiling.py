@@ -6,9 +6,9 @@ overlap and are blended with raised-cosine weights that fall to (almost) zero at
 inner edges, where the network saw padding instead of context. The image border gets
 context too: the frame is extended by the overlap, mirrored, and the extension is
 cropped away. Without it a network with zero-padded convolutions answers differently
-along the border: a segmenter fine-tuned on real HAADF frames put 12-20 % of its atoms
-within 2 px of the edge, where annotators marked none (``docs/benchmarks.md``). The weights of a tile are the outer product of a row and a column window,
-so their sum over the tile grid is separable too: dividing by it needs no full weight map.
+along the border: a segmenter fine-tuned on real HAADF frames put 12-21 % of its atoms
+within 2 px of the edge, where annotators marked none (``docs/benchmarks.md``). The
+weights of a tile are the outer product of a row and a column window, so their sum over the tile grid is separable too: dividing by it needs no full weight map.
 The accumulator is the output frame itself (on the CPU) or one frame on the GPU, so memory
 stays at about input + output + one batch of tiles.
 """
@@ -74,6 +74,19 @@ def border_margin(overlap: int, height: int, width: int) -> int:
     """Pixels of mirrored context added on every side of a frame: the overlap, as an
     inner tile edge gets, but no more than the frame's own size."""
     return max(0, min(overlap, height, width))
+
+
+def _grid(
+    height: int, width: int, tile: int, overlap: int
+) -> tuple[int, int, int, int, list[int], list[int]]:
+    """``(margin, th, tw, ov, ys, xs)``: how a frame is tiled. Tiles of ``th x tw`` start at
+    ``ys x xs`` in the frame extended by ``margin`` mirrored pixels, overlapping by ``ov``;
+    one place, so that prediction and the progress totals always agree."""
+    margin = border_margin(overlap, height, width)
+    ph, pw = height + 2 * margin, width + 2 * margin
+    th, tw = min(tile, ph), min(tile, pw)
+    ov = min(overlap, max(0, min(th, tw) // 2 - 1))
+    return margin, th, tw, ov, tile_starts(ph, th, ov), tile_starts(pw, tw, ov)
 
 
 def _mirror(start: int, stop: int, length: int) -> np.ndarray:
@@ -263,11 +276,8 @@ def _predict_frame(
         sample = subsample(frame, 65_536)
         fill = float(np.median(sample[np.isfinite(sample)])) if np.isfinite(sample).any() else 0.0
     seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
-    margin = border_margin(overlap, height, width)
+    margin, th, tw, ov, ys, xs = _grid(height, width, state["tile"], overlap)
     ph, pw = height + 2 * margin, width + 2 * margin  # the frame with its mirrored border
-    th, tw = min(state["tile"], ph), min(state["tile"], pw)
-    ov = min(overlap, max(0, min(th, tw) // 2 - 1))
-    ys, xs = tile_starts(ph, th, ov), tile_starts(pw, tw, ov)
     tiles = [(y, x) for y in ys for x in xs]
     total = state["done"] + remaining_frames * len(tiles)
     if stats is None:
@@ -396,12 +406,8 @@ def _free(dev: torch.device) -> None:
 
 def tiles_per_frame(shape: tuple[int, ...], tile: int, overlap: int) -> int:
     """How many tiles one frame of ``shape`` takes (for progress bars and estimates)."""
-    h, w = shape[-2:]
-    margin = border_margin(overlap, h, w)
-    h, w = h + 2 * margin, w + 2 * margin
-    th, tw = min(tile, h), min(tile, w)
-    ov = min(overlap, max(0, min(th, tw) // 2 - 1))
-    return len(tile_starts(h, th, ov)) * len(tile_starts(w, tw, ov))
+    _, _, _, _, ys, xs = _grid(int(shape[-2]), int(shape[-1]), tile, overlap)
+    return len(ys) * len(xs)
 
 
 __all__ = ["Cancelled", "model_overlap", "predict_tiled", "tile_starts", "tiles_per_frame"]

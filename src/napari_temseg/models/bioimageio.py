@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_temseg import defaults
 from napari_temseg.models.bundled import WEIGHTS_DIR, load_model, resolve_model
 from napari_temseg.models.checkpoint import _plain, save_checkpoint
 from napari_temseg.models.factory import build_model
@@ -324,9 +325,10 @@ def _readme(
     lines += [
         "",
         "The network is fully convolutional: predict whole images where memory allows. "
-        "Tiles see less context at their edges; napari-temseg uses 384 px tiles "
-        "overlapping by 32 px with blended edges (no halo is declared here, so tools that "
-        "tile by themselves may show seams), and it mirrors the image's border by the "
+        f"Tiles see less context at their edges; napari-temseg uses {defaults.TILE} px tiles "
+        f"overlapping by {defaults.OVERLAP} px with blended edges (no halo is declared here, "
+        "so tools that tile by themselves may show seams), and it mirrors the image's "
+        "border by the "
         "overlap before predicting: the zero-padded convolutions answer differently on the "
         "outermost pixels otherwise.",
         "",
