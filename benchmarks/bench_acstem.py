@@ -1,6 +1,6 @@
 """Atoms on real HAADF-STEM frames that were not painted: fine-tuned U-Net vs forest vs threshold.
 
-    python benchmarks/bench_acstem.py --painted 2 --atoms 10 --support 10 --steps 300
+    python benchmarks/bench_acstem.py --painted 2 --atoms 10 --support 10 --steps 600
 
 ``../shared/realdata/acstem``: 21 real frames (Pt single atoms on N-doped carbon,
 0.0293 nm/px) with every atom marked as a point; the paper's split gives 11 train and

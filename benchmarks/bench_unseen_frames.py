@@ -1,6 +1,6 @@
 """Segment the frames you did not paint: sessions that differ from the painted one.
 
-    python benchmarks/bench_unseen_frames.py --kind stem --painted 2 --steps 300
+    python benchmarks/bench_unseen_frames.py --kind stem --painted 2 --steps 600
 
 A microscopist paints a few strokes on one to five frames of one session, then applies the
 model to the rest of the series, and to the next session's frames. This paints ``--painted``
