@@ -33,9 +33,9 @@ PRETRAIN_BATCH = 8
 
 #: fine-tuning a segmenter (engine.finetune.FinetuneConfig, Train dock, temseg finetune);
 #: 600 steps, not 300: on frames that were not painted the atoms of real HAADF frames
-#: (acstem, ten stroke seeds) went from F1 0.346 to 0.399, for twice the training time
-#: (docs/benchmarks.md, "The default becomes 600 steps"). The live preview shows the
-#: best model within seconds, and Stop keeps it
+#: (acstem, ten stroke seeds) went from F1 0.346 to 0.399 (simulated particles: about the
+#: same), for twice the training time (docs/benchmarks.md, "The default becomes 600
+#: steps"). The live preview shows the best model within seconds, and Stop keeps it
 FINETUNE_STEPS = 600
 FINETUNE_SECONDS = 0.0  # time budget; 0: none
 FINETUNE_PATCH = 128
