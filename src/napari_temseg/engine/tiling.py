@@ -8,7 +8,8 @@ context too: the frame is extended by the overlap, mirrored, and the extension i
 cropped away. Without it a network with zero-padded convolutions answers differently
 along the border: a segmenter fine-tuned on real HAADF frames put 12-21 % of its atoms
 within 2 px of the edge, where annotators marked none (``docs/benchmarks.md``). The
-weights of a tile are the outer product of a row and a column window, so their sum over the tile grid is separable too: dividing by it needs no full weight map.
+weights of a tile are the outer product of a row and a column window, so their sum over the
+tile grid is separable too: dividing by it needs no full weight map.
 The accumulator is the output frame itself (on the CPU) or one frame on the GPU, so memory
 stays at about input + output + one batch of tiles.
 """

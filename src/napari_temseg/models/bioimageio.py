@@ -327,10 +327,9 @@ def _readme(
         "The network is fully convolutional: predict whole images where memory allows. "
         f"Tiles see less context at their edges; napari-temseg uses {defaults.TILE} px tiles "
         f"overlapping by {defaults.OVERLAP} px with blended edges (no halo is declared here, "
-        "so tools that tile by themselves may show seams), and it mirrors the image's "
-        "border by the "
-        "overlap before predicting: the zero-padded convolutions answer differently on the "
-        "outermost pixels otherwise.",
+        "so tools that tile by themselves may show seams), and it mirrors the image's border "
+        "by the overlap before predicting: the zero-padded convolutions answer differently "
+        "on the outermost pixels otherwise.",
         "",
         "## Validation",
         "",
