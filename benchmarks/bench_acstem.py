@@ -144,6 +144,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
+        "--average-late",
+        type=float,
+        default=FinetuneConfig.average_late,
+        help="keep the mean of the weights of this last share of the run (0: the best "
+        "validated; FinetuneConfig.average_late)",
+    )
+    p.add_argument(
         "--keep-stroke-balance",
         action="store_true",
         help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
@@ -184,7 +191,11 @@ def main() -> int:
 
     t0 = time.perf_counter()
     cfg = FinetuneConfig(
-        steps=args.steps, device="cpu", seed=args.seed, class_balance=not args.keep_stroke_balance
+        steps=args.steps,
+        device="cpu",
+        seed=args.seed,
+        class_balance=not args.keep_stroke_balance,
+        average_late=args.average_late,
     )
     tuner = Finetuner([img for _, img, _ in painted], labels, init=args.init, config=cfg)
     for _ in tuner.run():

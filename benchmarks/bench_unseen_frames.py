@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class
+from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class, kept_weights
 from napari_temseg.engine.prior import describe_balance
 from napari_temseg.engine.segment import segment, with_tta
 from napari_temseg.engine.strokes import scribbles_from_mask
@@ -99,6 +99,13 @@ def main() -> int:
     p.add_argument("--gamma", type=float, default=FinetuneConfig.gamma_jitter)
     p.add_argument("--blur", type=float, default=FinetuneConfig.blur_jitter)
     p.add_argument(
+        "--average-late",
+        type=float,
+        default=FinetuneConfig.average_late,
+        help="keep the mean of the weights of this last share of the run (0: the best "
+        "validated; FinetuneConfig.average_late)",
+    )
+    p.add_argument(
         "--keep-stroke-balance",
         action="store_true",
         help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
@@ -134,11 +141,13 @@ def main() -> int:
         gamma_jitter=a.gamma,
         blur_jitter=a.blur,
         class_balance=not a.keep_stroke_balance,
+        average_late=a.average_late,
     )
     tuner = Finetuner(imgs, labels, init=init, config=cfg, pixel_sizes=[PIXEL[a.kind]] * a.painted)
     for _ in tuner.run():
         pass
-    print(f"validated on {tuner.val_on}; best at step {tuner.best_step}\n")
+    kept = kept_weights(tuner.best_step, tuner.best.averaged_from)
+    print(f"validated on {tuner.val_on}; kept {kept}\n")
     model = (tuner.best_model(), tuner.segmenter_meta())  # class-balanced, unless told not
     print(describe_balance(model[1].get("class_balance"), ["support", "particle"]) + "\n")
     unet_s = time.perf_counter() - t0

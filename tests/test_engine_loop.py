@@ -157,6 +157,55 @@ def test_keep_best_by_score_ties_go_to_the_lower_loss():
     ]
 
 
+class Recording(Line):
+    """:class:`Line`, remembering the weights each validation saw."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.seen: list[dict[str, torch.Tensor]] = []
+
+    def validate(self) -> Validation:
+        self.seen.append({k: t.clone() for k, t in self.model.state_dict().items()})
+        return super().validate()
+
+
+def test_late_weight_average_is_the_kept_model_and_is_what_was_validated():
+    # scores that fall: keep-best would hold on to step 5; the average ignores them
+    plain = Line(scores=[0.9, 0.5, 0.4, 0.3])
+    kept, _ = run(plain, val_every=5)
+    assert kept.best.step == 5
+    method = Recording(scores=[0.9, 0.5, 0.4, 0.3])
+    out, events = run(method, val_every=5, average_from=0.5)
+    vals = [e for e in events if e.kind == "val"]
+    assert [e.step for e in vals] == [5, 10, 15, 20] and all(e.improved for e in vals[1:])
+    # the weights of steps 10, 15 and 20, as a run without averaging validates them (the
+    # run is deterministic, and folding the average does not disturb the training)
+    twin = Recording()
+    run(twin, val_every=5)
+    snaps = twin.seen[1:]
+    mean = {k: sum(s[k] for s in snaps) / 3 for k in snaps[0]}
+    assert out.best.step == 20 and out.best.score == 0.3  # the last validation: the mean's
+    for k, t in method.model.state_dict().items():
+        assert torch.allclose(t, mean[k], atol=1e-6)  # the model ends with the mean ...
+        assert torch.allclose(method.seen[-1][k], mean[k], atol=1e-6)  # ... validated
+        assert not torch.allclose(mean[k], snaps[-1][k])  # and it is not the last step's
+    with pytest.raises(ValueError, match="average_from"):
+        LoopConfig(steps=5, batch_size=1, val_every=1, average_from=1.5)
+
+
+def test_a_resumed_run_keeps_its_weight_average(tmp_path):
+    state = tmp_path / "run.state"
+    whole = Line()
+    out, _ = run(whole, average_from=0.5)
+    first = Line()
+    run(first, cancel_at=13, average_from=0.5, checkpoint_every=5, state_path=str(state))
+    again = Line(seed=99)
+    rest, _ = run(again, resume=str(state), average_from=0.5)
+    for k, t in whole.model.state_dict().items():
+        assert torch.allclose(again.model.state_dict()[k], t, atol=1e-6)
+    assert rest.best.step == out.best.step == 20
+
+
 def test_nan_guard_skips_bad_steps_and_gives_up_after_too_many():
     out, events = run(Line(bad_steps={2, 3, 11}))
     assert out.skipped == 3 and out.step == 20

@@ -14,6 +14,7 @@ from napari_temseg.engine.finetune import (
     Finetuner,
     dice_per_class,
     finetune,
+    kept_weights,
     save_segmenter,
     stroke_loss,
 )
@@ -238,6 +239,35 @@ def test_cancel_keeps_the_best(stem):
     assert result.steps_done == 10 and result.best_step in (0, 10)
     assert result.best_score > -1  # validated, so there is a best to keep
     assert torch.equal(tuner.model.state_dict()["head.weight"], tuner.best_state["head.weight"])
+
+
+def test_the_kept_model_is_the_mean_of_the_late_half_or_the_best_validated(stem):
+    s, strokes = stem
+    seen: list[dict[str, torch.Tensor]] = []
+    tuner = Finetuner([s.noisy], [strokes], init="none", config=tiny(40, val_every=5))
+    gen = tuner.run()
+    for ev in gen:
+        if ev.kind == "step" and ev.step in (20, 25, 30, 35, 40):
+            seen.append({k: t.clone() for k, t in tuner.model.state_dict().items()})
+    assert tuner.best_step == 40  # the average, validated at the run's end
+    meta = tuner.segmenter_meta()["training"]
+    assert (meta["averaged_from_step"], meta["best_step"]) == (20, 40)
+    mean = {k: sum(w[k] for w in seen) / len(seen) for k in seen[0]}
+    state = tuner.best_state
+    assert all(torch.allclose(state[k], mean[k], atol=1e-5) for k in mean)
+    assert not torch.allclose(state["head.weight"], seen[-1]["head.weight"])
+    # average_late=0: the best by held-out strokes, as before
+    best = Finetuner(
+        [s.noisy], [strokes], init="none", config=tiny(40, val_every=5, average_late=0)
+    )
+    result, events = run(best)
+    vals = [e for e in events if e.kind == "val"]
+    top = max(vals, key=lambda e: (np.mean([d for d in e.val_dice if d is not None]), -e.val_loss))
+    assert result.best_step == top.step and result.averaged_from is None
+    assert result.kept == f"the weights of step {top.step}"
+    assert kept_weights(40, 20) == "the mean of the weights of steps 20-40"
+    with pytest.raises(ValueError, match="average_late"):
+        tiny(average_late=2)
 
 
 def test_stack_uses_labelled_frames_only_and_segments_all(stem):

@@ -368,7 +368,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if result.timed_out:
         print(f"time budget of {format_duration(args.seconds)} reached at step {result.steps_done}")
     on = result.meta.get("training", {}).get("validation", "held-out strokes")
-    print(f"wrote {path} (best step {result.best_step}; Dice on {on}: {dice})")
+    print(f"wrote {path} (kept {result.kept}; Dice on {on}: {dice})")
     balance = describe_balance(result.meta.get("class_balance"), result.meta["class_names"])
     if balance:
         print(balance)

@@ -11,6 +11,10 @@ Each method plugs in its own step (loss, backward, its optimisers) and its own v
 - periodic validation (every ``val_every`` steps, once early at ``first_val``, once when a
   run stops between validations) and keep-best by a score (higher is better; ties go to
   the lower loss), with early stopping after ``patience`` validations without a new best;
+- or, from ``average_from`` of the run on, the kept model is the running mean of the
+  weights at each validation (stochastic weight averaging): where the validation set is a
+  weak judge of the data the model is for, an average of the late weights beats any one
+  snapshot it would pick (fine-tuning on strokes, docs/benchmarks.md);
 - cancel between steps, and previews produced by the method every ``preview_every_s``;
 - a resumable training state (step, optimisers, schedule clock, best, loss average, random
   generators) written every ``checkpoint_every`` steps and when the run ends early or off a
@@ -89,6 +93,9 @@ class LoopConfig:
     patience_after: int = 0  # early stopping only from this step of the run on
     ema_weight: float = 0.05  # weight of the newest step in the smoothed loss
     preview_every_s: float | None = None  # None: no previews; 0: after every event
+    # from this share of the run on (by steps, or by time under a budget) keep the running
+    # mean of the weights at each validation instead of the best validated; None: never
+    average_from: float | None = None
     checkpoint_every: int = 0  # write the training state every N steps; 0: never
     state_path: str | None = None  # where (needed with checkpoint_every)
     resume: str | None = None  # continue from this training state
@@ -98,6 +105,8 @@ class LoopConfig:
             raise ValueError("checkpoint_every needs a state_path to write the state to")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.average_from is not None and not 0 <= self.average_from <= 1:
+            raise ValueError(f"average_from must be in [0, 1], got {self.average_from}")
 
 
 @dataclass
@@ -128,6 +137,7 @@ class Best:
     step: int = 0
     state: dict[str, Any] | None = None  # a state_dict copy; None: nothing kept yet
     validation: Validation | None = None
+    averaged_from: int | None = None  # the state is the mean of the weights from this step on
 
     def beaten_by(self, v: Validation) -> bool:
         return v.score > self.score + 1e-9 or (
@@ -229,6 +239,9 @@ class TrainingLoop:
         self._started = started  # the time budget's clock (may start before the loop)
         self._t0 = self._budget0 = 0.0
         self._last_preview = -math.inf
+        self.average: dict[str, torch.Tensor] | None = None  # weight average (average_from)
+        self.averaged = 0  # validations folded into it
+        self.average_from_step = self.step  # the first of them
         if config.resume:
             self.load_state(config.resume)
 
@@ -286,17 +299,55 @@ class TrainingLoop:
                 self._last_preview = t
                 yield TrainEvent("preview", ev.step, ev.steps, ev.first_step, preview=shown)
 
-    def validate(self) -> TrainEvent:
-        v = self.method.validate()
-        better = self.best.beaten_by(v)
-        if better:
-            model = self.method.model
-            self.best.score, self.best.loss, self.best.step = v.score, v.loss, self.step
-            self.best.state, self.best.validation = copy.deepcopy(model.state_dict()), v
-            self.since_best = 0
-            self.method.on_improved(self.step, v)
+    def progress(self) -> float:
+        """How far into the run (0..1): by steps, or by time under a budget."""
+        done = self.i / max(self.cfg.steps, 1)
+        if self.cfg.max_seconds:
+            done = max(done, self.budget_spent() / self.cfg.max_seconds)
+        return min(done, 1.0)
+
+    def _averaging(self) -> bool:
+        start = self.cfg.average_from
+        return start is not None and self.i > 0 and self.progress() >= start
+
+    def _keep(self, v: Validation, state: dict[str, Any], averaged_from: int | None) -> None:
+        self.best.score, self.best.loss, self.best.step = v.score, v.loss, self.step
+        self.best.state, self.best.validation = state, v
+        self.best.averaged_from = averaged_from
+        self.since_best = 0
+        self.method.on_improved(self.step, v)
+
+    def _fold_average(self) -> Validation:
+        """Fold the current weights into the running mean, validate the mean and keep it
+        (the method's ``on_improved`` sees the mean in the model); training goes on from
+        the current weights."""
+        model = self.method.model
+        current = copy.deepcopy(model.state_dict())
+        self.averaged += 1
+        if self.average is None:
+            self.average, self.average_from_step = copy.deepcopy(current), self.step
         else:
-            self.since_best += 1
+            for k, mean in self.average.items():
+                if mean.is_floating_point():
+                    mean += (current[k] - mean) / self.averaged
+        model.load_state_dict(self.average)
+        try:
+            v = self.method.validate()
+            self._keep(v, copy.deepcopy(self.average), self.average_from_step)
+        finally:
+            model.load_state_dict(current)
+        return v
+
+    def validate(self) -> TrainEvent:
+        if self._averaging():
+            v, better = self._fold_average(), True
+        else:
+            v = self.method.validate()
+            better = self.best.beaten_by(v)
+            if better:
+                self._keep(v, copy.deepcopy(self.method.model.state_dict()), None)
+            else:
+                self.since_best += 1
         ev = self.event("val", val_loss=v.loss, val_psnr=v.psnr, val_dice=v.dice, improved=better)
         self.history.append(ev)
         return ev
@@ -408,7 +459,9 @@ class TrainingLoop:
                 "step": best.step,
                 "state": best.state,
                 "validation": asdict(best.validation) if best.validation else None,
+                "averaged_from": best.averaged_from,
             },
+            "average": {"n": self.averaged, "state": self.average, "from": self.average_from_step},
             "torch_rng": torch.get_rng_state(),
             "method": m.extra_state(),
         }
@@ -438,7 +491,15 @@ class TrainingLoop:
         b = state["best"]
         v = b["validation"]
         self.best = Best(
-            b["score"], b["loss"], b["step"], b["state"], Validation(**v) if v else None
+            b["score"],
+            b["loss"],
+            b["step"],
+            b["state"],
+            Validation(**v) if v else None,
+            b.get("averaged_from"),
         )
+        average = state.get("average") or {}
+        self.averaged, self.average = int(average.get("n", 0)), average.get("state")
+        self.average_from_step = int(average.get("from", self.step))
         torch.set_rng_state(state["torch_rng"])
         m.load_extra_state(state["method"])

@@ -3,9 +3,10 @@
 The ilastik loop with deep features. Thin by design: it reads layers, builds a
 ``engine.finetune.Finetuner`` (input errors surface at once, as notifications) and runs it
 in a worker thread (``widgets._tasks.Runner``); the worker relays every training event and, each time
-the held-out strokes say the model got better (at most every few seconds), a prediction of
-the displayed frame, which the GUI thread writes to "<image> prediction". Stop keeps the
-best model; pressing Train again continues from it. Apply writes "<image> segmentation"
+the kept model changes (a better one by the held-out strokes; in the second half, each
+validation's weight average), at most every few seconds, a prediction of the displayed
+frame, which the GUI thread writes to "<image> prediction". Stop keeps the model so far;
+pressing Train again continues from it. Apply writes "<image> segmentation"
 layers carrying ``class_names``/``class_colors`` in their metadata, as the exporter expects,
 and "<image> uncertainty"; frames that look unlike the painted ones or come out degenerate
 are named under Apply and in a notification (``engine/checks.py`` decides, the dock reports).
@@ -477,7 +478,7 @@ class TrainWidget(Container):
 
     def stop(self) -> None:
         self._task.cancel()
-        self._status.value = "stopping; the best model is kept…"
+        self._status.value = "stopping; the model so far is kept…"
 
     def apply(self) -> None:
         from napari_temseg.engine.segment import with_tta
@@ -661,7 +662,7 @@ class TrainWidget(Container):
             else "done"
         )
         self._status.value = (
-            f"{why} at step {result.steps_done}; best step {result.best_step} (val Dice {dice})"
+            f"{why} at step {result.steps_done}; kept {result.kept} (val Dice {dice})"
         )
         balance = describe_balance(result.meta.get("class_balance"), self._job["names"])
         if balance:
