@@ -220,6 +220,7 @@ def test_finetune_then_segment_from_the_command_line(tmp_path, capsys):
     assert main([*argv, "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert model.is_file() and "Dice on held-out strokes: carbon" in out
+    assert "(kept the weights of step 4;" in out  # one validation: a mean of one
     # the class balance is reported (corrected or not), and can be left as painted
     assert "class balance not corrected" in out or "classes on the painted frames: carbon" in out
     assert main(argv) == 1  # never overwrites without --force

@@ -92,6 +92,11 @@ def test_train_preview_stop_continue_apply(controls, widget, sample, qtbot, monk
     assert w._loss_plot.series("train loss")[0] and w._dice_plot.series("particle")[0]
     first_steps = w.segmenter[1]["training"]["steps_done"]
     assert first_steps == 80
+    # the model kept is the mean of the second half's validated weights, and it says so
+    since = w.segmenter[1]["training"]["averaged_from_step"]
+    assert 40 <= since < 80 and f"kept the mean of the weights of steps {since}-80" in str(
+        w._status.value
+    )
 
     # Stop mid-run keeps the best; Train again continues the step count
     ui["Steps"].value = 400
