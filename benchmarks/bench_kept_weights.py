@@ -5,8 +5,9 @@
 
 Held-out strokes of the painted frames are what fine-tuning validates on, and they can
 judge the frames the model is applied to poorly. This trains once (the defaults, 600
-steps, early stopping off so every validation's weights exist), keeps the weights of each
-validation, and scores on the unpainted frames, from that one run:
+steps, early stopping and averaging off so that every validation is of its own step's
+weights), keeps the weights of each validation, and scores on the unpainted frames, from
+that one run:
 
 - ``best validated``: the snapshot keep-best picks (best mean per-class Dice on the held-out
   strokes, ties to the lower loss), with the early stop (``patience``) simulated: the rule
@@ -37,7 +38,9 @@ from napari_temseg.engine.segment import segment
 
 
 def snapshots(tuner: Finetuner) -> list[tuple[int, float, float, dict]]:
-    """Train to the end; (step, held-out Dice, loss, weights) of every validation."""
+    """Train to the end; (step, held-out Dice, loss, weights) of every validation. The
+    tuner must not average (``average_late=0``): each validation is then of its own step's
+    weights, as the rules below need."""
     out = []
     for ev in tuner.run():
         if ev.kind == "val":
@@ -85,7 +88,7 @@ def acstem(seed: int, steps: int) -> tuple[Finetuner, Callable]:
     painted = train[:2]
     labels = [strokes(img.shape, atoms, 10, 10, rng) for _, img, atoms in painted]
     finder = fit_atom_finder([img for _, img, _ in painted], labels, atom_class=2)
-    cfg = FinetuneConfig(steps=steps, device="cpu", seed=seed, patience=0)
+    cfg = FinetuneConfig(steps=steps, device="cpu", seed=seed, patience=0, average_late=0)
     tuner = Finetuner([img for _, img, _ in painted], labels, init="stem-denoise", config=cfg)
 
     def score(seg) -> str:
@@ -120,7 +123,9 @@ def simulated(kind: str, seed: int, steps: int) -> tuple[Finetuner, Callable]:
         for i, s in enumerate(painted)
     ]
     invert = 0.25 if kind == "hrtem" else 0.0
-    cfg = FinetuneConfig(steps=steps, device="cpu", seed=seed, patience=0, invert_contrast=invert)
+    cfg = FinetuneConfig(
+        steps=steps, device="cpu", seed=seed, patience=0, average_late=0, invert_contrast=invert
+    )
     imgs = [s.noisy.astype(np.float32) for s in painted]
     tuner = Finetuner(imgs, labels, init=f"{kind}-denoise", config=cfg, pixel_sizes=[px] * 2)
     frames = [session(n, kind, 256, 100.0, 900 + j) for n in SESSIONS for j in range(4)]

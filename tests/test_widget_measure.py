@@ -367,6 +367,7 @@ def test_atoms_section_finds_every_atom_as_points_with_a_table_and_exports_it(
     # nothing painted as atoms: one line in the dock, no new layer, no traceback
     viewer.layers["strokes"].data = np.where(strokes == 2, 0, strokes).astype(np.uint8)
     panel.result = None
+    qtbot.waitUntil(lambda: panel.find.enabled)  # a click on a disabled button is lost
     panel.find.native.click()
     qtbot.waitUntil(lambda: "no atom painted" in panel.status.value, timeout=30_000)
     assert panel.result is None and len(viewer.layers) == 3
@@ -398,6 +399,7 @@ def test_atoms_section_confirms_faint_atoms_with_a_segmentation_layer(widget, qt
 
     def found_on_dark() -> int:
         panel.result = None
+        qtbot.waitUntil(lambda: panel.find.enabled)  # the last run has let go of the button
         panel.find.native.click()
         qtbot.waitUntil(lambda: panel.result is not None, timeout=60_000)
         pts = viewer.layers["haadf atoms"].data
@@ -409,6 +411,7 @@ def test_atoms_section_confirms_faint_atoms_with_a_segmentation_layer(widget, qt
     assert confirmed >= alone + 20 and confirmed > 0.7 * len(atoms_b), (alone, confirmed)
     assert "confirmed by 'haadf segmentation'" in panel.status.value
     panel.confirm.value = viewer.layers["strokes"]
+    qtbot.waitUntil(lambda: panel.find.enabled)  # a click on a disabled button is lost
     panel.find.native.click()
     assert "holds the painted strokes" in panel.status.value
     viewer.add_labels(seg[0], name="one frame")
