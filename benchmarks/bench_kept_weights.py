@@ -21,6 +21,8 @@ probability peaks and of the atom finder confirmed by its mask, on the 10 test f
 the 9 unpainted train frames. ``--set stem|hrtem``: the simulated sessions of
 ``bench_unseen_frames.py`` (4 frames each, HRTEM with contrast inversion 0.25), particle Dice
 and degenerate frames. The forest on the same strokes is in those two benchmarks.
+``--every N`` also scores the snapshot of every N-th step (its held-out Dice and loss
+beside).
 """
 
 from __future__ import annotations
@@ -147,6 +149,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=FinetuneConfig.steps)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--every", type=int, default=0, help="also score the snapshots every N steps (0: no)"
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.set == "acstem":
@@ -174,6 +179,12 @@ def main() -> int:
         ),
         f"final (step {snaps[-1][0]})": (snaps[-1][3], snaps[-1][0]),
     }
+    if a.every:
+        print("| step | held-out strokes: Dice / loss | unpainted frames |\n|---|---|---|")
+        for step, dice, loss, state in snaps:
+            if step and step % a.every == 0:
+                print(f"| {step} | {dice:.3f} / {loss:.3g} | {score(kept(tuner, state, step))} |")
+        print()
     what = "F1, peaks / finder confirmed" if a.set == "acstem" else "particle Dice"
     print(f"| weights kept | {what} | class balance |\n|---|---|---|")
     for name, (state, step) in rules.items():
