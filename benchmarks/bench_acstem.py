@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_finetune import add_segmenter_options, segmenter_options
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
@@ -143,23 +144,7 @@ def main() -> int:
     p.add_argument("--radius", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--average-late",
-        type=float,
-        default=FinetuneConfig.average_late,
-        help="keep the mean of the weights of this last share of the run (0: the best "
-        "validated; FinetuneConfig.average_late)",
-    )
-    p.add_argument(
-        "--keep-stroke-balance",
-        action="store_true",
-        help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="also score the U-Net averaged over eight orientations (engine.segment.with_tta)",
-    )
+    add_segmenter_options(p)
     args = p.parse_args()
     if not ACSTEM.is_dir():
         print(f"no acstem set at {ACSTEM}: nothing to measure")
@@ -194,8 +179,7 @@ def main() -> int:
         steps=args.steps,
         device="cpu",
         seed=args.seed,
-        class_balance=not args.keep_stroke_balance,
-        average_late=args.average_late,
+        **segmenter_options(args),
     )
     tuner = Finetuner([img for _, img, _ in painted], labels, init=args.init, config=cfg)
     for _ in tuner.run():

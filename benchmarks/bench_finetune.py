@@ -161,6 +161,33 @@ def fit_stroke_forest(images, labels):
     return rf.fit(np.concatenate(xs), np.concatenate(ys))
 
 
+def add_segmenter_options(p: argparse.ArgumentParser) -> None:
+    """The fine-tuning choices the unpainted-frame benchmarks (bench_acstem,
+    bench_unseen_frames) compare; :func:`segmenter_options` turns them into config."""
+    p.add_argument(
+        "--average-late",
+        type=float,
+        default=FinetuneConfig.average_late,
+        help="keep the mean of the weights of this last share of the run (0: the best "
+        "validated; FinetuneConfig.average_late)",
+    )
+    p.add_argument(
+        "--keep-stroke-balance",
+        action="store_true",
+        help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score the U-Net averaged over eight orientations (engine.segment.with_tta)",
+    )
+
+
+def segmenter_options(a: argparse.Namespace) -> dict:
+    """``FinetuneConfig`` keywords from :func:`add_segmenter_options`' arguments."""
+    return {"class_balance": not a.keep_stroke_balance, "average_late": a.average_late}
+
+
 def cmd_forest(a) -> dict:
     train = data(a.kind, a.images, 100, a.size, a.dose, a.strokes)
     tests = data(a.kind, a.tests, 900, a.size, a.dose, 1)

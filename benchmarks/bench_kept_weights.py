@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class
+from napari_temseg.engine.loop import Best, Validation
 from napari_temseg.engine.segment import segment
 
 
@@ -53,16 +54,16 @@ def snapshots(tuner: Finetuner) -> list[tuple[int, float, float, dict]]:
 
 
 def best_validated(snaps: list, patience: int) -> tuple:
-    best, since = None, 0
+    """The snapshot keep-best ends with (``engine.loop.Best``), early stop included."""
+    best, kept, since = Best(), None, 0
     for s in snaps:
-        tie = best is not None and abs(s[1] - best[1]) <= 1e-9 and s[2] < best[2]
-        if best is None or s[1] > best[1] + 1e-9 or tie:
-            best, since = s, 0
+        if best.beaten_by(Validation(loss=s[2], score=s[1])):
+            best.score, best.loss, kept, since = s[1], s[2], s, 0
         else:
             since += 1
             if patience and since >= patience:
                 break
-    return best
+    return kept
 
 
 def mean_of(snaps: list) -> dict:

@@ -32,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_finetune import add_segmenter_options, segmenter_options
 from scipy import ndimage
 
-from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class, kept_weights
+from napari_temseg.engine.events import drain
+from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class
 from napari_temseg.engine.prior import describe_balance
 from napari_temseg.engine.segment import segment, with_tta
 from napari_temseg.engine.strokes import scribbles_from_mask
@@ -98,23 +100,7 @@ def main() -> int:
     p.add_argument("--invert", type=float, default=FinetuneConfig.invert_contrast)
     p.add_argument("--gamma", type=float, default=FinetuneConfig.gamma_jitter)
     p.add_argument("--blur", type=float, default=FinetuneConfig.blur_jitter)
-    p.add_argument(
-        "--average-late",
-        type=float,
-        default=FinetuneConfig.average_late,
-        help="keep the mean of the weights of this last share of the run (0: the best "
-        "validated; FinetuneConfig.average_late)",
-    )
-    p.add_argument(
-        "--keep-stroke-balance",
-        action="store_true",
-        help="the U-Net without the class-balance correction (FinetuneConfig.class_balance)",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="also score the U-Net averaged over eight orientations (engine.segment.with_tta)",
-    )
+    add_segmenter_options(p)
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -140,14 +126,11 @@ def main() -> int:
         invert_contrast=a.invert,
         gamma_jitter=a.gamma,
         blur_jitter=a.blur,
-        class_balance=not a.keep_stroke_balance,
-        average_late=a.average_late,
+        **segmenter_options(a),
     )
     tuner = Finetuner(imgs, labels, init=init, config=cfg, pixel_sizes=[PIXEL[a.kind]] * a.painted)
-    for _ in tuner.run():
-        pass
-    kept = kept_weights(tuner.best_step, tuner.best.averaged_from)
-    print(f"validated on {tuner.val_on}; kept {kept}\n")
+    result = drain(tuner.run())
+    print(f"validated on {tuner.val_on}; kept {result.kept}\n")
     model = (tuner.best_model(), tuner.segmenter_meta())  # class-balanced, unless told not
     print(describe_balance(model[1].get("class_balance"), ["support", "particle"]) + "\n")
     unet_s = time.perf_counter() - t0
