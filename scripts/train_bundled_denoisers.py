@@ -37,6 +37,7 @@ from napari_temseg.engine import (
     train,
 )
 from napari_temseg.engine.data import TARGETS, ParallelSource
+from napari_temseg.engine.losses import TERMS, check_terms
 from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
 from napari_temseg.models.bundled import WEIGHTS_DIR
 
@@ -44,6 +45,15 @@ DESCRIPTIONS = {
     "stem": "HAADF-STEM denoiser (U-Net, simulated nanoparticles, 0.5-5000 e/px, full distortion set)",
     "hrtem": "HRTEM denoiser (U-Net, simulated nanoparticles, 0.5-5000 e/px, full distortion set)",
 }
+
+
+def parse_term(text: str) -> tuple[str, float]:
+    """``"local_std=0.05"`` -> ``("local_std", 0.05)``."""
+    name, sep, weight = text.partition("=")
+    try:
+        return name.strip(), float(weight) if sep else float("nan")
+    except ValueError:
+        return name.strip(), float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--loss", default="l1")
+    p.add_argument(
+        "--term",
+        action="append",
+        default=[],
+        metavar="NAME=WEIGHT",
+        help=f"add a loss term (repeatable): {', '.join(TERMS)}; e.g. --term local_std=0.05",
+    )
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--norm", default="none", choices=("none", "channel", "group"))
@@ -106,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         "without --workers, whose simulator processes keep their own random state)",
     )
     args = p.parse_args(argv)
+    try:
+        terms = check_terms(dict(parse_term(t) for t in args.term))
+    except ValueError as exc:
+        p.error(str(exc))
     torch.set_num_threads(args.threads)
     name = f"{args.kind}-denoise"
     state = args.work / f"{name}.state.pt"
@@ -134,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch,
         lr=args.lr,
         loss=args.loss,
+        terms=terms,
         warmup=args.warmup,
         val_every=args.val_every,
         val_size=args.val_size,
@@ -195,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_size": args.batch,
             "patch": args.patch,
             "loss": args.loss,
+            **({"terms": terms} if terms else {}),
             "lr": args.lr,
             "best_step": result.best_step,
             "val_loss": result.best_val_loss,

@@ -45,9 +45,10 @@ from napari_temseg.engine.loop import (
     Validation,
     WarmupCosine,
 )
+from napari_temseg.engine.losses import PIXEL_LOSSES, check_terms, pixel_loss, restoration_loss
 from napari_temseg.models.checkpoint import save_checkpoint
 
-LOSSES = ("l1", "l2", "charbonnier")
+LOSSES = PIXEL_LOSSES
 
 
 class TrainingDiverged(RuntimeError):
@@ -62,6 +63,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup: int = 100
     loss: str = "l1"
+    # extra loss terms and their weights (engine/losses.py); validation stays the pixel loss
+    terms: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 1.0
     val_every: int = 100
     val_size: int = 32
@@ -81,6 +84,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
+        self.terms = check_terms(self.terms)
         if self.steps < 1 or self.batch_size < 1 or self.val_every < 1 or self.val_size < 1:
             raise ValueError("steps, batch_size, val_every and val_size must all be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -104,14 +108,6 @@ class TrainResult:
     skipped_steps: int
     stopped: bool
     history: list[TrainEvent]
-
-
-def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "l1":
-        return F.l1_loss(pred, target)
-    if kind == "l2":
-        return F.mse_loss(pred, target)
-    return torch.sqrt((pred - target).pow(2) + 1e-6).mean()
 
 
 class _Prefetcher:
@@ -234,7 +230,8 @@ class PixelTraining(Method):
         model.train()
         amp = self.amp_dtype
         with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = pixel_loss(model(x).float(), y, cfg.loss)
+            pred = model(x)
+        loss = restoration_loss(pred.float(), y, cfg.loss, cfg.terms)
         ok = guarded_step(loss, model, self.opt, cfg.grad_clip)
         if ok and not _finite_params(model):  # the step broke the weights: go back, calm down
             model.load_state_dict(self.last_good)
