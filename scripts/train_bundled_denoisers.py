@@ -40,6 +40,7 @@ from napari_temseg.engine.data import TARGETS, ParallelSource
 from napari_temseg.engine.losses import TERMS, check_terms
 from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
 from napari_temseg.models.bundled import WEIGHTS_DIR
+from napari_temseg.synth import DistortionConfig
 
 DESCRIPTIONS = {
     "stem": "HAADF-STEM denoiser (U-Net, simulated nanoparticles, 0.5-5000 e/px, full distortion set)",
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         help="share of images from an ideal counting detector (shot noise only)",
     )
     p.add_argument(
+        "--detector-decay",
+        type=float,
+        default=0.0,
+        help="share of STEM images whose detector signal decays along the fast scan "
+        "(synth.DetectorDecay; off in the full set)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run whose state --checkpoint-every wrote (steps count on; exact "
@@ -127,8 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         terms = check_terms(dict(parse_term(t) for t in args.term))
     except ValueError as exc:
         p.error(str(exc))
+    if not 0 <= args.detector_decay <= 1:
+        p.error(f"--detector-decay must be in [0, 1], got {args.detector_decay}")
     torch.set_num_threads(args.threads)
     name = f"{args.kind}-denoise"
+    distortions = None
+    if args.detector_decay:
+        distortions = DistortionConfig.full()
+        distortions.detector_decay.enabled = True
+        distortions.detector_decay.probability = args.detector_decay
     state = args.work / f"{name}.state.pt"
     source = simulated_source(
         args.kind,
@@ -138,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         patches_per_image=args.patches_per_image,
         target=args.target,
         counting_fraction=args.counting_fraction,
+        distortions=distortions,
     )
     # the validation set comes from the in-process source, so it is the same with or
     # without workers
@@ -229,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "workers": args.workers,
             "target": args.target,
+            **({"detector_decay": args.detector_decay} if args.detector_decay else {}),
             "curve": [[c["step"], c["val_loss"], c["val_psnr_db"]] for c in curve],
             "torch": torch.__version__,
             **({"previous_training": previous} if previous else {}),

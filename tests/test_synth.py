@@ -363,6 +363,37 @@ def test_scan_blur_acts_along_the_fast_scan_axis_only():
     assert noisy.mean() == pytest.approx(clean.mean(), rel=0.01)
 
 
+def _neighbour_correlation(noise: np.ndarray, axis: int) -> float:
+    a = np.moveaxis(noise, axis, -1)
+    return float(np.corrcoef(a[..., :-1].ravel(), a[..., 1:].ravel())[0, 1])
+
+
+def test_detector_decay_smears_the_shot_noise_along_the_fast_scan():
+    flat = np.full((128, 128), 0.5, np.float32)  # no structure: the residual is all noise
+    cfg = DistortionConfig.poisson_only()
+    cfg.detector_decay.enabled = True
+    cfg.detector_decay.tau_px = (1.0, 1.0)
+    noisy, clean, params = distort(flat, 200.0, "stem", _rng(30), cfg)
+    white, _, _ = distort(flat, 200.0, "stem", _rng(30), DistortionConfig.poisson_only())
+    a = np.exp(-1.0)  # y[i] = (1 - a) x[i] + a y[i-1]: neighbour correlation a
+    assert params["detector_decay"] == {"applied": True, "tau_px": 1.0}
+    assert _neighbour_correlation(noisy - clean, 1) == pytest.approx(a, abs=0.05)
+    assert abs(_neighbour_correlation(noisy - clean, 0)) < 0.05  # lines stay independent
+    assert abs(_neighbour_correlation(white - clean, 1)) < 0.05
+    # the signal is kept (unit gain) and the noise is lowered by sqrt((1 - a) / (1 + a))
+    assert noisy.mean() == pytest.approx(clean.mean(), rel=0.01)
+    ratio = (noisy - clean).std() / (white - clean).std()
+    assert ratio == pytest.approx(np.sqrt((1 - a) / (1 + a)), rel=0.05)
+
+
+def test_full_set_leaves_the_detector_decay_off():
+    """The benchmark sets are drawn with DistortionConfig.full(): the decay must not
+    change their images; training switches it on explicitly."""
+    assert not DistortionConfig.full().detector_decay.enabled
+    s = simulate("stem", 96, pixel_size_nm=0.05, dose=50.0, seed=4)
+    assert s.params["distortions"]["detector_decay"]["applied"] is False
+
+
 def test_recorded_clean_is_the_noise_free_image_in_the_scan_geometry():
     # with counting noise off, the recorded image IS the scene at the probe positions
     cfg = DistortionConfig.none()

@@ -4,7 +4,8 @@ The set follows Lobato, Friedrich & Van Aert (npj Comput. Mater. 2024): counting
 noise, detector gain, dark current, read-out noise, X-ray hits, dead pixels and columns,
 STEM scan jitter, fly-back and drift, blur from non-uniform scan speed, and quantisation.
 They are applied in the order the signal meets them (scan geometry -> scan-speed blur ->
-scan-line flicker -> electron counting -> dark current -> camera MTF -> gain and bias ->
+scan-line flicker -> electron counting -> dark current -> detector decay (STEM, off in
+:meth:`DistortionConfig.full`) -> camera MTF -> gain and bias ->
 read-out -> X-ray hits -> dead pixels -> ADC), see docs/simulator.md. Each distortion draws from its own random
 stream, so switching one on or off never changes what the others draw.
 """
@@ -15,7 +16,7 @@ import math
 from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from .particles import jsonable
 from .scene import check_kind
@@ -167,6 +168,23 @@ class LineNoise:
 
 
 @dataclass
+class DetectorDecay:
+    """STEM: the detector's signal decays over ``tau_px`` pixel dwell times (scintillator
+    afterglow, amplifier bandwidth), so each recorded pixel keeps an exponentially fading
+    share of the pixels scanned before it on its line. Unlike the scan-speed blur it acts
+    on the *counted* signal, so the shot noise itself is smeared along the fast scan: the
+    high-frequency power of the real TIA frames in ``../shared/testdata`` is 0.35-0.54 times
+    lower along x than along y, against 0.97 for our frames without it at 5 e/px
+    (``benchmarks/bench_noise_anisotropy.py``). Mullarkey et al., Microsc. Microanal. 29 (2023), "How fast is your detector?".
+    Off in :meth:`DistortionConfig.full` so that the benchmark sets keep their images;
+    training switches it on (``train_bundled_denoisers.py --detector-decay P``)."""
+
+    enabled: bool = True
+    probability: float = 1.0
+    tau_px: Range = (0.2, 1.5)
+
+
+@dataclass
 class CameraMTF:
     """HRTEM camera: scintillator/fibre-optic point spread, Gaussian sigma in px, applied to
     the counts (so the noise is correlated, as on a real CCD/CMOS camera)."""
@@ -184,7 +202,7 @@ class Quantisation:
     probability: float = 1.0
 
 
-STEM_ONLY = ("row_jitter", "fly_back", "drift", "scan_blur", "line_noise")
+STEM_ONLY = ("row_jitter", "fly_back", "drift", "scan_blur", "line_noise", "detector_decay")
 HRTEM_ONLY = ("camera_mtf",)
 
 
@@ -210,7 +228,8 @@ class DistortionConfig:
     scan_blur: ScanBlur = field(default_factory=ScanBlur)
     camera_mtf: CameraMTF = field(default_factory=CameraMTF)
     quantisation: Quantisation = field(default_factory=Quantisation)
-    line_noise: LineNoise = field(default_factory=LineNoise)  # last: keeps earlier streams
+    line_noise: LineNoise = field(default_factory=LineNoise)  # last ones: keep earlier streams
+    detector_decay: DetectorDecay = field(default_factory=DetectorDecay)
 
     @classmethod
     def full(cls) -> DistortionConfig:
@@ -229,6 +248,7 @@ class DistortionConfig:
             ("camera_mtf", 0.8),
         ):
             getattr(c, name).probability = p
+        c.detector_decay.enabled = False  # see DetectorDecay: keeps the benchmark sets
         return c
 
     @classmethod
@@ -347,6 +367,19 @@ def _scan_blur(img: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict)
 
 
 # --------------------------------------------------------------------------- detector
+
+
+def _detector_decay(
+    counts: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict
+) -> np.ndarray:
+    """y[i] = (1 - a) x[i] + a y[i-1] along each line, a = exp(-1 / tau): unit gain, so the
+    mean is kept; each line starts settled at its first pixel (the fly-back is long)."""
+    tau = _uniform(rngs["detector_decay"], cfg.detector_decay.tau_px)
+    a = math.exp(-1.0 / tau)
+    x = counts.astype(np.float64)
+    y = signal.lfilter([1.0 - a], [1.0, -a], x, axis=1, zi=a * x[:, :1])[0]
+    params["detector_decay"].update(tau_px=tau)
+    return y.astype(np.float32)
 
 
 def _xray(out: np.ndarray, fs: float, cfg: DistortionConfig, rngs: dict, params: dict) -> None:
@@ -518,6 +551,9 @@ def distort(
     )
     if dark_on:
         counts = counts + rngs["dark"].poisson(rate, size=a.shape).astype(np.float32)
+    # 4b. detector decay along the fast scan (STEM): smears the counted signal and its noise
+    if scan_ok and _applies(cfg, "detector_decay", rngs, params):
+        counts = _detector_decay(counts, cfg, rngs, params)
     # 5. camera point spread (HRTEM)
     if cam_ok and _applies(cfg, "camera_mtf", rngs, params):
         s = _uniform(rngs["camera_mtf"], cfg.camera_mtf.sigma_px)
