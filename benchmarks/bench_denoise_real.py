@@ -1,4 +1,4 @@
-"""The bundled denoisers on real micrographs (../shared/testdata): figures and sanity numbers.
+"""The bundled denoisers on real micrographs (../shared/testdata, an acstem frame): figures, numbers.
 
     python benchmarks/bench_denoise_real.py --out /tmp/denoise_real        # PNGs to look at
     python benchmarks/bench_denoise_real.py --figure docs/images/denoise_real.png
@@ -25,10 +25,18 @@ import torch
 from napari_temseg.engine import denoise
 from napari_temseg.models import load_model
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TESTDATA = SHARED / "testdata"
+ACSTEM = SHARED / "realdata" / "acstem" / "images"
 FILES = {
     "tkrem_hrstem_example.ser": ("tia", "stem-denoise", "real HRSTEM (HAADF), 0.052 nm/px"),
     "16_STOimage_1.ser": ("tia", "stem-denoise", "real HAADF-STEM of SrTiO3, 0.010 nm/px"),
+    # a test frame of the real annotated set: single Pt atoms on carbon, raw counts
+    "053_HAADF_15nm_Sample_PtNC_21Oct20.tif": (
+        "tif",
+        "stem-denoise",
+        "real HAADF-STEM, Pt atoms on carbon (acstem), 0.029 nm/px",
+    ),
     "velox_camera_ceta_imaging.emd": (
         "emd",
         "hrtem-denoise",
@@ -38,6 +46,10 @@ FILES = {
 
 
 def read(path: Path, kind: str) -> np.ndarray:
+    if kind == "tif":
+        import tifffile
+
+        return np.asarray(tifffile.imread(path), np.float32)
     if kind == "tia":
         from rsciio.tia import file_reader
     else:
@@ -79,7 +91,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|")
     for name, (kind, model_name, what) in FILES.items():
-        path = TESTDATA / name
+        path = (ACSTEM if kind == "tif" else TESTDATA) / name
         if not path.is_file():
             continue
         img = read(path, kind)
