@@ -118,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         help="share of images from an ideal counting detector (shot noise only)",
     )
     p.add_argument(
+        "--average-late",
+        type=float,
+        default=0.0,
+        help="keep the mean of the weights validated in this last share of the run "
+        "(0: the best validated)",
+    )
+    p.add_argument(
         "--detector-decay",
         type=float,
         default=0.0,
@@ -178,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
         max_seconds=args.minutes * 60 if args.minutes else None,
+        average_late=args.average_late,
         checkpoint=str(args.work / f"{name}.best.safetensors"),
         checkpoint_every=args.checkpoint_every,
         state_path=str(state) if args.checkpoint_every else None,
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
         args.curve.write_text(json.dumps(curve, indent=1))
     desc = source.describe()
+    if args.detector_decay:
+        desc["distortions"] = f"full, with detector_decay in {args.detector_decay:g} of the images"
     meta = {
         "task": "denoise",
         "name": name,
@@ -236,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             **({"terms": terms} if terms else {}),
             "lr": args.lr,
             "best_step": result.best_step,
+            **({"averaged_from_step": result.averaged_from} if result.averaged_from else {}),
             "val_loss": result.best_val_loss,
             "val_psnr_db": result.best_val_psnr,
             "minutes": round(minutes, 2),
@@ -252,8 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     path = save_checkpoint(args.out / f"{name}.safetensors", result.model, meta)
+    kept = (
+        f"the mean of steps {result.averaged_from}-{result.best_step}"
+        if result.averaged_from is not None
+        else f"best step {result.best_step}"
+    )
     print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): best step {result.best_step}, "
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {kept}, "
         f"val {result.best_val_loss:.4f} ({result.best_val_psnr:.2f} dB), {minutes:.1f} min",
         flush=True,
     )

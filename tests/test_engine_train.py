@@ -78,6 +78,38 @@ def test_training_lowers_validation_loss(tmp_path):
         assert torch.equal(a, b)  # the run ends holding the best weights
 
 
+def test_late_average_keeps_the_mean_of_the_late_validated_weights():
+    """average_late=0.5: the run returns the mean of the weights at the validations of its
+    second half, not the best or the last of them."""
+    val = tiny_source().sample(8, np.random.default_rng(99))
+    seen = []
+
+    def snapshot(ev):  # the current weights at every validation (the model trains in place)
+        if ev.kind == "val":
+            seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    torch.manual_seed(0)
+    model = UNet(base=4, depth=2)
+    result = train(
+        model,
+        tiny_source(),
+        tiny_config(steps=40, val_every=10, average_late=0.5),
+        val=val,
+        progress=snapshot,
+    )
+    assert result.averaged_from == 20 and result.best_step == 40
+    late = seen[1:]  # the validations of steps 20, 30 and 40
+    for k, kept in result.model.state_dict().items():
+        if kept.is_floating_point():
+            torch.testing.assert_close(kept, sum(s[k] for s in late) / len(late))
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(result.model.state_dict().values(), late[-1].values(), strict=True)
+    )
+    with pytest.raises(ValueError, match="average_late"):
+        tiny_config(average_late=1.5)
+
+
 def _seeded_unet(seed: int = 0) -> UNet:
     torch.manual_seed(seed)  # initial weights are the caller's to seed
     return UNet(base=4, depth=2)
