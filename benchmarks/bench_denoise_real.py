@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_noise_anisotropy import windowed_power
 
 from napari_temseg.engine import denoise
 from napari_temseg.models import load_model
@@ -71,17 +72,18 @@ def limits(a: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi if hi > lo else lo + 1)
 
 
-def high_frequency_kept(out: np.ndarray, img: np.ndarray) -> float:
-    """Power above 0.25 cycles/px of ``out`` over that of ``img`` (Hann-windowed)."""
+def high_frequency_power(img: np.ndarray) -> float:
+    """Mean power above 0.25 cycles/px of the Hann-windowed frame."""
+    power, ky, kx = windowed_power(img)
+    return float(power[np.broadcast_to(np.hypot(ky, kx) > 0.25, power.shape)].mean())
 
-    def power(a: np.ndarray) -> float:
-        a = np.asarray(a, np.float64)
-        a = a - a.mean()
-        p = np.abs(np.fft.fft2(a * np.outer(np.hanning(a.shape[0]), np.hanning(a.shape[1]))))
-        ky, kx = np.meshgrid(np.fft.fftfreq(a.shape[0]), np.fft.fftfreq(a.shape[1]), indexing="ij")
-        return float((p**2)[np.hypot(ky, kx) > 0.25].mean())
 
-    return power(out) / power(img)
+def stats(out: np.ndarray, img: np.ndarray, rng: float, img_high: float, noise: str = "") -> str:
+    """The table's cells for one output: mean shift, residual std (``noise`` after it),
+    high frequencies kept (``img_high``: the input's high-frequency power)."""
+    shift = 100 * float(out.mean() - img.mean()) / rng
+    resid = float((img - out).std())
+    return f"{shift:+.2f} % | {resid:.1f}{noise} | {high_frequency_power(out) / img_high:.3f}"
 
 
 def main() -> int:
@@ -122,13 +124,11 @@ def main() -> int:
         out = denoise(img, model, device="cpu", tile=256, overlap=32)
         whole = denoise(img, model, device="cpu", tile=max(img.shape))
         rng = np.ptp(np.percentile(img, [0.5, 99.5]))
+        img_high = high_frequency_power(img)
         seam = 100 * float(np.abs(out - whole).max()) / rng
-        shift = 100 * float(out.mean() - img.mean()) / rng
-        resid = float((img - out).std())
+        poisson = f" / {np.sqrt(max(img.mean(), 1e-6)):.1f}"
         print(
-            f"| {name} | {model_name} | {seam:.3f} % | {shift:+.2f} % "
-            f"| {resid:.1f} / {np.sqrt(max(img.mean(), 1e-6)):.1f} "
-            f"| {high_frequency_kept(out, img):.3f} |"
+            f"| {name} | {model_name} | {seam:.3f} % | {stats(out, img, rng, img_high, poisson)} |"
         )
         lo, hi = limits(out)
         ys, xs = crop_box(img)
@@ -152,11 +152,7 @@ def main() -> int:
             if not candidate.is_file():
                 continue
             other = denoise(img, load_model(candidate, "cpu"), device="cpu", tile=256, overlap=32)
-            print(
-                f"| {name} | candidate {folder.name} | | "
-                f"{100 * float(other.mean() - img.mean()) / rng:+.2f} % | "
-                f"{float((img - other).std()):.1f} | {high_frequency_kept(other, img):.3f} |"
-            )
+            print(f"| {name} | candidate {folder.name} | | {stats(other, img, rng, img_high)} |")
             panels.append((f"{model_name} candidate ({folder.name})", other[ys, xs]))
         rows.append((panels, (lo, hi)))
     if args.figure and rows:

@@ -25,14 +25,19 @@ from napari_temseg.synth import DistortionConfig, simulate
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
-def anisotropy(img: np.ndarray) -> float:
-    """Mean power at high kx over mean power at high ky (1 for white noise)."""
+def windowed_power(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Power spectrum of the Hann-windowed, mean-free frame, and |ky|, |kx| (cycles/px)
+    broadcastable against it."""
     a = np.asarray(img, np.float64)
     a = a - a.mean()
     h, w = a.shape
     power = np.abs(np.fft.fft2(a * np.outer(np.hanning(h), np.hanning(w)))) ** 2
-    ky = np.abs(np.fft.fftfreq(h))[:, None]
-    kx = np.abs(np.fft.fftfreq(w))[None, :]
+    return power, np.abs(np.fft.fftfreq(h))[:, None], np.abs(np.fft.fftfreq(w))[None, :]
+
+
+def anisotropy(img: np.ndarray) -> float:
+    """Mean power at high kx over mean power at high ky (1 for white noise)."""
+    power, ky, kx = windowed_power(img)
     high_x = (kx > 0.35) & (ky > 0.05) & (ky < 0.15)
     high_y = (ky > 0.35) & (kx > 0.05) & (kx < 0.15)
     return float(power[high_x].mean() / power[high_y].mean())
