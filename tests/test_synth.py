@@ -386,6 +386,24 @@ def test_detector_decay_smears_the_shot_noise_along_the_fast_scan():
     assert ratio == pytest.approx(np.sqrt((1 - a) / (1 + a)), rel=0.05)
 
 
+def test_detector_decay_smears_the_read_out_noise_too():
+    """The decay is the analog chain's bandwidth: the amplifier's noise goes through it, so
+    a frame with no counting noise left still has its noise correlated along x only (a
+    white read-out floor on top of smeared shot noise is what the real TIA frames lack)."""
+    flat = np.full((128, 128), 0.5, np.float32)
+    cfg = DistortionConfig.none()
+    cfg.readout.enabled = True
+    cfg.readout.sigma_e = (1.0, 1.0)
+    white, clean, _ = distort(flat, 5.0, "stem", _rng(31), cfg)
+    cfg.detector_decay.enabled = True
+    cfg.detector_decay.tau_px = (1.0, 1.0)
+    smeared, _, _ = distort(flat, 5.0, "stem", _rng(31), cfg)
+    assert abs(_neighbour_correlation(white - clean, 1)) < 0.05
+    assert _neighbour_correlation(smeared - clean, 1) == pytest.approx(np.exp(-1.0), abs=0.05)
+    assert abs(_neighbour_correlation(smeared - clean, 0)) < 0.05
+    assert smeared.mean() == pytest.approx(clean.mean(), rel=0.01)  # the bias is kept
+
+
 def test_full_set_leaves_the_detector_decay_off():
     """The benchmark sets are drawn with DistortionConfig.full(): the decay must not
     change their images; training switches it on explicitly."""

@@ -4,9 +4,8 @@ The set follows Lobato, Friedrich & Van Aert (npj Comput. Mater. 2024): counting
 noise, detector gain, dark current, read-out noise, X-ray hits, dead pixels and columns,
 STEM scan jitter, fly-back and drift, blur from non-uniform scan speed, and quantisation.
 They are applied in the order the signal meets them (scan geometry -> scan-speed blur ->
-scan-line flicker -> electron counting -> dark current -> detector decay (STEM, off in
-:meth:`DistortionConfig.full`) -> camera MTF -> gain and bias ->
-read-out -> X-ray hits -> dead pixels -> ADC), see docs/simulator.md. Each distortion draws from its own random
+scan-line flicker -> electron counting -> dark current -> camera MTF -> gain and bias ->
+read-out -> detector decay (STEM, off in :meth:`DistortionConfig.full`) -> X-ray hits -> dead pixels -> ADC), see docs/simulator.md. Each distortion draws from its own random
 stream, so switching one on or off never changes what the others draw.
 """
 
@@ -172,10 +171,13 @@ class DetectorDecay:
     """STEM: the detector's signal decays over ``tau_px`` pixel dwell times (scintillator
     afterglow, amplifier bandwidth), so each recorded pixel keeps an exponentially fading
     share of the pixels scanned before it on its line. Unlike the scan-speed blur it acts
-    on the *counted* signal, so the shot noise itself is smeared along the fast scan: the
-    high-frequency power of the real TIA frames in ``../shared/testdata`` is 0.35-0.54 times
-    lower along x than along y, against 0.97 for our frames without it at 5 e/px
-    (``benchmarks/bench_noise_anisotropy.py``). Mullarkey et al., Microsc. Microanal. 29 (2023), "How fast is your detector?".
+    on the detector's analog output, after the amplifier's own noise is added, so the shot
+    noise and the read-out noise are both smeared along the fast scan: the high-frequency
+    power of the real TIA frames in ``../shared/testdata`` is 0.35-0.54 times lower along x
+    than along y, against 0.97 for our frames without it at 5 e/px
+    (``benchmarks/bench_noise_anisotropy.py``), and the HRSTEM frame's noise spectrum along
+    x is that of a decay over about one dwell time with no white floor left.
+    Mullarkey et al., Microsc. Microanal. 29 (2023), "How fast is your detector?".
     Off in :meth:`DistortionConfig.full` so that the benchmark sets keep their images;
     training switches it on (``train_bundled_denoisers.py --detector-decay P``)."""
 
@@ -370,13 +372,14 @@ def _scan_blur(img: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict)
 
 
 def _detector_decay(
-    counts: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict
+    analog: np.ndarray, cfg: DistortionConfig, rngs: dict, params: dict
 ) -> np.ndarray:
     """y[i] = (1 - a) x[i] + a y[i-1] along each line, a = exp(-1 / tau): unit gain, so the
-    mean is kept; each line starts settled at its first pixel (the fly-back is long)."""
+    mean (and the bias) is kept; each line starts settled at its first pixel (the fly-back
+    is long)."""
     tau = _uniform(rngs["detector_decay"], cfg.detector_decay.tau_px)
     a = math.exp(-1.0 / tau)
-    x = counts.astype(np.float64)
+    x = analog.astype(np.float64)
     y = signal.lfilter([1.0 - a], [1.0, -a], x, axis=1, zi=a * x[:, :1])[0]
     params["detector_decay"].update(tau_px=tau)
     return y.astype(np.float32)
@@ -551,9 +554,6 @@ def distort(
     )
     if dark_on:
         counts = counts + rngs["dark"].poisson(rate, size=a.shape).astype(np.float32)
-    # 4b. detector decay along the fast scan (STEM): smears the counted signal and its noise
-    if scan_ok and _applies(cfg, "detector_decay", rngs, params):
-        counts = _detector_decay(counts, cfg, rngs, params)
     # 5. camera point spread (HRTEM)
     if cam_ok and _applies(cfg, "camera_mtf", rngs, params):
         s = _uniform(rngs["camera_mtf"], cfg.camera_mtf.sigma_px)
@@ -565,6 +565,10 @@ def distort(
         se = _uniform(rngs["readout"], cfg.readout.sigma_e)
         out += (g * se) * rngs["readout"].standard_normal(a.shape, dtype=np.float32)
         params["readout"].update(sigma_e=se, sigma_adu=g * se)
+    # 7b. detector decay along the fast scan (STEM): the analog chain's bandwidth smears the
+    # counted signal, its shot noise and the amplifier's own noise alike
+    if scan_ok and _applies(cfg, "detector_decay", rngs, params):
+        out = _detector_decay(out, cfg, rngs, params)
     # 8. X-ray hits, 9. dead pixels and columns
     _xray(out, fs, cfg, rngs, params)
     _dead(out, fs, cfg, rngs, params)
