@@ -15,6 +15,7 @@ left as texture (the bundled STEM weights keep 2-3 %). The PNGs
 artefacts, seams, hallucinated lattice. ``--weights DIR [DIR ...]`` adds a candidate's
 ``<model>.safetensors`` from each DIR as a further row of the figure, on the same crops and
 contrast, so a candidate is looked at beside the bundled weights before it ships.
+``--crop 128`` shows a smaller crop at twice the scale, where noise left as texture is seen.
 """
 
 from __future__ import annotations
@@ -98,6 +99,12 @@ def main() -> int:
         default=[],
         help="folders of candidate <model>.safetensors",
     )
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=256,
+        help="side of the centred crop the figures show, px (128: noise texture at 2x)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import matplotlib
@@ -131,7 +138,7 @@ def main() -> int:
             f"| {name} | {model_name} | {seam:.3f} % | {stats(out, img, rng, img_high, poisson)} |"
         )
         lo, hi = limits(out)
-        ys, xs = crop_box(img)
+        ys, xs = crop_box(img, args.crop)
         fig, ax = plt.subplots(2, 2, figsize=(10, 10))
         for a, data, title in (
             (ax[0, 0], img, "input"),
