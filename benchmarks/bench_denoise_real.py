@@ -14,7 +14,8 @@ left as texture (the bundled STEM weights keep 2-3 %). The PNGs
 (full frame and a 256 px crop, before and after, same contrast) are for looking at:
 artefacts, seams, hallucinated lattice. ``--weights DIR [DIR ...]`` adds a candidate's
 ``<model>.safetensors`` from each DIR as a further row of the figure, on the same crops and
-contrast, so a candidate is looked at beside the bundled weights before it ships.
+contrast, so a candidate is looked at beside the bundled weights before it ships; a bundled
+denoiser's fine-tuning start (the weights it replaced) gets a row of its own.
 ``--crop 128`` shows a smaller crop at twice the scale, where noise left as texture is seen.
 """
 
@@ -28,7 +29,7 @@ import torch
 from bench_noise_anisotropy import windowed_power
 
 from napari_temseg.engine import denoise
-from napari_temseg.models import load_model
+from napari_temseg.models import FINETUNE_START, load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TESTDATA = SHARED / "testdata"
@@ -154,13 +155,16 @@ def main() -> int:
         fig.savefig(args.out / f"{Path(name).stem}_{model_name}.png", dpi=90)
         plt.close(fig)
         panels = [(f"{name}\n{what.split(',')[0]}", img[ys, xs]), (model_name, out[ys, xs])]
-        for folder in args.weights:
-            candidate = folder / f"{model_name}.safetensors"
-            if not candidate.is_file():
-                continue
-            other = denoise(img, load_model(candidate, "cpu"), device="cpu", tile=256, overlap=32)
-            print(f"| {name} | candidate {folder.name} | | {stats(other, img, rng, img_high)} |")
-            panels.append((f"{model_name} candidate ({folder.name})", other[ys, xs]))
+        others = [(f"{s} (bundled)", s) for s in [model[1].get(FINETUNE_START)] if s]
+        others += [
+            (f"{model_name} candidate ({folder.name})", folder / f"{model_name}.safetensors")
+            for folder in args.weights
+            if (folder / f"{model_name}.safetensors").is_file()
+        ]
+        for label, spec in others:
+            other = denoise(img, load_model(spec, "cpu"), device="cpu", tile=256, overlap=32)
+            print(f"| {name} | {label} | | {stats(other, img, rng, img_high)} |")
+            panels.append((label, other[ys, xs]))
         rows.append((panels, (lo, hi)))
     if args.figure and rows:
         n = max(len(panels) for panels, _ in rows)

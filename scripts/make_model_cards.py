@@ -25,16 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTES = {
     "stem-denoise": (
         "For HAADF/ADF-STEM images of particles and crystals (bright atomic columns on a "
-        "dark or amorphous background), pixel sizes 0.01-0.25 nm."
+        "dark or amorphous background), pixel sizes 0.01-0.25 nm. It restores the frame "
+        "as the scan recorded it (row jitter and drift are kept, not undone), and it was "
+        "trained with the detector's decay along the fast scan on 90 % of its last "
+        "stage's images, as real STEM detectors smear their noise."
     ),
     "hrtem-denoise": (
         "For camera images (HRTEM/TEM) with lattice fringes, pixel sizes 0.01-0.12 nm."
     ),
-    "stem-finetune-start": (
-        "Not a denoiser to choose: the network that segmenters fine-tuned from "
-        "`stem-denoise` start from (its header's `finetune_start` names this file). It is "
-        "stem-denoise as it was before 2026-12-05; the longer-trained denoiser restores "
-        "better but its features fit a new segmentation head worse."
+    "stem-denoise-smooth": (
+        "The `stem-denoise` weights of 2026-12-05, kept when newer ones replaced them: "
+        "trained to restore the undistorted scene, they give a smoother, blurrier result "
+        "(less texture on noisy real frames, atoms and fine lattice softened). Segmenters "
+        "fine-tuned from `stem-denoise` start from these weights (its header's "
+        "`finetune_start` names this file): the fine-tuning benchmarks were measured from "
+        "them, and a denoiser trained longer is not a better start by that fact alone."
     ),
 }
 

@@ -233,6 +233,25 @@ def test_bundled_denoisers_are_listed_and_load_offline():
     assert list_models(task="segment") == [m for m in list_models() if m.task == "segment"]
 
 
+def test_the_bundled_stem_denoiser_keeps_its_predecessor_as_the_finetuning_start():
+    """stem-denoise was replaced by weights that restore better; segmenters still start
+    from the weights the fine-tuning benchmarks measured, which ship beside it."""
+    from napari_temseg.models import FINETUNE_START
+
+    model, meta = load_model("stem-denoise")
+    start = meta[FINETUNE_START]
+    start_model, start_meta = load_model(start)
+    assert start in {m.name for m in list_models("denoise")} and start != "stem-denoise"
+    assert FINETUNE_START not in start_meta  # a start does not point further
+    assert start_model.config == model.config
+    differ = [
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), start_model.state_dict().values(), strict=True)
+    ]
+    assert any(differ)
+    assert start_meta["normalization"] == meta["normalization"]  # same input units
+
+
 def test_resolve_model_names_and_paths(tmp_path):
     assert resolve_model("stem-denoise").is_file()
     path = save_checkpoint(tmp_path / "own.safetensors", UNet(base=2, depth=2), {"task": "denoise"})
