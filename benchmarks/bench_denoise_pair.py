@@ -66,7 +66,10 @@ def candidates(weights: list[Path]) -> dict[str, object]:
         for w in weights:
             path = w / f"{kind}-denoise.safetensors"
             if path.exists():
-                models[f"{kind}-denoise ({w.name})"] = load_model(str(path), "cpu")
+                label = f"{kind}-denoise ({w.name})"
+                if label in models:  # two folders of one name (out/, out/): name the parent
+                    label = f"{kind}-denoise ({w.parent.name}/{w.name})"
+                models[label] = load_model(str(path), "cpu")
     return models
 
 
