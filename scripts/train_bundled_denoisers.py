@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     desc = source.describe()
     if args.detector_decay:
         desc["distortions"] = f"full, with detector_decay in {args.detector_decay:g} of the images"
+        # read back by engine.adapt, which must simulate the noise the model was trained on
+        desc["detector_decay_fraction"] = args.detector_decay
     meta = {
         "task": "denoise",
         "name": name,

@@ -130,10 +130,13 @@ def test_adapting_changes_a_copy_and_says_what_it_measured(frame, tiny):
 
 def test_bundled_model_gains_at_the_frames_dose(frame):
     """The measured reason the feature exists: a few seconds at the frame's dose raise
-    the validation PSNR of the bundled HRTEM model there."""
+    the validation PSNR of the bundled HRTEM model there. A budget in steps, not seconds:
+    the same work on a loaded machine (8 s gave 10 steps and no gain under two trainings)."""
     noisy, pixel = frame
     torch.set_num_threads(2)
-    r = run_adapt([noisy], "hrtem-denoise", AdaptConfig(seconds=8, device="cpu"), pixel)
+    cfg = AdaptConfig(seconds=600, steps=40, val_every=20, device="cpu")
+    r = run_adapt([noisy], "hrtem-denoise", cfg, pixel)
+    assert r.steps_done == 40
     assert r.val_psnr_after > r.val_psnr_before + 0.1, r.message
 
 
@@ -236,3 +239,43 @@ def test_a_smoothing_the_frames_refuse_is_named(frame, tiny, monkeypatch):
     assert checked and "postfilter" not in r.meta
     assert f"sigma {checked[0]['sigma']:g} px) was not kept" in r.message, r.message
     assert all(np.isfinite([c["frames"], c["simulated"]]).all() for c in checked)
+
+
+def _x_and_y_correlation(noise: np.ndarray) -> tuple[float, float]:
+    cx = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+    cy = np.corrcoef(noise[:-1].ravel(), noise[1:].ravel())[0, 1]
+    return float(cx), float(cy)
+
+
+def test_simulated_pairs_smear_the_noise_as_the_models_training_did():
+    """A STEM model trained with the detector's decay adapts on smeared noise too: on white
+    noise alone the shipped stem-denoise got worse on the real pair (416 / 593 -> 670 / 865)."""
+    level = noise_level(simulate("stem", 256, dose=20, seed=5).noisy)
+    rng = np.random.default_rng(0)
+    for fraction, smeared in ((1.0, True), (0.0, False)):
+        pairs = NoiseMatchedPairs("stem", 256, level, (0.05, 0.05), decay_fraction=fraction)
+        noisy, clean = pairs(rng)
+        cx, cy = _x_and_y_correlation(noisy - clean)
+        assert abs(cy) < 0.1
+        assert (cx > 0.2) if smeared else (abs(cx) < 0.1), (fraction, cx)
+    assert pairs.describe()["detector_decay_fraction"] == 0.0
+
+
+def test_adapting_reads_the_decay_share_from_the_models_header(tmp_path, monkeypatch):
+    import napari_temseg.engine.adapt as adapt
+
+    seen = []
+
+    class Spy(adapt.NoiseMatchedPairs):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.decay_fraction)
+
+    monkeypatch.setattr(adapt, "NoiseMatchedPairs", Spy)
+    torch.manual_seed(0)
+    data = {"target": "recorded", "detector_decay_fraction": 0.7}
+    meta = {"task": "denoise", "name": "tiny", "modality": "stem", "training_data": data}
+    model = str(save_checkpoint(tmp_path / "m.safetensors", UNet(base=4, depth=2), meta))
+    s = simulate("stem", 128, pixel_size_nm=0.05, dose=20.0, seed=6)
+    r = run_adapt([s.noisy], model, AdaptConfig(seconds=1, device="cpu"), pixel_size_nm=0.05)
+    assert seen == [0.7] and r.steps_done > 0
