@@ -7,8 +7,8 @@ paper's split into 11 train and 10 test frames. Issue 13's lattice target is mea
 simulated columns (``bench_columns.py``); this is the same question on a real instrument's
 frames, with a truth nobody here made. Each method's output goes through one fixed atom
 detector: an optional Gaussian smoothing (0-4 px), then peaks of a difference of Gaussians
-(sigma 1 and 3 px; a Pt atom is 3-4 px across), at least 3 px apart (sub-pixel by a
-parabola), above a threshold in units of the response's own robust spread. The smoothing
+(sigma 1 and 3 px; a Pt atom is 3-4 px across), at least 3 px apart (sub-pixel as the
+plugin's atom finder refines them), above a threshold in units of the response's own robust spread. The smoothing
 and the threshold are each method's own, chosen on the 11 train frames for the best F1,
 then scored on the 10 test frames, so no method is tuned on what it is scored on; the raw
 frame's row is thus the Gaussian filter with its width chosen on the train frames. A peak within
@@ -34,7 +34,12 @@ from bench_denoise_pair import bm3d_denoise
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
-from napari_temseg.engine.atoms import detection_scores, match_points
+from napari_temseg.engine.atoms import (
+    detection_scores,
+    match_points,
+    matched_distances,
+    refine_peaks,
+)
 from napari_temseg.models import FINETUNE_START, load_model
 
 PM_PER_PX = 29.3
@@ -53,29 +58,15 @@ def response(img: np.ndarray) -> np.ndarray:
 def maxima(resp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every local maximum over a disc of 3 px (no greater value within 3 px; the frame's
     outermost pixels excluded, as ``engine.atoms.find_peaks`` does), found once for all
-    thresholds -> (positions (N, 2), values)."""
+    thresholds -> (sub-pixel positions (N, 2), values). Not ``find_peaks`` itself: its
+    suppression of near maxima is quadratic in their number, 54 s a frame at the lowest
+    threshold here, and a disc-shaped maximum filter already keeps them 3 px apart."""
     yy, xx = np.mgrid[-3:4, -3:4]
     is_max = resp == ndimage.maximum_filter(resp, footprint=yy**2 + xx**2 <= 9, mode="nearest")
     is_max &= resp > THRESHOLDS[0]
     is_max[[0, -1], :] = False
     is_max[:, [0, -1]] = False
-    pos = np.argwhere(is_max)
-    return refine(resp, pos), resp[is_max]
-
-
-def refine(resp: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Sub-pixel centres: a parabola through each maximum and its neighbours, per axis."""
-    p = np.clip(pos, 1, np.array(resp.shape) - 2)
-    out = pos.astype(float)
-    for ax in (0, 1):
-        step = np.eye(2, dtype=int)[ax]
-        lo = resp[tuple((p - step).T)]
-        mid = resp[tuple(p.T)]
-        hi = resp[tuple((p + step).T)]
-        den = lo - 2 * mid + hi
-        off = np.where(den < 0, 0.5 * (lo - hi) / np.where(den < 0, den, -1), 0.0)
-        out[:, ax] += np.clip(off, -0.5, 0.5)
-    return out
+    return refine_peaks(resp, np.argwhere(is_max)), resp[is_max]
 
 
 def detect(peaks: tuple[np.ndarray, np.ndarray], threshold: float) -> np.ndarray:
@@ -104,23 +95,12 @@ def best_threshold(resps: list, frames: list, radius: float) -> tuple[float, flo
 
 
 def distances(resps: list, frames: list, t: float, radius: float) -> list[float]:
-    """Distance of each hit to its marked atom (nearest-first one-to-one matching)."""
-    out: list[float] = []
-    for resp, (_, _, atoms) in zip(resps, frames, strict=True):
-        found = detect(resp, t)
-        if len(found) == 0:
-            continue
-        d = np.linalg.norm(found[:, None] - atoms[None], axis=-1)
-        pi, ti = np.nonzero(d <= radius)
-        used_p: set[int] = set()
-        used_t: set[int] = set()
-        for k in np.argsort(d[pi, ti], kind="stable"):
-            i, j = int(pi[k]), int(ti[k])
-            if i not in used_p and j not in used_t:
-                used_p.add(i)
-                used_t.add(j)
-                out.append(float(d[i, j]))
-    return out
+    """Distance of each hit to its marked atom, over all frames."""
+    return [
+        d
+        for resp, (_, _, atoms) in zip(resps, frames, strict=True)
+        for d in matched_distances(detect(resp, t), atoms, radius)
+    ]
 
 
 def evaluate(

@@ -190,12 +190,17 @@ def find_peaks(
     for i in order:
         if all(np.hypot(*(pos[i] - k)) >= d for k in kept):
             kept.append(pos[i])
-    return np.array([_refine(r, p) for p in kept]).reshape(-1, 2)
+    return refine_peaks(r, kept)
 
 
 def _disc(radius: int) -> np.ndarray:
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return yy**2 + xx**2 <= radius**2
+
+
+def refine_peaks(r: np.ndarray, peaks: Any) -> np.ndarray:
+    """Sub-pixel (row, col) of integer maxima of ``r`` -> (N, 2) (:func:`_refine` each)."""
+    return np.array([_refine(r, p) for p in peaks], float).reshape(-1, 2)
 
 
 def _refine(r: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -337,23 +342,31 @@ def _background(lab: np.ndarray, atom_class: int, classes: tuple[int, ...] | Non
     return np.isin(lab, classes)
 
 
-def match_points(pred: np.ndarray, truth: np.ndarray, radius: float) -> int:
-    """Hits between predicted and true points within ``radius``: one to one, nearest first."""
+def matched_distances(pred: np.ndarray, truth: np.ndarray, radius: float) -> list[float]:
+    """Distances of the hits between predicted and true points within ``radius``, matched
+    one to one, nearest first."""
     pred = np.asarray(pred, float).reshape(-1, 2)
     truth = np.asarray(truth, float).reshape(-1, 2)
     if len(pred) == 0 or len(truth) == 0:
-        return 0
+        return []
     d = np.linalg.norm(pred[:, None] - truth[None], axis=-1)
     pi, ti = np.nonzero(d <= radius)
     order = np.argsort(d[pi, ti], kind="stable")
     used_p: set[int] = set()
     used_t: set[int] = set()
+    hits: list[float] = []
     for k in order:
         i, j = int(pi[k]), int(ti[k])
         if i not in used_p and j not in used_t:
             used_p.add(i)
             used_t.add(j)
-    return len(used_p)
+            hits.append(float(d[i, j]))
+    return hits
+
+
+def match_points(pred: np.ndarray, truth: np.ndarray, radius: float) -> int:
+    """Hits between predicted and true points within ``radius``: one to one, nearest first."""
+    return len(matched_distances(pred, truth, radius))
 
 
 def detection_scores(hits: int, n_pred: int, n_true: int) -> dict[str, float]:
