@@ -31,6 +31,14 @@ def testdata() -> Path:
     return TESTDATA
 
 
+def neighbour_correlation(noise: Any, axis: int) -> float:
+    """Correlation of each pixel with its next neighbour along ``axis`` (1: the fast scan)."""
+    import numpy as np
+
+    a = np.moveaxis(np.asarray(noise), axis, -1)
+    return float(np.corrcoef(a[..., :-1].ravel(), a[..., 1:].ravel())[0, 1])
+
+
 def train_segmenter_file(folder, size: int, **config) -> str:
     """A small segmenter from scratch on strokes of one simulated STEM frame of ``size``
     px, written to ``folder/seg.safetensors``; ``config``: FinetuneConfig's fields."""

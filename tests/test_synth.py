@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from conftest import neighbour_correlation
 from napari_temseg.synth import KINDS, DistortionConfig, SynthSample, distort, simulate, specimen
 from napari_temseg.synth.distortions import HRTEM_ONLY, STEM_ONLY
 
@@ -363,11 +364,6 @@ def test_scan_blur_acts_along_the_fast_scan_axis_only():
     assert noisy.mean() == pytest.approx(clean.mean(), rel=0.01)
 
 
-def _neighbour_correlation(noise: np.ndarray, axis: int) -> float:
-    a = np.moveaxis(noise, axis, -1)
-    return float(np.corrcoef(a[..., :-1].ravel(), a[..., 1:].ravel())[0, 1])
-
-
 def test_detector_decay_smears_the_shot_noise_along_the_fast_scan():
     flat = np.full((128, 128), 0.5, np.float32)  # no structure: the residual is all noise
     cfg = DistortionConfig.poisson_only()
@@ -377,9 +373,9 @@ def test_detector_decay_smears_the_shot_noise_along_the_fast_scan():
     white, _, _ = distort(flat, 200.0, "stem", _rng(30), DistortionConfig.poisson_only())
     a = np.exp(-1.0)  # y[i] = (1 - a) x[i] + a y[i-1]: neighbour correlation a
     assert params["detector_decay"] == {"applied": True, "tau_px": 1.0}
-    assert _neighbour_correlation(noisy - clean, 1) == pytest.approx(a, abs=0.05)
-    assert abs(_neighbour_correlation(noisy - clean, 0)) < 0.05  # lines stay independent
-    assert abs(_neighbour_correlation(white - clean, 1)) < 0.05
+    assert neighbour_correlation(noisy - clean, 1) == pytest.approx(a, abs=0.05)
+    assert abs(neighbour_correlation(noisy - clean, 0)) < 0.05  # lines stay independent
+    assert abs(neighbour_correlation(white - clean, 1)) < 0.05
     # the signal is kept (unit gain) and the noise is lowered by sqrt((1 - a) / (1 + a))
     assert noisy.mean() == pytest.approx(clean.mean(), rel=0.01)
     ratio = (noisy - clean).std() / (white - clean).std()
@@ -398,9 +394,9 @@ def test_detector_decay_smears_the_read_out_noise_too():
     cfg.detector_decay.enabled = True
     cfg.detector_decay.tau_px = (1.0, 1.0)
     smeared, _, _ = distort(flat, 5.0, "stem", _rng(31), cfg)
-    assert abs(_neighbour_correlation(white - clean, 1)) < 0.05
-    assert _neighbour_correlation(smeared - clean, 1) == pytest.approx(np.exp(-1.0), abs=0.05)
-    assert abs(_neighbour_correlation(smeared - clean, 0)) < 0.05
+    assert abs(neighbour_correlation(white - clean, 1)) < 0.05
+    assert neighbour_correlation(smeared - clean, 1) == pytest.approx(np.exp(-1.0), abs=0.05)
+    assert abs(neighbour_correlation(smeared - clean, 0)) < 0.05
     assert smeared.mean() == pytest.approx(clean.mean(), rel=0.01)  # the bias is kept
 
 
