@@ -132,6 +132,15 @@ def main(argv: list[str] | None = None) -> int:
         "(synth.DetectorDecay; off in the full set)",
     )
     p.add_argument(
+        "--pixel-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        default=None,
+        help="pixel sizes drawn log-uniformly, nm (default: the simulator's range for the "
+        "kind); recorded in the header, where adaptation and the docks read it",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run whose state --checkpoint-every wrote (steps count on; exact "
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         terms = check_terms(dict(parse_term(t) for t in args.term))
     except ValueError as exc:
         p.error(str(exc))
+    if args.pixel_range and not 0 < args.pixel_range[0] <= args.pixel_range[1] <= 100:
+        p.error(f"--pixel-range must be 0 < LO <= HI <= 100 nm, got {args.pixel_range}")
     if not 0 <= args.detector_decay <= 1:
         p.error(f"--detector-decay must be in [0, 1], got {args.detector_decay}")
     torch.set_num_threads(args.threads)
@@ -161,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         target=args.target,
         counting_fraction=args.counting_fraction,
         distortions=distortions,
+        pixel_size_range_nm=tuple(args.pixel_range) if args.pixel_range else None,
     )
     # the validation set comes from the in-process source, so it is the same with or
     # without workers

@@ -1,0 +1,55 @@
+"""scripts/train_bundled_denoisers.py: what a training stage is told about its data lands in
+the weights' header, where adaptation and the docks read it back."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from napari_temseg.models.checkpoint import read_checkpoint_meta
+from napari_temseg.synth import PIXEL_SIZE_RANGE_NM
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_bundled_denoisers.py"
+TINY = [
+    "--steps", "2", "--batch", "2", "--patch", "32", "--image-size", "64", "--base", "4",
+    "--depth", "2", "--val-size", "2", "--val-every", "1", "--warmup", "1", "--threads", "1",
+]  # fmt: skip
+
+
+def _train():
+    spec = importlib.util.spec_from_file_location("train_bundled_denoisers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_a_pixel_range_is_trained_on_and_recorded(tmp_path):
+    out = tmp_path / "out"
+    argv = ["--kind", "hrtem", *TINY, "--pixel-range", "0.2", "0.6", "--out", str(out)]
+    assert _train()([*argv, "--work", str(tmp_path / "w")]) == 0
+    meta = read_checkpoint_meta(out / "hrtem-denoise.safetensors")
+    assert meta["pixel_size_nm_range"] == [0.2, 0.6]
+    assert meta["training_data"]["pixel_size_range_nm"] == [0.2, 0.6]
+    assert "--pixel-range 0.2 0.6" in meta["training"]["command"]
+
+
+def test_without_a_pixel_range_the_simulators_own_is_recorded(tmp_path):
+    out = tmp_path / "out"
+    argv = ["--kind", "stem", *TINY, "--out", str(out), "--work", str(tmp_path / "w")]
+    assert _train()(argv) == 0
+    meta = read_checkpoint_meta(out / "stem-denoise.safetensors")
+    assert meta["pixel_size_nm_range"] == list(PIXEL_SIZE_RANGE_NM["stem"])
+
+
+@pytest.mark.parametrize("bad", [["0.5", "0.2"], ["0", "0.3"], ["0.1", "500"]])
+def test_a_reversed_or_impossible_pixel_range_is_refused_in_one_line(tmp_path, bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _train()(["--kind", "hrtem", *TINY, "--pixel-range", *bad, "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(
+        f"--pixel-range must be 0 < LO <= HI <= 100 nm, got {[float(b) for b in bad]}"
+    )
+    assert not list(tmp_path.iterdir())
