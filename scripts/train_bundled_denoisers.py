@@ -141,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
         "kind); recorded in the header, where adaptation and the docks read it",
     )
     p.add_argument(
+        "--low-dose",
+        type=float,
+        nargs=2,
+        metavar=("SHARE", "MAX"),
+        default=None,
+        help="that share of the images draws its dose from the bottom of the range up to MAX "
+        "e/px (engine.data.simulated_source's low_dose)",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run whose state --checkpoint-every wrote (steps count on; exact "
@@ -153,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if args.pixel_range and not 0 < args.pixel_range[0] <= args.pixel_range[1] <= 100:
         p.error(f"--pixel-range must be 0 < LO <= HI <= 100 nm, got {args.pixel_range}")
+    if args.low_dose and not (0 <= args.low_dose[0] <= 1 and args.low_dose[1] > 0):
+        p.error(f"--low-dose must be a share in [0, 1] and a dose above 0, got {args.low_dose}")
     if not 0 <= args.detector_decay <= 1:
         p.error(f"--detector-decay must be in [0, 1], got {args.detector_decay}")
     torch.set_num_threads(args.threads)
@@ -173,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         counting_fraction=args.counting_fraction,
         distortions=distortions,
         pixel_size_range_nm=tuple(args.pixel_range) if args.pixel_range else None,
+        low_dose=tuple(args.low_dose) if args.low_dose else None,
     )
     # the validation set comes from the in-process source, so it is the same with or
     # without workers

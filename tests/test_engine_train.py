@@ -279,3 +279,21 @@ def test_training_on_a_bf16_cpu_runs_under_bf16_autocast_and_still_learns():
     assert losses[True] != losses[False]  # autocast is on: bf16 rounding changes the numbers
     assert all(math.isfinite(v) for v in losses[True])
     assert np.mean(losses[True][-10:]) < 0.8 * np.mean(losses[True][:10])  # and it learns
+
+
+def test_a_share_of_simulated_images_can_be_drawn_at_low_dose():
+    def counts(src, seed):  # a counting detector: the image is whole electrons times a scale
+        noisy, _ = src.make_pair(np.random.default_rng(seed))
+        return float(noisy.mean() / noisy[noisy > 0].min())
+
+    kw = {"size": 64, "patch": 32, "dose_range": (1, 1000), "counting_fraction": 1.0}
+    low = simulated_source("hrtem", **kw, low_dose=(1.0, 2.0))
+    full = simulated_source("hrtem", **kw)
+    assert low.describe()["low_dose_share_max"] == [1.0, 2.0]
+    assert "low_dose_share_max" not in full.describe()
+    low_means = [counts(low, s) for s in range(8)]
+    full_means = [counts(full, s) for s in range(8)]
+    assert max(low_means) <= 2.0  # electrons per pixel never above the low-dose maximum
+    assert sum(m > 2.0 for m in full_means) >= 4
+    with pytest.raises(ValueError, match="low_dose"):
+        simulated_source("hrtem", dose_range=(1, 10), low_dose=(0.5, 0.5))

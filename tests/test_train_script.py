@@ -25,13 +25,15 @@ def _train():
     return module.main
 
 
-def test_a_pixel_range_is_trained_on_and_recorded(tmp_path):
+def test_a_pixel_range_and_a_low_dose_share_are_trained_on_and_recorded(tmp_path):
     out = tmp_path / "out"
     argv = ["--kind", "hrtem", *TINY, "--pixel-range", "0.2", "0.6", "--out", str(out)]
+    argv += ["--low-dose", "0.5", "10"]
     assert _train()([*argv, "--work", str(tmp_path / "w")]) == 0
     meta = read_checkpoint_meta(out / "hrtem-denoise.safetensors")
     assert meta["pixel_size_nm_range"] == [0.2, 0.6]
     assert meta["training_data"]["pixel_size_range_nm"] == [0.2, 0.6]
+    assert meta["training_data"]["low_dose_share_max"] == [0.5, 10.0]
     assert "--pixel-range 0.2 0.6" in meta["training"]["command"]
 
 
@@ -41,6 +43,7 @@ def test_without_a_pixel_range_the_simulators_own_is_recorded(tmp_path):
     assert _train()(argv) == 0
     meta = read_checkpoint_meta(out / "stem-denoise.safetensors")
     assert meta["pixel_size_nm_range"] == list(PIXEL_SIZE_RANGE_NM["stem"])
+    assert "low_dose_share_max" not in meta["training_data"]
 
 
 @pytest.mark.parametrize("bad", [["0.5", "0.2"], ["0", "0.3"], ["0.1", "500"]])
@@ -52,4 +55,12 @@ def test_a_reversed_or_impossible_pixel_range_is_refused_in_one_line(tmp_path, b
     assert err[-1].endswith(
         f"--pixel-range must be 0 < LO <= HI <= 100 nm, got {[float(b) for b in bad]}"
     )
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_low_dose_share_outside_zero_to_one_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _train()(["--kind", "hrtem", *TINY, "--low-dose", "1.5", "10", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--low-dose must be a share in [0, 1]" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())

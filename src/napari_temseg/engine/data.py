@@ -154,21 +154,26 @@ class _SimulatedPair:
         config: Any,
         target: str,
         counting_fraction: float = 0.0,
+        low_dose: tuple[float, float] | None = None,
     ) -> None:
         self.kind, self.size, self.doses, self.pixels = kind, size, doses, pixels
         self.config, self.target = config, target
         self.counting_fraction = counting_fraction
+        self.low_dose = low_dose
 
     def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         from napari_temseg.synth import DistortionConfig, simulate
 
         counting = self.counting_fraction > 0 and rng.random() < self.counting_fraction
+        doses = self.doses
+        if self.low_dose is not None and rng.random() < self.low_dose[0]:
+            doses = (doses[0], min(self.low_dose[1], doses[1]))
 
         s = simulate(
             self.kind,
             self.size,
             pixel_size_nm=_log_uniform(rng, *self.pixels),
-            dose=_log_uniform(rng, *self.doses),
+            dose=_log_uniform(rng, *doses),
             seed=int(rng.integers(2**63)),
             distortions=DistortionConfig.poisson_only() if counting else self.config,
         )
@@ -187,6 +192,7 @@ def simulated_source(
     normalization: Normalization | None = None,
     target: str = "recorded",
     counting_fraction: float = 0.0,
+    low_dose: tuple[float, float] | None = None,
 ) -> PairSource:
     """Patches from the project's simulator: ``kind`` "stem" or "hrtem".
 
@@ -200,7 +206,10 @@ def simulated_source(
     by an ideal counting detector instead (shot noise only: whole electron counts, with no
     dark current, read-out noise, gain or offset), which the full set never produces and on which
     networks trained without it fell 1.3-2.7 dB behind a Gaussian filter
-    (``benchmarks/bench_per_distortion.py``).
+    (``benchmarks/bench_per_distortion.py``). ``low_dose`` (share, max e/px): that share of
+    the images draws its dose from the bottom of the range up to max instead, where the
+    networks' outputs kept a grain that a Gaussian of the output removed (at 1-3 e/px a
+    Gaussian of 4-8 px took 30-70 % off the bundled HRTEM model's error).
     """
     from napari_temseg.synth import DOSE_RANGE, PIXEL_SIZE_RANGE_NM, DistortionConfig
 
@@ -211,7 +220,13 @@ def simulated_source(
     config = distortions if distortions is not None else DistortionConfig.full()
     if not 0 <= counting_fraction <= 1:
         raise ValueError(f"counting_fraction must be in [0, 1], got {counting_fraction}")
-    make_pair = _SimulatedPair(kind, size, doses, pixels, config, target, counting_fraction)
+    if low_dose is not None and not (0 <= low_dose[0] <= 1 and low_dose[1] > doses[0]):
+        raise ValueError(
+            f"low_dose must be (share in [0, 1], max above {doses[0]}), got {low_dose}"
+        )
+    make_pair = _SimulatedPair(
+        kind, size, doses, pixels, config, target, counting_fraction, low_dose
+    )
     description = {
         "source": "napari_temseg.synth.simulate",
         "kind": kind,
@@ -221,6 +236,7 @@ def simulated_source(
         "distortions": "full" if distortions is None else "custom",
         "target": target,
         "counting_detector_fraction": counting_fraction,
+        **({"low_dose_share_max": list(low_dose)} if low_dose is not None else {}),
     }
     return PairSource(
         make_pair,
