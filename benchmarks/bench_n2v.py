@@ -4,11 +4,12 @@ Gaussian and BM3D, in one run: the third baseline that issue 13 names.
     python benchmarks/bench_n2v.py --careamics-python /path/to/env/bin/python
     python benchmarks/bench_n2v.py --careamics-python PY --set pair --epochs 20 100
 
-careamics pins another torch than the project, so it lives in its own environment, e.g.
-``python -m venv /tmp/cv && /tmp/cv/bin/pip install torch==2.13.0 careamics`` (pip then
-picks the torch careamics wants); ``benchmarks/careamics_n2v.py`` runs there, once per
-epoch count, on all the images at once, each image getting its own network trained from
-scratch as a careamics or napari-n2v user would (default: 20 epochs, as in the issue).
+careamics pins another torch than the project (0.3.5: torch 2.11), so it lives in its own
+environment: ``python -m venv /tmp/cv && /tmp/cv/bin/pip install careamics`` (this pulls
+torch 2.11 with its CUDA packages, 5.3 GB; install torch 2.11's CPU build first to avoid
+them). ``benchmarks/careamics_n2v.py`` runs there, once per epoch count, on all the
+images at once, each image getting its own network trained from scratch as a careamics or
+napari-n2v user would (default: 20 epochs, as in the issue).
 Without careamics there, the script says so in one line and measures nothing.
 
 ``--set standard``: the first ``--n`` images per dose of ``bench_denoise_quality.py``'s

@@ -35,6 +35,47 @@ def test_percentile_stats_ignore_spikes_and_dead_pixels():
     )
 
 
+def test_a_few_stuck_or_dead_columns_do_not_squash_the_specimen():
+    img = _micrograph()
+    norm = Normalization()
+    ref = norm.stats(img)
+    bad = img.copy()
+    bad[:, 29] = bad[:, 243] = 53194  # two stuck columns: 0.8 % of the frame
+    bad[:, 215] = 0  # a dead one
+    bad[100:, 17] = 40000  # a partial stuck column, 156 rows
+    got = norm.stats(bad)
+    assert abs(got[0] - ref[0]) < 0.02 * ref[1] and abs(got[1] - ref[1]) < 0.05 * ref[1]
+    # the columns were what set the top percentile, 200 times the specimen's range
+    raw = np.percentile(bad, [0.5, 99.5])
+    assert raw[1] - raw[0] > 100 * ref[1]
+    # the same pixels read in blocks of rows (engine.large) give the same statistics
+    assert norm.stats(bad, block_rows=50) == got
+    # a dead stretch of a row (a scan glitch, or padding) is left out too
+    rows = img.copy()
+    rows[40:43] = 65535
+    rows[200, :100] = 65535
+    got = norm.stats(rows)
+    assert abs(got[1] - ref[1]) < 0.05 * ref[1]
+
+
+def test_long_runs_are_kept_where_they_are_the_image():
+    norm = Normalization()
+
+    def raw(img):  # the plain percentiles of every pixel, as (offset, scale)
+        lo, hi = np.percentile(img, [0.5, 99.5])
+        return float(lo), float(hi - lo)
+
+    sparse = np.random.default_rng(2).poisson(0.03, (256, 256)).astype(np.float32)
+    sparse[:, 7] = 0  # a dead column in a frame of mostly zeros in long runs
+    mask = np.zeros((256, 256), np.float32)
+    mask[64:192, 64:192] = 1.0  # a binary image: long runs everywhere
+    short = _micrograph()
+    short[:63, 5] = 65535  # 63 rows: shorter than a defect run, an ordinary outlier
+    for img in (sparse, mask, short):
+        assert norm.stats(img) == raw(img)
+    assert norm.stats(short) != norm.stats(_micrograph())  # the outliers were counted
+
+
 def test_round_trip_and_torch():
     img = _micrograph()
     norm = Normalization(clip=None)

@@ -3,7 +3,11 @@
 Detector counts vary over orders of magnitude between acquisitions, so each frame is mapped
 to a common range before it meets a network: its low and high percentiles (0.5 % and
 99.5 % by default) go to 0 and 1. Percentiles, unlike min/max or mean/std, ignore the few
-X-ray spikes and dead pixels of a real frame. The statistics come from the whole frame (a
+X-ray spikes and dead pixels of a real frame. Not a few bad columns: two stuck columns are
+0.8 % of a 256-pixel-wide frame, enough to become its 99.5th percentile and squash the
+specimen into a thousandth of the range (the network then sees a flat frame). So pixels in
+long runs of one value along a column or a row (dead, stuck or padded columns and rows)
+are left out of the percentiles when they are a small share of the frame. The statistics come from the whole frame (a
 strided subsample of it for big frames), never from one tile, so every tile of a frame is
 treated alike. The same settings are stored in a checkpoint, so inference normalises
 exactly as training did, and the output is mapped back to the input's intensity range.
@@ -19,6 +23,12 @@ from typing import Any
 import numpy as np
 
 METHODS = ("percentile", "none")
+#: a run of this many identical values along a column or row is a defect, not specimen
+#: (at 0.2 e/px a run of 64 zeros has odds of 3e-6)
+DEFECT_RUN = 64
+#: above this share of the sample, long runs are the image itself (a sparse counting frame,
+#: a mask): the percentiles then use every pixel
+MAX_DEFECT_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,15 @@ class Normalization:
         """
         if self.method == "none":
             return 0.0, 1.0
-        sample = subsample(frame, self.max_samples, block_rows, after_block)
-        sample = sample[np.isfinite(sample)]
-        if sample.size == 0:
+        grid = subsample(frame, self.max_samples, block_rows, after_block, flat=False)
+        keep = np.isfinite(grid)
+        if not keep.any():
             return 0.0, 1.0
+        if grid.ndim == 2:
+            runs = flat_runs(grid, DEFECT_RUN)
+            if 0 < runs.mean() <= MAX_DEFECT_SHARE and (keep & ~runs).any():
+                keep &= ~runs
+        sample = grid[keep]
         lo, hi = np.percentile(sample, [self.low, self.high])
         if hi - lo > 1e-6 * max(abs(hi), abs(lo), 1e-12):
             return float(lo), float(hi - lo)
@@ -99,27 +114,47 @@ class Normalization:
         return y * scale + offset
 
 
+def flat_runs(grid: np.ndarray, run: int) -> np.ndarray:
+    """Mask of the pixels of a 2D array that lie in a run of at least ``run`` identical
+    values along a column or along a row."""
+
+    def along_rows(a: np.ndarray) -> np.ndarray:
+        new = np.ones(a.shape, bool)
+        new[:, 1:] = a[:, 1:] != a[:, :-1]
+        ids = np.cumsum(new.ravel()) - 1  # one id per run, rows never share one
+        return (np.bincount(ids)[ids] >= run).reshape(a.shape)
+
+    return along_rows(grid) | along_rows(np.ascontiguousarray(grid.T)).T
+
+
 def subsample(
     frame: Any,
     max_samples: int,
     block_rows: int | None = None,
     after_block: Callable[[], Any] | None = None,
+    *,
+    flat: bool = True,
 ) -> np.ndarray:
     """A strided float sample of at most about ``max_samples`` pixels, read lazily
-    (in one go, or ``block_rows`` rows at a time with ``after_block()`` after each)."""
+    (in one go, or ``block_rows`` rows at a time with ``after_block()`` after each);
+    raveled, or with ``flat=False`` on the frame's strided grid."""
     shape = frame.shape
     size = math.prod(shape)
     step = max(1, math.ceil((size / max_samples) ** (1 / max(len(shape), 1))))
     if block_rows is None or not shape:
         sample = frame[(slice(None, None, step),) * len(shape)] if step > 1 else frame
-        return np.asarray(sample, dtype=np.float64).ravel()
+        sample = np.asarray(sample, dtype=np.float64)
+        return sample.ravel() if flat else sample
     rest = (slice(None, None, step),) * (len(shape) - 1)
     parts = []
     for r0 in range(0, shape[0], block_rows):
         first = -(-r0 // step) * step  # the first sampled row of this block
         if first < min(r0 + block_rows, shape[0]):
             rows = slice(first, r0 + block_rows, step)
-            parts.append(np.asarray(frame[(rows, *rest)], dtype=np.float64).ravel())
+            parts.append(np.asarray(frame[(rows, *rest)], dtype=np.float64))
             if after_block is not None:
                 after_block()
-    return np.concatenate(parts) if parts else np.empty(0)
+    if not parts:
+        return np.empty(0)
+    grid = np.concatenate(parts)
+    return grid.ravel() if flat else grid
