@@ -31,7 +31,15 @@ NOTES = {
         "stage's images, as real STEM detectors smear their noise."
     ),
     "hrtem-denoise": (
-        "For camera images (HRTEM/TEM) with lattice fringes, pixel sizes 0.01-0.12 nm."
+        "For camera images (HRTEM/TEM) with lattice fringes, pixel sizes 0.01-0.12 nm. "
+        "Its last stage drew half of its images at 0.5-10 e/px, where the earlier weights "
+        "left a grain that a Gaussian of their output removed."
+    ),
+    "hrtem-denoise-stage7": (
+        "The `hrtem-denoise` weights of 2026-12-04 (seven training stages), kept when "
+        "newer ones replaced them on 2026-12-06. Segmenters fine-tuned from "
+        "`hrtem-denoise` start from these weights (its header's `finetune_start` names "
+        "this file): the fine-tuning benchmarks were measured from them."
     ),
     "stem-denoise-smooth": (
         "The `stem-denoise` weights of 2026-12-05, kept when newer ones replaced them: "

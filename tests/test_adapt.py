@@ -132,12 +132,14 @@ def test_adapting_changes_a_copy_and_says_what_it_measured(frame, tiny):
 def test_bundled_model_gains_at_the_frames_dose(frame):
     """The measured reason the feature exists: a few seconds at the frame's dose raise
     the validation PSNR of the bundled HRTEM model there. A budget in steps, not seconds:
-    the same work on a loaded machine (8 s gave 10 steps and no gain under two trainings)."""
+    the same work on a loaded machine (8 s gave 10 steps and no gain under two trainings).
+    80 steps: the weights shipped on 2026-12-06 start higher and gained 0.09 dB in 40
+    (0.21 in 80; the weights before them 0.29 in 40)."""
     noisy, pixel = frame
     torch.set_num_threads(2)
-    cfg = AdaptConfig(seconds=600, steps=40, val_every=20, device="cpu")
+    cfg = AdaptConfig(seconds=600, steps=80, val_every=20, device="cpu")
     r = run_adapt([noisy], "hrtem-denoise", cfg, pixel)
-    assert r.steps_done == 40
+    assert r.steps_done == 80
     assert r.val_psnr_after > r.val_psnr_before + 0.1, r.message
 
 

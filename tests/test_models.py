@@ -233,15 +233,16 @@ def test_bundled_denoisers_are_listed_and_load_offline():
     assert list_models(task="segment") == [m for m in list_models() if m.task == "segment"]
 
 
-def test_the_bundled_stem_denoiser_keeps_its_predecessor_as_the_finetuning_start():
-    """stem-denoise was replaced by weights that restore better; segmenters still start
-    from the weights the fine-tuning benchmarks measured, which ship beside it."""
+@pytest.mark.parametrize("name", ["stem-denoise", "hrtem-denoise"])
+def test_a_bundled_denoiser_keeps_its_predecessor_as_the_finetuning_start(name):
+    """Both denoisers were replaced by weights that restore better; segmenters still start
+    from the weights the fine-tuning benchmarks measured, which ship beside them."""
     from napari_temseg.models import FINETUNE_START
 
-    model, meta = load_model("stem-denoise")
+    model, meta = load_model(name)
     start = meta[FINETUNE_START]
     start_model, start_meta = load_model(start)
-    assert start in {m.name for m in list_models("denoise")} and start != "stem-denoise"
+    assert start in {m.name for m in list_models("denoise")} and start != name
     assert FINETUNE_START not in start_meta  # a start does not point further
     assert start_model.config == model.config
     differ = [
