@@ -7,9 +7,9 @@ X-ray spikes and dead pixels of a real frame. Not a few bad columns: two stuck c
 0.8 % of a 256-pixel-wide frame, enough to become its 99.5th percentile and squash the
 specimen into a thousandth of the range (the network then sees a flat frame). So pixels in
 long runs of one value along a column or a row (dead, stuck or padded columns and rows)
-are left out of the percentiles when they are a small share of the frame. The statistics come from the whole frame (a
-strided subsample of it for big frames), never from one tile, so every tile of a frame is
-treated alike. The same settings are stored in a checkpoint, so inference normalises
+are left out of the percentiles when they are a small share of the frame. The statistics
+come from the whole frame (a strided subsample of it for big frames), never from one
+tile, so every tile of a frame is treated alike. The same settings are stored in a checkpoint, so inference normalises
 exactly as training did, and the output is mapped back to the input's intensity range.
 """
 
