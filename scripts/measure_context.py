@@ -75,7 +75,13 @@ def main() -> int:
             cells.append(f"{d:.3f} %")
         print(f"| {name} {img.shape} | " + " | ".join(cells) + " |", flush=True)
     ok = [o for o in OVERLAPS if worst[o] <= args.tolerance]
-    need = ok[0] if ok else OVERLAPS[-1]
+    if not ok:
+        print(
+            f"no overlap up to {OVERLAPS[-1]} px keeps the difference under "
+            f"{args.tolerance} % of the range: context_px not measured, nothing written"
+        )
+        return 1
+    need = ok[0]
     print(f"context_px = {need} (largest difference {worst[need]:.3f} % of the range)")
     if args.write:
         save_checkpoint(path, model, {**plain, "context_px": need})
