@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 from bench_denoise_pair import PAIR, SIGMAS, bm3d_denoise, excess, load_pair
-from bench_denoise_quality import baselines, psnr, ssim
+from bench_denoise_quality import baselines, image_seed, psnr, ssim
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
@@ -78,7 +78,7 @@ def standard(args) -> None:
         cols: dict[str, list] = {}
         vals = []
         for i in range(args.n):
-            seed = int(np.random.SeedSequence([args.seed, 0, di, i, 7]).generate_state(1)[0])
+            seed = image_seed(args.seed, False, di, i)
             s = simulate(args.kind, 256, dose=dose, seed=seed)
             noisy, clean = s.noisy, s.clean
             ests = baselines(noisy, clean, not args.no_bm3d)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 from bench_columns import PIXEL_NM, columns, errors
-from bench_denoise_quality import DOSES, SIGMAS, psnr, ssim, test_image
+from bench_denoise_quality import DOSES, SIGMAS, image_seed, psnr, ssim, test_image
 from scipy import ndimage
 
 from napari_temseg.engine import Normalization, denoise
@@ -62,7 +62,7 @@ def main() -> int:
     scores = {n: {"scene": {}, "recorded": {}} for n in names}
     for di, dose in enumerate(DOSES):
         for i in range(a.n):
-            seed = int(np.random.SeedSequence([a.seed, 0, di, i, 7]).generate_state(1)[0])
+            seed = image_seed(a.seed, False, di, i)
             for ref in ("scene", "recorded"):
                 noisy, clean = test_image("stem", dose, seed, False, ref)
                 ests = {GAUSSIAN: oracle_gaussian(noisy, clean)}

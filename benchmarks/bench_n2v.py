@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_denoise_pair import PAIR, bm3d_denoise, load_pair
+from bench_denoise_pair import PAIR, bm3d_denoise, excess, load_pair
 from bench_denoise_pair import SIGMAS as PAIR_SIGMAS
-from bench_denoise_quality import DOSES, baselines, psnr, ssim, test_image
+from bench_denoise_quality import DOSES, baselines, image_seed, psnr, ssim, test_image
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
@@ -64,8 +64,7 @@ def standard(args) -> None:
         noisy, clean, rows = [], [], {}
         for di, dose in enumerate(DOSES):
             for i in range(args.n):
-                seq = np.random.SeedSequence([args.seed, 0, di, i, 7])
-                x, c = test_image(kind, dose, int(seq.generate_state(1)[0]), False)
+                x, c = test_image(kind, dose, image_seed(args.seed, False, di, i), False)
                 ests = baselines(x, c, not args.no_bm3d)
                 ests.pop("NLM (oracle h)")
                 ests["model"] = denoise(x, model, device="cpu", tile=256)
@@ -97,26 +96,23 @@ def pair(args) -> None:
     a, b, floor = load_pair()
     rows: dict[str, tuple[float, float]] = {}
 
-    def score(fa: np.ndarray, fb: np.ndarray) -> tuple[float, float]:
-        return float(np.mean((fa - b) ** 2)) - floor, float(np.mean((fb - a) ** 2)) - floor
-
     gauss = {
-        s: score(ndimage.gaussian_filter(a, s), ndimage.gaussian_filter(b, s)) for s in PAIR_SIGMAS
+        s: excess(lambda x, s=s: ndimage.gaussian_filter(x, s), a, b, floor) for s in PAIR_SIGMAS
     }
     best = min(gauss, key=lambda s: sum(gauss[s]))
     rows[f"Gaussian sigma {best:g} (oracle)"] = gauss[best]
     if not args.no_bm3d:
-        rows["BM3D (estimated sigma)"] = score(bm3d_denoise(a), bm3d_denoise(b))
+        rows["BM3D (estimated sigma)"] = excess(bm3d_denoise, a, b, floor)
     for kind in args.kinds:
         m = load_model(f"{kind}-denoise", "cpu")
-        rows[f"{kind}-denoise"] = score(
-            denoise(a.astype(np.float32), m, device="cpu"),
-            denoise(b.astype(np.float32), m, device="cpu"),
+        rows[f"{kind}-denoise"] = excess(
+            lambda x, m=m: denoise(x.astype(np.float32), m, device="cpu"), a, b, floor
         )
     for epochs in args.epochs:
         t0 = time.perf_counter()
         pa, pb = n2v(args.careamics_python, np.stack([a, b]), epochs, args.threads)
-        rows[f"N2V, {epochs} epochs ({time.perf_counter() - t0:.0f} s for both)"] = score(pa, pb)
+        label = f"N2V, {epochs} epochs ({time.perf_counter() - t0:.0f} s for both)"
+        rows[label] = excess(lambda x, pa=pa, pb=pb: pa if x is a else pb, a, b, floor)
     print("\nreal low-dose pair: error added beyond the noise floor\n")
     print("| method | excess a->b | excess b->a |\n|---|---|---|")
     for k, (ab, ba) in rows.items():

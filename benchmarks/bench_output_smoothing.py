@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_denoise_quality import DOSES, test_image
+from bench_denoise_quality import DOSES, image_seed, test_image
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
@@ -51,10 +51,8 @@ def main() -> int:
         for di, dose in enumerate(DOSES):
             ratios = []
             for i in range(args.n):
-                seq = np.random.SeedSequence([args.seed, 0, di, i, 7])
-                noisy, clean = test_image(
-                    args.kind, dose, int(seq.generate_state(1)[0]), False, "recorded"
-                )
+                seed = image_seed(args.seed, False, di, i)
+                noisy, clean = test_image(args.kind, dose, seed, False, "recorded")
                 out = denoise(noisy, model, device="cpu", tile=256).astype(np.float64)
                 base = float(np.mean((out - clean) ** 2))
                 ratios.append(
