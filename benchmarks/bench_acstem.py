@@ -25,7 +25,7 @@ smoothed at the finder's fitted atom width, threshold 0.5). A predicted centre w
 ``--radius`` px of a marked atom (one to one, nearest first) is a hit. Reports precision,
 recall and F1 over all test frames, and the share of test frames whose prediction is
 degenerate (more than 20 % atom, or no atom at all). With ``--tta`` the U-Net's rows are
-also scored averaged over eight orientations (``engine.segment.with_tta``), same model.
+also scored averaged over eight orientations (``engine.tta.with_tta``), same model.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ from napari_temseg.engine.atoms import (
 )
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner
 from napari_temseg.engine.prior import describe_balance, estimate_prior, stroke_prior
-from napari_temseg.engine.segment import segment, with_tta
+from napari_temseg.engine.segment import segment
+from napari_temseg.engine.tta import with_tta
 from napari_temseg.io import read_images
 from napari_temseg.models.normalize import Normalization
 

@@ -137,6 +137,9 @@ def main() -> int:
         default="parabola",
         help="how each estimate's column is located around its brightest pixel",
     )
+    p.add_argument(
+        "--tta", action="store_true", help="also the model averaged over eight orientations"
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     try:
@@ -154,6 +157,7 @@ def main() -> int:
     )
     names = ["noisy", "gaussian (oracle sigma)", "BM3D", a.model]
     names += [f"{a.model}, adapted {a.adapt:.0f} s"] if a.adapt > 0 else []
+    names += [f"{a.model}, 8 orientations"] if a.tta else []
     print(
         "| dose (e/px) | columns | noisy | oracle Gaussian | BM3D | " + " | ".join(names[3:]) + " |"
     )
@@ -183,6 +187,8 @@ def main() -> int:
             ests[a.model] = denoise(s.noisy, model, device="cpu")
             if adapted is not None:
                 ests[names[4]] = denoise(s.noisy, adapted, device="cpu")
+            if a.tta:
+                ests[names[-1]] = denoise(s.noisy, model, device="cpu", tta=True)
             for name, est in ests.items():
                 errs.setdefault(name, []).append(errors(np.asarray(est, np.float64), truth, a.fit))
         cells = []

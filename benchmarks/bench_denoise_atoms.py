@@ -133,6 +133,9 @@ def main() -> int:
     p.add_argument("--radius", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-bm3d", action="store_true")
+    p.add_argument(
+        "--tta", action="store_true", help="also each network averaged over eight orientations"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not ACSTEM.is_dir():
@@ -140,9 +143,9 @@ def main() -> int:
         return 0
     train, test = load()
 
-    def network(spec: str | Path) -> Callable[[np.ndarray], np.ndarray]:
+    def network(spec: str | Path, tta: bool = False) -> Callable[[np.ndarray], np.ndarray]:
         model = load_model(spec, "cpu")
-        return lambda img: denoise(img, model, device="cpu", tile=512, overlap=32)
+        return lambda img: denoise(img, model, device="cpu", tile=512, overlap=32, tta=tta)
 
     print(
         f"acstem: {len(train)} train / {len(test)} test frames, "
@@ -171,6 +174,10 @@ def main() -> int:
             named.append((f"candidate {folder.name}", path))
     for label, spec in named:
         print(evaluate(label, network(spec), train, test, args.radius))
+        if args.tta:
+            print(
+                evaluate(f"{label}, 8 orientations", network(spec, True), train, test, args.radius)
+            )
     return 0
 
 

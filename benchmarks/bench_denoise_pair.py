@@ -3,6 +3,7 @@
     python benchmarks/bench_denoise_pair.py                       # bundled models
     python benchmarks/bench_denoise_pair.py --weights DIR [DIR ...]  # also these candidates
     python benchmarks/bench_denoise_pair.py --bins 1 2 4             # models binned (default)
+    python benchmarks/bench_denoise_pair.py --tta                    # and averaged over 8 orientations
 
 ``../shared/realdata/lowdose_pair`` holds two registered frames ``a`` and ``b`` of the same
 field. The second is an independent noisy copy of the same signal, so for any denoiser f,
@@ -81,6 +82,11 @@ def main() -> int:
     p.add_argument(
         "--bins", type=int, nargs="+", default=[1, 2, 4], help="models at these binnings"
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also each model averaged over eight orientations (engine.tta; 8x the time)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     if not PAIR.is_dir():
@@ -95,10 +101,12 @@ def main() -> int:
         methods["BM3D (estimated sigma)"] = bm3d_denoise
     for name, model in candidates(args.weights).items():
         for k in args.bins:
-            label = name if k == 1 else f"{name}, binned {k}x{k}"
-            methods[label] = lambda x, m=model, k=k: denoise(
-                x.astype(np.float32), m, device="cpu", bin=k
-            )
+            for tta in (False, True) if args.tta else (False,):
+                label = name if k == 1 else f"{name}, binned {k}x{k}"
+                label += ", 8 orientations" if tta else ""
+                methods[label] = lambda x, m=model, k=k, t=tta: denoise(
+                    x.astype(np.float32), m, device="cpu", bin=k, tta=t
+                )
     rows = {}
     for name, f in methods.items():
         ex_ab, ex_ba = excess(f, a, b, floor)

@@ -120,6 +120,7 @@ def evaluate(
     use_bm3d: bool,
     seed: int,
     reference: str = "scene",
+    tta: bool = False,
 ) -> dict:
     model = load_model(model_name, "cpu")
     rows = {}
@@ -129,7 +130,7 @@ def evaluate(
             img_seed = image_seed(seed, shifted, di, i)
             noisy, clean = test_image(kind, dose, img_seed, shifted, reference)
             ests = baselines(noisy, clean, use_bm3d)
-            ests["model"] = denoise(noisy, model, device="cpu", tile=256)
+            ests["model"] = denoise(noisy, model, device="cpu", tile=256, tta=tta)
             for name, est in ests.items():
                 scores.setdefault(name, []).append((psnr(clean, est), ssim(clean, est)))
         rows[dose] = {
@@ -184,6 +185,11 @@ def main() -> int:
         help="standard set: score against the undistorted scene or the scene as the scan "
         "recorded it (row jitter, drift kept)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="score the model averaged over eight orientations (engine.tta; 8x the time)",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -196,9 +202,16 @@ def main() -> int:
             name = f"{kind}-denoise"
             model_ref = str(args.weights / f"{name}.safetensors") if args.weights else name
             rows = evaluate(
-                model_ref, kind, args.n, shifted, not args.no_bm3d, args.seed, args.reference
+                model_ref,
+                kind,
+                args.n,
+                shifted,
+                not args.no_bm3d,
+                args.seed,
+                args.reference,
+                args.tta,
             )
-            label = f"{kind}-denoise on the {'shifted' if shifted else 'standard'} {kind} test set, n={args.n} per dose"
+            label = f"{kind}-denoise{' (8 orientations)' if args.tta else ''} on the {'shifted' if shifted else 'standard'} {kind} test set, n={args.n} per dose"
             print(markdown(rows, label), flush=True)
             print(f"\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
             results[f"{kind}/{'shifted' if shifted else 'standard'}"] = rows

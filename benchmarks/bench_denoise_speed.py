@@ -57,16 +57,22 @@ def frame(size: int, seed: int = 0) -> np.ndarray:
 
 
 def throughput(
-    img: np.ndarray, model, device: str, tile: int, batch: int | None, repeats: int
+    img: np.ndarray,
+    model,
+    device: str,
+    tile: int,
+    batch: int | None,
+    repeats: int,
+    tta: bool = False,
 ) -> float:
     """Best wall time of ``repeats`` full denoising runs (after one warm-up run)."""
-    denoise(img[:512, :512], model, device=device, tile=tile, batch_size=batch)
+    denoise(img[:512, :512], model, device=device, tile=tile, batch_size=batch, tta=tta)
     best = float("inf")
     for _ in range(repeats):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        denoise(img, model, device=device, tile=tile, batch_size=batch)
+        denoise(img, model, device=device, tile=tile, batch_size=batch, tta=tta)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
@@ -82,6 +88,11 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--gpu-size", type=int, default=8192)
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="also time the 2048² frame averaged over eight orientations (engine.tta)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dev = select_device(args.device)
@@ -100,6 +111,12 @@ def main() -> int:
         mps = img.size / secs / 1e6
         results[f"2048_tile{tile}"] = {"seconds": secs, "mp_per_s": mps}
         print(f"| 2048² | {tile} | auto | {secs:.2f} | {mps:.2f} |", flush=True)
+        if args.tta:
+            secs = throughput(img, model, device, tile, None, args.repeats, tta=True)
+            results[f"2048_tile{tile}_tta"] = {"seconds": secs, "mp_per_s": img.size / secs / 1e6}
+            print(
+                f"| 2048², 8 orientations | {tile} | auto | {secs:.2f} | {img.size / secs / 1e6:.2f} |"
+            )
     if dev.type == "cuda":
         big = np.tile(img, (args.gpu_size // 2048, args.gpu_size // 2048))
         for tile, batch in ((256, 64), (512, 32), (1024, 8), (2048, 2)):

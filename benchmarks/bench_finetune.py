@@ -179,7 +179,7 @@ def add_segmenter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta",
         action="store_true",
-        help="also score the U-Net averaged over eight orientations (engine.segment.with_tta)",
+        help="also score the U-Net averaged over eight orientations (engine.tta.with_tta)",
     )
 
 

@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--weights", type=Path, nargs="*", default=[])
     p.add_argument("--seed", type=int, default=2024, help="as bench_denoise_quality.py")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tta", action="store_true", help="the models averaged over eight orientations")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     name = f"{args.kind}-denoise"
@@ -42,7 +43,8 @@ def main() -> int:
     for w in args.weights:
         models[f"{name} ({w})"] = load_model(str(w / f"{name}.safetensors"), "cpu")
     print(
-        f"error after a Gaussian of the output / error of the output, {args.kind}, "
+        f"error after a Gaussian of the output / error of the output, {args.kind}"
+        f"{' (8 orientations)' if args.tta else ''}, "
         f"n={args.n} per dose, against the recorded scene\n"
     )
     print("| model | dose (e/px) | " + " | ".join(f"{w:g} px" for w in WIDTHS) + " |")
@@ -53,7 +55,8 @@ def main() -> int:
             for i in range(args.n):
                 seed = image_seed(args.seed, False, di, i)
                 noisy, clean = test_image(args.kind, dose, seed, False, "recorded")
-                out = denoise(noisy, model, device="cpu", tile=256).astype(np.float64)
+                out = denoise(noisy, model, device="cpu", tile=256, tta=args.tta)
+                out = out.astype(np.float64)
                 base = float(np.mean((out - clean) ** 2))
                 ratios.append(
                     [np.mean((ndimage.gaussian_filter(out, w) - clean) ** 2) / base for w in WIDTHS]

@@ -38,8 +38,9 @@ from scipy import ndimage
 from napari_temseg.engine.events import drain
 from napari_temseg.engine.finetune import FinetuneConfig, Finetuner, dice_per_class
 from napari_temseg.engine.prior import describe_balance
-from napari_temseg.engine.segment import segment, with_tta
+from napari_temseg.engine.segment import segment
 from napari_temseg.engine.strokes import scribbles_from_mask
+from napari_temseg.engine.tta import with_tta
 from napari_temseg.synth import simulate
 
 PIXEL = {"stem": 0.1, "hrtem": 0.05}

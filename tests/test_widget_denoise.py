@@ -185,6 +185,28 @@ def test_binning_denoises_coarser_and_says_so(controls, widget, qtbot):
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_averaging_eight_orientations_denoises_as_the_engine_and_says_so(controls, widget, qtbot):
+    from napari_temseg.engine import denoise
+    from napari_temseg.widgets.denoise import TTA_TEXT
+
+    viewer, w = widget
+    ui = controls(w)
+    img = np.random.default_rng(6).poisson(3, size=(96, 80)).astype(np.float32)
+    viewer.add_image(img, name="low dose")
+    ui["Image"].value = viewer.layers["low dose"]
+    assert not ui[TTA_TEXT].value, "off until chosen: it takes eight times as long"
+    ui[TTA_TEXT].value = True
+    ui.click("Run")
+    _wait(qtbot, w)
+    out = viewer.layers["low dose denoised"]
+    assert out.metadata["denoised_orientations"] == 8
+    ckpt = str(ui["Checkpoint"].value)
+    expected = denoise(img, ckpt, device="cpu", tile=64, overlap=8, tta=True)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
+    plain = denoise(img, ckpt, device="cpu", tile=64, overlap=8)
+    assert np.abs(out.data - plain).max() > 1e-4  # the box did something
+
+
 def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, qtbot, tmp_path):
     from napari_temseg.models import load_model
     from napari_temseg.models.user import clear_user_models

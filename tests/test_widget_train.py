@@ -421,10 +421,11 @@ def test_contrast_may_invert_trains_on_inverted_patches_too(controls, widget, sa
 
 
 def test_apply_can_average_eight_orientations(controls, widget, sample, qtbot, monkeypatch):
-    """Ticking "average 8 orientations" applies the segmenter as ``engine.segment.with_tta``
+    """Ticking "average 8 orientations" applies the segmenter as ``engine.tta.with_tta``
     does, and its uncertainty is that of the mean."""
     from napari_temseg.engine.checks import uncertainty
-    from napari_temseg.engine.segment import segment, with_tta
+    from napari_temseg.engine.segment import segment
+    from napari_temseg.engine.tta import with_tta
 
     _small_net(monkeypatch)
     viewer, w = widget

@@ -51,40 +51,6 @@ def load_segmenter(name_or_path: str | Path, device: str = "cpu") -> tuple[nn.Mo
     return model, meta
 
 
-class DihedralMean(nn.Module):
-    """Test-time augmentation: a segmenter's class probabilities averaged over the eight
-    rotations and mirrorings of each tile.
-
-    A network fine-tuned on a few strokes answers a little differently for the same atom
-    or particle edge turned by 90 degrees or mirrored, and on unpainted frames those
-    differences are specks; what every orientation agrees on survives the mean. The
-    forward pass returns log-probabilities, so the softmax every caller applies gives the
-    mean back exactly, and the uncertainty shown is that of the mean. Costs eight passes;
-    measured in docs/benchmarks.md ("Test-time augmentation").
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        self.config = getattr(net, "config", {})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = None
-        for turns in range(4):
-            for mirror in (False, True):
-                y = torch.rot90(x, turns, (-2, -1))
-                p = self.net(y.flip(-1) if mirror else y).float().softmax(1)
-                p = torch.rot90(p.flip(-1) if mirror else p, -turns, (-2, -1))
-                total = p if total is None else total + p
-        return torch.log((total / 8).clamp_min(1e-12))
-
-
-def with_tta(model: tuple[nn.Module, dict]) -> tuple[nn.Module, dict]:
-    """The same segmenter, averaged over eight orientations (:class:`DihedralMean`)."""
-    net, meta = model
-    return (net if isinstance(net, DihedralMean) else DihedralMean(net)), meta
-
-
 def _segmenter(model: Segmenter, dev: torch.device) -> tuple[nn.Module, dict]:
     if isinstance(model, tuple):
         net, meta = model

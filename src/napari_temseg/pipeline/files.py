@@ -23,7 +23,8 @@ from torch import nn
 from napari_temseg import defaults
 from napari_temseg.engine.binning import check_bin
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.segment import check_segmenter, with_tta
+from napari_temseg.engine.segment import check_segmenter
+from napari_temseg.engine.tta import with_tta
 from napari_temseg.io.model import DataWarning
 from napari_temseg.models.resolve import cached_model
 from napari_temseg.pipeline.cluster import worker_device
@@ -54,7 +55,7 @@ class FileJob:
     threads: int | None = None
     large_frame_px: int | None = None
     bin: int = 1  # denoise: binning before the network (engine.binning)
-    tta: bool = False  # segment: average eight orientations (engine.segment.DihedralMean)
+    tta: bool = False  # average eight orientations (engine.tta.DihedralMean)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -62,8 +63,6 @@ class FileJob:
         check_bin(self.bin)
         if self.bin != 1 and self.task != "denoise":
             raise ValueError("binning is a denoising setting; segmentation resamples itself")
-        if self.tta and self.task != "segment":
-            raise ValueError("test-time augmentation is a segmentation setting")
 
     @property
     def model_name(self) -> str:
@@ -99,15 +98,15 @@ class FileJob:
 
     def load(self) -> tuple[nn.Module, dict]:
         """The job's model on this process's device, loaded once per process
-        (``models.resolve.cached_model``); a segment job refuses a denoiser, and wraps the
-        segmenter for test-time augmentation when asked."""
+        (``models.resolve.cached_model``); a segment job refuses a denoiser; either is
+        wrapped for test-time augmentation when asked (``engine.tta``)."""
         dev = self.resolved_device()
         with _LOCK:
             model = cached_model(self.model_name, dev)
         if self.task == "segment":
             check_segmenter(model[1], self.model_name)
-            if self.tta:
-                model = with_tta(model)
+        if self.tta:
+            model = with_tta(model, probabilities=self.task == "segment")
         return model
 
     def __call__(

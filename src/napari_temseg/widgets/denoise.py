@@ -8,6 +8,7 @@ scale and translate. No numerics here beyond choosing display contrast.
 from __future__ import annotations
 
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -37,6 +38,7 @@ from napari_temseg.widgets._tasks import Runner
 
 SCOPES = ("whole stack", "current frame")
 BIN_NAMES = {1: "none"}
+TTA_TEXT = "average 8 orientations (8x slower)"
 
 
 class DenoiseWidget(Container):
@@ -76,6 +78,12 @@ class DenoiseWidget(Container):
             "final smoothing; the adapted model is listed as yours for the other frames. "
             "Not for measuring atom-column positions: it placed them worse.",
         )
+        self._tta = CheckBox(text=TTA_TEXT, value=False)
+        self._tta.tooltip = (
+            "Average the model over the eight rotations and mirrorings of each tile: eight "
+            "times the time, less of the grain a network invents at low dose (+0.2 to "
+            "+1.3 dB on simulated HRTEM)."
+        )
         # shown once a model was adapted: keep it beyond this session
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors", visible=False)
         self._save = PushButton(text="Save adapted model…", visible=False)
@@ -93,6 +101,7 @@ class DenoiseWidget(Container):
                 self._tile,
                 self._bin,
                 self._adapt,
+                self._tta,
                 self._scope,
                 self._run,
                 self._cancel,
@@ -180,6 +189,7 @@ class DenoiseWidget(Container):
             tile=tile,
             overlap=tile // 8,
             bin=int(self._bin.value),
+            tta=bool(self._tta.value),
         )
 
     def _start_adapted(self, layer: Image, data, model: str, tile: int) -> None:
@@ -198,6 +208,7 @@ class DenoiseWidget(Container):
             Calibration.from_layer(layer).pixel_size_nm,
             tile=tile,
             overlap=tile // 8,
+            tta=bool(self._tta.value),
         )
 
     # ------------------------------------------------------------------ callbacks (GUI thread)
@@ -225,6 +236,8 @@ class DenoiseWidget(Container):
             meta["adapted"] = adapted.meta["adapted"]
         if self._bin.value != 1:
             meta["denoised_binning"] = int(self._bin.value)
+        if self._tta.value:
+            meta["denoised_orientations"] = 8
         self._viewer.add_image(
             result,
             name=name,

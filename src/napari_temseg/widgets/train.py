@@ -481,7 +481,7 @@ class TrainWidget(Container):
         self._status.value = "stopping; the model so far is kept…"
 
     def apply(self) -> None:
-        from napari_temseg.engine.segment import with_tta
+        from napari_temseg.engine.tta import with_tta
 
         if self.segmenter is None:
             show_warning("Train or load a segmenter first.")
