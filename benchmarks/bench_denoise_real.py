@@ -17,6 +17,7 @@ artefacts, seams, hallucinated lattice. ``--weights DIR [DIR ...]`` adds a candi
 contrast, so a candidate is looked at beside the bundled weights before it ships; a bundled
 denoiser's fine-tuning start (the weights it replaced) gets a row of its own.
 ``--crop 128`` shows a smaller crop at twice the scale, where noise left as texture is seen.
+``--tta`` adds the bundled model averaged over eight orientations (``engine.tta``) as a row.
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ def main() -> int:
         default=256,
         help="side of the centred crop the figures show, px (128: noise texture at 2x)",
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="add the bundled model averaged over eight orientations as a row (engine.tta)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import matplotlib
@@ -161,8 +167,13 @@ def main() -> int:
             for folder in args.weights
             if (folder / f"{model_name}.safetensors").is_file()
         ]
+        if args.tta:
+            others.insert(0, (f"{model_name}, 8 orientations", model_name))
         for label, spec in others:
-            other = denoise(img, load_model(spec, "cpu"), device="cpu", tile=256, overlap=32)
+            tta = label.endswith("8 orientations")
+            other = denoise(
+                img, load_model(spec, "cpu"), device="cpu", tile=256, overlap=32, tta=tta
+            )
             print(f"| {name} | {label} | | {stats(other, img, rng, img_high)} |")
             panels.append((label, other[ys, xs]))
         rows.append((panels, (lo, hi)))
