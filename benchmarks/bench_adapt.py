@@ -53,14 +53,28 @@ def pair(args) -> None:
                 b,
                 floor,
             )
-            scores, notes = [], []
+            if args.tta:
+                rows[f"{tag}, 8 orientations"] = excess(
+                    lambda x, m=model, k=k: denoise(
+                        x.astype(np.float32), m, device="cpu", bin=k, tta=True
+                    ),
+                    a,
+                    b,
+                    floor,
+                )
+            scores, averaged, notes = [], [], []
             for x, other in ((a, b), (b, a)):
                 cfg = AdaptConfig(seconds=args.seconds, bin=k, device="cpu", lr=args.lr)
                 r = run_adapt([x.astype(np.float32)], model, cfg)
                 d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k)
                 scores.append(float(np.mean((d - other) ** 2)) - floor)
+                if args.tta:
+                    d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k, tta=True)
+                    averaged.append(float(np.mean((d - other) ** 2)) - floor)
                 notes.append(f"{r.message} (checked: {r.meta['adapted']['postfilter_checked']})")
             rows[f"{tag}, adapted {args.seconds:.0f} s"] = tuple(scores)
+            if averaged:
+                rows[f"{tag}, adapted {args.seconds:.0f} s, 8 orientations"] = tuple(averaged)
             print(f"  {tag}: " + " | ".join(notes), flush=True)
     print("\n| method | excess a->b | excess b->a |\n| --- | --- | --- |")
     for k, (ab, ba) in rows.items():
@@ -162,6 +176,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=2024, help="as bench_denoise_quality.py")
     p.add_argument("--no-bm3d", action="store_true")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--tta", action="store_true", help="pair: also each model averaged over 8 orientations"
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
