@@ -192,6 +192,8 @@ def main() -> int:
     )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
+    if args.tta and args.out:  # the model cards read --out as the shipped single pass
+        p.error("--tta with --out would publish averaged numbers as the model's own; drop --out")
     torch.set_num_threads(args.threads)
     kinds = ("stem", "hrtem") if args.kind == "all" else (args.kind,)
     sets = {"standard": (False,), "shifted": (True,), "both": (False, True)}[args.set]

@@ -164,3 +164,34 @@ def test_segment_and_measure_from_the_command_line(segmenter, frame, tmp_path, c
     err = capsys.readouterr().err
     assert rc == 1 and "--tta averages the --confirm-with segmenter" in err
     assert "Traceback" not in err
+
+
+def test_a_frame_streamed_in_bands_is_averaged_too(low_dose, tmp_path):
+    """A batch job over a frame above its band threshold (``engine.large``) averages every
+    band: the file matches the whole frame denoised with ``tta=True``."""
+    from napari_temseg.engine import denoise
+
+    frame = low_dose[0]
+    tifffile.imwrite(tmp_path / "big.tif", frame)
+    job = FileJob(
+        "denoise",
+        "hrtem-denoise",
+        str(tmp_path / "out"),
+        device="cpu",
+        tta=True,
+        large_frame_px=64 * 64,
+    )
+    (path,) = job(tmp_path / "big.tif")
+    got = tifffile.imread(path)
+    np.testing.assert_allclose(got, denoise(frame, "hrtem-denoise", "cpu", tta=True), atol=0.5)
+    plain = denoise(frame, "hrtem-denoise", "cpu")
+    assert (
+        np.abs(got - plain).max()
+        > 5 * np.abs(got - denoise(frame, "hrtem-denoise", "cpu", tta=True)).max()
+    )
+
+
+def test_a_model_is_never_averaged_both_ways(segmenter):
+    model = load_segmenter(segmenter)
+    with pytest.raises(ValueError, match="already averaged"):
+        with_tta(with_tta(model), probabilities=False)

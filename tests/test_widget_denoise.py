@@ -207,6 +207,23 @@ def test_averaging_eight_orientations_denoises_as_the_engine_and_says_so(control
     assert np.abs(out.data - plain).max() > 1e-4  # the box did something
 
 
+def test_the_result_says_what_the_run_used_not_what_the_box_says_later(controls, widget, qtbot):
+    from napari_temseg.widgets.denoise import TTA_TEXT
+
+    viewer, w = widget
+    ui = controls(w)
+    img = np.random.default_rng(7).poisson(3, size=(64, 64)).astype(np.float32)
+    ui["Image"].value = viewer.add_image(img, name="raw")
+    ui[TTA_TEXT].value = True
+    ui["Binning"].value = 2
+    w.run()
+    ui[TTA_TEXT].value = False  # changed while the job runs: the result is delivered later
+    ui["Binning"].value = 1
+    _wait(qtbot, w)
+    meta = viewer.layers["raw denoised"].metadata
+    assert meta["denoised_orientations"] == 8 and meta["denoised_binning"] == 2
+
+
 def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, qtbot, tmp_path):
     from napari_temseg.models import load_model
     from napari_temseg.models.user import clear_user_models

@@ -50,7 +50,14 @@ def with_tta(model: tuple[nn.Module, dict], probabilities: bool = True) -> tuple
     """The same model, averaged over eight orientations (:class:`DihedralMean`): class
     probabilities for a segmenter (``probabilities``), outputs for a denoiser."""
     net, meta = model
-    return (net if isinstance(net, DihedralMean) else DihedralMean(net, probabilities)), meta
+    if isinstance(net, DihedralMean):
+        if net.probabilities != probabilities:
+            raise ValueError(
+                "this model is already averaged over orientations as a "
+                f"{'segmenter' if net.probabilities else 'denoiser'}"
+            )
+        return net, meta
+    return DihedralMean(net, probabilities), meta
 
 
 __all__ = ["DihedralMean", "with_tta"]

@@ -125,6 +125,7 @@ class DenoiseWidget(Container):
         self._cancel.changed.connect(self._task.cancel)
         self._save.changed.connect(self.save)
         self._source = None  # (layer, frame index or None) of the running job
+        self._settings: dict = {"bin": 1, "tta": False}  # the running job's binning, averaging
         self._workdir = None  # where adapted models are saved, made when first needed
         self.last_adapted = None  # the checkpoint of the last adapted model
 
@@ -173,6 +174,8 @@ class DenoiseWidget(Container):
             frame = frame_index(self._viewer, layer)
             data = data[frame]
         self._source = (layer, frame)
+        # what the job runs with, read again when it ends (the controls may change meanwhile)
+        self._settings = {"bin": int(self._bin.value), "tta": bool(self._tta.value)}
         self._progress.value = 0
         self._status.value = f"denoising '{layer.name}' on {self._device.value}…"
         self._run.enabled = False
@@ -188,8 +191,8 @@ class DenoiseWidget(Container):
             device=self._device.value,
             tile=tile,
             overlap=tile // 8,
-            bin=int(self._bin.value),
-            tta=bool(self._tta.value),
+            bin=self._settings["bin"],
+            tta=self._settings["tta"],
         )
 
     def _start_adapted(self, layer: Image, data, model: str, tile: int) -> None:
@@ -197,7 +200,7 @@ class DenoiseWidget(Container):
         from napari_temseg.io.calibration import Calibration
 
         cfg = AdaptConfig(
-            seconds=float(self._adapt.value), bin=int(self._bin.value), device=self._device.value
+            seconds=float(self._adapt.value), bin=self._settings["bin"], device=self._device.value
         )
         self._status.value = f"adapting '{self._model.value}' to '{layer.name}'…"
         self._task.start(
@@ -208,7 +211,7 @@ class DenoiseWidget(Container):
             Calibration.from_layer(layer).pixel_size_nm,
             tile=tile,
             overlap=tile // 8,
-            tta=bool(self._tta.value),
+            tta=self._settings["tta"],
         )
 
     # ------------------------------------------------------------------ callbacks (GUI thread)
@@ -234,9 +237,9 @@ class DenoiseWidget(Container):
         if adapted is not None:
             meta["denoised_with"] = self._register_adapted(adapted)
             meta["adapted"] = adapted.meta["adapted"]
-        if self._bin.value != 1:
-            meta["denoised_binning"] = int(self._bin.value)
-        if self._tta.value:
+        if self._settings["bin"] != 1:
+            meta["denoised_binning"] = self._settings["bin"]
+        if self._settings["tta"]:
             meta["denoised_orientations"] = 8
         self._viewer.add_image(
             result,
