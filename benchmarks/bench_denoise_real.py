@@ -161,16 +161,15 @@ def main() -> int:
         fig.savefig(args.out / f"{Path(name).stem}_{model_name}.png", dpi=90)
         plt.close(fig)
         panels = [(f"{name}\n{what.split(',')[0]}", img[ys, xs]), (model_name, out[ys, xs])]
-        others = [(f"{s} (bundled)", s) for s in [model[1].get(FINETUNE_START)] if s]
+        others = [(f"{s} (bundled)", s, False) for s in [model[1].get(FINETUNE_START)] if s]
         others += [
-            (f"{model_name} candidate ({folder.name})", folder / f"{model_name}.safetensors")
+            (f"{model_name} candidate ({folder.name})", folder / f"{model_name}.safetensors", False)
             for folder in args.weights
             if (folder / f"{model_name}.safetensors").is_file()
         ]
         if args.tta:
-            others.insert(0, (f"{model_name}, 8 orientations", model_name))
-        for label, spec in others:
-            tta = label.endswith("8 orientations")
+            others.insert(0, (f"{model_name}, 8 orientations", model_name, True))
+        for label, spec, tta in others:
             other = denoise(
                 img, load_model(spec, "cpu"), device="cpu", tile=256, overlap=32, tta=tta
             )

@@ -141,13 +141,13 @@ def denoise_bands(
     tile: int = TILE,
     overlap: int = OVERLAP,
     bin: int = 1,
-    tta: bool = False,
     **kw: Any,
 ) -> Iterator[np.ndarray]:
     """Denoised bands of a large 2D frame (float32, the frame's units); see
     ``engine.large.iter_bands`` for ``band``, ``halo``, ``progress`` and ``cancel``.
-    ``bin``, ``tta``: as in :func:`denoise` (bands start on whole blocks; the statistics
-    are the binned frame's)."""
+    ``bin``: as in :func:`denoise` (bands start on whole blocks; the statistics are
+    the binned frame's). To average orientations, pass a model wrapped by
+    ``engine.tta.with_tta(..., probabilities=False)``, as ``FileJob(tta=True)`` does."""
     check_bin(bin, tuple(frame.shape))
     for key, default in (("band", BAND_ROWS), ("halo", HALO)):  # bands on whole blocks
         kw[key] = -(-int(kw.get(key, default)) // bin) * bin
@@ -157,7 +157,7 @@ def denoise_bands(
         denoise,
         tile=tile,
         overlap=overlap,
-        engine_kw={"device": device, "bin": bin, "tta": tta},
+        engine_kw={"device": device, "bin": bin},
         bin=bin,
         **kw,
     )
