@@ -91,3 +91,29 @@ def test_a_run_with_terms_learns_and_records_them(tmp_path):
     _, meta = load_checkpoint(tmp_path / "best.safetensors")
     assert meta["training"]["terms"] == {"local_std": 0.05, "gradient": 0.05}
     assert result.steps_done == 60
+
+
+def test_the_decibel_loss_moves_a_quiet_patch_as_much_in_db_as_a_loud_one():
+    """A patch with 30 times less error (a low-dose patch in normalised units) gets the
+    same relative push as a high-dose one under "l2db", and 30 times less under "l2"."""
+    from napari_temseg.engine.losses import pixel_loss
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 1, 32, 32, generator=gen)
+    noise = torch.randn(2, 1, 32, 32, generator=gen)
+    scale = torch.tensor([0.3, 0.3 / 30**0.5])  # squared errors about 0.09 and 0.003
+
+    def relative_push(kind: str) -> torch.Tensor:
+        a = scale.clone().requires_grad_(True)
+        pixel_loss(target + a.view(2, 1, 1, 1) * noise, target, kind).backward()
+        return a.grad * a.detach()  # d loss / d log(error), per patch
+
+    l2, db = relative_push("l2"), relative_push("l2db")
+    assert float(l2[0] / l2[1]) == pytest.approx(30, rel=0.15)
+    assert float(db[0] / db[1]) == pytest.approx(1, rel=0.15)
+    # the value is about the harmonic mean of the patches' errors: ruled by the quiet one
+    pred = target + scale.view(2, 1, 1, 1) * noise
+    err = (pred - target).pow(2).flatten(1).mean(1)
+    assert float(pixel_loss(pred, target, "l2db")) == pytest.approx(
+        float(2 / (1 / err).sum()), rel=0.1
+    )

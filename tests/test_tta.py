@@ -11,7 +11,7 @@ import torch
 from conftest import train_segmenter_file
 from napari_temseg.cli import main
 from napari_temseg.engine.segment import load_segmenter, segment
-from napari_temseg.engine.tta import DihedralMean, with_tta
+from napari_temseg.engine.tta import DihedralMean, shrink_disagreement, with_tta
 from napari_temseg.pipeline.files import FileJob
 from napari_temseg.synth import simulate
 
@@ -95,28 +95,59 @@ def low_dose():
 
 
 def test_a_denoiser_is_averaged_over_its_outputs_and_the_same_every_way_round(low_dose):
-    """The average of eight passes done by hand, and the same whichever way the frame is
-    turned or mirrored; a single pass is not (so the option is not a no-op)."""
+    """Eight passes done by hand, averaged and shrunk where they disagree, and the same
+    whichever way the frame is turned or mirrored; a single pass is not (so the option is
+    not a no-op)."""
     from napari_temseg.engine import denoise
     from napari_temseg.models import load_model
+    from napari_temseg.models.normalize import Normalization
 
     frame = low_dose[0]
-    model = load_model("hrtem-denoise", "cpu")
+    net, meta = load_model("hrtem-denoise", "cpu")
+    norm = Normalization()
+    x = torch.from_numpy(norm.apply(frame[:96, :96].astype(np.float64), norm.stats(frame)))
+    x = x.float()[None, None]
+    with torch.no_grad():
+        y = DihedralMean(net, probabilities=False)(x)
+        passes = []
+        for turns in range(4):
+            for mirror in (False, True):
+                t = torch.rot90(x, turns, (-2, -1))
+                q = net(t.flip(-1) if mirror else t)
+                passes.append(torch.rot90(q.flip(-1) if mirror else q, -turns, (-2, -1)))
+    stack = torch.stack(passes)
+    by_hand = shrink_disagreement(stack.mean(0), stack.var(0, unbiased=False))
+    torch.testing.assert_close(y, by_hand, rtol=1e-4, atol=1e-5)
+    assert float((y - stack.mean(0)).abs().max()) > 1e-3  # the shrinkage did something
+
     kw = {"device": "cpu", "tile": 256}
-    y = denoise(frame, model, tta=True, **kw)
-    passes = []
-    for turns in range(4):
-        for mirror in (False, True):
-            x = np.rot90(frame, turns)
-            x = x[:, ::-1] if mirror else x
-            q = denoise(x.copy(), model, **kw)
-            q = q[:, ::-1] if mirror else q
-            passes.append(np.rot90(q, -turns))
-    np.testing.assert_allclose(y, np.mean(passes, axis=0), rtol=1e-4, atol=1e-3)
-    turned = denoise(np.rot90(frame).copy(), model, tta=True, **kw)
-    np.testing.assert_allclose(np.rot90(turned, -1), y, rtol=1e-4, atol=1e-3)
-    one, one_turned = passes[0], denoise(np.rot90(frame).copy(), model, **kw)
+    whole = denoise(frame, (net, meta), tta=True, **kw)
+    turned = denoise(np.rot90(frame).copy(), (net, meta), tta=True, **kw)
+    np.testing.assert_allclose(np.rot90(turned, -1), whole, rtol=1e-4, atol=1e-3)
+    one, one_turned = (
+        denoise(frame, (net, meta), **kw),
+        denoise(np.rot90(frame).copy(), (net, meta), **kw),
+    )
     assert np.abs(np.rot90(one_turned, -1) - one).max() > 0.05 * np.ptp(one)
+
+
+def test_detail_the_passes_agree_on_is_kept_and_detail_they_scatter_on_is_smoothed():
+    """shrink_disagreement: no spread keeps the mean exactly; a spread as large as the
+    detail leaves its smooth part; in between, the more spread the less detail."""
+    from napari_temseg.engine.tta import SHRINK_SIGMA, _blur
+
+    gen = torch.Generator().manual_seed(1)
+    mean = torch.rand(1, 1, 64, 64, generator=gen)
+    detail_power = float(((mean - _blur(mean, SHRINK_SIGMA)) ** 2).mean())
+    torch.testing.assert_close(shrink_disagreement(mean, torch.zeros_like(mean)), mean)
+    smooth = _blur(mean, SHRINK_SIGMA)
+    scattered = shrink_disagreement(mean, torch.full_like(mean, 10 * detail_power))
+    torch.testing.assert_close(scattered, smooth)
+    left = [
+        float((shrink_disagreement(mean, torch.full_like(mean, f * detail_power)) - smooth).std())
+        for f in (0.1, 0.3, 0.6)
+    ]
+    assert left[0] > left[1] > left[2] > 0
 
 
 def test_averaging_takes_grain_off_the_bundled_denoiser_at_low_dose(low_dose):

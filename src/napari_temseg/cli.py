@@ -745,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta",
         action="store_true",
         help="test-time augmentation: average the model over the eight rotations and "
-        "mirrorings of each tile (8x the time; less invented grain at low dose)",
+        "mirrorings of each tile and smooth the detail they disagree on (8x the time; less "
+        "invented grain at low dose)",
     )
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)

@@ -63,8 +63,9 @@ def denoise(
     (``io.DataWarning``) and NaN in the result, which never leaves the input's range.
     ``bin`` 2 or 4 denoises each frame binned that many times coarser and interpolates
     the result back (``engine.binning``); ``stats`` are then the binned frame's.
-    ``tta`` averages each tile's result over its eight rotations and mirrorings
-    (``engine.tta``): eight times the time, less of the grain a network invents at low dose.
+    ``tta`` averages each tile's result over its eight rotations and mirrorings and
+    smooths the fine detail they disagree on (``engine.tta``): eight times the time, less
+    of the grain a network invents at low dose.
     """
     _check_image(image)
     check_bin(bin, tuple(image.shape))
