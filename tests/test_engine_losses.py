@@ -117,3 +117,29 @@ def test_the_decibel_loss_moves_a_quiet_patch_as_much_in_db_as_a_loud_one():
     assert float(pixel_loss(pred, target, "l2db")) == pytest.approx(
         float(2 / (1 / err).sum()), rel=0.1
     )
+
+
+def test_a_run_with_the_decibel_loss_learns_and_validates_on_the_whole_set(tmp_path):
+    """Training with "l2db" lowers its validation value, and that value weighs the whole
+    validation set at once: the same whatever order its patches come in."""
+    from napari_temseg.engine.losses import weighted_error
+    from napari_temseg.engine.train import evaluate
+
+    torch.manual_seed(0)
+    model = UNet(base=8, depth=2, residual=True)
+    val = tiny_source().sample(40, np.random.default_rng(98))
+    cfg = tiny_config(steps=60, val_every=20, loss="l2db")
+    events = []
+    train(model, tiny_source(), cfg, val=val, progress=events.append)
+    vals = [e.val_loss for e in events if e.kind == "val"]
+    assert vals[-1] < vals[0]
+
+    dev = torch.device("cpu")
+    with torch.no_grad():
+        pred = model.eval()(torch.from_numpy(val[0])).float()
+    err = (pred - torch.from_numpy(val[1])).pow(2).flatten(1).mean(1)
+    order = np.random.default_rng(1).permutation(len(val[0]))
+    whole = float(weighted_error(err))
+    assert evaluate(model, val, "l2db", dev)[0] == pytest.approx(whole, rel=1e-4)
+    shuffled = (val[0][order], val[1][order])
+    assert evaluate(model, shuffled, "l2db", dev)[0] == pytest.approx(whole, rel=1e-4)

@@ -150,6 +150,19 @@ def test_detail_the_passes_agree_on_is_kept_and_detail_they_scatter_on_is_smooth
     assert left[0] > left[1] > left[2] > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_shrinkage_stays_exact_and_finite_under_autocast(dtype):
+    """The tiler runs models under autocast on a GPU: a flat tile (squared detail that
+    underflows in float16) and a faint one come back finite and in float32."""
+    flat = torch.full((1, 1, 40, 40), 0.45)
+    faint = flat + 1e-4 * torch.randn(1, 1, 40, 40, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=dtype):
+        for mean in (flat, faint):
+            out = shrink_disagreement(mean, torch.full_like(mean, 1e-9))
+            assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+            assert float((out - mean).abs().max()) < 1e-4
+
+
 def test_averaging_takes_grain_off_the_bundled_denoiser_at_low_dose(low_dose):
     """On a simulated frame the network never saw, at 2 e/px, the average of eight
     orientations is closer to the scene than one pass (measured on the standard set:

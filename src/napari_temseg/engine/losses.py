@@ -71,7 +71,11 @@ def decibel_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     then about the harmonic mean of the patches' errors, which, like their decibels, the
     quiet patches rule (validation picks the best weights by it).
     """
-    err = (pred - target).pow(2).flatten(1).mean(1)
+    return weighted_error((pred - target).pow(2).flatten(1).mean(1))
+
+
+def weighted_error(err: torch.Tensor) -> torch.Tensor:
+    """:func:`decibel_l2` of the patches' squared errors ``err`` (one per patch)."""
     w = 1.0 / (err.detach() + DB_FLOOR)
     return (w / w.mean() * err).mean()
 

@@ -28,7 +28,7 @@ from napari_temseg.engine.device import select_device
 from napari_temseg.engine.segment import Segmenter, load_segmenter, segment, segment_bands
 from napari_temseg.engine.strokes import SegmentError
 from napari_temseg.engine.tiling import tiles_per_frame
-from napari_temseg.engine.tta import DihedralMean
+from napari_temseg.engine.tta import DENOISED_AVERAGED, DihedralMean
 from napari_temseg.pipeline.naming import output_path
 from napari_temseg.pipeline.streams import streamed
 
@@ -96,7 +96,7 @@ def denoise_file(
         if bin > 1:
             meta["denoised_binning"] = bin
         if isinstance(model[0], DihedralMean):  # FileJob(tta=True)
-            meta["denoised_orientations"] = 8
+            meta.update(DENOISED_AVERAGED)
         written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 

@@ -240,7 +240,9 @@ class DenoiseWidget(Container):
         if self._settings["bin"] != 1:
             meta["denoised_binning"] = self._settings["bin"]
         if self._settings["tta"]:
-            meta["denoised_orientations"] = 8
+            from napari_temseg.engine.tta import DENOISED_AVERAGED
+
+            meta.update(DENOISED_AVERAGED)
         self._viewer.add_image(
             result,
             name=name,
