@@ -32,8 +32,9 @@ NOTES = {
     ),
     "hrtem-denoise": (
         "For camera images (HRTEM/TEM) with lattice fringes, pixel sizes 0.01-0.12 nm. "
-        "Its last stage drew half of its images at 0.5-10 e/px, where the earlier weights "
-        "left a grain that a Gaussian of their output removed."
+        "Its last stage weighted each training patch by the inverse of its own error, "
+        "so that low-dose patches count in decibels like the others; the stage before "
+        "drew half of its images at 0.5-10 e/px."
     ),
     "hrtem-denoise-stage7": (
         "The `hrtem-denoise` weights of 2026-12-04 (seven training stages), kept when "
@@ -103,7 +104,8 @@ def card(name: str, quality: dict) -> str:
         *(
             [
                 f"- tiles overlap by at least {meta['context_px']} px (`context_px`: where "
-                "tiled and whole-frame results agree within 0.5 % of the range; "
+                "tiled and whole-frame results agree within 0.5 % of the range, 0.75 % "
+                "for `hrtem-denoise` on a STEM frame; "
                 f"`python scripts/measure_context.py {name}`)"
             ]
             if meta.get("context_px")
