@@ -71,7 +71,12 @@ def decibel_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     then about the harmonic mean of the patches' errors, which, like their decibels, the
     quiet patches rule (validation picks the best weights by it).
     """
-    return weighted_error((pred - target).pow(2).flatten(1).mean(1))
+    return weighted_error(patch_errors(pred, target))
+
+
+def patch_errors(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each patch's mean squared error, (N,) for a batch (N, C, H, W)."""
+    return (pred - target).pow(2).flatten(1).mean(1)
 
 
 def weighted_error(err: torch.Tensor) -> torch.Tensor:

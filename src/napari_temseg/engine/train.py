@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from napari_temseg.engine.data import PatchSource
@@ -50,6 +49,7 @@ from napari_temseg.engine.loop import (
 from napari_temseg.engine.losses import (
     PIXEL_LOSSES,
     check_terms,
+    patch_errors,
     pixel_loss,
     restoration_loss,
     weighted_error,
@@ -176,20 +176,19 @@ def evaluate(
     """(loss, PSNR in dB of the normalised images with peak 1) on a validation set."""
     model.eval()
     x_all, y_all = val
-    losses, mses, errors = [], [], []
+    losses, errors = [], []
     for i in range(0, len(x_all), 16):
         x = torch.from_numpy(x_all[i : i + 16]).to(device)
         y = torch.from_numpy(y_all[i : i + 16]).to(device)
         pred = model(x).float()
-        losses.append(float(pixel_loss(pred, y, loss)) * len(x))
-        mses.append(float(F.mse_loss(pred, y)) * len(x))
-        errors.append((pred - y).pow(2).flatten(1).mean(1).cpu())
-    n = len(x_all)
-    mse = sum(mses) / n
+        errors.append(patch_errors(pred, y).cpu())
+        if loss != "l2db":  # its weights span the batch: taken over the whole set below
+            losses.append(float(pixel_loss(pred, y, loss)) * len(x))
+    err = torch.cat(errors)
+    mse = float(err.mean())  # patches of one size: the set's mean squared error
     psnr = 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
-    if loss == "l2db":  # its weights span the batch: one batch of the whole set
-        return float(weighted_error(torch.cat(errors))), psnr
-    return sum(losses) / n, psnr
+    value = float(weighted_error(err)) if loss == "l2db" else sum(losses) / len(x_all)
+    return value, psnr
 
 
 class PixelTraining(Method):
