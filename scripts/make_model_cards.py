@@ -104,8 +104,8 @@ def card(name: str, quality: dict) -> str:
         *(
             [
                 f"- tiles overlap by at least {meta['context_px']} px (`context_px`: where "
-                "tiled and whole-frame results agree within 0.5 % of the range, 0.75 % "
-                "for `hrtem-denoise` on a STEM frame; "
+                "tiled and whole-frame results agree within "
+                f"{meta.get('context_tolerance_pct', 0.5):g} % of the range; "
                 f"`python scripts/measure_context.py {name}`)"
             ]
             if meta.get("context_px")

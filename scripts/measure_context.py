@@ -56,7 +56,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
     model, meta = load_model(path, "cpu")
-    plain = {k: v for k, v in meta.items() if k not in ("config", "context_px")}
+    plain = {
+        k: v for k, v in meta.items() if k not in ("config", "context_px", "context_tolerance_pct")
+    }
     worst = dict.fromkeys(OVERLAPS, 0.0)
     print("| frame | " + " | ".join(f"overlap {o}" for o in OVERLAPS) + " |")
     print("|---" * (len(OVERLAPS) + 1) + "|")
@@ -84,7 +86,8 @@ def main() -> int:
     need = ok[0]
     print(f"context_px = {need} (largest difference {worst[need]:.3f} % of the range)")
     if args.write:
-        save_checkpoint(path, model, {**plain, "context_px": need})
+        record = {"context_px": need, "context_tolerance_pct": args.tolerance}
+        save_checkpoint(path, model, {**plain, **record})
         print(f"wrote context_px into {path}")
     return 0
 
