@@ -2,6 +2,8 @@
 
     python benchmarks/bench_tta_shrink.py --kind hrtem
     python benchmarks/bench_tta_shrink.py --kind stem --sigmas 2 4 6 --weights 0.5 1 2
+    python benchmarks/bench_tta_shrink.py --kind hrtem --bands --sigmas 8 16 32 \
+        --weights 1 2 3 5 10 20 --pair
 
 On simulated images that no other benchmark uses (seeds 31000 and up: ``--n`` per dose at
 1-5000 e/px, and two low-magnification frames at 2 e/px for each of 0.12, 0.3 and
@@ -9,6 +11,11 @@ On simulated images that no other benchmark uses (seeds 31000 and up: ``--n`` pe
 plain mean and :func:`engine.tta.shrink_disagreement` at each width and weight are scored
 against the clean image, as the margin in dB over the Gaussian with the best sigma per
 image (an oracle). This chose the shipped ``SHRINK_SIGMA`` and ``SHRINK_WEIGHT``.
+
+``--bands``: the shipped fine band stays, and a second, coarser band is tried at each
+width and weight (``engine.tta.shrink_bands``); this chose the second entry of
+``SHRINK_BANDS``. ``--pair`` adds the real low-dose pair's added error, a->b / b->a
+(``bench_denoise_pair.py``; needs ``../shared``), for each setting.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 from bench_denoise_quality import DOSES, baselines, psnr, test_image
 
 from napari_temseg.engine import denoise
-from napari_temseg.engine.tta import shrink_disagreement
+from napari_temseg.engine.tta import SHRINK_BANDS, _blur, shrink_bands, shrink_disagreement
 from napari_temseg.models import load_model
 from napari_temseg.synth import simulate
 
@@ -39,6 +46,19 @@ def passes(noisy: np.ndarray, model: tuple) -> np.ndarray:
     return np.stack(out).astype(np.float64)
 
 
+def averaged(stack: torch.Tensor, cfg: tuple[float, float] | None, bands: bool) -> torch.Tensor:
+    """The eight passes (8, 1, 1, H, W) averaged: plain (``cfg`` None), shrunk in one band
+    of ``cfg`` = (width, weight), or (``bands``) in the shipped fine band and ``cfg``."""
+    mean, spread = stack.mean(0), stack.var(0, unbiased=False)
+    if cfg is None:
+        return mean
+    if not bands:
+        return shrink_disagreement(mean, spread, *cfg)
+    fine = SHRINK_BANDS[0]
+    coarse = _blur(stack.reshape(-1, 1, *stack.shape[-2:]), fine[0]).reshape(stack.shape)
+    return shrink_bands(mean, [spread, coarse.var(0, unbiased=False)], (fine, cfg))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kind", choices=("stem", "hrtem"), default="hrtem")
@@ -46,6 +66,8 @@ def main() -> int:
     p.add_argument("--sigmas", type=float, nargs="+", default=[1.5, 2, 3, 4])
     p.add_argument("--weights", type=float, nargs="+", default=[0.25, 0.5, 1, 2])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--bands", action="store_true", help="try a second, coarser band")
+    p.add_argument("--pair", action="store_true", help="also the real low-dose pair")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(f"{args.kind}-denoise", "cpu")
@@ -64,24 +86,40 @@ def main() -> int:
         for px in LOW_MAG_NM
         for i in range(2)
     ]
-    configs = [("mean", None)] + [
-        (f"sigma {s:g}, weight {w:g}", (s, w)) for s in args.sigmas for w in args.weights
-    ]
+    fine = "fine band only, " if args.bands else ""
+    configs = (
+        [("mean", None)]
+        + [(f"{fine}shipped", SHRINK_BANDS[0])] * args.bands
+        + [(f"sigma {s:g}, weight {w:g}", (s, w)) for s in args.sigmas for w in args.weights]
+    )
     margins: dict[str, dict[str, list[float]]] = {}
     for tag, make in cases:
         noisy, clean = make()
         best = psnr(clean, baselines(noisy, clean, False)["gaussian (oracle sigma)"])
         stack = torch.from_numpy(passes(noisy, model))[:, None, None]
-        mean, spread = stack.mean(0), stack.var(0, unbiased=False)
         for name, cfg in configs:
-            out = mean if cfg is None else shrink_disagreement(mean, spread, *cfg)
+            out = averaged(stack, cfg, args.bands and name.startswith("sigma"))
             margins.setdefault(name, {}).setdefault(tag, []).append(
                 psnr(clean, out[0, 0].numpy()) - best
             )
+    pair: dict[str, str] = {}
+    if args.pair:
+        from bench_denoise_pair import load_pair
+
+        a, b, floor = load_pair()
+        sa, sb = (
+            torch.from_numpy(passes(f.astype(np.float32), model))[:, None, None] for f in (a, b)
+        )
+        for name, cfg in configs:
+            bands = args.bands and name.startswith("sigma")
+            ab = float(np.mean((averaged(sa, cfg, bands)[0, 0].numpy() - b) ** 2)) - floor
+            ba = float(np.mean((averaged(sb, cfg, bands)[0, 0].numpy() - a) ** 2)) - floor
+            pair[name] = f" {ab:.0f} / {ba:.0f} |"
     tags = list(margins["mean"])
     print(f"{args.kind}-denoise, margin over the oracle Gaussian (dB), eight orientations\n")
-    print("| averaging | " + " | ".join(tags) + " | mean over doses | mean low-mag |")
-    print("|---" * (len(tags) + 3) + "|")
+    head = " | ".join(tags) + " | mean over doses | mean low-mag |"
+    print(f"| averaging | {head}" + " real pair |" * args.pair)
+    print("|---" * (len(tags) + 3 + args.pair) + "|")
     for name, _ in configs:
         vals = [float(np.mean(margins[name][t])) for t in tags]
         n_dose = len(DOSES)
@@ -89,6 +127,7 @@ def main() -> int:
             f"| {name} | "
             + " | ".join(f"{v:+.2f}" for v in vals)
             + f" | {np.mean(vals[:n_dose]):+.2f} | {np.mean(vals[n_dose:]):+.2f} |"
+            + pair.get(name, "")
         )
     return 0
 

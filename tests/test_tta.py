@@ -11,7 +11,14 @@ import torch
 from conftest import train_segmenter_file
 from napari_temseg.cli import main
 from napari_temseg.engine.segment import load_segmenter, segment
-from napari_temseg.engine.tta import DihedralMean, shrink_disagreement, with_tta
+from napari_temseg.engine.tta import (
+    SHRINK_BANDS,
+    DihedralMean,
+    _blur,
+    shrink_bands,
+    shrink_disagreement,
+    with_tta,
+)
 from napari_temseg.pipeline.files import FileJob
 from napari_temseg.synth import simulate
 
@@ -116,7 +123,9 @@ def test_a_denoiser_is_averaged_over_its_outputs_and_the_same_every_way_round(lo
                 q = net(t.flip(-1) if mirror else t)
                 passes.append(torch.rot90(q.flip(-1) if mirror else q, -turns, (-2, -1)))
     stack = torch.stack(passes)
-    by_hand = shrink_disagreement(stack.mean(0), stack.var(0, unbiased=False))
+    fine = _blur(stack.reshape(8, 1, 96, 96), SHRINK_BANDS[0][0]).reshape(stack.shape)
+    spreads = [stack.var(0, unbiased=False), fine.var(0, unbiased=False)]
+    by_hand = shrink_bands(stack.mean(0), spreads)
     torch.testing.assert_close(y, by_hand, rtol=1e-4, atol=1e-5)
     assert float((y - stack.mean(0)).abs().max()) > 1e-3  # the shrinkage did something
 
@@ -134,7 +143,7 @@ def test_a_denoiser_is_averaged_over_its_outputs_and_the_same_every_way_round(lo
 def test_detail_the_passes_agree_on_is_kept_and_detail_they_scatter_on_is_smoothed():
     """shrink_disagreement: no spread keeps the mean exactly; a spread as large as the
     detail leaves its smooth part; in between, the more spread the less detail."""
-    from napari_temseg.engine.tta import SHRINK_SIGMA, _blur
+    from napari_temseg.engine.tta import SHRINK_SIGMA
 
     gen = torch.Generator().manual_seed(1)
     mean = torch.rand(1, 1, 64, 64, generator=gen)
@@ -148,6 +157,29 @@ def test_detail_the_passes_agree_on_is_kept_and_detail_they_scatter_on_is_smooth
         for f in (0.1, 0.3, 0.6)
     ]
     assert left[0] > left[1] > left[2] > 0
+
+
+def test_the_coarse_band_is_shrunk_by_its_own_spread_and_weight():
+    """shrink_bands: one band is shrink_disagreement; with two, coarse detail the passes
+    agree on is kept whole, and coarse detail they scatter on by as little as 1/weight of its
+    power (a fifth: the coarse band's weight is 5) is smoothed away, leaving the fine band
+    as it was."""
+    gen = torch.Generator().manual_seed(3)
+    mean = _blur(torch.rand(1, 1, 128, 128, generator=gen), 2.0)
+    spread = torch.full_like(mean, 1e-4)
+    torch.testing.assert_close(
+        shrink_bands(mean, [spread], ((4.0, 1.0),)), shrink_disagreement(mean, spread, 4.0, 1.0)
+    )
+    (w_fine, _), (w_coarse, weight) = SHRINK_BANDS
+    rest = _blur(mean, w_fine)
+    coarse = rest - _blur(rest, w_coarse)
+    power = float(_blur(coarse * coarse, w_coarse).max())  # the most the band has anywhere
+    none = torch.zeros_like(mean)
+    torch.testing.assert_close(shrink_bands(mean, [none, none]), mean)
+    scattered = shrink_bands(mean, [none, torch.full_like(mean, power / weight)])
+    torch.testing.assert_close(scattered, mean - coarse, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="2 bands need as many spreads"):
+        shrink_bands(mean, [none])
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

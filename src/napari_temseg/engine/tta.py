@@ -10,10 +10,12 @@ averaged over the eight orientations, ``hrtem-denoise`` gained 1.3 dB at 1 e/px 
 passes.
 
 A denoiser's mean keeps part of that grain: where the passes disagree by as much as the
-detail they return, the detail is a guess. :func:`shrink_disagreement` smooths the mean's
-fine detail in proportion to the passes' spread there (a Wiener filter whose noise is the
-spread), which took the real low-dose pair's added error from 255 / 401 to 186 / 340
-(docs/benchmarks.md, "Where the orientations disagree").
+detail they return, the detail is a guess. :func:`shrink_bands` smooths the mean's detail
+in proportion to the passes' spread there (a Wiener filter whose noise is the spread), in
+two bands: the fine detail under a 4 px Gaussian, then what a 16 px Gaussian takes from the
+rest. That took the real low-dose pair's added error from 255 / 401 to 186 / 340 with the
+fine band alone (docs/benchmarks.md, "Where the orientations disagree"), and to 157 / 305
+with both ("Disagreement at two scales").
 """
 
 from __future__ import annotations
@@ -30,11 +32,20 @@ from torch import nn
 SHRINK_SIGMA = 4.0
 #: how much of the passes' spread counts as error in the mean (1: all of it)
 SHRINK_WEIGHT = 1.0
+#: the bands a denoiser's mean is shrunk in, finest first: (width of the Gaussian that
+#: ends the band, px; how many times the passes' spread counts as error there). At the
+#: coarser band the eight passes make much the same error, since they see the same noise:
+#: on held-out simulated HRTEM at 1-2 e/px the mean's error there was 5-8 times their
+#: spread, against 1-5 times in the fine band (``benchmarks/bench_tta_shrink.py --bands``)
+SHRINK_BANDS: tuple[tuple[float, float], ...] = ((SHRINK_SIGMA, SHRINK_WEIGHT), (16.0, 5.0))
 
 
 #: what a denoised layer or file records when its denoiser was averaged (the Denoise dock,
-#: ``temseg denoise --tta``): how many orientations, and the band the spread shrank
-DENOISED_AVERAGED = {"denoised_orientations": 8, "disagreement_smoothed_px": SHRINK_SIGMA}
+#: ``temseg denoise --tta``): how many orientations, and the bands the spread shrank
+DENOISED_AVERAGED = {
+    "denoised_orientations": 8,
+    "disagreement_smoothed_px": [w for w, _ in SHRINK_BANDS],
+}
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -65,16 +76,35 @@ def shrink_disagreement(
     pass returns the same detail it is kept whole; where they scatter as much as it is
     large, only the smooth part stays.
     """
+    return shrink_bands(mean, [spread], ((sigma, weight),))
+
+
+def shrink_bands(
+    mean: torch.Tensor,
+    spreads: list[torch.Tensor],
+    bands: tuple[tuple[float, float], ...] = SHRINK_BANDS,
+) -> torch.Tensor:
+    """:func:`shrink_disagreement` band after band, finest first.
+
+    Band ``i`` is what a Gaussian of ``bands[i][0]`` px takes from the mean smoothed by
+    the bands before it; ``spreads[i]`` is the passes' variance after the same smoothing
+    (each pass smoothed by the earlier bands' Gaussians). What no band takes stays whole.
+    """
+    if len(spreads) != len(bands):
+        raise ValueError(f"{len(bands)} bands need as many spreads, got {len(spreads)}")
     # in float32 whatever autocast says: in float16 the squared detail of a flat tile
     # underflows to 0 / 0, and bfloat16 bands the smooth part a low-dose tile is made of
     with torch.autocast(mean.device.type, enabled=False):
-        mean, spread = mean.float(), spread.float()
-        base = _blur(mean, sigma)
-        detail = mean - base
-        power = _blur(detail * detail, sigma)
-        noise = _blur(spread, sigma)
-        keep = (1 - weight * noise / power.clamp_min(1e-12)).clamp(0, 1)
-        return base + detail * keep
+        rest, kept = mean.float(), None
+        for (sigma, weight), spread in zip(bands, spreads, strict=True):
+            base = _blur(rest, sigma)
+            detail = rest - base
+            power = _blur(detail * detail, sigma)
+            noise = _blur(spread.float(), sigma)
+            keep = (1 - weight * noise / power.clamp_min(1e-12)).clamp(0, 1)
+            kept = detail * keep if kept is None else kept + detail * keep
+            rest = base
+        return rest + kept
 
 
 class DihedralMean(nn.Module):
@@ -94,7 +124,8 @@ class DihedralMean(nn.Module):
         self.config = getattr(net, "config", {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = total = squares = None
+        first = total = None
+        squares: list[torch.Tensor] = []  # per band, the passes' squares at its smoothing
         for turns in range(4):
             for mirror in (False, True):
                 y = torch.rot90(x, turns, (-2, -1))
@@ -110,12 +141,28 @@ class DihedralMean(nn.Module):
                 first = p if first is None else first
                 d = p - first
                 total = d if total is None else total + d
-                squares = d * d if squares is None else squares + d * d
+                for i, s in enumerate(_smoothed(d)):
+                    if len(squares) <= i:
+                        squares.append(s * s)
+                    else:
+                        squares[i] = squares[i] + s * s
         mean = total / 8
         if not self.probabilities:
-            spread = (squares / 8 - mean * mean).clamp_min(0)
-            return shrink_disagreement(first + mean, spread)
+            spreads = [
+                (q / 8 - m * m).clamp_min(0) for q, m in zip(squares, _smoothed(mean), strict=True)
+            ]
+            return shrink_bands(first + mean, spreads)
         return torch.log(mean.clamp_min(1e-12))
+
+
+def _smoothed(d: torch.Tensor) -> list[torch.Tensor]:
+    """``d`` as each band of :data:`SHRINK_BANDS` sees it: itself, then smoothed by each
+    earlier band's Gaussian in turn (float32: see :func:`shrink_bands`)."""
+    with torch.autocast(d.device.type, enabled=False):
+        out = [d.float()]
+        for sigma, _ in SHRINK_BANDS[:-1]:
+            out.append(_blur(out[-1], sigma))
+        return out
 
 
 def with_tta(model: tuple[nn.Module, dict], probabilities: bool = True) -> tuple[nn.Module, dict]:
@@ -134,9 +181,11 @@ def with_tta(model: tuple[nn.Module, dict], probabilities: bool = True) -> tuple
 
 __all__ = [
     "DENOISED_AVERAGED",
+    "SHRINK_BANDS",
     "SHRINK_SIGMA",
     "SHRINK_WEIGHT",
     "DihedralMean",
+    "shrink_bands",
     "shrink_disagreement",
     "with_tta",
 ]
