@@ -95,14 +95,14 @@ def shrink_bands(
     # in float32 whatever autocast says: in float16 the squared detail of a flat tile
     # underflows to 0 / 0, and bfloat16 bands the smooth part a low-dose tile is made of
     with torch.autocast(mean.device.type, enabled=False):
-        rest, kept = mean.float(), None
+        rest, kept = mean.float(), torch.zeros((), device=mean.device)
         for (sigma, weight), spread in zip(bands, spreads, strict=True):
             base = _blur(rest, sigma)
             detail = rest - base
             power = _blur(detail * detail, sigma)
             noise = _blur(spread.float(), sigma)
             keep = (1 - weight * noise / power.clamp_min(1e-12)).clamp(0, 1)
-            kept = detail * keep if kept is None else kept + detail * keep
+            kept = kept + detail * keep
             rest = base
         return rest + kept
 
@@ -113,8 +113,8 @@ class DihedralMean(nn.Module):
     ``probabilities`` (segmenters): the class probabilities are averaged and the forward
     pass returns their log, so the softmax every caller applies gives the mean back
     exactly, and the uncertainty shown is that of the mean. Otherwise (denoisers) the
-    outputs themselves are averaged and the detail they disagree on is shrunk
-    (:func:`shrink_disagreement`).
+    outputs themselves are averaged and the detail they disagree on is shrunk, band by
+    band (:func:`shrink_bands`).
     """
 
     def __init__(self, net: nn.Module, probabilities: bool = True) -> None:
