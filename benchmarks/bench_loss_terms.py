@@ -24,22 +24,13 @@ import time
 import numpy as np
 import torch
 from bench_columns import PIXEL_NM, columns, errors
-from bench_denoise_quality import DOSES, SIGMAS, image_seed, psnr, ssim, test_image
-from scipy import ndimage
+from bench_denoise_quality import DOSES, image_seed, oracle_gaussian, psnr, ssim, test_image
 
-from napari_temseg.engine import Normalization, denoise
+from napari_temseg.engine import denoise
 from napari_temseg.models import load_model
 from napari_temseg.synth import simulate
 
 GAUSSIAN = "oracle Gaussian"
-
-
-def oracle_gaussian(noisy: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    norm = Normalization()
-    st = norm.stats(noisy)
-    z = norm.apply(noisy.astype(np.float64), st)
-    ests = (norm.invert(ndimage.gaussian_filter(z, s), st) for s in SIGMAS)
-    return max(ests, key=lambda e: psnr(clean, e))
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from torch import nn
 
 from conftest import train_segmenter_file
 from napari_temseg.cli import main
@@ -193,6 +194,24 @@ def test_the_shrinkage_stays_exact_and_finite_under_autocast(dtype):
             out = shrink_disagreement(mean, torch.full_like(mean, 1e-9))
             assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
             assert float((out - mean).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_averaged_denoiser_stays_finite_in_float32_under_autocast(dtype):
+    """Both bands, as DihedralMean runs them (the passes smoothed, their moments), under
+    autocast: a constant net (flat tile, no spread) gives its constant back in float32,
+    and a net with a small orientation-dependent output stays finite."""
+    torch.manual_seed(4)
+    flat = DihedralMean(nn.Conv2d(1, 1, 1).requires_grad_(False), False)
+    flat.net.weight.fill_(0.0)
+    flat.net.bias.fill_(0.45)
+    x = torch.rand(1, 1, 40, 40)
+    tilted = DihedralMean(nn.Conv2d(1, 1, 3, padding=1).requires_grad_(False), False)
+    with torch.autocast("cpu", dtype=dtype):
+        out = flat(x)
+        assert out.dtype == torch.float32 and float((out - 0.45).abs().max()) < 1e-2
+        out = tilted(1e-3 * x)
+        assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
 
 
 def test_averaging_takes_grain_off_the_bundled_denoiser_at_low_dose(low_dose):

@@ -200,7 +200,7 @@ def test_averaging_eight_orientations_denoises_as_the_engine_and_says_so(control
     _wait(qtbot, w)
     out = viewer.layers["low dose denoised"]
     assert out.metadata["denoised_orientations"] == 8
-    assert out.metadata["disagreement_smoothed_px"] == [4.0, 16.0]
+    assert tuple(out.metadata["disagreement_smoothed_px"]) == (4.0, 16.0)
     ckpt = str(ui["Checkpoint"].value)
     expected = denoise(img, ckpt, device="cpu", tile=64, overlap=8, tta=True)
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)

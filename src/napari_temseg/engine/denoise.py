@@ -64,8 +64,8 @@ def denoise(
     ``bin`` 2 or 4 denoises each frame binned that many times coarser and interpolates
     the result back (``engine.binning``); ``stats`` are then the binned frame's.
     ``tta`` averages each tile's result over its eight rotations and mirrorings and
-    smooths the fine detail they disagree on (``engine.tta``): eight times the time, less
-    of the grain a network invents at low dose.
+    smooths the detail they disagree on, at 4 px and at 16 px (``engine.tta``): eight
+    times the time, less of the grain a network invents at low dose.
     """
     _check_image(image)
     check_bin(bin, tuple(image.shape))

@@ -81,8 +81,8 @@ class DenoiseWidget(Container):
         self._tta = CheckBox(text=TTA_TEXT, value=False)
         self._tta.tooltip = (
             "Average the model over the eight rotations and mirrorings of each tile and "
-            "smooth the fine detail they disagree on: eight times the time, less of the "
-            "grain a network invents at low dose (+3 dB at 1 e/px on simulated HRTEM)."
+            "smooth the detail they disagree on: eight times the time, less of the grain a "
+            "network invents at low dose (+4 dB over one pass at 1 e/px on simulated HRTEM)."
         )
         # shown once a model was adapted: keep it beyond this session
         self._save_path = FileEdit(label="Save as", mode="w", filter="*.safetensors", visible=False)
