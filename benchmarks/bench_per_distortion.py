@@ -18,7 +18,7 @@ import copy
 
 import numpy as np
 import torch
-from bench_denoise_quality import baselines, psnr
+from bench_denoise_quality import oracle_gaussian, psnr
 
 from napari_temseg.engine import denoise
 from napari_temseg.models import load_model
@@ -60,7 +60,7 @@ def main() -> int:
         g, m, bias = [], [], []
         for i in range(a.n):
             s = simulate(a.kind, 256, dose=a.dose, seed=5000 + i, distortions=cfg)
-            g.append(psnr(s.clean, baselines(s.noisy, s.clean, False)["gaussian (oracle sigma)"]))
+            g.append(psnr(s.clean, oracle_gaussian(s.noisy, s.clean)))
             out = denoise(s.noisy, model, device="cpu")
             m.append(psnr(s.clean, out))
             bias.append(float(out.mean() / s.clean.mean() - 1))

@@ -24,7 +24,7 @@ import argparse
 
 import numpy as np
 import torch
-from bench_denoise_quality import DOSES, baselines, psnr, test_image
+from bench_denoise_quality import DOSES, oracle_gaussian, psnr, test_image
 
 from napari_temseg.engine import denoise
 from napari_temseg.engine.tta import SHRINK_BANDS, _blur, shrink_bands, shrink_disagreement
@@ -95,7 +95,7 @@ def main() -> int:
     margins: dict[str, dict[str, list[float]]] = {}
     for tag, make in cases:
         noisy, clean = make()
-        best = psnr(clean, baselines(noisy, clean, False)["gaussian (oracle sigma)"])
+        best = psnr(clean, oracle_gaussian(noisy, clean))
         stack = torch.from_numpy(passes(noisy, model))[:, None, None]
         for name, cfg in configs:
             out = averaged(stack, cfg, args.bands and name.startswith("sigma"))

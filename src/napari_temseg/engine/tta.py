@@ -141,11 +141,8 @@ class DihedralMean(nn.Module):
                 first = p if first is None else first
                 d = p - first
                 total = d if total is None else total + d
-                for i, s in enumerate(_smoothed(d)):
-                    if len(squares) <= i:
-                        squares.append(s * s)
-                    else:
-                        squares[i] = squares[i] + s * s
+                now = [s * s for s in _smoothed(d)]
+                squares = now if not squares else [a + b for a, b in zip(squares, now, strict=True)]
         mean = total / 8
         if not self.probabilities:
             spreads = [
