@@ -64,3 +64,47 @@ def test_a_low_dose_share_outside_zero_to_one_is_refused_in_one_line(tmp_path, c
     assert exc.value.code == 2
     assert "--low-dose must be a share in [0, 1]" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("train_bundled_denoisers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distilled_targets_mix_the_clean_image_with_the_teachers_average():
+    import numpy as np
+    import torch
+
+    from napari_temseg.engine import simulated_source
+    from napari_temseg.engine.tta import with_tta
+    from napari_temseg.models import UNet
+
+    torch.manual_seed(0)
+    teacher = (UNet(base=4, depth=2, residual=True).eval(), {"task": "denoise"})
+    src = simulated_source("hrtem", size=64, patch=32, patches_per_image=2)
+    plain_x, clean = src.sample(3, np.random.default_rng(1))
+    mod = _module()
+    xs, ys = mod.DistilledSource(src, teacher, 0.25).sample(3, np.random.default_rng(1))
+    np.testing.assert_array_equal(xs, plain_x)  # the inputs are untouched
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        avg = with_tta(teacher, probabilities=False)[0](torch.from_numpy(xs)).float().numpy()
+    np.testing.assert_allclose(ys, 0.75 * clean + 0.25 * avg, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(ys, clean, atol=1e-3)  # the teacher moved the targets
+
+
+def test_a_distilled_stage_records_its_share_and_refuses_one_without_a_start(tmp_path, capsys):
+    first, out = tmp_path / "first", tmp_path / "out"
+    assert _train()(["--kind", "hrtem", *TINY, "--out", str(first), "--work", str(tmp_path)]) == 0
+    init = str(first / "hrtem-denoise.safetensors")
+    argv = ["--kind", "hrtem", *TINY, "--init", init, "--distill", "0.5", "--out", str(out)]
+    assert _train()([*argv, "--work", str(tmp_path / "w")]) == 0
+    meta = read_checkpoint_meta(out / "hrtem-denoise.safetensors")
+    assert meta["training"]["distill"] == 0.5
+    assert "--distill 0.5" in meta["training"]["command"]
+    with pytest.raises(SystemExit) as exc:
+        _train()(["--kind", "hrtem", *TINY, "--distill", "0.5", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2
+    assert "--distill must be in [0, 1] and needs --init" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
