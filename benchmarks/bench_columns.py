@@ -23,6 +23,9 @@ models are trained to restore and what a microscopist wants to measure.
 many frames (``--n 24``) no single frame decides the median; ``--tta`` adds the model
 averaged over eight orientations.
 
+``--blur PX [PX ...]``: also a Gaussian of each fixed width of the noisy frame and of the
+model's output.
+
 ``--adapt SECONDS``: also adapt the model to each dose's frames (``engine.adapt``, as a
 user adapting to a series with the frames' calibration) and add the adapted model's column.
 """
@@ -152,6 +155,16 @@ def main() -> int:
         help="score at most K columns per frame (a seeded draw), so that no frame decides "
         "the median (seed 7002 alone holds 280 of the first four frames' 329 at 20 e/px)",
     )
+    p.add_argument(
+        "--blur",
+        type=float,
+        nargs="+",
+        default=[],
+        metavar="PX",
+        help="also a Gaussian of each width applied to the noisy frame and to the model's "
+        "output: does a fixed width place columns better than the sigma chosen for PSNR, "
+        "and is the model's column still where a blur of its output finds it?",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     try:
@@ -170,6 +183,7 @@ def main() -> int:
     names = ["noisy", "gaussian (oracle sigma)", "BM3D", a.model]
     names += [f"{a.model}, adapted {a.adapt:.0f} s"] if a.adapt > 0 else []
     names += [f"{a.model}, 8 orientations"] if a.tta else []
+    names += [f"Gaussian {w:g} px" for w in a.blur] + [f"{a.model} + {w:g} px" for w in a.blur]
     print(
         "| dose (e/px) | columns | noisy | oracle Gaussian | BM3D | " + " | ".join(names[3:]) + " |"
     )
@@ -203,7 +217,11 @@ def main() -> int:
             if adapted is not None:
                 ests[names[4]] = denoise(s.noisy, adapted, device="cpu")
             if a.tta:
-                ests[names[-1]] = denoise(s.noisy, model, device="cpu", tta=True)
+                ests[f"{a.model}, 8 orientations"] = denoise(s.noisy, model, device="cpu", tta=True)
+            for w in a.blur:
+                noisy64 = np.asarray(s.noisy, np.float64)
+                ests[f"Gaussian {w:g} px"] = ndimage.gaussian_filter(noisy64, w)
+                ests[f"{a.model} + {w:g} px"] = ndimage.gaussian_filter(ests[a.model], w)
             for name, est in ests.items():
                 errs.setdefault(name, []).append(errors(np.asarray(est, np.float64), truth, a.fit))
         cells = []
