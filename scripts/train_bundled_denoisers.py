@@ -66,8 +66,9 @@ class DistilledSource:
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = self.source.sample(n, rng)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            t = self.teacher(torch.from_numpy(xs)).float().numpy()
+        dev = next(self.teacher.parameters()).device
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+            t = self.teacher(torch.from_numpy(xs).to(dev)).float().cpu().numpy()
         return xs, ((1 - self.alpha) * ys + self.alpha * t).astype(np.float32)
 
     def __getattr__(self, name: str):  # normalization, describe, close: the source's
@@ -266,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     feed = ParallelSource(source, args.workers, seed=args.seed) if args.workers else source
     if args.distill:
-        feed = DistilledSource(feed, load_model(args.init, device="cpu"), args.distill)
+        teacher = load_model(args.init, device=str(select_device(cfg.device)))
+        feed = DistilledSource(feed, teacher, args.distill)
     try:
         result = train(model, feed, cfg, val=val, progress=log)
     finally:
