@@ -43,7 +43,7 @@ def fit_table(kind: str, model: tuple, n: int, seed: int, bins: int) -> list[tup
             rows.append((level, denoise(s.noisy, model, device="cpu", tile=256), s.clean, dose))
     rows.sort(key=lambda r: r[0])
     table = []
-    for part in np.array_split(np.arange(len(rows)), bins):
+    for part in np.array_split(np.arange(len(rows)), min(bins, len(rows))):
         sel = [rows[i] for i in part]
         spec, _, _ = fit_postfilter([r[1] for r in sel], [r[2] for r in sel])
         doses = [r[3] for r in sel]
@@ -53,6 +53,8 @@ def fit_table(kind: str, model: tuple, n: int, seed: int, bins: int) -> list[tup
 
 def blended(noisy: np.ndarray, out: np.ndarray, table: list[tuple]) -> np.ndarray:
     level = noise_level(noisy)
+    if not np.isfinite(level):
+        return out
     spec = next((t[3] for t in table if level <= t[0]), table[-1][3])
     return apply_postfilter(out, spec)
 
@@ -65,8 +67,10 @@ def main() -> int:
     p.add_argument("--bins", type=int, default=8)
     p.add_argument("--n", type=int, default=4, help="test images per dose")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--pair", action="store_true", help="also the real low-dose pair")
+    p.add_argument("--pair", action="store_true", help="also the real low-dose pair (hrtem)")
     args = p.parse_args()
+    if args.pair and args.kind != "hrtem":
+        p.error("--pair scores the real low-dose TEM pair, a frame for --kind hrtem")
     torch.set_num_threads(args.threads)
     model = load_model(f"{args.kind}-denoise", "cpu")
     table = fit_table(args.kind, model, args.fit, args.fit_seed, args.bins)

@@ -37,6 +37,7 @@ from napari_temseg.engine import (
     train,
 )
 from napari_temseg.engine.data import TARGETS, ParallelSource
+from napari_temseg.engine.device import cpu_has_fast_bf16
 from napari_temseg.engine.losses import TERMS, check_terms
 from napari_temseg.engine.tta import with_tta
 from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
@@ -63,15 +64,22 @@ class DistilledSource:
     def __init__(self, source, teacher: tuple, alpha: float) -> None:
         self.source, self.alpha = source, alpha
         self.teacher = with_tta(teacher, probabilities=False)[0].eval()
+        self.device = next(self.teacher.parameters()).device
+        # bf16 where training uses it too (engine.train): a GPU or a CPU with native bf16
+        self.bf16 = self.device.type == "cuda" or (
+            self.device.type == "cpu" and cpu_has_fast_bf16()
+        )
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = self.source.sample(n, rng)
-        dev = next(self.teacher.parameters()).device
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+        dev = self.device
+        with torch.no_grad(), torch.autocast(dev.type, torch.bfloat16, enabled=self.bf16):
             t = self.teacher(torch.from_numpy(xs).to(dev)).float().cpu().numpy()
         return xs, ((1 - self.alpha) * ys + self.alpha * t).astype(np.float32)
 
     def __getattr__(self, name: str):  # normalization, describe, close: the source's
+        if name.startswith("__") or name == "source":  # copy/pickle before __init__
+            raise AttributeError(name)
         return getattr(self.source, name)
 
 
@@ -266,10 +274,10 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     feed = ParallelSource(source, args.workers, seed=args.seed) if args.workers else source
-    if args.distill:
-        teacher = load_model(args.init, device=str(select_device(cfg.device)))
-        feed = DistilledSource(feed, teacher, args.distill)
     try:
+        if args.distill:  # inside the try: a teacher that fails to load closes the pool
+            teacher = load_model(args.init, device=str(select_device(cfg.device)))
+            feed = DistilledSource(feed, teacher, args.distill)
         result = train(model, feed, cfg, val=val, progress=log)
     finally:
         if hasattr(feed, "close"):

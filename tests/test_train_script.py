@@ -86,25 +86,39 @@ def test_distilled_targets_mix_the_clean_image_with_the_teachers_average():
     src = simulated_source("hrtem", size=64, patch=32, patches_per_image=2)
     plain_x, clean = src.sample(3, np.random.default_rng(1))
     mod = _module()
-    xs, ys = mod.DistilledSource(src, teacher, 0.25).sample(3, np.random.default_rng(1))
+    distilled = mod.DistilledSource(src, teacher, 0.25)
+    xs, ys = distilled.sample(3, np.random.default_rng(1))
     np.testing.assert_array_equal(xs, plain_x)  # the inputs are untouched
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=distilled.bf16):
         avg = with_tta(teacher, probabilities=False)[0](torch.from_numpy(xs)).float().numpy()
     np.testing.assert_allclose(ys, 0.75 * clean + 0.25 * avg, rtol=1e-5, atol=1e-6)
     assert not np.allclose(ys, clean, atol=1e-3)  # the teacher moved the targets
 
 
-def test_a_distilled_stage_records_its_share_and_refuses_one_without_a_start(tmp_path, capsys):
+def test_a_distilled_stage_trains_on_the_teachers_targets_and_records_its_share(tmp_path):
     first, out = tmp_path / "first", tmp_path / "out"
     assert _train()(["--kind", "hrtem", *TINY, "--out", str(first), "--work", str(tmp_path)]) == 0
     init = str(first / "hrtem-denoise.safetensors")
+    mod, drawn = _module(), []
+
+    class Counted(mod.DistilledSource):
+        def sample(self, n, rng):
+            drawn.append(n)
+            return super().sample(n, rng)
+
+    mod.DistilledSource = Counted
     argv = ["--kind", "hrtem", *TINY, "--init", init, "--distill", "0.5", "--out", str(out)]
-    assert _train()([*argv, "--work", str(tmp_path / "w")]) == 0
+    assert mod.main([*argv, "--work", str(tmp_path / "w")]) == 0
+    assert drawn == [2, 2]  # every training batch (2 steps of 2), and not the validation set
     meta = read_checkpoint_meta(out / "hrtem-denoise.safetensors")
     assert meta["training"]["distill"] == 0.5
     assert "--distill 0.5" in meta["training"]["command"]
+
+
+@pytest.mark.parametrize("argv", [["--distill", "0.5"], ["--distill", "1.5", "--init", "x"]])
+def test_a_distillation_without_a_start_or_outside_zero_to_one_is_refused(tmp_path, capsys, argv):
     with pytest.raises(SystemExit) as exc:
-        _train()(["--kind", "hrtem", *TINY, "--distill", "0.5", "--out", str(tmp_path / "x")])
+        _train()(["--kind", "hrtem", *TINY, *argv, "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
     assert "--distill must be in [0, 1] and needs --init" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
