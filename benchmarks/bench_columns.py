@@ -218,8 +218,8 @@ def main() -> int:
                 ests[names[4]] = denoise(s.noisy, adapted, device="cpu")
             if a.tta:
                 ests[f"{a.model}, 8 orientations"] = denoise(s.noisy, model, device="cpu", tta=True)
+            noisy64 = np.asarray(s.noisy, np.float64)
             for w in a.blur:
-                noisy64 = np.asarray(s.noisy, np.float64)
                 ests[f"Gaussian {w:g} px"] = ndimage.gaussian_filter(noisy64, w)
                 ests[f"{a.model} + {w:g} px"] = ndimage.gaussian_filter(ests[a.model], w)
             for name, est in ests.items():

@@ -37,7 +37,7 @@ from napari_temseg.engine import (
     train,
 )
 from napari_temseg.engine.data import TARGETS, ParallelSource
-from napari_temseg.engine.device import cpu_has_fast_bf16
+from napari_temseg.engine.device import bf16_is_native
 from napari_temseg.engine.losses import TERMS, check_terms
 from napari_temseg.engine.tta import with_tta
 from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
@@ -65,10 +65,7 @@ class DistilledSource:
         self.source, self.alpha = source, alpha
         self.teacher = with_tta(teacher, probabilities=False)[0].eval()
         self.device = next(self.teacher.parameters()).device
-        # bf16 where training uses it too (engine.train): a GPU or a CPU with native bf16
-        self.bf16 = self.device.type == "cuda" or (
-            self.device.type == "cpu" and cpu_has_fast_bf16()
-        )
+        self.bf16 = bf16_is_native(self.device)  # where training uses it too
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = self.source.sample(n, rng)

@@ -19,10 +19,7 @@ TINY = [
 
 
 def _train():
-    spec = importlib.util.spec_from_file_location("train_bundled_denoisers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return _module().main
 
 
 def test_a_pixel_range_and_a_low_dose_share_are_trained_on_and_recorded(tmp_path):

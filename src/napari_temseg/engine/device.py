@@ -74,3 +74,9 @@ def cpu_has_fast_bf16() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def bf16_is_native(dev: torch.device) -> bool:
+    """Whether bf16 autocast pays on ``dev``: a GPU, or a CPU that computes it natively
+    (:func:`cpu_has_fast_bf16`). Training and the distillation teacher both ask."""
+    return dev.type == "cuda" or (dev.type == "cpu" and cpu_has_fast_bf16())

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from napari_temseg.engine.data import PatchSource
-from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
+from napari_temseg.engine.device import bf16_is_native, select_device
 from napari_temseg.engine.events import DenoisePreview, TrainEvent, drain
 from napari_temseg.engine.loop import (
     LoopConfig,
@@ -217,8 +217,7 @@ class PixelTraining(Method):
         self.opt = self._optimizer()
         # bf16 autocast on a GPU, and on a CPU that computes bf16 natively (1.7-2.3x faster
         # training there, benchmarks/bench_cpu_modes.py); float32 elsewhere
-        native = dev.type == "cuda" or (dev.type == "cpu" and cpu_has_fast_bf16())
-        self.amp_dtype = torch.bfloat16 if (cfg.amp and native) else None
+        self.amp_dtype = torch.bfloat16 if (cfg.amp and bf16_is_native(dev)) else None
         self.rng = np.random.default_rng([cfg.seed, 0])
         # on a small CPU a producer thread only fights the training threads for cores
         depth = cfg.prefetch if cfg.prefetch is not None else (2 if dev.type != "cpu" else 0)
