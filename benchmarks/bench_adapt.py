@@ -62,20 +62,32 @@ def pair(args) -> None:
                     b,
                     floor,
                 )
-            scores, averaged, notes = [], [], []
-            for x, other in ((a, b), (b, a)):
-                cfg = AdaptConfig(seconds=args.seconds, bin=k, device="cpu", lr=args.lr)
-                r = run_adapt([x.astype(np.float32)], model, cfg)
-                d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k)
-                scores.append(float(np.mean((d - other) ** 2)) - floor)
-                if args.tta:
-                    d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k, tta=True)
-                    averaged.append(float(np.mean((d - other) ** 2)) - floor)
-                notes.append(f"{r.message} (checked: {r.meta['adapted']['postfilter_checked']})")
-            rows[f"{tag}, adapted {args.seconds:.0f} s"] = tuple(scores)
-            if averaged:
-                rows[f"{tag}, adapted {args.seconds:.0f} s, 8 orientations"] = tuple(averaged)
-            print(f"  {tag}: " + " | ".join(notes), flush=True)
+            for share in args.own_share:
+                scores, averaged, notes = [], [], []
+                for x, other in ((a, b), (b, a)):
+                    cfg = AdaptConfig(
+                        seconds=args.seconds,
+                        bin=k,
+                        device="cpu",
+                        lr=args.lr,
+                        own_share=share,
+                        seed=args.adapt_seed,
+                    )
+                    r = run_adapt([x.astype(np.float32)], model, cfg)
+                    d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k)
+                    scores.append(float(np.mean((d - other) ** 2)) - floor)
+                    if args.tta:
+                        d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k, tta=True)
+                        averaged.append(float(np.mean((d - other) ** 2)) - floor)
+                    checked = r.meta["adapted"]["postfilter_checked"]
+                    notes.append(f"{r.message} (checked: {checked})")
+                head = f"{tag}, adapted {args.seconds:.0f} s" + (
+                    f", own share {share:g}" if share else ""
+                )
+                rows[head] = tuple(scores)
+                if averaged:
+                    rows[f"{head}, 8 orientations"] = tuple(averaged)
+                print(f"  {head}: " + " | ".join(notes), flush=True)
     print("\n| method | excess a->b | excess b->a |\n| --- | --- | --- |")
     for k, (ab, ba) in rows.items():
         print(f"| {k} | {ab:.0f} | {ba:.0f} |")
@@ -84,9 +96,14 @@ def pair(args) -> None:
 def standard(args) -> None:
     name = f"{args.kind}-denoise"
     model = load_model(name, "cpu")
+    heads = [f"adapted, own share {v:g}" if v else "adapted" for v in args.own_share]
     print(f"\n{name}, standard set, adapted {args.seconds:.0f} s per image (PSNR dB / SSIM)")
-    print("| dose e/px | Gaussian (oracle) | BM3D | model | adapted | validation before -> after |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(
+        "| dose e/px | Gaussian (oracle) | BM3D | model | "
+        + " | ".join(heads)
+        + " | validation before -> after |"
+    )
+    print("| --- " * (5 + len(heads)) + "|")
     for dose in args.doses:
         di = list(DOSES_ALL).index(dose) if dose in DOSES_ALL else 100 + int(dose)
         cols: dict[str, list] = {}
@@ -97,10 +114,17 @@ def standard(args) -> None:
             noisy, clean = s.noisy, s.clean
             ests = baselines(noisy, clean, not args.no_bm3d)
             ests["model"] = denoise(noisy, model, device="cpu")
-            cfg = AdaptConfig(seconds=args.seconds, device="cpu", lr=args.lr)
-            r = run_adapt([noisy], model, cfg, pixel_size_nm=float(s.params["pixel_size_nm"]))
-            ests["adapted"] = denoise(noisy, r.spec, device="cpu")
-            vals.append(f"{r.val_psnr_before:.1f} -> {r.val_psnr_after:.1f}")
+            for head, share in zip(heads, args.own_share, strict=True):
+                cfg = AdaptConfig(
+                    seconds=args.seconds,
+                    device="cpu",
+                    lr=args.lr,
+                    own_share=share,
+                    seed=args.adapt_seed,
+                )
+                r = run_adapt([noisy], model, cfg, pixel_size_nm=float(s.params["pixel_size_nm"]))
+                ests[head] = denoise(noisy, r.spec, device="cpu")
+                vals.append(f"{r.val_psnr_before:.1f} -> {r.val_psnr_after:.1f}")
             for k, e in ests.items():
                 cols.setdefault(k, []).append((psnr(clean, e), ssim(clean, e)))
 
@@ -112,7 +136,7 @@ def standard(args) -> None:
 
         print(
             f"| {dose:g} | {cell('gaussian (oracle sigma)')} | {cell('BM3D')} | "
-            f"{cell('model')} | {cell('adapted')} | {', '.join(vals)} |",
+            f"{cell('model')} | " + " | ".join(cell(h) for h in heads) + f" | {', '.join(vals)} |",
             flush=True,
         )
 
@@ -170,10 +194,19 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=AdaptConfig.lr)
     p.add_argument("--models", nargs="+", default=["hrtem-denoise", "stem-denoise"])
     p.add_argument("--bins", type=int, nargs="+", default=[1])
+    p.add_argument(
+        "--own-share",
+        type=float,
+        nargs="+",
+        default=[AdaptConfig.own_share],
+        help="AdaptConfig.own_share, each in turn (the frames' own patches, taught by "
+        "the starting model's average)",
+    )
     p.add_argument("--kind", choices=("stem", "hrtem"), default="hrtem")
     p.add_argument("--doses", type=float, nargs="+", default=[1.0, 10.0])
     p.add_argument("--n", type=int, default=2)
     p.add_argument("--seed", type=int, default=2024, help="as bench_denoise_quality.py")
+    p.add_argument("--adapt-seed", type=int, default=AdaptConfig.seed, help="AdaptConfig.seed")
     p.add_argument("--no-bm3d", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(

@@ -137,7 +137,8 @@ def test_bundled_model_gains_at_the_frames_dose(frame):
     (0.21 in 80; the weights before them 0.29 in 40)."""
     noisy, pixel = frame
     torch.set_num_threads(2)
-    cfg = AdaptConfig(seconds=600, steps=80, val_every=20, device="cpu")
+    # simulated images only: the frame's own patches are the next test's
+    cfg = AdaptConfig(seconds=600, steps=80, val_every=20, device="cpu", own_share=0.0)
     r = run_adapt([noisy], "hrtem-denoise", cfg, pixel)
     assert r.steps_done == 80
     assert r.val_psnr_after > r.val_psnr_before + 0.1, r.message
@@ -220,6 +221,8 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     assert model.is_file() and f"wrote {model}" in text and "e/px" in text
     _, meta = load_model(str(model), "cpu")
     assert meta["adapted"]["from"] == "tiny"
+    # one pass: part of each batch is the input itself, taught by the model's average
+    assert meta["adapted"]["config"]["own_share"] == AdaptConfig.own_share > 0
     (denoised,) = [p for p in out.iterdir() if p.suffix == ".tif"]
     expected = denoise(noisy, str(model), device="cpu", tile=64, overlap=8)
     np.testing.assert_allclose(np.asarray(read(denoised)[0].data), expected, rtol=1e-5, atol=1e-4)
@@ -227,6 +230,13 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     assert "using the adapted model already" in capsys.readouterr().out
     assert main([*argv, "--adapt", "0"]) == 1
     assert "--adapt needs a positive number" in capsys.readouterr().err
+    # an averaged output is not taught by the average it will be
+    assert (
+        main([*argv, "--adapt", "2", "--tta", "--overwrite", "--tile", "64", "--overlap", "8"]) == 0
+    )
+    _, meta = load_model(str(model), "cpu")
+    assert meta["adapted"]["config"]["own_share"] == 0
+    assert AdaptConfig.for_output(False, seconds=5).own_share == AdaptConfig.own_share
 
 
 def test_a_smoothing_the_frames_refuse_is_named(frame, tiny, monkeypatch):
@@ -276,3 +286,64 @@ def test_adapting_reads_the_decay_share_from_the_models_header(tmp_path, monkeyp
     s = simulate("stem", 128, pixel_size_nm=0.05, dose=20.0, seed=6)
     r = run_adapt([s.noisy], model, AdaptConfig(seconds=1, device="cpu"), pixel_size_nm=0.05)
     assert seen == [0.7] and r.steps_done > 0
+
+
+def test_a_mixed_source_draws_its_share_from_each():
+    from napari_temseg.engine.data import MixedSource, PairSource
+
+    ones = PairSource(lambda rng: (np.ones((40, 40)), np.ones((40, 40))), 32, augment=False)
+    ramp = np.arange(1600.0).reshape(40, 40)
+    other = PairSource(lambda rng: (ramp, -ramp), 32, description={"source": "ramp"})
+    mixed = MixedSource(ones, other, 0.25)
+    xs, ys = mixed.sample(8, np.random.default_rng(0))
+    assert xs.shape == ys.shape == (8, 1, 32, 32)
+    varied = [bool(np.ptp(x) > 0) for x in xs]  # the ramp's patches vary, the ones' do not
+    assert varied == [False] * 6 + [True] * 2
+    np.testing.assert_allclose(ys[6:] + xs[6:], ys[6:].mean() + xs[6:].mean(), atol=1e-4)
+    assert (
+        mixed.describe()["mixed_with"]["source"] == "ramp"
+        and mixed.normalization is ones.normalization
+    )
+    assert MixedSource(ones, other, 0.0).sample(3, np.random.default_rng(0))[0].shape[0] == 3
+    with pytest.raises(ValueError, match="share"):
+        MixedSource(ones, other, 1.5)
+    with pytest.raises(ValueError, match="own_share"):
+        AdaptConfig(own_share=1.0)
+
+
+def test_own_frames_are_taught_by_the_models_average(frame, tiny):
+    from napari_temseg.engine import adapt
+
+    noisy, _ = frame
+    small = np.zeros((40, 40), np.float32)  # smaller than a patch: not cut from
+    own = adapt.OwnAverage([small, noisy], tiny, patch=96, device="cpu")
+    assert len(own.pairs) == 1
+    x, target = own(np.random.default_rng(0))
+    np.testing.assert_array_equal(x, noisy)
+    np.testing.assert_allclose(target, denoise(noisy, tiny, device="cpu", tta=True))
+    big = np.random.default_rng(1).poisson(5.0, (1100, 1030)).astype(np.float32)
+    assert adapt.OwnAverage([big], tiny, 96, "cpu").pairs[0][0].shape == (
+        adapt.OWN_SIDE,
+        adapt.OWN_SIDE,
+    )
+
+
+def test_own_frames_pull_one_pass_toward_the_average(frame):
+    """What the share is for: taught on the frame by the model's own eight-orientation
+    average, one pass of the adapted HRTEM model lies closer to that average than one
+    pass adapted on simulated images alone (on the real low-dose pair the average is far
+    closer to the other frame than one pass: 158 / 305 against 300 / 425)."""
+    noisy, pixel = frame
+    torch.set_num_threads(2)
+    average = denoise(noisy, "hrtem-denoise", device="cpu", tta=True)
+    gaps, runs = [], []
+    for share in (0.0, 0.5):
+        cfg = AdaptConfig(seconds=600, steps=60, val_every=20, device="cpu", own_share=share)
+        r = run_adapt([noisy], "hrtem-denoise", cfg, pixel)
+        network = (r.model, {k: v for k, v in r.meta.items() if k != "postfilter"})
+        gaps.append(np.mean((denoise(noisy, network, device="cpu") - average) ** 2))
+        runs.append(r)
+    assert gaps[1] < 0.8 * gaps[0], (gaps, runs[1].message)
+    assert runs[1].meta["adapted"]["own_average"] == {"share": 0.5, "crops": [[128, 128]]}
+    assert "own_average" not in runs[0].meta["adapted"]
+    assert "(taught by the model's own average)" in runs[1].message

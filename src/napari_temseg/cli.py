@@ -271,6 +271,7 @@ def _adapted_model(args: argparse.Namespace) -> str:
             device=args.device,
             bin=args.bin,
             overwrite=True,
+            tta=getattr(args, "tta", False),
         )
     except (ValueError, RuntimeError, OSError, CheckpointError) as exc:
         raise CLIError(str(exc)) from exc
@@ -738,8 +739,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="first fine-tune the model for SECONDS on simulated images with the inputs' own "
-        "noise level and pixel size; the adapted model is written to OUTDIR and used for all "
-        "files (not for atom-column positions, which it placed worse)",
+        "noise level and pixel size and, without --tta, on the inputs themselves taught by "
+        "the model's own eight-orientation average; the adapted model is written to OUTDIR "
+        "and used for all files (not for atom-column positions, which it placed worse)",
     )
     s.add_argument(
         "--tta",

@@ -132,6 +132,33 @@ class PairSource:
         }
 
 
+class MixedSource:
+    """Batches drawn from two patch sources: ``round(n * share)`` patches from ``second``,
+    the rest from ``first``, whose normalisation and description stand for the mix.
+
+    Why: adaptation (``engine.adapt``) mixes simulated pairs with clean targets and the
+    user's own frames with the starting model's averaged output as targets; either alone
+    drifts (the simulator's targets do not say what a real frame shows, the frames' own
+    targets are no better than the model that made them)."""
+
+    def __init__(self, first: PatchSource, second: PatchSource, share: float) -> None:
+        if not 0 <= share <= 1:
+            raise ValueError(f"share must be in [0, 1], got {share}")
+        self.first, self.second, self.share = first, second, share
+        self.normalization = first.normalization
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        k = round(n * self.share)
+        parts = [s.sample(m, rng) for s, m in ((self.first, n - k), (self.second, k)) if m]
+        return (
+            np.concatenate([x for x, _ in parts]),
+            np.concatenate([y for _, y in parts]),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.first.describe(), "mixed_with": self.second.describe(), "share": self.share}
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else float(lo)
 

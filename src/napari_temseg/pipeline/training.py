@@ -236,6 +236,7 @@ def adapt_files(
     bin: int = 1,
     progress: bool = True,
     overwrite: bool = False,
+    tta: bool = False,
 ) -> tuple[Path, Any]:
     """``temseg denoise --adapt S``: adapt ``model`` to the files' frames, write it to ``output``.
 
@@ -271,7 +272,7 @@ def adapt_files(
         raise ValueError("no readable image among the inputs to adapt the model to")
     known = [p for p in pixels if p]
     pixel = float(np.median(known)) if len(known) == len(pixels) else None
-    cfg = AdaptConfig(seconds=seconds, bin=bin, device=device)
+    cfg = AdaptConfig.for_output(tta, seconds=seconds, bin=bin, device=device)
     bar = tqdm(
         total=round(seconds), desc="adapting", unit="s", file=sys.stderr, disable=not progress
     )

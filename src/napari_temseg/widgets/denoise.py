@@ -199,8 +199,11 @@ class DenoiseWidget(Container):
         from napari_temseg.engine.adapt import AdaptConfig, adapt_then_denoise
         from napari_temseg.io.calibration import Calibration
 
-        cfg = AdaptConfig(
-            seconds=float(self._adapt.value), bin=self._settings["bin"], device=self._device.value
+        cfg = AdaptConfig.for_output(
+            self._settings["tta"],
+            seconds=float(self._adapt.value),
+            bin=self._settings["bin"],
+            device=self._device.value,
         )
         self._status.value = f"adapting '{self._model.value}' to '{layer.name}'…"
         self._task.start(
