@@ -3,6 +3,8 @@
     python benchmarks/bench_adapt.py --set pair --seconds 60 --threads 1
     python benchmarks/bench_adapt.py --set standard --kind hrtem --doses 1 10 --n 2 --seconds 60
     python benchmarks/bench_adapt.py --set figure --figure docs/images/adapt_real.png
+    # the share of each batch cut from the frames themselves (AdaptConfig.own_share)
+    python benchmarks/bench_adapt.py --set pair --models hrtem-denoise --own-share 0 0.25 --tta
 
 ``pair``: ``../shared/realdata/lowdose_pair``, scored as ``bench_denoise_pair.py`` does (the
 error against the other, independent frame above the noise floor; lower is better): each

@@ -132,6 +132,13 @@ def main() -> int:
     p.add_argument("--model", default="stem-denoise")
     p.add_argument("--adapt", type=float, default=0.0, metavar="SECONDS")
     p.add_argument(
+        "--own-share",
+        type=float,
+        nargs="+",
+        default=[AdaptConfig.own_share],
+        help="with --adapt: AdaptConfig.own_share, each in turn",
+    )
+    p.add_argument(
         "--truth",
         choices=("recorded", "scene"),
         default="recorded",
@@ -181,7 +188,8 @@ def main() -> int:
         "share within 1 px\n"
     )
     names = ["noisy", "gaussian (oracle sigma)", "BM3D", a.model]
-    names += [f"{a.model}, adapted {a.adapt:.0f} s"] if a.adapt > 0 else []
+    adapted_names = [f"{a.model}, adapted {a.adapt:.0f} s, own share {v:g}" for v in a.own_share]
+    names += adapted_names if a.adapt > 0 else []
     names += [f"{a.model}, 8 orientations"] if a.tta else []
     names += [f"Gaussian {w:g} px" for w in a.blur] + [f"{a.model} + {w:g} px" for w in a.blur]
     print(
@@ -195,12 +203,12 @@ def main() -> int:
             simulate("stem", 256, pixel_size_nm=PIXEL_NM, dose=dose, seed=7000 + i)
             for i in range(a.n)
         ]
-        adapted = None
-        if a.adapt > 0:
-            cfg = AdaptConfig(seconds=a.adapt, device="cpu")
+        adapted = {}
+        for name, share in zip(adapted_names, a.own_share, strict=True) if a.adapt > 0 else []:
+            cfg = AdaptConfig(seconds=a.adapt, device="cpu", own_share=share)
             r = run_adapt([s.noisy for s in sims], model, cfg, pixel_size_nm=PIXEL_NM)
-            adapted = r.spec
-            print(f"  {dose:g} e/px: {r.message}", flush=True)
+            adapted[name] = r.spec
+            print(f"  {dose:g} e/px, own share {share:g}: {r.message}", flush=True)
         for i, s in enumerate(sims):
             truth = (
                 columns(s.clean, s.semantic == 2)
@@ -214,8 +222,8 @@ def main() -> int:
             ests = baselines(s.noisy, s.recorded_clean, use_bm3d)
             ests.pop("NLM (oracle h)", None)
             ests[a.model] = denoise(s.noisy, model, device="cpu")
-            if adapted is not None:
-                ests[names[4]] = denoise(s.noisy, adapted, device="cpu")
+            for name, spec in adapted.items():
+                ests[name] = denoise(s.noisy, spec, device="cpu")
             if a.tta:
                 ests[f"{a.model}, 8 orientations"] = denoise(s.noisy, model, device="cpu", tta=True)
             noisy64 = np.asarray(s.noisy, np.float64)

@@ -1,6 +1,7 @@
 """Do the denoisers keep real atoms? Single Pt atoms found on denoised real HAADF-STEM frames.
 
     python benchmarks/bench_denoise_atoms.py --threads 1 --weights DIR [DIR ...]
+    python benchmarks/bench_denoise_atoms.py --threads 1 --no-bm3d --adapt 60 --own-share 0 0.25
 
 ``../shared/realdata/acstem``: 21 real frames (0.0293 nm/px) with every atom marked, the
 paper's split into 11 train and 10 test frames. Issue 13's lattice target is measured on
@@ -34,6 +35,7 @@ from bench_denoise_pair import bm3d_denoise
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
+from napari_temseg.engine.adapt import AdaptConfig, run_adapt
 from napari_temseg.engine.atoms import (
     detection_scores,
     match_points,
@@ -136,6 +138,15 @@ def main() -> int:
     p.add_argument(
         "--tta", action="store_true", help="also each network averaged over eight orientations"
     )
+    p.add_argument(
+        "--adapt",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="also stem-denoise adapted to the 21 frames (engine.adapt; the marks unseen), "
+        "once per --own-share",
+    )
+    p.add_argument("--own-share", type=float, nargs="+", default=[AdaptConfig.own_share])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if not ACSTEM.is_dir():
@@ -178,6 +189,15 @@ def main() -> int:
             print(
                 evaluate(f"{label}, 8 orientations", network(spec, True), train, test, args.radius)
             )
+    for share in args.own_share if args.adapt > 0 else []:
+        cfg = AdaptConfig(seconds=args.adapt, device="cpu", own_share=share)
+        frames = [img.astype(np.float32) for _, img, _ in train + test]
+        r = run_adapt(frames, "stem-denoise", cfg, pixel_size_nm=PM_PER_PX / 1000)
+        print(f"  adapted, own share {share:g}: {r.message}", flush=True)
+        label = f"stem-denoise, adapted {args.adapt:.0f} s, own share {share:g}"
+        model = r.spec
+        out = lambda img, m=model: denoise(img, m, device="cpu", tile=512, overlap=32)  # noqa: E731
+        print(evaluate(label, out, train, test, args.radius), flush=True)
     return 0
 
 
