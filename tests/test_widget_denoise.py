@@ -245,6 +245,8 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, q
         out = viewer.layers["raw denoised"]
         name = out.metadata["denoised_with"]
         assert name == "tiny-adapted-1" and out.metadata["adapted"]["steps"] > 0
+        # one pass: a share of the batches came from this very image
+        assert out.metadata["adapted"]["own_average"]["crops"] == [[128, 128]]
         # the adapted model is listed as the user's, and it is what denoised the layer
         (path,) = [v for v in ui["Model"].choices if "tiny-adapted-1" in str(v)]
         _model, adapted_meta = load_model(path, "cpu")
@@ -264,5 +266,16 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, q
         before = target.stat().st_mtime_ns
         ui.click("Save adapted model…")
         assert target.stat().st_mtime_ns == before
+        # averaged output: nothing is taught by the average it will itself be
+        from napari_temseg.widgets.denoise import TTA_TEXT
+
+        ui["Model"].value = ui["Model"].choices[0]
+        ui[TTA_TEXT].value = True
+        ui.click("Run")
+        _wait(qtbot, w)
+        averaged = viewer.layers[-1].metadata
+        assert averaged["denoised_orientations"] == 8
+        assert "own_average" not in averaged["adapted"]
+        assert averaged["adapted"]["config"]["own_share"] == 0
     finally:
         clear_user_models()
