@@ -436,7 +436,8 @@ def iter_adapt(
         msg = f"{verb} after {result.steps_done} steps without a gain; the original model is kept"
     if post:
         msg += (
-            f"; final smoothing (sigma {post['sigma']:g} px, weight {post['weight']:.2f}) "
+            f"; final smoothing ({1 - post['weight']:.0%} of the output smoothed at "
+            f"{post['sigma']:g} px) "
             f"+{_gain_db(mse_plain, mse_post):.1f} dB"
         )
     refused = checked[: len(checked) - 1] if post else checked
