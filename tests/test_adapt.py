@@ -223,6 +223,7 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     assert meta["adapted"]["from"] == "tiny"
     # one pass: part of each batch is the input itself, taught by the model's average
     assert meta["adapted"]["config"]["own_share"] == AdaptConfig.own_share > 0
+    assert meta["adapted"]["own_average"]["crops"] == [list(noisy.shape)]
     (denoised,) = [p for p in out.iterdir() if p.suffix == ".tif"]
     expected = denoise(noisy, str(model), device="cpu", tile=64, overlap=8)
     np.testing.assert_allclose(np.asarray(read(denoised)[0].data), expected, rtol=1e-5, atol=1e-4)
@@ -321,6 +322,12 @@ def test_own_frames_are_taught_by_the_models_average(frame, tiny):
     x, target = own(np.random.default_rng(0))
     np.testing.assert_array_equal(x, noisy)
     np.testing.assert_allclose(target, denoise(noisy, tiny, device="cpu", tta=True))
+    holes = noisy.copy()
+    holes[10:20, :] = np.nan  # masked rows: filled before averaging, never NaN targets
+    x, target = adapt.OwnAverage([holes], tiny, 96, "cpu").pairs[0]
+    assert np.isfinite(x).all() and np.isfinite(target).all()
+    empty = np.full((128, 128), np.nan, np.float32)
+    assert adapt.OwnAverage([empty], tiny, 96, "cpu").pairs == []
     big = np.random.default_rng(1).poisson(5.0, (1100, 1030)).astype(np.float32)
     assert adapt.OwnAverage([big], tiny, 96, "cpu").pairs[0][0].shape == (
         adapt.OWN_SIDE,

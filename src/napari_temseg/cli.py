@@ -741,8 +741,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="first fine-tune the model for SECONDS on simulated images with the inputs' own "
         "noise level and pixel size and, without --tta, on the inputs themselves taught by "
         "the model's own eight-orientation average; the adapted model is written to OUTDIR "
-        "and used for all files (for atom-column positions a plain Gaussian still placed "
-        "simulated columns closer)",
+        "and used for all files (for atom-column positions the oracle Gaussian still placed "
+        "simulated columns closer, median)",
     )
     s.add_argument(
         "--tta",

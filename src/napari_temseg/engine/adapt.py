@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -68,12 +68,12 @@ MAX_FRAMES = 8
 #: a calibrated pixel size is drawn within this factor of the frames' own
 PIXEL_SPAN = 1.3
 #: the share of each batch cut from the frames themselves (:class:`OwnAverage`) when the
-#: output is one pass. On the real low-dose pair (``bench_adapt.py --set pair --own-share``),
-#: adapted 60 s: share 0 213 / 349, 0.25 198 / 342, 0.5 197 / 345, 0.75 207 / 385; 120 s
-#: with another seed: 0.25 197 / 342, 0.5 193 / 359 (the oracle Gaussian 204 / 352)
+#: output is one pass; measured on the real low-dose pair against 0, 0.5 and 0.75
+#: (docs/denoise.md, "Learning from the frames themselves")
 OWN_SHARE = 0.25
 #: the frames' own patches: centre crops of this side, from this many frames spread over
-#: the series, averaged once by the starting model (about 7 s a crop on 2 CPU threads)
+#: the series, averaged once by the starting model (about 7 s a crop on 2 CPU threads;
+#: no more crops once a quarter of the budget is spent)
 OWN_SIDE = 1024
 OWN_FRAMES = 2
 KINDS = ("stem", "hrtem")
@@ -117,8 +117,7 @@ class AdaptConfig:
     def for_output(cls, tta: bool, **kw: Any) -> AdaptConfig:
         """The configuration for an output averaged over eight orientations (``tta``) or
         not: an averaged output takes no patches from the frames, whose targets are that
-        very average (measured on the real pair, adapted and averaged: share 0 166 / 311,
-        share 0.5 182 / 338)."""
+        very average (it got worse with them on the real pair: docs/denoise.md)."""
         return cls(**{"own_share": 0.0 if tta else OWN_SHARE, **kw})
 
 
@@ -269,6 +268,7 @@ class OwnAverage:
         patch: int,
         device: str,
         cancel: threading.Event | None = None,
+        seconds: float = math.inf,
     ) -> None:
         from napari_temseg.engine.denoise import denoise
         from napari_temseg.engine.tiling import Cancelled
@@ -276,13 +276,21 @@ class OwnAverage:
         usable = [f for f in frames if min(f.shape[-2:]) >= patch]
         picks = usable[:: max(1, -(-len(usable) // OWN_FRAMES))][:OWN_FRAMES]
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        t0 = time.perf_counter()
         for f in picks:
             crop = _centre(f, OWN_SIDE)
+            finite = np.isfinite(crop)
+            if not finite.any():
+                continue
+            if not finite.all():  # dead or masked pixels: the frame's median, as noise_level
+                crop = np.where(finite, crop, np.median(crop[finite])).astype(np.float32)
             try:
                 average = denoise(crop, model, device=device, tta=True, cancel=cancel)
             except Cancelled:  # the adaptation stops with what it has
                 break
             self.pairs.append((crop, average))
+            if time.perf_counter() - t0 >= seconds:  # the rest of the budget is training's
+                break
 
     def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         return self.pairs[int(rng.integers(len(self.pairs)))]
@@ -336,8 +344,11 @@ def iter_adapt(
     ``pixel_size_nm``: the frames' calibrated pixel size (None: unknown, the model's own
     range is kept). Yields the training's :class:`TrainEvent` s; returns an
     :class:`AdaptResult` whose model is a copy (the original is untouched). The model kept
-    is the best by validation on simulated patches at the frames' noise level, which the start
-    counts as: an adaptation that does not help there returns the original weights.
+    is the best by validation on simulated patches at the frames' noise level (with
+    ``own_share``, that share of patches of the frames against the starting model's
+    average), which the start counts as: an adaptation that does not help there returns
+    the original weights. The averaging of the frames is paid from the time budget, and
+    the events' ``elapsed_s`` count it.
     """
     import copy
 
@@ -368,11 +379,19 @@ def iter_adapt(
     dose = pairs.dose_estimate(np.random.default_rng([cfg.seed, 2]))
     t0, own = time.perf_counter(), None
     if cfg.own_share > 0:
-        teacher = OwnAverage(frames, (net, _plain(meta)), cfg.patch, cfg.device, cancel)
+        # a copy: denoise moves its model to the device, and ``net`` is the shared cache's
+        teacher = OwnAverage(
+            frames,
+            (copy.deepcopy(net), _plain(meta)),
+            cfg.patch,
+            cfg.device,
+            cancel,
+            seconds=cfg.seconds / 4,
+        )
         if teacher.pairs:
             own_source = PairSource(teacher, cfg.patch, norm, 16, 0.0, True, teacher.describe())
             source = MixedSource(source, own_source, cfg.own_share)
-            own = {"share": cfg.own_share, "crops": [list(x.shape) for x, _ in teacher.pairs]}
+            own = {"share": cfg.own_share, "crops": teacher.describe()["crops"]}
     spent = time.perf_counter() - t0  # the average's eight passes are paid from the budget
     val = source.sample(cfg.val_size, np.random.default_rng([cfg.seed, 1]))
     original, net = net, copy.deepcopy(net).float().train()
@@ -390,7 +409,7 @@ def iter_adapt(
         device=cfg.device,
         amp=False,
     )
-    result = yield from iter_train(net, source, tcfg, val=val, cancel=cancel)
+    result = yield from _shifted(iter_train(net, source, tcfg, val=val, cancel=cancel), spent)
     improved = result.steps_done > 0 and result.best_val_psnr > before
     out = result.model.cpu().eval() if improved else copy.deepcopy(original)
     after = result.best_val_psnr if improved else before
@@ -515,6 +534,19 @@ def _fit_postfilter(
 
 def _plain(meta: dict) -> dict:
     return {k: v for k, v in meta.items() if k != "postfilter"}
+
+
+def _shifted(
+    run: Generator[TrainEvent, None, Any], seconds: float
+) -> Generator[TrainEvent, None, Any]:
+    """``run``'s events with ``seconds`` added to their elapsed time: the time spent
+    before training (the frames' average) counts in the budget the progress shows."""
+    while True:
+        try:
+            ev = next(run)
+        except StopIteration as stop:
+            return stop.value
+        yield replace(ev, elapsed_s=ev.elapsed_s + seconds)
 
 
 def _centre(frame: np.ndarray, side: int) -> np.ndarray:

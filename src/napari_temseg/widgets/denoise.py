@@ -74,9 +74,11 @@ class DenoiseWidget(Container):
             step=10,
             value=0,
             tooltip="0: off. Otherwise first fine-tune the model for this many seconds on "
-            "simulated images with this image's own noise level and pixel size, and fit a "
-            "final smoothing; the adapted model is listed as yours for the other frames. "
-            "For atom-column positions a plain Gaussian still placed simulated columns closer.",
+            "simulated images with this image's own noise level and pixel size (and, for one "
+            "pass, on this image taught by the model's own eight-orientation average), and "
+            "fit a final smoothing; the adapted model is listed as yours for the other "
+            "frames. For atom-column positions the oracle Gaussian still placed simulated "
+            "columns closer (median).",
         )
         self._tta = CheckBox(text=TTA_TEXT, value=False)
         self._tta.tooltip = (
