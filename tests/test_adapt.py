@@ -351,6 +351,27 @@ def test_own_frames_pull_one_pass_toward_the_average(frame):
         gaps.append(np.mean((denoise(noisy, network, device="cpu") - average) ** 2))
         runs.append(r)
     assert gaps[1] < 0.8 * gaps[0], (gaps, runs[1].message)
-    assert runs[1].meta["adapted"]["own_average"] == {"share": 0.5, "crops": [[128, 128]]}
+    own = runs[1].meta["adapted"]["own_average"]
+    assert own["share"] == 0.5 and own["crops"] == [[128, 128]]
+    # kept because the frame's patches gained and the simulated ones lost at most a little
+    (sim_before, sim_after), (frames_before, frames_after) = own["val_psnr_db"].values()
+    assert frames_after > frames_before and sim_after >= sim_before - 0.1
     assert "own_average" not in runs[0].meta["adapted"]
     assert "(taught by the model's own average)" in runs[1].message
+
+
+def test_the_frames_gain_does_not_buy_a_loss_on_simulated_images(frame, tiny, monkeypatch):
+    """With the frames' patches the keep-or-not rule judges the two kinds of patch apart:
+    demanding an impossible simulated gain keeps the original weights."""
+    from napari_temseg.engine import adapt
+
+    noisy, pixel = frame
+    monkeypatch.setattr(adapt, "SIM_TOLERANCE_DB", -100.0)
+    cfg = AdaptConfig(seconds=600, steps=20, val_every=10, device="cpu", own_share=0.5)
+    r = run_adapt([noisy], tiny, cfg, pixel)
+    assert r.steps_done == 20 and "original model is kept" in r.message
+    original, _ = load_model(tiny, "cpu")
+    assert all(
+        torch.equal(a, b) for a, b in zip(original.parameters(), r.model.parameters(), strict=True)
+    )
+    assert len(r.meta["adapted"]["own_average"]["val_psnr_db"]["frames"]) == 2
