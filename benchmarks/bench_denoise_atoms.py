@@ -189,9 +189,9 @@ def main() -> int:
             print(
                 evaluate(f"{label}, 8 orientations", network(spec, True), train, test, args.radius)
             )
+    frames = [img.astype(np.float32) for _, img, _ in train + test]
     for share in args.own_share if args.adapt > 0 else []:
         cfg = AdaptConfig(seconds=args.adapt, device="cpu", own_share=share)
-        frames = [img.astype(np.float32) for _, img, _ in train + test]
         r = run_adapt(frames, "stem-denoise", cfg, pixel_size_nm=PM_PER_PX / 1000)
         print(f"  adapted, own share {share:g}: {r.message}", flush=True)
         label = f"stem-denoise, adapted {args.adapt:.0f} s, own share {share:g}"

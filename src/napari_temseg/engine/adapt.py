@@ -38,6 +38,7 @@ from napari_temseg import defaults
 from napari_temseg.engine.binning import bin_frame, check_bin
 from napari_temseg.engine.data import MixedSource, PairSource
 from napari_temseg.engine.events import TrainEvent, drain
+from napari_temseg.engine.finite import median_filled
 from napari_temseg.engine.train import TrainConfig, iter_train
 from napari_temseg.models.bundled import derived_meta
 from napari_temseg.models.normalize import Normalization
@@ -157,10 +158,7 @@ def noise_level(frame: np.ndarray) -> float:
     share of noise in the frame's variance instead was measured too and matched the real
     low-dose pair to 127 e/px, where this finds 7-8 (docs/denoise.md).
     """
-    x = np.asarray(frame, np.float64)
-    finite = np.isfinite(x)
-    if not finite.all():
-        x = np.where(finite, x, np.median(x[finite]) if finite.any() else 0.0)
+    x = median_filled(np.asarray(frame, np.float64))
     norm = Normalization()
     z = norm.apply(x, norm.stats(x))
     h, w = (z.shape[0] // 2) * 2, (z.shape[1] // 2) * 2
@@ -277,16 +275,13 @@ class OwnAverage:
         from napari_temseg.engine.tiling import Cancelled
 
         usable = [f for f in frames if min(f.shape[-2:]) >= patch]
-        picks = usable[:: max(1, -(-len(usable) // OWN_FRAMES))][:OWN_FRAMES]
         self.pairs: list[tuple[np.ndarray, np.ndarray]] = []
         t0 = time.perf_counter()
-        for f in picks:
+        for f in _spread(usable, OWN_FRAMES):
             crop = _centre(f, OWN_SIDE)
-            finite = np.isfinite(crop)
-            if not finite.any():
+            if not np.isfinite(crop).any():
                 continue
-            if not finite.all():  # dead or masked pixels: the frame's median, as noise_level
-                crop = np.where(finite, crop, np.median(crop[finite])).astype(np.float32)
+            crop = median_filled(crop)  # dead or masked pixels, as noise_level reads them
             try:
                 average = denoise(crop, model, device=device, tta=True, cancel=cancel)
             except Cancelled:  # the adaptation stops with what it has
@@ -396,13 +391,16 @@ def iter_adapt(
             source = MixedSource(source, own_source, cfg.own_share)
             own = {"share": cfg.own_share, "crops": teacher.describe()["crops"]}
     spent = time.perf_counter() - t0  # the average's eight passes are paid from the budget
-    val = source.sample(cfg.val_size, np.random.default_rng([cfg.seed, 1]))
+    val_rng = np.random.default_rng([cfg.seed, 1])
+    parts = (
+        source.sample_parts(cfg.val_size, val_rng)
+        if isinstance(source, MixedSource)
+        else [source.sample(cfg.val_size, val_rng)]
+    )
+    val = MixedSource.join(parts)
+    judged = parts if len(parts) == 2 else []  # simulated and the frames' patches, apart
     original, net = net, copy.deepcopy(net).float().train()
     before = _psnr(net, val)
-    # the frames' patches are the batch's last (MixedSource); judged apart, see below
-    k = round(cfg.val_size * cfg.own_share) if own else 0
-    xs, ys, n = *val, len(val[0]) - k
-    judged = [(xs[:n], ys[:n]), (xs[n:], ys[n:])] if k else []
     own_before = [_psnr(net, p) for p in judged]
     tcfg = TrainConfig(
         steps=cfg.steps or 10**7,
@@ -536,8 +534,7 @@ def _fit_postfilter(
         inputs.append(x)
         outputs.append(y)
         cleans.append(norm.apply(clean.astype(np.float64), norm.stats(noisy)))
-    spread = frames[:: max(1, -(-len(frames) // CHECK_FRAMES))][:CHECK_FRAMES]
-    real = [normalised_pair(_centre(f, CHECK_SIDE)) for f in spread]
+    real = [normalised_pair(_centre(f, CHECK_SIDE)) for f in _spread(frames, CHECK_FRAMES)]
     checked: list[dict[str, Any]] = []
 
     def accept(spec: dict) -> bool:
@@ -565,6 +562,11 @@ def _shifted(
         except StopIteration as stop:
             return stop.value
         yield replace(ev, elapsed_s=ev.elapsed_s + seconds)
+
+
+def _spread(items: Sequence[Any], n: int) -> list[Any]:
+    """At most ``n`` of ``items``, evenly strided from the first."""
+    return list(items[:: max(1, -(-len(items) // n))][:n])
 
 
 def _centre(frame: np.ndarray, side: int) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg.defaults import BINS
+from napari_temseg.engine.finite import median_filled
 
 #: a binned frame must keep at least this many pixels a side
 MIN_BINNED = 16
@@ -56,9 +57,7 @@ def bin_frame(frame: np.ndarray, k: int) -> np.ndarray:
 def unbin_frame(small: np.ndarray, k: int, shape: tuple[int, int], like: np.ndarray) -> np.ndarray:
     """``small`` interpolated back to ``shape`` (cubic), within ``like``'s finite range,
     NaN where ``like`` is not finite (what ``engine.denoise`` promises of its output)."""
-    finite = np.isfinite(small)
-    fill = float(np.median(small[finite])) if finite.any() else 0.0
-    big = ndimage.zoom(np.where(finite, small, fill), k, order=3, grid_mode=True, mode="reflect")[
+    big = ndimage.zoom(median_filled(small), k, order=3, grid_mode=True, mode="reflect")[
         : shape[0], : shape[1]
     ].astype(np.float32)
     ok = np.isfinite(like)

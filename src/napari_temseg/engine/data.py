@@ -147,13 +147,18 @@ class MixedSource:
         self.first, self.second, self.share = first, second, share
         self.normalization = first.normalization
 
-    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample_parts(self, n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The batch as its parts, ``first``'s then ``second``'s (a part of no patch left
+        out), for a caller that scores them apart."""
         k = round(n * self.share)
-        parts = [s.sample(m, rng) for s, m in ((self.first, n - k), (self.second, k)) if m]
-        return (
-            np.concatenate([x for x, _ in parts]),
-            np.concatenate([y for _, y in parts]),
-        )
+        return [s.sample(m, rng) for s, m in ((self.first, n - k), (self.second, k)) if m]
+
+    @staticmethod
+    def join(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return self.join(self.sample_parts(n, rng))
 
     def describe(self) -> dict[str, Any]:
         return {**self.first.describe(), "mixed_with": self.second.describe(), "share": self.share}

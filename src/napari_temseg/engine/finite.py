@@ -37,6 +37,15 @@ class Screen:
         return self.nonfinite < self.size
 
 
+def median_filled(img: np.ndarray) -> np.ndarray:
+    """``img`` with its non-finite pixels replaced by the median of the finite ones (0 when
+    none is), in ``img``'s own dtype: what a network or a statistic may read."""
+    finite = np.isfinite(img)
+    if finite.all():
+        return img
+    return np.where(finite, img, float(np.median(img[finite])) if finite.any() else 0.0)
+
+
 def screen(frame: Any, rows: int = 512) -> Screen | None:
     """Count the non-finite pixels of a float frame and find its finite range, reading
     ``rows`` rows at a time (memory maps and dask arrays are not loaded whole).
@@ -93,7 +102,7 @@ def training_frame(
     if not finite.all():
         if not finite.any():
             raise error(f"{where} has no finite pixel value (all NaN or infinite); check the file")
-        img = np.where(finite, img, np.median(img[finite]))
+        img = median_filled(img)
         lab = np.where(finite, lab, 0).astype(np.uint8)  # strokes on them teach nothing
     if img.min() == img.max():
         raise error(
