@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 from bench_denoise_pair import PAIR, SIGMAS, bm3d_denoise, excess, load_pair
-from bench_denoise_quality import baselines, image_seed, psnr, ssim
+from bench_denoise_quality import add_orientations, baselines, image_seed, psnr, ssim
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
@@ -55,17 +55,18 @@ def pair(args) -> None:
                 b,
                 floor,
             )
-            if args.tta:
-                rows[f"{tag}, 8 orientations"] = excess(
-                    lambda x, m=model, k=k: denoise(
-                        x.astype(np.float32), m, device="cpu", bin=k, tta=True
+            for n in args.orientations:
+                rows[f"{tag}, {n} orientations"] = excess(
+                    lambda x, m=model, k=k, n=n: denoise(
+                        x.astype(np.float32), m, device="cpu", bin=k, tta=n
                     ),
                     a,
                     b,
                     floor,
                 )
             for share in args.own_share:
-                scores, averaged, notes = [], [], []
+                scores, notes = [], []
+                averaged: dict[int, list[float]] = {n: [] for n in args.orientations}
                 for x, other in ((a, b), (b, a)):
                     cfg = AdaptConfig(
                         seconds=args.seconds,
@@ -78,17 +79,17 @@ def pair(args) -> None:
                     r = run_adapt([x.astype(np.float32)], model, cfg)
                     d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k)
                     scores.append(float(np.mean((d - other) ** 2)) - floor)
-                    if args.tta:
-                        d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k, tta=True)
-                        averaged.append(float(np.mean((d - other) ** 2)) - floor)
+                    for n in args.orientations:
+                        d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k, tta=n)
+                        averaged[n].append(float(np.mean((d - other) ** 2)) - floor)
                     checked = r.meta["adapted"]["postfilter_checked"]
                     notes.append(f"{r.message} (checked: {checked})")
                 head = f"{tag}, adapted {args.seconds:.0f} s" + (
                     f", own share {share:g}" if share else ""
                 )
                 rows[head] = tuple(scores)
-                if averaged:
-                    rows[f"{head}, 8 orientations"] = tuple(averaged)
+                for n, v in averaged.items():
+                    rows[f"{head}, {n} orientations"] = tuple(v)
                 print(f"  {head}: " + " | ".join(notes), flush=True)
     print("\n| method | excess a->b | excess b->a |\n| --- | --- | --- |")
     for k, (ab, ba) in rows.items():
@@ -211,9 +212,7 @@ def main() -> int:
     p.add_argument("--adapt-seed", type=int, default=AdaptConfig.seed, help="AdaptConfig.seed")
     p.add_argument("--no-bm3d", action="store_true")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--tta", action="store_true", help="pair: also each model averaged over 8 orientations"
-    )
+    add_orientations(p, "pair: each model")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

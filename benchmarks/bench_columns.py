@@ -20,8 +20,8 @@ specimen itself (``clean``, before the scan's distortions), which is what the bu
 models are trained to restore and what a microscopist wants to measure.
 
 ``--max-per-frame K`` scores at most K columns of each frame (a seeded draw), so that with
-many frames (``--n 24``) no single frame decides the median; ``--tta`` adds the model
-averaged over eight orientations.
+many frames (``--n 24``) no single frame decides the median; ``--orientations 2 8`` adds
+the model averaged over two and eight orientations (``--tta``: eight).
 
 ``--blur PX [PX ...]``: also a Gaussian of each fixed width of the noisy frame and of the
 model's output.
@@ -36,7 +36,7 @@ import argparse
 
 import numpy as np
 import torch
-from bench_denoise_quality import baselines
+from bench_denoise_quality import add_orientations, baselines
 from scipy import ndimage
 from skimage.feature import peak_local_max
 
@@ -151,9 +151,7 @@ def main() -> int:
         default="parabola",
         help="how each estimate's column is located around its brightest pixel",
     )
-    p.add_argument(
-        "--tta", action="store_true", help="also the model averaged over eight orientations"
-    )
+    add_orientations(p, "the model")
     p.add_argument(
         "--max-per-frame",
         type=int,
@@ -190,7 +188,7 @@ def main() -> int:
     names = ["noisy", "gaussian (oracle sigma)", "BM3D", a.model]
     adapted_names = [f"{a.model}, adapted {a.adapt:.0f} s, own share {v:g}" for v in a.own_share]
     names += adapted_names if a.adapt > 0 else []
-    names += [f"{a.model}, 8 orientations"] if a.tta else []
+    names += [f"{a.model}, {n} orientations" for n in a.orientations]
     names += [f"Gaussian {w:g} px" for w in a.blur] + [f"{a.model} + {w:g} px" for w in a.blur]
     print(
         "| dose (e/px) | columns | noisy | oracle Gaussian | BM3D | " + " | ".join(names[3:]) + " |"
@@ -224,8 +222,8 @@ def main() -> int:
             ests[a.model] = denoise(s.noisy, model, device="cpu")
             for name, spec in adapted.items():
                 ests[name] = denoise(s.noisy, spec, device="cpu")
-            if a.tta:
-                ests[f"{a.model}, 8 orientations"] = denoise(s.noisy, model, device="cpu", tta=True)
+            for n in a.orientations:
+                ests[f"{a.model}, {n} orientations"] = denoise(s.noisy, model, device="cpu", tta=n)
             noisy64 = np.asarray(s.noisy, np.float64)
             for w in a.blur:
                 ests[f"Gaussian {w:g} px"] = ndimage.gaussian_filter(noisy64, w)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from bench_acstem import ACSTEM, load
 from bench_denoise_pair import bm3d_denoise
+from bench_denoise_quality import add_orientations
 from scipy import ndimage
 
 from napari_temseg.engine import denoise
@@ -135,9 +136,7 @@ def main() -> int:
     p.add_argument("--radius", type=float, default=3.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-bm3d", action="store_true")
-    p.add_argument(
-        "--tta", action="store_true", help="also each network averaged over eight orientations"
-    )
+    add_orientations(p, "each network")
     p.add_argument(
         "--adapt",
         type=float,
@@ -154,7 +153,7 @@ def main() -> int:
         return 0
     train, test = load()
 
-    def network(spec: str | Path, tta: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    def network(spec: str | Path, tta: int = 1) -> Callable[[np.ndarray], np.ndarray]:
         model = load_model(spec, "cpu")
         return lambda img: denoise(img, model, device="cpu", tile=512, overlap=32, tta=tta)
 
@@ -185,9 +184,9 @@ def main() -> int:
             named.append((f"candidate {folder.name}", path))
     for label, spec in named:
         print(evaluate(label, network(spec), train, test, args.radius))
-        if args.tta:
+        for n in args.orientations:
             print(
-                evaluate(f"{label}, 8 orientations", network(spec, True), train, test, args.radius)
+                evaluate(f"{label}, {n} orientations", network(spec, n), train, test, args.radius)
             )
     frames = [img.astype(np.float32) for _, img, _ in train + test]
     for share in args.own_share if args.adapt > 0 else []:

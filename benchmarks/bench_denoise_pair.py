@@ -3,7 +3,7 @@
     python benchmarks/bench_denoise_pair.py                       # bundled models
     python benchmarks/bench_denoise_pair.py --weights DIR [DIR ...]  # also these candidates
     python benchmarks/bench_denoise_pair.py --bins 1 2 4             # models binned (default)
-    python benchmarks/bench_denoise_pair.py --tta                    # and averaged over 8 orientations
+    python benchmarks/bench_denoise_pair.py --orientations 2 8       # and averaged over 2, 8
 
 ``../shared/realdata/lowdose_pair`` holds two registered frames ``a`` and ``b`` of the same
 field. The second is an independent noisy copy of the same signal, so for any denoiser f,
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
+from bench_denoise_quality import add_orientations
 from scipy import ndimage
 
 from napari_temseg.engine import Normalization, denoise
@@ -82,11 +83,7 @@ def main() -> int:
     p.add_argument(
         "--bins", type=int, nargs="+", default=[1, 2, 4], help="models at these binnings"
     )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="also each model averaged over eight orientations (engine.tta; 8x the time)",
-    )
+    add_orientations(p, "each model")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     if not PAIR.is_dir():
@@ -101,9 +98,9 @@ def main() -> int:
         methods["BM3D (estimated sigma)"] = bm3d_denoise
     for name, model in candidates(args.weights).items():
         for k in args.bins:
-            for tta in (False, True) if args.tta else (False,):
+            for tta in [1, *args.orientations]:
                 label = name if k == 1 else f"{name}, binned {k}x{k}"
-                label += ", 8 orientations" if tta else ""
+                label += f", {tta} orientations" if tta > 1 else ""
                 methods[label] = lambda x, m=model, k=k, t=tta: denoise(
                     x.astype(np.float32), m, device="cpu", bin=k, tta=t
                 )

@@ -127,6 +127,22 @@ def baselines(noisy: np.ndarray, clean: np.ndarray, use_bm3d: bool) -> dict[str,
     return out
 
 
+def add_orientations(p: argparse.ArgumentParser, what: str) -> None:
+    """``--orientations N [N ...]`` (2, 8: engine.tta) and ``--tta`` (adds 8): ``what``
+    is also scored averaged over each count; ``args.orientations`` lists them."""
+    p.add_argument(
+        "--orientations",
+        type=int,
+        nargs="+",
+        choices=(2, 8),
+        default=[],
+        help=f"also {what} averaged over this many orientations (engine.tta)",
+    )
+    p.add_argument(
+        "--tta", dest="orientations", action="append_const", const=8, help="adds 8 orientations"
+    )
+
+
 def evaluate(
     model_name: str,
     kind: str,
@@ -135,7 +151,7 @@ def evaluate(
     use_bm3d: bool,
     seed: int,
     reference: str = "scene",
-    tta: bool = False,
+    tta: int = 1,
 ) -> dict:
     model = load_model(model_name, "cpu")
     rows = {}
@@ -201,14 +217,18 @@ def main() -> int:
         "recorded it (row jitter, drift kept)",
     )
     p.add_argument(
-        "--tta",
-        action="store_true",
-        help="score the model averaged over eight orientations (engine.tta; 8x the time)",
+        "--orientations",
+        type=int,
+        choices=(1, 2, 8),
+        default=1,
+        help="score the model averaged over this many orientations (engine.tta; that many "
+        "times the time; default 1, one pass)",
     )
+    p.add_argument("--tta", dest="orientations", action="store_const", const=8, help="= 8")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    if args.tta and args.out:  # the model cards read --out as the shipped single pass
-        p.error("--tta with --out would publish averaged numbers as the model's own; drop --out")
+    if args.orientations > 1 and args.out:  # the model cards read --out as the single pass
+        p.error("--out publishes the model's own single pass; drop --orientations/--tta")
     torch.set_num_threads(args.threads)
     kinds = ("stem", "hrtem") if args.kind == "all" else (args.kind,)
     sets = {"standard": (False,), "shifted": (True,), "both": (False, True)}[args.set]
@@ -226,9 +246,10 @@ def main() -> int:
                 not args.no_bm3d,
                 args.seed,
                 args.reference,
-                args.tta,
+                args.orientations,
             )
-            label = f"{kind}-denoise{' (8 orientations)' if args.tta else ''} on the {'shifted' if shifted else 'standard'} {kind} test set, n={args.n} per dose"
+            o = args.orientations
+            label = f"{kind}-denoise{f' ({o} orientations)' if o > 1 else ''} on the {'shifted' if shifted else 'standard'} {kind} test set, n={args.n} per dose"
             print(markdown(rows, label), flush=True)
             print(f"\n({time.perf_counter() - t0:.0f} s)\n", flush=True)
             results[f"{kind}/{'shifted' if shifted else 'standard'}"] = rows

@@ -17,7 +17,9 @@ artefacts, seams, hallucinated lattice. ``--weights DIR [DIR ...]`` adds a candi
 contrast, so a candidate is looked at beside the bundled weights before it ships; a bundled
 denoiser's fine-tuning start (the weights it replaced) gets a row of its own.
 ``--crop 128`` shows a smaller crop at twice the scale, where noise left as texture is seen.
-``--tta`` adds the bundled model averaged over eight orientations (``engine.tta``) as a row.
+``--orientations 2 8`` adds the bundled model averaged over two and eight orientations
+(``engine.tta``; two is what the Denoise dock and ``temseg denoise`` do by default) as
+rows; ``--tta`` adds eight.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_denoise_quality import add_orientations
 from bench_noise_anisotropy import windowed_power
 
 from napari_temseg.engine import denoise
@@ -107,11 +110,7 @@ def main() -> int:
         default=256,
         help="side of the centred crop the figures show, px (128: noise texture at 2x)",
     )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="add the bundled model averaged over eight orientations as a row (engine.tta)",
-    )
+    add_orientations(p, "add the bundled model as a row")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     import matplotlib
@@ -167,8 +166,8 @@ def main() -> int:
             for folder in args.weights
             if (folder / f"{model_name}.safetensors").is_file()
         ]
-        if args.tta:
-            others.insert(0, (f"{model_name}, 8 orientations", model_name, True))
+        for k, n in enumerate(args.orientations):
+            others.insert(k, (f"{model_name}, {n} orientations", model_name, n))
         for label, spec, tta in others:
             other = denoise(
                 img, load_model(spec, "cpu"), device="cpu", tile=256, overlap=32, tta=tta

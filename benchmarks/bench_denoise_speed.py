@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+from bench_denoise_quality import add_orientations
 
 from napari_temseg.engine import denoise, describe_device, select_device
 from napari_temseg.models import DEFAULT_DENOISER, load_model
@@ -63,7 +64,7 @@ def throughput(
     tile: int,
     batch: int | None,
     repeats: int,
-    tta: bool = False,
+    tta: bool | int = False,
 ) -> float:
     """Best wall time of ``repeats`` full denoising runs (after one warm-up run)."""
     denoise(img[:512, :512], model, device=device, tile=tile, batch_size=batch, tta=tta)
@@ -88,11 +89,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--gpu-size", type=int, default=8192)
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="also time the 2048² frame averaged over eight orientations (engine.tta)",
-    )
+    add_orientations(p, "time the 2048² frame")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     dev = select_device(args.device)
@@ -111,11 +108,13 @@ def main() -> int:
         mps = img.size / secs / 1e6
         results[f"2048_tile{tile}"] = {"seconds": secs, "mp_per_s": mps}
         print(f"| 2048² | {tile} | auto | {secs:.2f} | {mps:.2f} |", flush=True)
-        if args.tta:
-            secs = throughput(img, model, device, tile, None, args.repeats, tta=True)
-            results[f"2048_tile{tile}_tta"] = {"seconds": secs, "mp_per_s": img.size / secs / 1e6}
+        for n in sorted(set(args.orientations)):
+            secs = throughput(img, model, device, tile, None, args.repeats, tta=n)
+            key = f"2048_tile{tile}_tta" + ("" if n == 8 else str(n))
+            results[key] = {"seconds": secs, "mp_per_s": img.size / secs / 1e6}
             print(
-                f"| 2048², 8 orientations | {tile} | auto | {secs:.2f} | {img.size / secs / 1e6:.2f} |"
+                f"| 2048², {n} orientations | {tile} | auto | {secs:.2f} | "
+                f"{img.size / secs / 1e6:.2f} |"
             )
     if dev.type == "cuda":
         big = np.tile(img, (args.gpu_size // 2048, args.gpu_size // 2048))

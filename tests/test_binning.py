@@ -123,7 +123,7 @@ def test_cli_bin_option(tmp_path, capsys):
     assert cli.main([*args, "-o", str(tmp_path / "b2"), "--bin", "2"]) == 0
     out = read(tmp_path / "b2" / "in.tif")[0]
     assert out.pixel_size_nm == pytest.approx(0.5) and out.shape == noisy.shape
-    expected = denoise(noisy, "hrtem-denoise", device="cpu", bin=2)
+    expected = denoise(noisy, "hrtem-denoise", device="cpu", bin=2, tta=2)  # the default
     np.testing.assert_allclose(np.asarray(out.data), expected, rtol=1e-4, atol=1e-3)
     with tifffile.TiffFile(tmp_path / "b2" / "in.tif") as tf:
         assert '"denoised_binning": 2' in tf.imagej_metadata["Info"], "the setting is kept"

@@ -181,44 +181,46 @@ def test_binning_denoises_coarser_and_says_so(controls, widget, qtbot):
     _wait(qtbot, w)
     out = viewer.layers["low dose denoised"]
     assert out.metadata["denoised_binning"] == 2
-    expected = denoise(img, str(ui["Checkpoint"].value), device="cpu", tile=64, overlap=8, bin=2)
+    ckpt = str(ui["Checkpoint"].value)
+    expected = denoise(img, ckpt, device="cpu", tile=64, overlap=8, bin=2, tta=2)
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_averaging_eight_orientations_denoises_as_the_engine_and_says_so(controls, widget, qtbot):
+@pytest.mark.parametrize("n", [8, 1])
+def test_averaging_orientations_denoises_as_the_engine_and_says_so(controls, widget, qtbot, n):
     from napari_temseg.engine import denoise
-    from napari_temseg.widgets.denoise import TTA_TEXT
 
     viewer, w = widget
     ui = controls(w)
     img = np.random.default_rng(6).poisson(3, size=(96, 80)).astype(np.float32)
     viewer.add_image(img, name="low dose")
     ui["Image"].value = viewer.layers["low dose"]
-    assert not ui[TTA_TEXT].value, "off until chosen: it takes eight times as long"
-    ui[TTA_TEXT].value = True
+    assert ui["Orientations"].value == 2, "two by default: half the error of one pass"
+    ui["Orientations"].value = n
     ui.click("Run")
     _wait(qtbot, w)
     out = viewer.layers["low dose denoised"]
-    assert out.metadata["denoised_orientations"] == 8
-    assert tuple(out.metadata["disagreement_smoothed_px"]) == (4.0, 16.0)
     ckpt = str(ui["Checkpoint"].value)
-    expected = denoise(img, ckpt, device="cpu", tile=64, overlap=8, tta=True)
+    expected = denoise(img, ckpt, device="cpu", tile=64, overlap=8, tta=n)
     np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-5)
-    plain = denoise(img, ckpt, device="cpu", tile=64, overlap=8)
-    assert np.abs(out.data - plain).max() > 1e-4  # the box did something
+    if n == 1:
+        assert "denoised_orientations" not in out.metadata
+        return
+    assert out.metadata["denoised_orientations"] == n
+    assert tuple(out.metadata["disagreement_smoothed_px"]) == (4.0, 16.0)
+    two = denoise(img, ckpt, device="cpu", tile=64, overlap=8, tta=2)
+    assert np.abs(out.data - two).max() > 1e-4  # the choice did something
 
 
 def test_the_result_says_what_the_run_used_not_what_the_box_says_later(controls, widget, qtbot):
-    from napari_temseg.widgets.denoise import TTA_TEXT
-
     viewer, w = widget
     ui = controls(w)
     img = np.random.default_rng(7).poisson(3, size=(64, 64)).astype(np.float32)
     ui["Image"].value = viewer.add_image(img, name="raw")
-    ui[TTA_TEXT].value = True
+    ui["Orientations"].value = 8
     ui["Binning"].value = 2
     w.run()
-    ui[TTA_TEXT].value = False  # changed while the job runs: the result is delivered later
+    ui["Orientations"].value = 1  # changed while the job runs: the result is delivered later
     ui["Binning"].value = 1
     _wait(qtbot, w)
     meta = viewer.layers["raw denoised"].metadata
@@ -238,6 +240,7 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, q
     assert ui["Adapt (s)"].value == 0, "adapting is off until chosen"
     assert ui["Save as"].native.isHidden(), "nothing adapted, nothing to save"
     ui["Adapt (s)"].value = 2
+    ui["Orientations"].value = 1
     try:
         ui.click("Run")
         qtbot.waitUntil(lambda: w._status.value.startswith("adapting:"), timeout=20_000)
@@ -267,14 +270,12 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, q
         ui.click("Save adapted model…")
         assert target.stat().st_mtime_ns == before
         # averaged output: nothing is taught by the average it will itself be
-        from napari_temseg.widgets.denoise import TTA_TEXT
-
         ui["Model"].value = ui["Model"].choices[0]
-        ui[TTA_TEXT].value = True
+        ui["Orientations"].value = 2
         ui.click("Run")
         _wait(qtbot, w)
         averaged = viewer.layers[-1].metadata
-        assert averaged["denoised_orientations"] == 8
+        assert averaged["denoised_orientations"] == 2
         assert "own_average" not in averaged["adapted"]
         assert averaged["adapted"]["config"]["own_share"] == 0
     finally:

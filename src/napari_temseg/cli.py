@@ -211,7 +211,8 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
         overlap=args.overlap,
         large_frame_px=None if args.band_above is None else int(args.band_above * 1e6),
         bin=getattr(args, "bin", 1),
-        tta=getattr(args, "tta", False),
+        # denoise: --orientations (--tta is 8 of them); segment: --tta
+        tta=getattr(args, "orientations", None) or getattr(args, "tta", False),
     )
     try:
         device = job.resolved_device()
@@ -271,7 +272,7 @@ def _adapted_model(args: argparse.Namespace) -> str:
             device=args.device,
             bin=args.bin,
             overwrite=True,
-            tta=getattr(args, "tta", False),
+            tta=args.orientations,
         )
     except (ValueError, RuntimeError, OSError, CheckpointError) as exc:
         raise CLIError(str(exc)) from exc
@@ -739,17 +740,27 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="first fine-tune the model for SECONDS on simulated images with the inputs' own "
-        "noise level and pixel size and, without --tta, on the inputs themselves taught by "
-        "the model's own eight-orientation average; the adapted model is written to OUTDIR "
-        "and used for all files (for atom-column positions the oracle Gaussian still placed "
-        "simulated columns closer, median)",
+        "noise level and pixel size and, with --orientations 1, on the inputs themselves "
+        "taught by the model's own eight-orientation average; the adapted model is written "
+        "to OUTDIR and used for all files (for atom-column positions the oracle Gaussian "
+        "still placed simulated columns closer, median)",
+    )
+    s.add_argument(
+        "--orientations",
+        type=int,
+        default=defaults.DENOISE_ORIENTATIONS,
+        choices=defaults.ORIENTATION_CHOICES,
+        help="average the model over this many orientations of each tile (2: the tile and "
+        "the tile turned by 90 degrees; 8: every rotation and mirroring) and smooth the "
+        "detail they disagree on: that many times the time, less invented grain at low "
+        f"dose; 1: one pass (default {defaults.DENOISE_ORIENTATIONS})",
     )
     s.add_argument(
         "--tta",
-        action="store_true",
-        help="test-time augmentation: average the model over the eight rotations and "
-        "mirrorings of each tile and smooth the detail they disagree on (8x the time; less "
-        "invented grain at low dose)",
+        dest="orientations",
+        action="store_const",
+        const=8,
+        help="the same as --orientations 8",
     )
     s.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     _batch_options(s)

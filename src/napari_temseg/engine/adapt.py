@@ -40,6 +40,7 @@ from napari_temseg.engine.data import MixedSource, PairSource
 from napari_temseg.engine.events import TrainEvent, drain
 from napari_temseg.engine.finite import median_filled
 from napari_temseg.engine.train import TrainConfig, iter_train
+from napari_temseg.engine.tta import orientation_count
 from napari_temseg.models.bundled import derived_meta
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
@@ -118,11 +119,13 @@ class AdaptConfig:
             raise ValueError(f"own_share must be in [0, 1), got {self.own_share}")
 
     @classmethod
-    def for_output(cls, tta: bool, **kw: Any) -> AdaptConfig:
-        """The configuration for an output averaged over eight orientations (``tta``) or
-        not: an averaged output takes no patches from the frames, whose targets are that
-        very average (it got worse with them on the real pair: docs/denoise.md)."""
-        return cls(**{"own_share": 0.0 if tta else OWN_SHARE, **kw})
+    def for_output(cls, tta: bool | int, **kw: Any) -> AdaptConfig:
+        """The configuration for an output averaged over orientations (``tta``: True or
+        8, or 2; ``engine.tta.orientation_count``) or not: an averaged output takes no
+        patches from the frames, whose targets are such an average (it got worse with
+        them on the real pair: docs/denoise.md)."""
+        share = 0.0 if orientation_count(tta) > 1 else OWN_SHARE
+        return cls(**{"own_share": share, **kw})
 
 
 @dataclass

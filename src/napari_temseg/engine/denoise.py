@@ -16,7 +16,7 @@ from napari_temseg.engine.device import select_device
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
-from napari_temseg.engine.tta import with_tta
+from napari_temseg.engine.tta import orientation_count, with_tta
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
 
@@ -48,7 +48,8 @@ def denoise(
     out: np.ndarray | None = None,
     stats: tuple[float, float] | None = None,
     bin: int = 1,
-    tta: bool = False,
+    tta: bool | int = False,
+    amp: bool = True,
 ) -> np.ndarray:
     """Denoise a 2D image or a stack (..., Y, X), frame by frame; float32, input's units.
 
@@ -63,16 +64,21 @@ def denoise(
     (``io.DataWarning``) and NaN in the result, which never leaves the input's range.
     ``bin`` 2 or 4 denoises each frame binned that many times coarser and interpolates
     the result back (``engine.binning``); ``stats`` are then the binned frame's.
-    ``tta`` averages each tile's result over its eight rotations and mirrorings and
-    smooths the detail they disagree on, at 4 px and at 16 px (``engine.tta``): eight
-    times the time, less of the grain a network invents at low dose.
+    ``tta`` averages each tile's result over its eight rotations and mirrorings (True or
+    8) or over the tile and the tile turned by 90 degrees (2), and smooths the detail they
+    disagree on, at 4 px and at 16 px (``engine.tta``): that many times the time, less of
+    the grain a network invents at low dose. False or 1: one pass.
+    ``amp``: the network runs in bfloat16 where that is native (a CUDA GPU, or a CPU with
+    AVX512-BF16 or AMX): about twice as fast on these CPUs, within 0.05 dB on the standard
+    set (docs/benchmarks.md, "Two orientations"); False: float32 throughout.
     """
     _check_image(image)
     check_bin(bin, tuple(image.shape))
     dev = select_device(device)
     model, meta = cached_model(model_or_name, dev)
-    if tta:
-        model, meta = with_tta((model, meta), probabilities=False)
+    n = orientation_count(tta)
+    if n > 1:
+        model, meta = with_tta((model, meta), probabilities=False, orientations=n)
     if meta.get("task", "denoise") != "denoise":
         raise ValueError(
             f"this model was trained to {meta.get('task')!r}, not to denoise; "
@@ -92,6 +98,7 @@ def denoise(
         cancel=cancel,
         stats=stats,
         within_input=True,  # no value outside the input's range; NaN where it had none
+        amp=amp,
     )
     post = meta.get("postfilter")  # an adapted model's calibrated smoothing
     if bin == 1:
@@ -142,12 +149,13 @@ def denoise_bands(
     tile: int = TILE,
     overlap: int = OVERLAP,
     bin: int = 1,
+    amp: bool = True,
     **kw: Any,
 ) -> Iterator[np.ndarray]:
     """Denoised bands of a large 2D frame (float32, the frame's units); see
     ``engine.large.iter_bands`` for ``band``, ``halo``, ``progress`` and ``cancel``.
-    ``bin``: as in :func:`denoise` (bands start on whole blocks; the statistics are
-    the binned frame's). To average orientations, pass a model wrapped by
+    ``bin``, ``amp``: as in :func:`denoise` (bands start on whole blocks; the statistics
+    are the binned frame's). To average orientations, pass a model wrapped by
     ``engine.tta.with_tta(..., probabilities=False)``, as ``FileJob(tta=True)`` does."""
     check_bin(bin, tuple(frame.shape))
     for key, default in (("band", BAND_ROWS), ("halo", HALO)):  # bands on whole blocks
@@ -158,7 +166,7 @@ def denoise_bands(
         denoise,
         tile=tile,
         overlap=overlap,
-        engine_kw={"device": device, "bin": bin},
+        engine_kw={"device": device, "bin": bin, "amp": amp},
         bin=bin,
         **kw,
     )

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from napari_temseg.defaults import OVERLAP, TILE
-from napari_temseg.engine.device import select_device
+from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
 from napari_temseg.engine.finite import check_frame, screen
 from napari_temseg.models.normalize import Normalization, subsample
 
@@ -127,7 +127,11 @@ def _default_batch(device: torch.device, th: int, tw: int) -> int:
     return int(np.clip(64 * (256 * 256) / (th * tw), 1, 256))
 
 
-def _amp_dtype(device: torch.device) -> torch.dtype | None:
+def _amp_dtype(device: torch.device, cpu: bool = False) -> torch.dtype | None:
+    """The autocast type on ``device``: CUDA's, or with ``cpu`` bfloat16 on a CPU that
+    computes it natively (``engine.device.cpu_has_fast_bf16``); None for none."""
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu and cpu_has_fast_bf16() else None
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -188,7 +192,8 @@ def predict_tiled(
 
     ``image`` is (..., Y, X): every leading index is a frame. ``fn`` maps a batch of
     normalised tiles ``(B, 1, h, w)`` on ``device`` to ``(B, out_channels, h, w)``; it runs
-    under ``torch.inference_mode`` and, on CUDA when ``amp`` is not False, autocast.
+    under ``torch.inference_mode`` and, on CUDA when ``amp`` is not False, autocast; with
+    ``amp`` True also in bfloat16 on a CPU that computes it natively.
     Each frame is normalised with its own robust statistics (``normalization``; None = as
     is) and, when ``denormalize``, the result is mapped back to the frame's intensity range
     (denoising); segmentation passes ``denormalize=False`` and gets ``fn``'s values.
@@ -217,7 +222,7 @@ def predict_tiled(
         out = np.empty(out_shape, np.float32)
     elif out.shape != out_shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 of shape {out_shape}, got {out.dtype} {out.shape}")
-    use_amp = (amp is not False) and _amp_dtype(dev) is not None
+    use_amp = (amp is not False) and _amp_dtype(dev, cpu=amp is True) is not None
     state = {"tile": tile, "batch": batch_size, "done": 0}
     frames = list(np.ndindex(*lead)) if lead else [()]
     for k, idx in enumerate(frames):
@@ -295,7 +300,7 @@ def _predict_frame(
     wy = {k: v.to(acc_dev) for k, v in wy.items()}
     wx = {k: v.to(acc_dev) for k, v in wx.items()}
     batch = state["batch"] or _default_batch(dev, th, tw)
-    amp_dtype = _amp_dtype(dev) if use_amp else None
+    amp_dtype = _amp_dtype(dev, cpu=True) if use_amp else None
     i = 0
     while i < len(tiles):
         if cancel is not None and cancel.is_set():

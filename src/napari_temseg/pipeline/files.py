@@ -24,7 +24,7 @@ from napari_temseg import defaults
 from napari_temseg.engine.binning import check_bin
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.segment import check_segmenter
-from napari_temseg.engine.tta import with_tta
+from napari_temseg.engine.tta import orientation_count, with_tta
 from napari_temseg.io.model import DataWarning
 from napari_temseg.models.resolve import cached_model
 from napari_temseg.pipeline.cluster import worker_device
@@ -55,12 +55,13 @@ class FileJob:
     threads: int | None = None
     large_frame_px: int | None = None
     bin: int = 1  # denoise: binning before the network (engine.binning)
-    tta: bool = False  # average eight orientations (engine.tta.DihedralMean)
+    tta: bool | int = False  # average 8 (True) or 2 orientations (engine.tta.DihedralMean)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
         check_bin(self.bin)
+        orientation_count(self.tta)  # a ValueError for a count there is none of
         if self.bin != 1 and self.task != "denoise":
             raise ValueError("binning is a denoising setting; segmentation resamples itself")
 
@@ -105,8 +106,9 @@ class FileJob:
             model = cached_model(self.model_name, dev)
         if self.task == "segment":
             check_segmenter(model[1], self.model_name)
-        if self.tta:
-            model = with_tta(model, probabilities=self.task == "segment")
+        n = orientation_count(self.tta)
+        if n > 1:
+            model = with_tta(model, probabilities=self.task == "segment", orientations=n)
         return model
 
     def __call__(

@@ -236,7 +236,7 @@ def adapt_files(
     bin: int = 1,
     progress: bool = True,
     overwrite: bool = False,
-    tta: bool = False,
+    tta: bool | int = False,
 ) -> tuple[Path, Any]:
     """``temseg denoise --adapt S``: adapt ``model`` to the files' frames, write it to ``output``.
 
