@@ -4,6 +4,7 @@
     python benchmarks/bench_tta_shrink.py --kind stem --sigmas 2 4 6 --weights 0.5 1 2
     python benchmarks/bench_tta_shrink.py --kind hrtem --bands --sigmas 8 16 32 \
         --weights 1 2 3 5 10 20 --pair
+    python benchmarks/bench_tta_shrink.py --kind hrtem --pairs --scales 1 2 3
 
 On simulated images that no other benchmark uses (seeds 31000 and up: ``--n`` per dose at
 1-5000 e/px, and two low-magnification frames at 2 e/px for each of 0.12, 0.3 and
@@ -16,6 +17,12 @@ image (an oracle). This chose the shipped ``SHRINK_SIGMA`` and ``SHRINK_WEIGHT``
 width and weight (``engine.tta.shrink_bands``); this chose the second entry of
 ``SHRINK_BANDS``. ``--pair`` adds the real low-dose pair's added error, a->b / b->a
 (``bench_denoise_pair.py``; needs ``../shared``), for each setting.
+
+``--pairs``: instead, means of fewer orientations, shrunk in the shipped bands with their
+spread counted ``--scales`` times (the plain variance of the passes times each): the tile
+with itself turned by 90 degrees, transposed, turned by 180 degrees or mirrored, and the
+four rotations; one pass and all eight as shipped beside them. This chose
+``engine.tta.ORIENTATIONS[2]`` and ``SPREAD_SCALE[2]``.
 """
 
 from __future__ import annotations
@@ -59,6 +66,25 @@ def averaged(stack: torch.Tensor, cfg: tuple[float, float] | None, bands: bool) 
     return shrink_bands(mean, [spread, coarse.var(0, unbiased=False)], (fine, cfg))
 
 
+#: subsets of :func:`passes` (index ``2 * turns + mirrored``) that ``--pairs`` compares
+SUBSETS = {
+    "turned 90 degrees": [0, 2],
+    "transposed": [0, 3],
+    "turned 180 degrees": [0, 4],
+    "mirrored": [0, 1],
+    "four rotations": [0, 2, 4, 6],
+}
+
+
+def subset_shrunk(stack: torch.Tensor, idx: list[int], scale: float) -> torch.Tensor:
+    """The passes ``idx`` of ``stack`` (8, 1, 1, H, W) averaged and shrunk in the shipped
+    bands, their plain variance counted ``scale`` times (``engine.tta.DihedralMean``)."""
+    s = stack[idx]
+    coarse = _blur(s.reshape(-1, 1, *s.shape[-2:]), SHRINK_BANDS[0][0]).reshape(s.shape)
+    spreads = [scale * s.var(0, unbiased=False), scale * coarse.var(0, unbiased=False)]
+    return shrink_bands(s.mean(0), spreads)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kind", choices=("stem", "hrtem"), default="hrtem")
@@ -68,6 +94,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bands", action="store_true", help="try a second, coarser band")
     p.add_argument("--pair", action="store_true", help="also the real low-dose pair")
+    p.add_argument("--pairs", action="store_true", help="fewer orientations (see above)")
+    p.add_argument("--scales", type=float, nargs="+", default=[1, 2, 3])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = load_model(f"{args.kind}-denoise", "cpu")
@@ -87,6 +115,8 @@ def main() -> int:
         for i in range(2)
     ]
     fine = "fine band only, " if args.bands else ""
+    if args.pairs:
+        return fewer(args, model, cases)
     configs = (
         [("mean", None)]
         + [(f"{fine}shipped", SHRINK_BANDS[0])] * args.bands
@@ -128,6 +158,39 @@ def main() -> int:
             + " | ".join(f"{v:+.2f}" for v in vals)
             + f" | {np.mean(vals[:n_dose]):+.2f} | {np.mean(vals[n_dose:]):+.2f} |"
             + pair.get(name, "")
+        )
+    return 0
+
+
+def fewer(args: argparse.Namespace, model: tuple, cases: list) -> int:
+    """``--pairs``: one pass, fewer orientations at each scale, and all eight as shipped."""
+    configs = [("one pass", None, 0.0)]
+    configs += [(f"{k}, x{sc:g}", idx, sc) for k, idx in SUBSETS.items() for sc in args.scales]
+    configs += [("all eight (shipped)", list(range(8)), 1.0)]
+    margins: dict[str, dict[str, list[float]]] = {}
+    for tag, make in cases:
+        noisy, clean = make()
+        best = psnr(clean, oracle_gaussian(noisy, clean))
+        stack = torch.from_numpy(passes(noisy, model))[:, None, None]
+        for name, idx, sc in configs:
+            out = stack[0] if idx is None else subset_shrunk(stack, idx, sc)
+            margins.setdefault(name, {}).setdefault(tag, []).append(
+                psnr(clean, out[0, 0].numpy()) - best
+            )
+    tags = list(margins["one pass"])
+    n_dose = len(DOSES)
+    print(f"{args.kind}-denoise, margin over the oracle Gaussian (dB)\n")
+    print(
+        "| orientations (spread counted) | " + " | ".join(tags) + " | mean over doses | "
+        "mean low-mag |"
+    )
+    print("|---" * (len(tags) + 3) + "|")
+    for name, _, _ in configs:
+        vals = [float(np.mean(margins[name][t])) for t in tags]
+        print(
+            f"| {name} | "
+            + " | ".join(f"{v:+.2f}" for v in vals)
+            + f" | {np.mean(vals[:n_dose]):+.2f} | {np.mean(vals[n_dose:]):+.2f} |"
         )
     return 0
 

@@ -286,7 +286,9 @@ class OwnAverage:
                 continue
             crop = median_filled(crop)  # dead or masked pixels, as noise_level reads them
             try:
-                average = denoise(crop, model, device=device, tta=True, cancel=cancel)
+                # float32, as measured (docs/denoise.md): in bfloat16 the time saved went
+                # to more steps, and frame b of the real pair came out 344-363, not 341
+                average = denoise(crop, model, device=device, tta=True, cancel=cancel, amp=False)
             except Cancelled:  # the adaptation stops with what it has
                 break
             self.pairs.append((crop, average))
@@ -527,7 +529,7 @@ def _fit_postfilter(
 
     def normalised_pair(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         stats = norm.stats(x)
-        y = denoise(x, (net, plain), device=cfg.device)
+        y = denoise(x, (net, plain), device=cfg.device, amp=False)  # as calibrated
         return norm.apply(x.astype(np.float64), stats), norm.apply(y.astype(np.float64), stats)
 
     inputs, outputs, cleans = [], [], []

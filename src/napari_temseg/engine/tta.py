@@ -43,8 +43,8 @@ SHRINK_BANDS: tuple[tuple[float, float], ...] = ((SHRINK_SIGMA, SHRINK_WEIGHT), 
 #: the orientations (quarter turns, mirrored) a mean over ``n`` of them uses. Two: the
 #: tile and the tile turned by 90 degrees, which swaps its rows and columns (a scan's
 #: direction and a lattice's rows). On held-out simulated HRTEM two passes shrunk gave
-#: +3.04 dB over the oracle Gaussian against +3.00 for eight and +1.75 for one; on STEM
-#: +1.07, +1.10 and +0.91 (``benchmarks/bench_tta_shrink.py --orientations 2``)
+#: +3.02 dB over the oracle Gaussian against +3.00 for eight and +1.75 for one; on STEM
+#: +1.07, +1.10 and +0.91 (``benchmarks/bench_tta_shrink.py --pairs``)
 ORIENTATIONS: dict[int, tuple[tuple[int, bool], ...]] = {
     2: ((0, False), (1, False)),
     8: tuple((turns, mirror) for turns in range(4) for mirror in (False, True)),
@@ -176,8 +176,8 @@ def shrink_bands(
 
 
 class DihedralMean(nn.Module):
-    """``net`` averaged over the eight orientations of its input (or ``orientations``:
-    the first two of them, :data:`ORIENTATIONS`).
+    """``net`` averaged over the eight orientations of its input, or (``orientations``
+    2) over the input and the input turned by 90 degrees (:data:`ORIENTATIONS`).
 
     ``probabilities`` (segmenters): the class probabilities are averaged and the forward
     pass returns their log, so the softmax every caller applies gives the mean back
