@@ -75,6 +75,7 @@ def pair(args) -> None:
                         lr=args.lr,
                         own_share=share,
                         seed=args.adapt_seed,
+                        orientations=args.fit_orientations,
                     )
                     r = run_adapt([x.astype(np.float32)], model, cfg)
                     d = denoise(x.astype(np.float32), r.spec, device="cpu", bin=k)
@@ -213,6 +214,15 @@ def main() -> int:
     p.add_argument("--no-bm3d", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     add_orientations(p, "pair: each model")
+    p.add_argument(
+        "--fit-orientations",
+        type=int,
+        choices=(1, 2, 8),
+        default=1,
+        help="pair: the adapted model's final smoothing is fitted on its output averaged "
+        "over this many orientations (AdaptConfig.orientations; the dock and temseg use "
+        "the output's own)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()

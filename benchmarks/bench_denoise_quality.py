@@ -15,7 +15,8 @@ sees the clean image); non-local means (skimage, h chosen per image by the same 
 BM3D (``bm3d`` package, sigma estimated from the image with skimage's wavelet estimator);
 the model. PSNR uses the clean image's range as peak; SSIM likewise.
 
-Writes a Markdown table per model and set to stdout and, with ``--out``, JSON.
+Writes a Markdown table per model and set to stdout and, with ``--out``, JSON (the model in
+float32, the weights' own numbers for the cards; otherwise as `engine.denoise` runs it).
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def evaluate(
     seed: int,
     reference: str = "scene",
     tta: int = 1,
+    amp: bool = True,
 ) -> dict:
     model = load_model(model_name, "cpu")
     rows = {}
@@ -161,7 +163,7 @@ def evaluate(
             img_seed = image_seed(seed, shifted, di, i)
             noisy, clean = test_image(kind, dose, img_seed, shifted, reference)
             ests = baselines(noisy, clean, use_bm3d)
-            ests["model"] = denoise(noisy, model, device="cpu", tile=256, tta=tta)
+            ests["model"] = denoise(noisy, model, device="cpu", tile=256, tta=tta, amp=amp)
             for name, est in ests.items():
                 scores.setdefault(name, []).append((psnr(clean, est), ssim(clean, est)))
         rows[dose] = {
@@ -247,6 +249,7 @@ def main() -> int:
                 args.seed,
                 args.reference,
                 args.orientations,
+                amp=args.out is None,  # --out: the weights' own float32 numbers (the cards)
             )
             o = args.orientations
             label = f"{kind}-denoise{f' ({o} orientations)' if o > 1 else ''} on the {'shifted' if shifted else 'standard'} {kind} test set, n={args.n} per dose"

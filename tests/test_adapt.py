@@ -233,12 +233,13 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     assert main([*argv, "--adapt", "0"]) == 1
     assert "--adapt needs a positive number" in capsys.readouterr().err
     # an averaged output (two orientations by default, or eight) is not taught by the
-    # average it will be
-    for flags in ([], ["--tta"]):
+    # average it will be, and its final smoothing is fitted on that average
+    for flags, n in (([], 2), (["--tta"], 8)):
         rerun = ["--adapt", "2", *flags, "--overwrite", "--tile", "64", "--overlap", "8"]
         assert main([*argv, *rerun]) == 0
         _, meta = load_model(str(model), "cpu")
         assert meta["adapted"]["config"]["own_share"] == 0
+        assert meta["adapted"]["config"]["orientations"] == n
     assert AdaptConfig.for_output(False, seconds=5).own_share == AdaptConfig.own_share
 
 
@@ -323,7 +324,7 @@ def test_own_frames_are_taught_by_the_models_average(frame, tiny):
     assert len(own.pairs) == 1
     x, target = own(np.random.default_rng(0))
     np.testing.assert_array_equal(x, noisy)
-    np.testing.assert_allclose(target, denoise(noisy, tiny, device="cpu", tta=True, amp=False))
+    np.testing.assert_allclose(target, denoise(noisy, tiny, device="cpu", tta=True, amp=None))
     holes = noisy.copy()
     holes[10:20, :] = np.nan  # masked rows: filled before averaging, never NaN targets
     x, target = adapt.OwnAverage([holes], tiny, 96, "cpu").pairs[0]
@@ -377,3 +378,25 @@ def test_the_frames_gain_does_not_buy_a_loss_on_simulated_images(frame, tiny, mo
         torch.equal(a, b) for a, b in zip(original.parameters(), r.model.parameters(), strict=True)
     )
     assert len(r.meta["adapted"]["own_average"]["val_psnr_db"]["frames"]) == 2
+
+
+def test_the_final_smoothing_is_fitted_on_the_output_as_it_will_be(frame, tiny, monkeypatch):
+    """For an output averaged over two orientations, the blend is fitted and checked on
+    outputs averaged the same way, not on single passes it would never be applied to."""
+    import sys
+
+    from napari_temseg.engine import adapt
+
+    module = sys.modules["napari_temseg.engine.denoise"]
+    real, seen = module.denoise, []
+
+    def spy(*args, **kw):
+        seen.append(kw.get("tta", False))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, "denoise", spy)
+    noisy, pixel = frame
+    cfg = adapt.AdaptConfig.for_output(2, seconds=5, steps=2, device="cpu")
+    result = adapt.run_adapt([noisy], tiny, cfg, pixel)
+    assert result.meta["adapted"]["config"]["orientations"] == 2
+    assert len(seen) >= adapt.FIT_IMAGES and set(seen) == {2}, seen

@@ -22,9 +22,9 @@ BINS = (1, 2, 4)
 #: how many orientations a denoiser's answer is averaged over (engine.tta): 1 (one pass),
 #: 2 (the tile and the tile turned by 90 degrees) or 8 (every rotation and mirroring);
 #: the detail they disagree on is smoothed. Two by default: on the real low-dose pair the
-#: error added by hrtem-denoise fell from 300 / 425 (one pass) to 159 / 306, about what
-#: eight gave (158 / 305), and a 2048² frame took 3.5 s on 2 CPU threads in bfloat16
-#: (docs/benchmarks.md, "Two orientations")
+#: error added by hrtem-denoise fell from 303 / 426 (one pass) to 161 / 304, about what
+#: eight gave (159 / 304), and a 2048² frame took 3.5 s on 2 CPU threads in bfloat16
+#: (docs/benchmarks.md, "Two orientations by default, in bfloat16")
 ORIENTATION_CHOICES = (1, 2, 8)
 DENOISE_ORIENTATIONS = 2
 #: the random seed of training runs

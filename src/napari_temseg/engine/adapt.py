@@ -101,6 +101,9 @@ class AdaptConfig:
     #: are simulated images at the frames' noise level with clean targets. 0: simulated
     #: images only
     own_share: float = OWN_SHARE
+    #: the orientations the adapted model's output will be averaged over (1, 2 or 8,
+    #: ``engine.tta``): its final smoothing is fitted and checked on that output
+    orientations: int = 1
     kind: str | None = None  # None: the model's own modality
     val_every: int = 50
     val_size: int = 16
@@ -117,15 +120,17 @@ class AdaptConfig:
         check_bin(self.bin)
         if not 0 <= self.own_share < 1:
             raise ValueError(f"own_share must be in [0, 1), got {self.own_share}")
+        orientation_count(self.orientations)
 
     @classmethod
     def for_output(cls, tta: bool | int, **kw: Any) -> AdaptConfig:
         """The configuration for an output averaged over orientations (``tta``: True or
         8, or 2; ``engine.tta.orientation_count``) or not: an averaged output takes no
         patches from the frames, whose targets are such an average (it got worse with
-        them on the real pair: docs/denoise.md)."""
-        share = 0.0 if orientation_count(tta) > 1 else OWN_SHARE
-        return cls(**{"own_share": share, **kw})
+        them on the real pair: docs/denoise.md), and the final smoothing is fitted on
+        the averaged output."""
+        n = orientation_count(tta)
+        return cls(**{"own_share": 0.0 if n > 1 else OWN_SHARE, "orientations": n, **kw})
 
 
 @dataclass
@@ -286,9 +291,10 @@ class OwnAverage:
                 continue
             crop = median_filled(crop)  # dead or masked pixels, as noise_level reads them
             try:
-                # float32, as measured (docs/denoise.md): in bfloat16 the time saved went
-                # to more steps, and frame b of the real pair came out 344-363, not 341
-                average = denoise(crop, model, device=device, tta=True, cancel=cancel, amp=False)
+                # float32 on CPUs, as measured (docs/benchmarks.md): in bfloat16 the time
+                # saved went to more steps, and the real pair's frame b came out 344-363,
+                # not 341; CUDA keeps its mixed precision (amp None)
+                average = denoise(crop, model, device=device, tta=True, cancel=cancel, amp=None)
             except Cancelled:  # the adaptation stops with what it has
                 break
             self.pairs.append((crop, average))
@@ -529,7 +535,8 @@ def _fit_postfilter(
 
     def normalised_pair(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         stats = norm.stats(x)
-        y = denoise(x, (net, plain), device=cfg.device, amp=False)  # as calibrated
+        # the output the user gets (its orientations), float32 on CPUs as calibrated
+        y = denoise(x, (net, plain), device=cfg.device, amp=None, tta=cfg.orientations)
         return norm.apply(x.astype(np.float64), stats), norm.apply(y.astype(np.float64), stats)
 
     inputs, outputs, cleans = [], [], []

@@ -49,7 +49,7 @@ def denoise(
     stats: tuple[float, float] | None = None,
     bin: int = 1,
     tta: bool | int = False,
-    amp: bool = True,
+    amp: bool | None = True,
 ) -> np.ndarray:
     """Denoise a 2D image or a stack (..., Y, X), frame by frame; float32, input's units.
 
@@ -69,8 +69,9 @@ def denoise(
     disagree on, at 4 px and at 16 px (``engine.tta``): that many times the time, less of
     the grain a network invents at low dose. False or 1: one pass.
     ``amp``: the network runs in bfloat16 where that is native (a CUDA GPU, or a CPU with
-    AVX512-BF16 or AMX): about twice as fast on these CPUs, within 0.05 dB on the standard
-    set (docs/benchmarks.md, "Two orientations"); False: float32 throughout.
+    AVX512-BF16 or AMX): about twice as fast on these CPUs, within 0.06 dB of float32 on
+    held-out simulated images (docs/benchmarks.md, "Two orientations by default, in
+    bfloat16"); None: mixed precision on CUDA only; False: float32 throughout.
     """
     _check_image(image)
     check_bin(bin, tuple(image.shape))
@@ -149,7 +150,7 @@ def denoise_bands(
     tile: int = TILE,
     overlap: int = OVERLAP,
     bin: int = 1,
-    amp: bool = True,
+    amp: bool | None = True,
     **kw: Any,
 ) -> Iterator[np.ndarray]:
     """Denoised bands of a large 2D frame (float32, the frame's units); see

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -57,10 +58,13 @@ SPREAD_SCALE = {2: 2.0, 8: 1.0}
 
 def orientation_count(tta: bool | int) -> int:
     """How many orientations ``tta`` asks for: False (or 1) one pass, True eight, else
-    2 or 8 as given. A ``ValueError`` for any other number."""
-    if isinstance(tta, bool):
+    2 or 8 as given. A ``ValueError`` for anything else (3, 2.5, "8")."""
+    if isinstance(tta, bool) or str(getattr(tta, "dtype", "")) == "bool":  # numpy's too
         return 8 if tta else 1
-    n = int(tta)
+    try:
+        n = operator.index(tta)
+    except TypeError:
+        n = 0
     if n != 1 and n not in ORIENTATIONS:
         raise ValueError(f"orientations must be 1, 2 or 8, got {tta!r}")
     return n
@@ -74,9 +78,18 @@ DENOISED_AVERAGED = {
 }
 
 
-def denoised_averaged(n: int) -> dict[str, object]:
-    """What a layer or file denoised over ``n`` orientations records (nothing for one)."""
-    return {**DENOISED_AVERAGED, "denoised_orientations": n} if n > 1 else {}
+def with_orientations(meta: dict, n: int) -> dict:
+    """``meta`` of a result denoised over ``n`` orientations (1: one pass), saying so; what
+    an input denoised before had recorded about its own averaging is replaced."""
+    out = {k: v for k, v in meta.items() if k not in DENOISED_AVERAGED}
+    return (
+        {**out, **DENOISED_AVERAGED, "denoised_orientations": n}
+        if n > 1
+        else {
+            **out,
+            "denoised_orientations": 1,
+        }
+    )
 
 
 #: a side up to this many pixels is blurred as one matrix product (:func:`_blur_matrix`);
@@ -90,7 +103,7 @@ def _taps(sigma: float, dtype: torch.dtype, device: torch.device) -> tuple[torch
     return (g / g.sum()).to(dtype=dtype, device=device), r
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=16)
 def _blur_matrix(
     n: int, sigma: float, reflect: bool, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
@@ -98,6 +111,11 @@ def _blur_matrix(
     mirrored (``reflect``) or repeated border folded back onto the pixels they read.
     Why: oneDNN convolves one channel with a 25-97 tap kernel at about 1 GFLOP/s; the
     product is 6-8 times faster on a 448 px tile (the same sums, to 1e-7)."""
+    with torch.inference_mode(False):  # cached: usable later outside inference mode too
+        return _folded(n, sigma, reflect).to(dtype=dtype, device=device)
+
+
+def _folded(n: int, sigma: float, reflect: bool) -> torch.Tensor:
     g, r = _taps(sigma, torch.float64, torch.device("cpu"))
     idx = torch.arange(-r, n + r)
     if reflect:  # as F.pad's "reflect": the edge pixel not repeated
@@ -109,7 +127,7 @@ def _blur_matrix(
     cols = (torch.arange(n)[:, None] + torch.arange(2 * r + 1)[None, :]).reshape(-1)
     m = torch.zeros(n, n, dtype=torch.float64)
     m.index_put_((rows, idx[cols]), g.repeat(n), accumulate=True)
-    return m.to(dtype=dtype, device=device)
+    return m
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -261,9 +279,9 @@ __all__ = [
     "SHRINK_WEIGHT",
     "SPREAD_SCALE",
     "DihedralMean",
-    "denoised_averaged",
     "orientation_count",
     "shrink_bands",
     "shrink_disagreement",
+    "with_orientations",
     "with_tta",
 ]

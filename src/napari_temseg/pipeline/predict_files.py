@@ -28,7 +28,7 @@ from napari_temseg.engine.device import select_device
 from napari_temseg.engine.segment import Segmenter, load_segmenter, segment, segment_bands
 from napari_temseg.engine.strokes import SegmentError
 from napari_temseg.engine.tiling import tiles_per_frame
-from napari_temseg.engine.tta import DihedralMean, denoised_averaged
+from napari_temseg.engine.tta import DihedralMean, with_orientations
 from napari_temseg.pipeline.naming import output_path
 from napari_temseg.pipeline.streams import streamed
 
@@ -95,8 +95,8 @@ def denoise_file(
         meta = {**img.metadata, "denoised_with": name}
         if bin > 1:
             meta["denoised_binning"] = bin
-        if isinstance(model[0], DihedralMean):  # FileJob(tta=2 or 8)
-            meta.update(denoised_averaged(model[0].orientations))
+        averaged = isinstance(model[0], DihedralMean)  # FileJob(tta=2 or 8)
+        meta = with_orientations(meta, model[0].orientations if averaged else 1)
         written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 
