@@ -228,18 +228,25 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     (denoised,) = [p for p in out.iterdir() if p.suffix == ".tif"]
     expected = denoise(noisy, str(model), device="cpu", tile=64, overlap=8)
     np.testing.assert_allclose(np.asarray(read(denoised)[0].data), expected, rtol=1e-5, atol=1e-4)
-    assert main([*argv, "--adapt", "2"]) == 0  # resumed: the adapted model is reused
+    resumed = ["--adapt", "2", "--orientations", "1"]
+    assert main([*argv, *resumed]) == 0  # resumed: the adapted model is reused
     assert "using the adapted model already" in capsys.readouterr().out
     assert main([*argv, "--adapt", "0"]) == 1
     assert "--adapt needs a positive number" in capsys.readouterr().err
     # an averaged output (two orientations by default, or eight) is not taught by the
     # average it will be, and its final smoothing is fitted on that average
+    # (other orientations than the adapted model's adapt again, without --overwrite)
     for flags, n in (([], 2), (["--tta"], 8)):
-        rerun = ["--adapt", "2", *flags, "--overwrite", "--tile", "64", "--overlap", "8"]
+        rerun = ["--adapt", "2", *flags, "--tile", "64", "--overlap", "8"]
         assert main([*argv, *rerun]) == 0
+        assert f"fitted for {1 if n == 2 else 2} orientation(s), not {n}" in capsys.readouterr().out
         _, meta = load_model(str(model), "cpu")
         assert meta["adapted"]["config"]["own_share"] == 0
         assert meta["adapted"]["config"]["orientations"] == n
+    model.write_bytes(b"not a checkpoint")  # damaged: adapted again, said in one line
+    assert main([*argv, "--adapt", "2", "--tile", "64", "--overlap", "8"]) == 0
+    assert "is no adapted model: adapting again" in capsys.readouterr().out
+    assert load_model(str(model), "cpu")[1]["adapted"]["from"] == "tiny"
     assert AdaptConfig.for_output(False, seconds=5).own_share == AdaptConfig.own_share
 
 

@@ -251,8 +251,10 @@ def cmd_denoise(args: argparse.Namespace) -> int:
 def _adapted_model(args: argparse.Namespace) -> str:
     """``--adapt S``: the model adapted to the inputs, written to OUTDIR for reuse.
 
-    An adapted model already in OUTDIR is reused (a resumed batch), unless --overwrite."""
+    An adapted model already in OUTDIR is reused (a resumed batch), unless --overwrite or
+    it was adapted for other --orientations (its final smoothing is fitted on that output)."""
     from napari_temseg.models import DEFAULT_DENOISER, CheckpointError
+    from napari_temseg.models.checkpoint import read_checkpoint_meta
     from napari_temseg.pipeline.training import adapt_files
 
     if not args.adapt > 0:
@@ -261,8 +263,20 @@ def _adapted_model(args: argparse.Namespace) -> str:
     base = Path(args.model).stem if args.model else DEFAULT_DENOISER
     path = Path(args.output) / f"{base}-adapted.safetensors"
     if path.exists() and not args.overwrite:
-        print(f"using the adapted model already in the output folder: {path.name}")
-        return str(path)
+        try:
+            config = read_checkpoint_meta(path).get("adapted", {}).get("config", {})
+        except (CheckpointError, OSError, ValueError):
+            config = {}
+        made_for = int(config.get("orientations", 1))  # older adapted models: one pass
+        if config and made_for == args.orientations:
+            print(f"using the adapted model already in the output folder: {path.name}")
+            return str(path)
+        print(
+            f"the adapted model in the output folder was fitted for {made_for} "
+            f"orientation(s), not {args.orientations}: adapting again"
+            if config
+            else f"{path.name} in the output folder is no adapted model: adapting again"
+        )
     try:
         path, result = adapt_files(
             args.inputs,
