@@ -104,19 +104,26 @@ def low_dose():
     return s.noisy.astype(np.float32), s.recorded_clean.astype(np.float64)
 
 
+def _bundled_and_tile(frame: np.ndarray) -> tuple[nn.Module, dict, torch.Tensor]:
+    """``hrtem-denoise`` and the frame's top-left 96 px, normalised as the engine does
+    it: a (1, 1, 96, 96) tile to run the network on by hand."""
+    from napari_temseg.models import load_model
+    from napari_temseg.models.normalize import Normalization
+
+    net, meta = load_model("hrtem-denoise", "cpu")
+    norm = Normalization()
+    x = torch.from_numpy(norm.apply(frame[:96, :96].astype(np.float64), norm.stats(frame)))
+    return net, meta, x.float()[None, None]
+
+
 def test_a_denoiser_is_averaged_over_its_outputs_and_the_same_every_way_round(low_dose):
     """Eight passes done by hand, averaged and shrunk where they disagree, and the same
     whichever way the frame is turned or mirrored; a single pass is not (so the option is
     not a no-op)."""
     from napari_temseg.engine import denoise
-    from napari_temseg.models import load_model
-    from napari_temseg.models.normalize import Normalization
 
     frame = low_dose[0]
-    net, meta = load_model("hrtem-denoise", "cpu")
-    norm = Normalization()
-    x = torch.from_numpy(norm.apply(frame[:96, :96].astype(np.float64), norm.stats(frame)))
-    x = x.float()[None, None]
+    net, meta, x = _bundled_and_tile(frame)
     with torch.no_grad():
         y = DihedralMean(net, probabilities=False)(x)
         passes = []
@@ -234,14 +241,7 @@ def test_averaging_takes_grain_off_the_bundled_denoiser_at_low_dose(low_dose, n)
 def test_two_orientations_are_the_tile_and_its_quarter_turn_shrunk_by_their_variance(low_dose):
     """Two passes (as is, turned by 90 degrees) averaged and shrunk in both bands, their
     spread counted as the unbiased variance of two; not the same as eight passes."""
-    from napari_temseg.models import load_model
-    from napari_temseg.models.normalize import Normalization
-
-    frame = low_dose[0]
-    net, _meta = load_model("hrtem-denoise", "cpu")
-    norm = Normalization()
-    x = torch.from_numpy(norm.apply(frame[:96, :96].astype(np.float64), norm.stats(frame)))
-    x = x.float()[None, None]
+    net, _meta, x = _bundled_and_tile(low_dose[0])
     with torch.no_grad():
         y = DihedralMean(net, probabilities=False, orientations=2)(x)
         eight = DihedralMean(net, probabilities=False)(x)

@@ -222,7 +222,7 @@ def predict_tiled(
         out = np.empty(out_shape, np.float32)
     elif out.shape != out_shape or out.dtype != np.float32:
         raise ValueError(f"out must be float32 of shape {out_shape}, got {out.dtype} {out.shape}")
-    use_amp = (amp is not False) and _amp_dtype(dev, cpu=amp is True) is not None
+    amp_dtype = None if amp is False else _amp_dtype(dev, cpu=amp is True)
     state = {"tile": tile, "batch": batch_size, "done": 0}
     frames = list(np.ndindex(*lead)) if lead else [()]
     for k, idx in enumerate(frames):
@@ -240,7 +240,7 @@ def predict_tiled(
                     out_channels,
                     normalization,
                     denormalize,
-                    use_amp,
+                    amp_dtype,
                     progress,
                     cancel,
                     remaining_frames=len(frames) - k,
@@ -265,7 +265,7 @@ def _predict_frame(
     out_channels: int,
     normalization: Normalization | None,
     denormalize: bool,
-    use_amp: bool,
+    amp_dtype: torch.dtype | None,
     progress: Progress | None,
     cancel: threading.Event | None,
     remaining_frames: int,
@@ -300,7 +300,6 @@ def _predict_frame(
     wy = {k: v.to(acc_dev) for k, v in wy.items()}
     wx = {k: v.to(acc_dev) for k, v in wx.items()}
     batch = state["batch"] or _default_batch(dev, th, tw)
-    amp_dtype = _amp_dtype(dev, cpu=True) if use_amp else None
     i = 0
     while i < len(tiles):
         if cancel is not None and cancel.is_set():

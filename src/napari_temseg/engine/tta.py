@@ -81,15 +81,8 @@ DENOISED_AVERAGED = {
 def with_orientations(meta: dict, n: int) -> dict:
     """``meta`` of a result denoised over ``n`` orientations (1: one pass), saying so; what
     an input denoised before had recorded about its own averaging is replaced."""
-    out = {k: v for k, v in meta.items() if k not in DENOISED_AVERAGED}
-    return (
-        {**out, **DENOISED_AVERAGED, "denoised_orientations": n}
-        if n > 1
-        else {
-            **out,
-            "denoised_orientations": 1,
-        }
-    )
+    kept = {k: v for k, v in meta.items() if k not in DENOISED_AVERAGED}
+    return {**kept, **(DENOISED_AVERAGED if n > 1 else {}), "denoised_orientations": n}
 
 
 #: a side up to this many pixels is blurred as one matrix product (:func:`_blur_matrix`);

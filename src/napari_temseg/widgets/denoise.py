@@ -130,7 +130,8 @@ class DenoiseWidget(Container):
         self._cancel.changed.connect(self._task.cancel)
         self._save.changed.connect(self.save)
         self._source = None  # (layer, frame index or None) of the running job
-        self._settings: dict = {"bin": 1, "tta": 1}  # the running job's binning, orientations
+        # the running job's binning and orientations (the controls may change meanwhile)
+        self._settings: dict = {"bin": 1, "orientations": 1}
         self._workdir = None  # where adapted models are saved, made when first needed
         self.last_adapted = None  # the checkpoint of the last adapted model
 
@@ -180,7 +181,10 @@ class DenoiseWidget(Container):
             data = data[frame]
         self._source = (layer, frame)
         # what the job runs with, read again when it ends (the controls may change meanwhile)
-        self._settings = {"bin": int(self._bin.value), "tta": int(self._orientations.value)}
+        self._settings = {
+            "bin": int(self._bin.value),
+            "orientations": int(self._orientations.value),
+        }
         self._progress.value = 0
         self._status.value = f"denoising '{layer.name}' on {self._device.value}…"
         self._run.enabled = False
@@ -197,7 +201,7 @@ class DenoiseWidget(Container):
             tile=tile,
             overlap=tile // 8,
             bin=self._settings["bin"],
-            tta=self._settings["tta"],
+            tta=self._settings["orientations"],
         )
 
     def _start_adapted(self, layer: Image, data, model: str, tile: int) -> None:
@@ -205,7 +209,7 @@ class DenoiseWidget(Container):
         from napari_temseg.io.calibration import Calibration
 
         cfg = AdaptConfig.for_output(
-            self._settings["tta"],
+            self._settings["orientations"],
             seconds=float(self._adapt.value),
             bin=self._settings["bin"],
             device=self._device.value,
@@ -219,7 +223,7 @@ class DenoiseWidget(Container):
             Calibration.from_layer(layer).pixel_size_nm,
             tile=tile,
             overlap=tile // 8,
-            tta=self._settings["tta"],
+            tta=self._settings["orientations"],
         )
 
     # ------------------------------------------------------------------ callbacks (GUI thread)
@@ -249,7 +253,7 @@ class DenoiseWidget(Container):
             meta["denoised_binning"] = self._settings["bin"]
         from napari_temseg.engine.tta import with_orientations
 
-        meta = with_orientations(meta, self._settings["tta"])
+        meta = with_orientations(meta, self._settings["orientations"])
         self._viewer.add_image(
             result,
             name=name,
