@@ -86,10 +86,9 @@ class Normalization:
         keep = np.isfinite(grid)
         if not keep.any():
             return 0.0, 1.0
-        if grid.ndim == 2:
-            runs = flat_runs(grid, DEFECT_RUN)
-            if 0 < runs.mean() <= MAX_DEFECT_SHARE and (keep & ~runs).any():
-                keep &= ~runs
+        runs = defect_runs(grid) if grid.ndim == 2 else None
+        if runs is not None and (keep & ~runs).any():
+            keep &= ~runs
         sample = grid[keep]
         lo, hi = np.percentile(sample, [self.low, self.high])
         if hi - lo > 1e-6 * max(abs(hi), abs(lo), 1e-12):
@@ -112,6 +111,16 @@ class Normalization:
     def invert(y: Any, stats: tuple[float, float]) -> Any:
         offset, scale = stats
         return y * scale + offset
+
+
+def defect_runs(grid: np.ndarray) -> np.ndarray | None:
+    """Mask of the dead, stuck or padded columns and rows of a 2D frame (runs of
+    ``DEFECT_RUN`` identical values), or None when it has none, or when they are more than
+    ``MAX_DEFECT_SHARE`` of it (then they are the image itself: a sparse counting frame, a
+    mask). The normalisation leaves them out of its percentiles, ``engine.binning`` out of
+    its block means."""
+    runs = flat_runs(grid, DEFECT_RUN)
+    return runs if 0 < runs.mean() <= MAX_DEFECT_SHARE else None
 
 
 def flat_runs(grid: np.ndarray, run: int) -> np.ndarray:
