@@ -58,6 +58,41 @@ def test_a_few_stuck_or_dead_columns_do_not_squash_the_specimen():
     assert abs(got[1] - ref[1]) < 0.05 * ref[1]
 
 
+def test_a_padded_border_is_left_out_however_much_of_the_frame_it_fills():
+    """A drift-corrected or rotated frame's zero border, often more than the tenth of the
+    frame above which long runs count as the image, set the low percentile and squashed
+    the specimen; its value is rare in the rest of the frame, which tells it apart."""
+    img = _micrograph()
+    norm = Normalization()
+    ref = norm.stats(img[:, 100:])
+    padded = img.copy()
+    padded[:, :100] = 0  # 39 % of the frame
+    yy, xx = np.mgrid[:256, :256]
+    padded[yy + xx < 120] = 0  # and a wedge, as a rotation leaves
+    got = norm.stats(padded)
+    assert abs(got[0] - ref[0]) < 0.05 * ref[1] and abs(got[1] - ref[1]) < 0.05 * ref[1]
+    assert np.percentile(padded, 0.5) == 0, "counted in, the zeros were the low percentile"
+    nan_padded = img.copy()
+    nan_padded[:, :100] = np.nan  # NaN was always left out: the same statistics
+    assert norm.stats(nan_padded) == pytest.approx(got, rel=0.02)
+
+
+def test_denoising_a_zero_padded_frame_keeps_the_specimen():
+    from napari_temseg.engine import denoise
+    from napari_temseg.synth import simulate
+
+    s = simulate("hrtem", 512, dose=10.0, seed=11)
+    padded = s.noisy.astype(np.float32)
+    padded[:, :128] = 0  # a quarter of the frame
+    far = np.s_[:, 160:]  # the border's own edge is a real step: judged beyond it
+
+    def mse(x):
+        return float(np.mean((denoise(x, "hrtem-denoise", device="cpu")[far] - s.clean[far]) ** 2))
+
+    plain, with_border = mse(s.noisy.astype(np.float32)), mse(padded)
+    assert with_border < 1.1 * plain, (with_border, plain)  # was 13 times
+
+
 def test_long_runs_are_kept_where_they_are_the_image():
     norm = Normalization()
 
