@@ -12,12 +12,16 @@ overlap this prints the largest |tiled - whole| (256 px tiles) as a share of the
 simulated frames of both kinds. The smallest overlap whose largest difference stays
 below ``--tolerance`` on every frame is the model's ``context_px``; ``--write`` stores it
 in the checkpoint's header (weights untouched), and ``engine.tiling.model_overlap``
-raises smaller overlaps to it.
+raises smaller overlaps to it. ``--orientations 1 2`` also measures the output averaged
+over two orientations (the default since 2026-12-07), whose smoothing of the disagreed
+detail (a 16 px Gaussian) looks further than one pass; the context must hold for each
+count listed. Float32 throughout, so that rounding is not counted as a seam.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +56,14 @@ def main() -> int:
     p.add_argument("--tolerance", type=float, default=0.5, help="%% of the frame's range")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--write", action="store_true", help="record context_px in the header")
+    p.add_argument(
+        "--orientations",
+        type=int,
+        nargs="+",
+        choices=(1, 2, 8),
+        default=[1],
+        help="orientation counts to measure (engine.tta); the context must hold for each",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     path = resolve_model(args.model)
@@ -62,20 +74,20 @@ def main() -> int:
     worst = dict.fromkeys(OVERLAPS, 0.0)
     print("| frame | " + " | ".join(f"overlap {o}" for o in OVERLAPS) + " |")
     print("|---" * (len(OVERLAPS) + 1) + "|")
-    for name, img in frames().items():
+    for (name, img), n in itertools.product(frames().items(), args.orientations):
         rng = float(np.ptp(np.percentile(img, [0.5, 99.5]))) or 1.0
         cells = []
         for o in OVERLAPS:
             # the frame's border is mirrored outward by the overlap, so the whole-frame
             # reference gets the same border, in one tile that holds it all
-            whole = denoise(
-                img, (model, plain), device="cpu", tile=max(img.shape) + 2 * o, overlap=o
-            )
-            tiled = denoise(img, (model, plain), device="cpu", tile=256, overlap=o)
+            kw = {"device": "cpu", "overlap": o, "tta": n, "amp": False}
+            whole = denoise(img, (model, plain), tile=max(img.shape) + 2 * o, **kw)
+            tiled = denoise(img, (model, plain), tile=256, **kw)
             d = 100 * float(np.abs(tiled - whole).max()) / rng
             worst[o] = max(worst[o], d)
             cells.append(f"{d:.3f} %")
-        print(f"| {name} {img.shape} | " + " | ".join(cells) + " |", flush=True)
+        label = f"{name} {img.shape}" + (f", {n} orientations" if n > 1 else "")
+        print(f"| {label} | " + " | ".join(cells) + " |", flush=True)
     ok = [o for o in OVERLAPS if worst[o] <= args.tolerance]
     if not ok:
         print(
