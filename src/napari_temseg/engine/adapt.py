@@ -42,7 +42,7 @@ from napari_temseg.engine.finite import median_filled
 from napari_temseg.engine.train import TrainConfig, iter_train
 from napari_temseg.engine.tta import orientation_count
 from napari_temseg.models.bundled import derived_meta
-from napari_temseg.models.normalize import Normalization
+from napari_temseg.models.normalize import Normalization, defect_runs
 from napari_temseg.models.resolve import ModelSpec, cached_model
 
 #: simulated doses stay within these (electrons per pixel)
@@ -166,7 +166,8 @@ def noise_level(frame: np.ndarray) -> float:
     share of noise in the frame's variance instead was measured too and matched the real
     low-dose pair to 127 e/px, where this finds 7-8 (docs/denoise.md).
     """
-    x = median_filled(np.asarray(frame, np.float64))
+    raw = np.asarray(frame, np.float64)
+    x = median_filled(raw)
     norm = Normalization()
     z = norm.apply(x, norm.stats(x))
     h, w = (z.shape[0] // 2) * 2, (z.shape[1] // 2) * 2
@@ -178,6 +179,16 @@ def noise_level(frame: np.ndarray) -> float:
         return float(np.median(hh) / 0.6745)
     blocks = hh[: hb * b, : wb * b].reshape(hb, b, wb, b).transpose(0, 2, 1, 3)
     sigmas = np.median(blocks.reshape(hb * wb, b * b), axis=1) / 0.6745
+    # blocks that touch no data (NaN, or a drift-corrected frame's zero border) have no
+    # noise: a fifth of them made the level 0 and the adaptation simulate noiseless images
+    missing = ~np.isfinite(raw)
+    runs = defect_runs(x)
+    if runs is not None:
+        missing |= runs
+    if missing.any():
+        m = missing[: hb * b * 2, : wb * b * 2].reshape(hb, 2 * b, wb, 2 * b).any((1, 3))
+        if not m.all():
+            sigmas = sigmas[~m.ravel()]
     return float(np.percentile(sigmas, LEVEL_PERCENTILE))
 
 
