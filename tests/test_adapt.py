@@ -52,7 +52,6 @@ def test_noise_level_falls_with_dose_and_ignores_units():
     assert noise_level(clean) < 0.3 * noise_level(noisy)
 
 
-
 def test_noise_level_reads_the_data_not_a_zero_border_or_nan():
     """A drift-corrected frame's zero border (or NaN) has no noise: over a fifth of the
     blocks, it made the level 0, and the adaptation matched noiseless simulated images."""
@@ -63,6 +62,7 @@ def test_noise_level_reads_the_data_not_a_zero_border_or_nan():
             bordered = noisy.copy()
             bordered[:, :width] = fill
             assert noise_level(bordered) == pytest.approx(plain, rel=0.1), (fill, width)
+
 
 def test_simulated_pairs_match_the_frames_noise(frame):
     noisy, pixel = frame
