@@ -8,6 +8,12 @@ segmented into classes, two inf pixels pushed their neighbours outside the input
 with no finite pixel is refused, a few non-finite pixels are replaced by the frame's
 median for the network and reported, and masked in the result (NaN in a denoised image,
 label 0 "not classified" in a segmentation).
+
+Padding is data that is not there either: the border of one value around a
+drift-corrected, aligned or rotated frame. A denoiser sees it filled with the median
+too, rather than a cliff at the clip of the normalisation, and gives it back as it was
+(:func:`padding_values`, :func:`padding_mask`): fed as it was, a zero border came back as
+a flat 124 on a simulated HRTEM frame around 370, with a ramp into the specimen.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from napari_temseg.io.model import DataWarning
+from napari_temseg.models.normalize import DEFECT_RUN, defect_runs, flat_runs, subsample
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -44,6 +52,33 @@ def median_filled(img: np.ndarray) -> np.ndarray:
     if finite.all():
         return img
     return np.where(finite, img, float(np.median(img[finite])) if finite.any() else 0.0)
+
+
+def padding_values(frame: Any, max_samples: int = 1_048_576) -> np.ndarray | None:
+    """The values that a frame's long runs hold (``models.normalize.defect_runs``, on a
+    strided sample), or None: the candidates for padding, which :func:`padding_mask` finds
+    pixel by pixel."""
+    grid = subsample(frame, max_samples, flat=False)
+    runs = defect_runs(grid) if grid.ndim == 2 else None
+    return None if runs is None else np.unique(grid[runs])
+
+
+def padding_mask(block: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Padding in a 2D block, or in each of a stack of them: pixels that hold one of
+    ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected
+    region that somewhere runs that far both ways (a flat region, with the thin tip of a
+    rotation's wedge; not a stuck column, which a denoiser is trained to fill in)."""
+    if block.ndim > 2:
+        return np.stack([padding_mask(b, values) for b in block])
+    runs = np.isin(block, values)
+    if not runs.any():
+        return runs
+    runs &= flat_runs(block, DEFECT_RUN)
+    core = runs & flat_runs(block, DEFECT_RUN, both=True)
+    if not core.any():
+        return core
+    regions, _ = ndimage.label(runs)
+    return np.isin(regions, np.unique(regions[core]))
 
 
 def screen(frame: Any, rows: int = 512) -> Screen | None:

@@ -25,8 +25,8 @@ import torch
 
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
-from napari_temseg.engine.finite import check_frame, screen
-from napari_temseg.models.normalize import Normalization, subsample
+from napari_temseg.engine.finite import check_frame, padding_mask, padding_values, screen
+from napari_temseg.models.normalize import DEFECT_RUN, Normalization, subsample
 
 Progress = Callable[[int, int], Any]
 MIN_TILE = 32
@@ -277,10 +277,13 @@ def _predict_frame(
     height, width = frame.shape[-2:]
     found = screen(frame)
     check_frame(found, label, whole=stats is None, output_float32=within_input)
+    nonfinite = found is not None and found.nonfinite > 0  # an all-NaN band too
+    pad = padding_values(frame) if within_input else None  # a denoiser keeps a border
     fill = None
-    if found is not None and found.nonfinite:  # an all-NaN band of a larger frame too
+    if nonfinite or pad is not None:
         sample = subsample(frame, 65_536)
-        fill = float(np.median(sample[np.isfinite(sample)])) if np.isfinite(sample).any() else 0.0
+        ok = np.isfinite(sample) if pad is None else np.isfinite(sample) & ~np.isin(sample, pad)
+        fill = float(np.median(sample[ok])) if ok.any() else 0.0
     seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
     margin, th, tw, ov, ys, xs = _grid(height, width, state["tile"], overlap)
     ph, pw = height + 2 * margin, width + 2 * margin  # the frame with its mirrored border
@@ -305,7 +308,7 @@ def _predict_frame(
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"cancelled after {state['done']} of {total} tiles")
         chunk = tiles[i : i + batch]
-        x = _gather(frame, chunk, th, tw, margin, dev, stats, normalization, fill, seen)
+        x = _gather(frame, chunk, th, tw, margin, dev, stats, normalization, fill, seen, pad)
         try:
             with (
                 torch.inference_mode(),
@@ -351,11 +354,25 @@ def _predict_frame(
             block.mul_(stats[1]).add_(stats[0])
         if in_range:
             block.clamp_(seen[0], seen[1])
-        if within_input and fill is not None:  # no data there: masked, not invented
+        if within_input and nonfinite:  # no data there: masked, not invented
             bad = ~np.isfinite(np.asarray(frame[r0 : r0 + 1024]))
             block[:, torch.from_numpy(bad).to(acc_dev)] = float("nan")
+        if pad is not None:  # padding comes back as it was
+            _restore_padding(block, frame, r0, pad)
     if not in_place:
         target[...] = acc.cpu().numpy().reshape(target.shape)
+
+
+def _restore_padding(block: torch.Tensor, frame: Any, r0: int, pad: np.ndarray) -> None:
+    """Put the padding of rows ``r0 ...`` of ``frame`` back into ``block`` (its output),
+    finding it with ``DEFECT_RUN`` rows around the block so that a run is not cut there."""
+    rows = block.shape[1]
+    lo = max(0, r0 - DEFECT_RUN)
+    src = np.asarray(frame[lo : r0 + rows + DEFECT_RUN])
+    mask = padding_mask(src, pad)[r0 - lo : r0 - lo + rows]
+    if mask.any():
+        values = torch.from_numpy(src[r0 - lo : r0 - lo + rows][mask].astype(np.float32))
+        block[:, torch.from_numpy(mask).to(block.device)] = values.to(block.device)
 
 
 def _inside(start: int, size: int, margin: int, length: int) -> slice:
@@ -374,19 +391,23 @@ def _gather(
     normalization: Normalization | None,
     fill: float | None = None,
     seen: list[float] | None = None,
+    pad: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Read the tiles of a batch from the frame (extended by ``margin``, mirrored) and
     normalise them for ``dev``.
 
     Normalised in float64, so float64 frames far beyond float32's range (1e300) reach
-    the network as ordinary numbers; non-finite pixels become ``fill`` (the frame's
-    median) first; ``seen`` grows to the finite range of every pixel read.
+    the network as ordinary numbers; non-finite pixels, and padding holding one of
+    ``pad``'s values (``engine.finite.padding_mask``), become ``fill`` (the median of
+    the frame's data) first; ``seen`` grows to the finite range of every pixel read.
     """
     arr = np.stack([_read(frame, y, x, th, tw, margin) for y, x in chunk])
     finite = np.isfinite(arr)
     if seen is not None and finite.any():
         values = arr if finite.all() else arr[finite]
         seen[0], seen[1] = min(seen[0], float(values.min())), max(seen[1], float(values.max()))
+    if pad is not None:
+        finite &= ~padding_mask(arr, pad)
     if fill is not None:
         arr = np.where(finite, arr, fill)
     if normalization is not None:

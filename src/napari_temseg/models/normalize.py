@@ -145,9 +145,10 @@ def defect_runs(grid: np.ndarray) -> np.ndarray | None:
     return runs
 
 
-def flat_runs(grid: np.ndarray, run: int) -> np.ndarray:
+def flat_runs(grid: np.ndarray, run: int, both: bool = False) -> np.ndarray:
     """Mask of the pixels of a 2D array that lie in a run of at least ``run`` identical
-    values along a column or along a row."""
+    values along a column or along a row (``both``: along their column and their row,
+    as in a flat region rather than a stuck line)."""
 
     def along_rows(a: np.ndarray) -> np.ndarray:
         new = np.ones(a.shape, bool)
@@ -155,7 +156,8 @@ def flat_runs(grid: np.ndarray, run: int) -> np.ndarray:
         ids = np.cumsum(new.ravel()) - 1  # one id per run, rows never share one
         return (np.bincount(ids)[ids] >= run).reshape(a.shape)
 
-    return along_rows(grid) | along_rows(np.ascontiguousarray(grid.T)).T
+    rows, cols = along_rows(grid), along_rows(np.ascontiguousarray(grid.T)).T
+    return rows & cols if both else rows | cols
 
 
 def subsample(
