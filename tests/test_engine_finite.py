@@ -128,6 +128,19 @@ def test_segmentation_leaves_non_finite_pixels_unclassified(seg):
     assert any("16 of 4096" in str(w.message) for w in caught)
 
 
+def test_segmentation_leaves_a_padded_border_unclassified(seg):
+    """A zero border is no specimen: not a class (0), as NaN pixels are; the network
+    sees it filled with the median, so the data beside it is classified as without it."""
+    image = np.random.default_rng(3).normal(100, 10, (160, 160)).astype(np.uint16)
+    bordered = image.copy()
+    bordered[:, :70] = 0
+    labels = segment(bordered, seg, device="cpu", tile=64, overlap=8)
+    assert (labels[:, :70] == 0).all() and (labels[:, 70:] > 0).all()
+    stuck = image.copy()
+    stuck[:, 100] = 0  # a stuck column is classified with its neighbours
+    assert (segment(stuck, seg, device="cpu", tile=64, overlap=8) > 0).all()
+
+
 def test_float64_beyond_float32_is_segmented_but_not_denoised(seg):
     huge = _image(3, np.float64) * 1e298  # values near 1e300
     with pytest.raises(ValueError, match=r"reach 1\.\d+e\+300, beyond what a float32"):

@@ -25,6 +25,7 @@ from napari_temseg.engine.checks import (
     check_frame,
 )
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.finite import padding_mask, padding_values
 from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -137,9 +138,12 @@ def segment(
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
             p = p[:, :h, :w]
         _classes_into(p, labels[idx])
+        original = np.asarray(image[idx] if idx else image)
         if np.dtype(image.dtype).kind == "f":  # NaN/inf pixels: not classified (0)
-            original = np.asarray(image[idx] if idx else image)
             labels[idx][~np.isfinite(original)] = 0
+        pad = padding_values(original)  # nor is a padded border (engine.finite)
+        if pad is not None:
+            labels[idx][padding_mask(original, pad)] = 0
         if probs is not None:
             probs[idx] = p
     return (labels, probs) if probabilities else labels

@@ -278,7 +278,7 @@ def _predict_frame(
     found = screen(frame)
     check_frame(found, label, whole=stats is None, output_float32=within_input)
     nonfinite = found is not None and found.nonfinite > 0  # an all-NaN band too
-    pad = padding_values(frame) if within_input else None  # a denoiser keeps a border
+    pad = padding_values(frame)  # filled for the network; a denoiser gives it back
     fill = None
     if nonfinite or pad is not None:
         sample = subsample(frame, 65_536)
@@ -357,7 +357,7 @@ def _predict_frame(
         if within_input and nonfinite:  # no data there: masked, not invented
             bad = ~np.isfinite(np.asarray(frame[r0 : r0 + 1024]))
             block[:, torch.from_numpy(bad).to(acc_dev)] = float("nan")
-        if pad is not None:  # padding comes back as it was
+        if within_input and pad is not None:  # padding comes back as it was
             _restore_padding(block, frame, r0, pad)
     if not in_place:
         target[...] = acc.cpu().numpy().reshape(target.shape)
