@@ -5,13 +5,13 @@ float64 files can hold values far beyond float32. Left alone, a NaN or inf poiso
 normalisation and every tile it touches: an all-NaN frame "denoised" to zeros and
 segmented into classes, two inf pixels pushed their neighbours outside the input's range,
 1e300 became inf. So each float frame is screened once before it meets a network: a frame
-with no finite pixel is refused, a few non-finite pixels are replaced by the frame's
-median for the network and reported, and masked in the result (NaN in a denoised image,
+with no finite pixel is refused, a few non-finite pixels are filled for the network with
+draws of the frame's own pixels and reported, and masked in the result (NaN in a denoised image,
 label 0 "not classified" in a segmentation).
 
 Padding is data that is not there either: the border of one value around a
-drift-corrected, aligned or rotated frame. A denoiser sees it filled with the median
-too, rather than a cliff at the clip of the normalisation, and gives it back as it was
+drift-corrected, aligned or rotated frame. A denoiser sees it filled the same way,
+rather than a cliff at the clip of the normalisation, and gives it back as it was
 (:func:`padding_values`, :func:`padding_mask`): fed as it was, a zero border came back as
 a flat 124 on a simulated HRTEM frame around 370, with a ramp into the specimen.
 """
@@ -117,8 +117,8 @@ def check_frame(found: Screen | None, where: str, whole: bool, output_float32: b
         )
     if found.nonfinite:
         warnings.warn(
-            f"{where}{found.nonfinite} of {found.size} pixels are NaN or infinite: processed "
-            "as the frame's median and masked in the result",
+            f"{where}{found.nonfinite} of {found.size} pixels are NaN or infinite: filled "
+            "from the frame's own pixels and masked in the result",
             DataWarning,
             stacklevel=3,
         )
