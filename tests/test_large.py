@@ -258,6 +258,27 @@ def test_frame_statistics_read_block_by_block_equal_the_whole_frame_ones(tmp_pat
     for k in (2, 4):  # binned: the sampled rows only, the same sample as binning it all
         for norm in (Normalization(max_samples=4096), Normalization()):
             assert frame_stats(mapped, norm, rows=100, bin=k) == norm.stats(bin_frame(data, k))
+    bordered = data.copy()
+    bordered[:, :400] = 0  # a zero border, 31 %: left out binned or not, as in one piece
+    for k in (1, 2):
+        got = frame_stats(bordered, Normalization(), rows=100, bin=k)
+        assert got == Normalization().stats(bin_frame(bordered, k) if k > 1 else bordered)
+        assert got[0] > 0, "the border set the low percentile"
+
+
+def test_a_band_that_is_mostly_border_keeps_it_as_the_whole_frame_does(micrograph):
+    """Each band is judged by the whole frame's padding values: the top band of a rotated
+    frame, mostly border, had none of its own (over three quarters) and was denoised."""
+    from scipy import ndimage
+
+    frame = ndimage.rotate(micrograph.astype(np.float32), 40, reshape=True, order=1, cval=0.0)
+    model = load_model("stem-denoise")
+    whole = denoise(frame, model, device="cpu", tile=256, overlap=32)
+    banded = np.concatenate(
+        list(denoise_bands(frame, model, "cpu", tile=256, overlap=32, band=128, halo=64))
+    )
+    border = frame == 0
+    assert (whole[border] == 0).all() and (banded[border] == 0).all()
 
 
 def test_a_model_that_needs_more_context_gets_it_in_tiles_and_bands():

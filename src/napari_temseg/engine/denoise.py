@@ -50,6 +50,7 @@ def denoise(
     bin: int = 1,
     tta: bool | int = False,
     amp: bool | None = True,
+    padding: np.ndarray | None = None,
 ) -> np.ndarray:
     """Denoise a 2D image or a stack (..., Y, X), frame by frame; float32, input's units.
 
@@ -72,6 +73,9 @@ def denoise(
     AVX512-BF16 or AMX): about twice as fast on these CPUs, within 0.06 dB of float32 on
     held-out simulated images (docs/benchmarks.md, "Two orientations by default, in
     bfloat16"); None: mixed precision on CUDA only; False: float32 throughout.
+    A padded border (the zeros around an aligned or rotated frame, ``engine.finite``) is
+    filled for the network and given back as it was; ``padding`` gives the values it may
+    hold (``engine.large`` passes a whole frame's to each band; found per frame when None).
     """
     _check_image(image)
     check_bin(bin, tuple(image.shape))
@@ -100,6 +104,7 @@ def denoise(
         stats=stats,
         within_input=True,  # no value outside the input's range; NaN where it had none
         amp=amp,
+        padding=padding,
     )
     post = meta.get("postfilter")  # an adapted model's calibrated smoothing
     if bin == 1:

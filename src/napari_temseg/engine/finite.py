@@ -19,6 +19,7 @@ a flat 124 on a simulated HRTEM frame around 370, with a ramp into the specimen.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg.io.model import DataWarning
-from napari_temseg.models.normalize import DEFECT_RUN, defect_runs, flat_runs, subsample
+from napari_temseg.models.normalize import DEFECT_RUN, defect_runs, run_masks, subsample
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -54,31 +55,42 @@ def median_filled(img: np.ndarray) -> np.ndarray:
     return np.where(finite, img, float(np.median(img[finite])) if finite.any() else 0.0)
 
 
-def padding_values(frame: Any, max_samples: int = 1_048_576) -> np.ndarray | None:
+def padding_values(
+    frame: Any,
+    max_samples: int = 1_048_576,
+    block_rows: int | None = None,
+    after_block: Callable[[], Any] | None = None,
+) -> np.ndarray | None:
     """The values that a frame's long runs hold (``models.normalize.defect_runs``, on a
-    strided sample), or None: the candidates for padding, which :func:`padding_mask` finds
-    pixel by pixel."""
-    grid = subsample(frame, max_samples, flat=False)
+    strided sample, read as ``models.normalize.subsample`` does), or None: the candidates
+    for padding, which :func:`padding_mask` finds pixel by pixel."""
+    grid = subsample(frame, max_samples, block_rows, after_block, flat=False)
     runs = defect_runs(grid) if grid.ndim == 2 else None
     return None if runs is None else np.unique(grid[runs])
 
 
-def padding_mask(block: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Padding in a 2D block, or in each of a stack of them: pixels that hold one of
-    ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected
-    region that somewhere runs that far both ways (a flat region, with the thin tip of a
-    rotation's wedge; not a stuck column, which a denoiser is trained to fill in)."""
-    if block.ndim > 2:
-        return np.stack([padding_mask(b, values) for b in block])
-    runs = np.isin(block, values)
-    if not runs.any():
-        return runs
-    runs &= flat_runs(block, DEFECT_RUN)
-    core = runs & flat_runs(block, DEFECT_RUN, both=True)
+def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Padding of a 2D frame (a whole frame, or a band of one): pixels that hold one of
+    ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected region
+    that touches the frame's edge and somewhere runs that far both ways. So the border of
+    an aligned or rotated frame, with the thin tip of a rotation's wedge; not a stuck
+    column (a line, which a denoiser is trained to fill in), nor a flat region inside the
+    frame (a particle clipped at 0 is specimen)."""
+    frame = np.asarray(frame)
+    candidate = np.zeros(frame.shape, bool)
+    for v in values:
+        candidate |= frame == v
+    if not candidate.any():
+        return candidate
+    rows, cols = run_masks(frame, DEFECT_RUN)
+    runs = candidate & (rows | cols)
+    core = runs & rows & cols
     if not core.any():
         return core
     regions, _ = ndimage.label(runs)
-    return np.isin(regions, np.unique(regions[core]))
+    edge = np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]])
+    keep = np.intersect1d(np.unique(regions[core]), edge)
+    return np.isin(regions, keep[keep > 0])
 
 
 def screen(frame: Any, rows: int = 512) -> Screen | None:

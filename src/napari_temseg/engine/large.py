@@ -28,6 +28,7 @@ import numpy as np
 from torch import nn
 
 from napari_temseg.defaults import OVERLAP, TILE
+from napari_temseg.engine.finite import padding_values
 from napari_temseg.engine.tiling import Cancelled, model_overlap, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 
@@ -102,7 +103,9 @@ def frame_stats(
             group = np.asarray(frame[j * bin : (j + 1) * bin], np.float32)
             parts.append(bin_frame(group, bin)[0, ::step])
         release_pages(frame)
-    sample = np.concatenate(parts)  # taken whole: stats must not thin it out once more
+    # the binned frame's strided grid, taken whole (stats must not thin it out once more):
+    # 2D, so that its dead, stuck or padded columns and rows are found (engine.binning)
+    sample = np.stack(parts)
     return replace(normalization, max_samples=max(1, sample.size)).stats(sample)
 
 
@@ -165,7 +168,10 @@ def predict_bands(
     """
     norm = Normalization.from_dict(model[1].get("normalization"))
     bin = kw.pop("bin", 1)
-    stats = frame_stats(frame, norm, rows=kw.get("band", BAND_ROWS), bin=bin)
+    rows = kw.get("band", BAND_ROWS)
+    stats = frame_stats(frame, norm, rows=rows, bin=bin)
+    # the whole frame's padding values: a band that is mostly border is judged by them
+    padding = padding_values(frame, block_rows=rows, after_block=lambda: release_pages(frame))
     overlap = model_overlap(model[1], tile, overlap)  # the model's context, in tiles
     kw["halo"] = max(int(kw.get("halo", HALO)), overlap * bin)  # and across bands
     cancel = kw.get("cancel")
@@ -179,6 +185,7 @@ def predict_bands(
             progress=report,
             cancel=cancel,
             stats=stats,
+            padding=padding if padding is not None else np.empty(0),
             **(engine_kw or {}),
         )
 

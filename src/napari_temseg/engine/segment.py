@@ -74,6 +74,7 @@ def segment(
     probabilities: bool = False,
     pixel_size_nm: float | None = None,
     stats: tuple[float, float] | None = None,
+    padding: np.ndarray | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class ids 1..K (uint8, shape of ``image``) of a 2D image or a stack (..., Y, X).
 
@@ -81,7 +82,9 @@ def segment(
     ``probabilities=True`` also returns float32 per-class probabilities (..., K, Y, X).
     ``pixel_size_nm`` (the image's, nm/px) lets frames be resampled to the segmenter's
     scale. ``progress(done, total)`` counts tiles; ``cancel`` raises ``engine.Cancelled``.
-    ``stats`` fixes every frame's normalisation statistics (a band of a larger frame).
+    ``stats`` fixes every frame's normalisation statistics (a band of a larger frame),
+    ``padding`` the values its padding may hold (``engine.finite``; found per frame when
+    None). Padding and NaN pixels are not classified (0).
     """
     shape = tuple(int(s) for s in getattr(image, "shape", ()))
     if len(shape) < 2 or min(shape) == 0:
@@ -133,6 +136,7 @@ def segment(
             progress=report,
             cancel=cancel,
             stats=stats,
+            padding=padding,
         )
         if zoom != 1.0:
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
@@ -141,9 +145,9 @@ def segment(
         original = np.asarray(image[idx] if idx else image)
         if np.dtype(image.dtype).kind == "f":  # NaN/inf pixels: not classified (0)
             labels[idx][~np.isfinite(original)] = 0
-        pad = padding_values(original)  # nor is a padded border (engine.finite)
-        if pad is not None:
-            labels[idx][padding_mask(original, pad)] = 0
+        values = padding if padding is not None else padding_values(original)
+        if values is not None:  # nor is a padded border (engine.finite)
+            labels[idx][padding_mask(original, values)] = 0
         if probs is not None:
             probs[idx] = p
     return (labels, probs) if probabilities else labels

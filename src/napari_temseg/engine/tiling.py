@@ -16,6 +16,7 @@ stays at about input + output + one batch of tiles.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
 from napari_temseg.engine.finite import check_frame, padding_mask, padding_values, screen
-from napari_temseg.models.normalize import DEFECT_RUN, Normalization, subsample
+from napari_temseg.models.normalize import Normalization
 
 Progress = Callable[[int, int], Any]
 MIN_TILE = 32
@@ -187,6 +188,7 @@ def predict_tiled(
     out: np.ndarray | None = None,
     stats: tuple[float, float] | None = None,
     within_input: bool = False,
+    padding: np.ndarray | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` to an image of any size, tile by tile, and blend the tiles seamlessly.
 
@@ -203,13 +205,16 @@ def predict_tiled(
     total)`` is called after every batch of tiles; ``cancel`` is checked before every
     batch and raises :class:`Cancelled`. On CUDA out-of-memory the batch is halved, then
     the tile, and the run continues. ``stats`` fixes the normalisation statistics of
-    every frame (a band of a larger frame must use the whole frame's, see ``engine.large``).
+    every frame (a band of a larger frame must use the whole frame's, see ``engine.large``),
+    and ``padding`` the values its padding may hold (``engine.finite.padding_values``,
+    found on each frame when None).
 
     Float frames are screened first (``engine.finite``): a frame with no finite pixel is a
     ``ValueError``, a few NaN/inf pixels are filled from the frame's own pixels and reported as
     a ``DataWarning``. With ``within_input`` (denoising) they are NaN in the result, which
     is clipped to the frame's finite input range: no output value lies outside what the
-    input allows.
+    input allows. Padding (``engine.finite.padding_mask``) is filled the same way, and
+    with ``within_input`` given back as it was.
     """
     shape = tuple(int(s) for s in image.shape)
     _check_args(shape, tile, overlap, out_channels)
@@ -246,6 +251,7 @@ def predict_tiled(
                     remaining_frames=len(frames) - k,
                     stats=stats,
                     within_input=within_input,
+                    padding=padding,
                     label=f"frame {', '.join(map(str, idx))}: " if idx else "",
                 )
                 break
@@ -271,6 +277,7 @@ def _predict_frame(
     remaining_frames: int,
     stats: tuple[float, float] | None = None,
     within_input: bool = False,
+    padding: np.ndarray | None = None,
     label: str = "",
 ) -> None:
     """Predict one frame into ``target`` ((Y, X) or (C, Y, X) float32)."""
@@ -278,12 +285,12 @@ def _predict_frame(
     found = screen(frame)
     check_frame(found, label, whole=stats is None, output_float32=within_input)
     nonfinite = found is not None and found.nonfinite > 0  # an all-NaN band too
-    pad = padding_values(frame)  # filled for the network; a denoiser gives it back
-    fill = None
-    if nonfinite or pad is not None:
-        sample = subsample(frame, 65_536)
-        ok = np.isfinite(sample) if pad is None else np.isfinite(sample) & ~np.isin(sample, pad)
-        fill = sample[ok] if ok.any() else np.zeros(1)
+    values = padding if padding is not None else padding_values(frame)
+    pad = None  # the frame's padding: filled for the network; a denoiser gives it back
+    if values is not None and len(values):
+        pad = padding_mask(np.asarray(frame), values)
+        pad = pad if pad.any() else None
+    fill = _fill_pool(frame, pad) if nonfinite or pad is not None else None
     seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
     margin, th, tw, ov, ys, xs = _grid(height, width, state["tile"], overlap)
     ph, pw = height + 2 * margin, width + 2 * margin  # the frame with its mirrored border
@@ -358,21 +365,31 @@ def _predict_frame(
             bad = ~np.isfinite(np.asarray(frame[r0 : r0 + 1024]))
             block[:, torch.from_numpy(bad).to(acc_dev)] = float("nan")
         if within_input and pad is not None:  # padding comes back as it was
-            _restore_padding(block, frame, r0, pad)
+            _restore_padding(block, frame, pad, r0)
     if not in_place:
         target[...] = acc.cpu().numpy().reshape(target.shape)
 
 
-def _restore_padding(block: torch.Tensor, frame: Any, r0: int, pad: np.ndarray) -> None:
-    """Put the padding of rows ``r0 ...`` of ``frame`` back into ``block`` (its output),
-    finding it with ``DEFECT_RUN`` rows around the block so that a run is not cut there."""
-    rows = block.shape[1]
-    lo = max(0, r0 - DEFECT_RUN)
-    src = np.asarray(frame[lo : r0 + rows + DEFECT_RUN])
-    mask = padding_mask(src, pad)[r0 - lo : r0 - lo + rows]
+def _restore_padding(block: torch.Tensor, frame: Any, pad: np.ndarray, r0: int) -> None:
+    """Put the padding (``pad``, the frame's mask) of rows ``r0 ...`` back into ``block``."""
+    mask = pad[r0 : r0 + block.shape[1]]
     if mask.any():
-        values = torch.from_numpy(src[r0 - lo : r0 - lo + rows][mask].astype(np.float32))
-        block[:, torch.from_numpy(mask).to(block.device)] = values.to(block.device)
+        src = np.asarray(frame[r0 : r0 + block.shape[1]])
+        values = torch.from_numpy(src[mask].astype(np.float32)).to(block.device)
+        block[:, torch.from_numpy(mask).to(block.device)] = values
+
+
+def _fill_pool(frame: Any, pad: np.ndarray | None) -> np.ndarray:
+    """A sample of the frame's data (finite, not padding; taken by position on a strided
+    grid, so a counting frame's own zeros stay in it), shuffled once: what
+    :func:`_fill_at` draws from."""
+    step = max(1, math.ceil(math.sqrt(frame.shape[-2] * frame.shape[-1] / 65_536)))
+    grid = np.asarray(frame[::step, ::step], np.float64)
+    ok = np.isfinite(grid)
+    if pad is not None:
+        ok &= ~pad[::step, ::step]
+    pool = grid[ok]
+    return np.random.default_rng(0).permutation(pool) if pool.size else np.zeros(1)
 
 
 def _fill_at(rows: np.ndarray, cols: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -382,10 +399,11 @@ def _fill_at(rows: np.ndarray, cols: np.ndarray, pool: np.ndarray) -> np.ndarray
     flat region beside noisy data, which it took for structure: on simulated HRTEM at
     10 e/px the 16 px beside a filled border scored 7.9 dB, with these draws 17.2 (17.5
     without the border)."""
-    key = (rows[:, None].astype(np.int64) * 73_856_093) ^ (
-        cols[None, :].astype(np.int64) * 19_349_663
-    )
-    return pool[key % len(pool)]
+    z = (rows[:, None].astype(np.uint64) << np.uint64(32)) | cols[None, :].astype(np.uint64)
+    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):  # splitmix64
+        z = (z ^ (z >> np.uint64(shift))) * np.uint64(mul)
+    z ^= z >> np.uint64(31)
+    return pool[(z % np.uint64(len(pool))).astype(np.int64)]
 
 
 def _inside(start: int, size: int, margin: int, length: int) -> slice:
@@ -410,28 +428,26 @@ def _gather(
     normalise them for ``dev``.
 
     Normalised in float64, so float64 frames far beyond float32's range (1e300) reach
-    the network as ordinary numbers; non-finite pixels, and padding holding one of
-    ``pad``'s values (``engine.finite.padding_mask``), are filled from ``fill`` (a sample
-    of the frame's data, :func:`_fill_at`) first; ``seen`` grows to the finite range of
-    every pixel read.
+    the network as ordinary numbers; non-finite pixels, and the frame's padding (``pad``,
+    its mask), are filled from ``fill`` (a sample of the frame's data, :func:`_fill_at`)
+    first; ``seen`` grows to the finite range of every pixel read.
     """
     arr = np.stack([_read(frame, y, x, th, tw, margin) for y, x in chunk])
     finite = np.isfinite(arr)
     if seen is not None and finite.any():
         values = arr if finite.all() else arr[finite]
         seen[0], seen[1] = min(seen[0], float(values.min())), max(seen[1], float(values.max()))
+    height, width = frame.shape[-2:]
+    at = [
+        (_mirror(y - margin, y - margin + th, height), _mirror(x - margin, x - margin + tw, width))
+        for y, x in chunk
+    ]
     if pad is not None:
-        finite &= ~padding_mask(arr, pad)
+        finite &= ~np.stack([pad[np.ix_(rows, cols)] for rows, cols in at])
     if fill is not None and not finite.all():
-        height, width = frame.shape[-2:]
-        for k, (y, x) in enumerate(chunk):
+        for k, (rows, cols) in enumerate(at):
             if not finite[k].all():
-                at = _fill_at(
-                    _mirror(y - margin, y - margin + th, height),
-                    _mirror(x - margin, x - margin + tw, width),
-                    fill,
-                )
-                arr[k] = np.where(finite[k], arr[k], at)
+                arr[k] = np.where(finite[k], arr[k], _fill_at(rows, cols, fill))
     if normalization is not None:
         arr = normalization.apply(arr, stats)
     x = torch.from_numpy(arr.astype(np.float32)).to(dev, non_blocking=True)[:, None]

@@ -145,10 +145,16 @@ def defect_runs(grid: np.ndarray) -> np.ndarray | None:
     return runs
 
 
-def flat_runs(grid: np.ndarray, run: int, both: bool = False) -> np.ndarray:
+def flat_runs(grid: np.ndarray, run: int) -> np.ndarray:
     """Mask of the pixels of a 2D array that lie in a run of at least ``run`` identical
-    values along a column or along a row (``both``: along their column and their row,
-    as in a flat region rather than a stuck line)."""
+    values along a column or along a row."""
+    rows, cols = run_masks(grid, run)
+    return rows | cols
+
+
+def run_masks(grid: np.ndarray, run: int) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of the pixels of a 2D array in a run of at least ``run`` identical values
+    along their row, and along their column."""
 
     def along_rows(a: np.ndarray) -> np.ndarray:
         new = np.ones(a.shape, bool)
@@ -156,8 +162,7 @@ def flat_runs(grid: np.ndarray, run: int, both: bool = False) -> np.ndarray:
         ids = np.cumsum(new.ravel()) - 1  # one id per run, rows never share one
         return (np.bincount(ids)[ids] >= run).reshape(a.shape)
 
-    rows, cols = along_rows(grid), along_rows(np.ascontiguousarray(grid.T)).T
-    return rows & cols if both else rows | cols
+    return along_rows(grid), along_rows(np.ascontiguousarray(grid.T)).T
 
 
 def subsample(
