@@ -104,6 +104,8 @@ def test_a_zero_border_is_kept_and_does_not_squash_or_ramp_the_specimen():
     got = denoise(bordered, "hrtem-denoise", device="cpu", amp=False)
     nan_got, _ = _denoise_with(nan_bordered)
     assert (got[~data] == 0).all(), "the border comes back as it was"
+    binned = denoise(bordered, "hrtem-denoise", device="cpu", bin=2)  # interpolated back
+    assert (binned[~data] == 0).all(), "and through binning"
     assert err(got, far) < 1.1 * err(plain, far)
     assert err(got, edge) < 1.1 * err(nan_got, edge)
     # filled with a constant (the median), the 16 px beside it had 9 times the error

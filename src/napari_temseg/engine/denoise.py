@@ -13,6 +13,7 @@ from torch import nn
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.finite import padding_mask, padding_values
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -112,6 +113,7 @@ def denoise(
         if post:
             for idx in np.ndindex(*out.shape[:-2]):
                 out[idx] = apply_postfilter(out[idx], post)
+                _keep_padding(out[idx], image[idx] if idx else image, padding)
         return out
     return _denoise_binned(image, model, bin, progress, out, kw, post)
 
@@ -145,7 +147,19 @@ def _denoise_binned(
             predict_tiled(bin_frame(frame, k), model, progress=report, **kw), post
         )
         out[idx] = unbin_frame(small, k, (h, w), frame)
+        _keep_padding(out[idx], frame, kw.get("padding"))
     return out
+
+
+def _keep_padding(result: np.ndarray, frame: Any, values: np.ndarray | None) -> None:
+    """Put a frame's padding back into its denoised ``result`` after what the tiles'
+    own restoring cannot see: interpolating a binned result back, an adapted model's
+    smoothing (both spread the specimen into the border's edge)."""
+    frame = np.asarray(frame)
+    values = values if values is not None else padding_values(frame)
+    if values is not None and len(values):
+        mask = padding_mask(frame, values)
+        result[mask] = frame[mask]
 
 
 def denoise_bands(
