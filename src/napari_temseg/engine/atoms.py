@@ -38,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg.engine.checks import frame_stats, outside_painted
+from napari_temseg.engine.finite import padding_mask, padding_values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,6 +119,10 @@ class AtomFinder:
             atom_mask = np.asarray(atom_mask, dtype=bool)
             mask = atom_mask if mask is None else (np.asarray(mask, dtype=bool) & atom_mask)
             threshold = self.confirmed_threshold
+        missing = no_data(_check_frame(image))
+        if missing.any():  # nor beside it: a maximum there is a slope, as at the frame's edge
+            data = ~ndimage.binary_dilation(missing)
+            mask = data if mask is None else (np.asarray(mask, dtype=bool) & data)
         return find_peaks(self.response(image), threshold, self.min_distance, mask)
 
 
@@ -130,19 +135,33 @@ def _check_frame(image: Any) -> np.ndarray:
     return img.astype(np.float64, copy=False)
 
 
+def no_data(image: np.ndarray) -> np.ndarray:
+    """Pixels that hold no data: non-finite, or a padded border (``engine.finite``)."""
+    x = np.asarray(image)
+    missing = ~np.isfinite(x)
+    values = padding_values(x)
+    if values is not None:
+        missing |= padding_mask(x, values)
+    return missing
+
+
 def robust_scale(image: np.ndarray) -> np.ndarray:
     """The frame in units of its own noise: (x - median) / (MAD of the fine detail).
 
     The fine detail (the frame minus a 1-px Gaussian of it) is mostly shot noise, so the
     scale follows the exposure: the same atom on a brighter or darker frame gives the same
-    response. Non-finite pixels become the median.
+    response. Pixels with no data (:func:`no_data`: NaN, or the zero border of an aligned
+    frame) become the median and are left out of both statistics: counted in, a border
+    moved the scale and its edge made a ridge of false atoms.
     """
     x = _check_frame(image)
-    finite = np.isfinite(x)
-    med = float(np.median(x[finite])) if finite.any() else 0.0
-    x = np.where(finite, x, med)
+    missing = no_data(x)
+    data = ~missing
+    med = float(np.median(x[data])) if data.any() else 0.0
+    x = np.where(missing, med, x)
     detail = x - ndimage.gaussian_filter(x, 1.0)
-    mad = float(np.median(np.abs(detail - np.median(detail)))) * 1.4826
+    d = detail[data] if data.any() else detail.ravel()
+    mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826
     if not mad > 0:
         mad = float(np.std(x)) or 1.0
     return (x - med) / mad
