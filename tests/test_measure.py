@@ -204,6 +204,25 @@ def test_border_exclusion_and_min_area():
     assert big.iloc[0]["area_nm2"] == pytest.approx(inside.sum() * 0.04)
 
 
+def test_a_particle_cut_by_an_aligned_frames_zero_border_touches_the_border():
+    """Beside pixels with no data (the zero border of a drift-corrected frame, or NaN) a
+    particle is cut as at the frame's edge: with the image given, it counts as touching."""
+    cut = ellipse((100, 200), (10.0, 19.0), 3.0, 3.0, PX)  # reaches column 80
+    inside = ellipse((100, 200), (10.0, 30.0), 3.0, 3.0, PX)
+    assert cut[:, 80].any() and not cut[:, :80].any()
+    image = np.random.default_rng(0).normal(100, 10, (100, 200)).astype(np.float32)
+    image[:, :80] = 0  # the border
+    mask = semantic(cut, inside)
+    table = measure_objects(mask, image=image, scale=PX)
+    assert table["touches_border"].tolist() == [True, False]
+    assert not measure_objects(mask, scale=PX)["touches_border"].any()  # no image: unknown
+    nan_image = np.where(image == 0, np.nan, image)
+    assert measure_objects(mask, image=nan_image, scale=PX)["touches_border"].tolist() == [
+        True,
+        False,
+    ]
+
+
 def test_summary_count_coverage_and_sizes():
     d1 = ellipse((100, 200), (10.0, 10.0), 2.0, 2.0, PX)
     d2 = ellipse((100, 200), (10.0, 25.0), 4.0, 4.0, PX)

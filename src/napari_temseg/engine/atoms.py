@@ -38,7 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg.engine.checks import frame_stats, outside_painted
-from napari_temseg.engine.finite import padding_mask, padding_values
+from napari_temseg.engine.finite import no_data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,16 +133,6 @@ def _check_frame(image: Any) -> np.ndarray:
     if np.iscomplexobj(img) or img.dtype == bool:
         raise ValueError(f"atoms need a grey image, got dtype {img.dtype}")
     return img.astype(np.float64, copy=False)
-
-
-def no_data(image: np.ndarray) -> np.ndarray:
-    """Pixels that hold no data: non-finite, or a padded border (``engine.finite``)."""
-    x = np.asarray(image)
-    missing = ~np.isfinite(x)
-    values = padding_values(x)
-    if values is not None:
-        missing |= padding_mask(x, values)
-    return missing
 
 
 def robust_scale(image: np.ndarray) -> np.ndarray:

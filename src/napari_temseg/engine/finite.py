@@ -93,6 +93,16 @@ def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.isin(regions, keep[keep > 0])
 
 
+def no_data(image: np.ndarray) -> np.ndarray:
+    """Pixels of a 2D frame that hold no data: non-finite, or its padded border."""
+    x = np.asarray(image)
+    missing = ~np.isfinite(x) if x.dtype.kind in "fc" else np.zeros(x.shape, bool)
+    values = padding_values(x)
+    if values is not None:
+        missing |= padding_mask(x, values)
+    return missing
+
+
 def screen(frame: Any, rows: int = 512) -> Screen | None:
     """Count the non-finite pixels of a float frame and find its finite range, reading
     ``rows`` rows at a time (memory maps and dask arrays are not loaded whole).

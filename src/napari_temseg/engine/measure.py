@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg import defaults
+from napari_temseg.engine.finite import no_data
 from napari_temseg.engine.tiling import Cancelled
 
 if TYPE_CHECKING:
@@ -423,11 +424,15 @@ def measure_labels(
 
         lab, _, ids = relabel_sequential(lab)
     props = regionprops(lab.astype(np.int64, copy=False), intensity_image=image)
+    # beside pixels with no data (NaN, an aligned frame's zero border) a particle is cut
+    # as at the frame's edge
+    cut = ndimage.binary_dilation(no_data(image)) if image is not None else None
     for p in props:
         label = int(p.label if ids is None else ids[p.label])
         area = p.num_pixels * sy * sx
         y0, x0, y1, x1 = p.bbox
         border = y0 == 0 or x0 == 0 or y1 == h or x1 == w
+        border = border or (cut is not None and bool(cut[p.slice][p.image].any()))
         small = p.num_pixels < min_size_px or area < min_area_nm2
         if small or (exclude_border and border):
             continue
