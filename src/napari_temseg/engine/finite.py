@@ -77,9 +77,12 @@ def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
     column (a line, which a denoiser is trained to fill in), nor a flat region inside the
     frame (a particle clipped at 0 is specimen)."""
     frame = np.asarray(frame)
-    candidate = np.zeros(frame.shape, bool)
-    for v in values:
-        candidate |= frame == v
+    if len(values) > 8:  # many run values (a posterised image): one pass
+        candidate = np.isin(frame, values)
+    else:
+        candidate = np.zeros(frame.shape, bool)
+        for v in values:
+            candidate |= frame == v
     if not candidate.any():
         return candidate
     rows, cols = run_masks(frame, DEFECT_RUN)
