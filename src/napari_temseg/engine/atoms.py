@@ -123,7 +123,8 @@ class AtomFinder:
         if missing.any():  # nor beside it: a maximum there is a slope, as at the frame's edge
             data = ~ndimage.binary_dilation(missing)
             mask = data if mask is None else (np.asarray(mask, dtype=bool) & data)
-        return find_peaks(self.response(image), threshold, self.min_distance, mask)
+        response = blob_response(image, self.sigma, missing)
+        return find_peaks(response, threshold, self.min_distance, mask)
 
 
 def _check_frame(image: Any) -> np.ndarray:
@@ -135,17 +136,18 @@ def _check_frame(image: Any) -> np.ndarray:
     return img.astype(np.float64, copy=False)
 
 
-def robust_scale(image: np.ndarray) -> np.ndarray:
+def robust_scale(image: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
     """The frame in units of its own noise: (x - median) / (MAD of the fine detail).
 
     The fine detail (the frame minus a 1-px Gaussian of it) is mostly shot noise, so the
     scale follows the exposure: the same atom on a brighter or darker frame gives the same
     response. Pixels with no data (:func:`no_data`: NaN, or the zero border of an aligned
     frame) become the median and are left out of both statistics: counted in, a border
-    moved the scale and its edge made a ridge of false atoms.
+    moved the scale and its edge made a ridge of false atoms. ``missing``: that mask, when
+    the caller has it already.
     """
     x = _check_frame(image)
-    missing = no_data(x)
+    missing = no_data(x) if missing is None else missing
     data = ~missing
     med = float(np.median(x[data])) if data.any() else 0.0
     x = np.where(missing, med, x)
@@ -157,9 +159,10 @@ def robust_scale(image: np.ndarray) -> np.ndarray:
     return (x - med) / mad
 
 
-def blob_response(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Difference of Gaussians (sigma, 3 sigma) of the robustly scaled frame."""
-    x = robust_scale(image)
+def blob_response(image: np.ndarray, sigma: float, missing: np.ndarray | None = None) -> np.ndarray:
+    """Difference of Gaussians (sigma, 3 sigma) of the robustly scaled frame
+    (``missing``: as in :func:`robust_scale`)."""
+    x = robust_scale(image, missing)
     return ndimage.gaussian_filter(x, sigma) - ndimage.gaussian_filter(x, 3 * sigma)
 
 

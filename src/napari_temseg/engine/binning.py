@@ -56,8 +56,7 @@ def bin_frame(frame: np.ndarray, k: int) -> np.ndarray:
     """
     x = np.asarray(frame, np.float32)
     h, w = x.shape
-    pad = ((0, -h % k), (0, -w % k))
-    x = np.pad(x, pad, mode="edge")
+    x = np.pad(x, ((0, -h % k), (0, -w % k)), mode="edge")
     blocks = x.reshape(x.shape[0] // k, k, x.shape[1] // k, k)
     finite = np.isfinite(blocks)
     defects = defect_runs(x)

@@ -13,7 +13,7 @@ from torch import nn
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import padding_mask, padding_values
+from napari_temseg.engine.finite import padding_of
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -156,9 +156,8 @@ def _keep_padding(result: np.ndarray, frame: Any, values: np.ndarray | None) -> 
     own restoring cannot see: interpolating a binned result back, an adapted model's
     smoothing (both spread the specimen into the border's edge)."""
     frame = np.asarray(frame)
-    values = values if values is not None else padding_values(frame)
-    if values is not None and len(values):
-        mask = padding_mask(frame, values)
+    mask = padding_of(frame, values)
+    if mask is not None:
         result[mask] = frame[mask]
 
 

@@ -96,14 +96,23 @@ def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.isin(regions, keep[keep > 0])
 
 
+def padding_of(frame: Any, values: np.ndarray | None = None) -> np.ndarray | None:
+    """The padding mask of a 2D frame, or None when it has none. ``values``: the values
+    its padding may hold, when known from a larger frame (``engine.large`` passes a whole
+    frame's to its bands; empty: none); found on the frame itself when None."""
+    values = padding_values(frame) if values is None else values
+    if values is None or not len(values):
+        return None
+    mask = padding_mask(np.asarray(frame), values)
+    return mask if mask.any() else None
+
+
 def no_data(image: np.ndarray) -> np.ndarray:
     """Pixels of a 2D frame that hold no data: non-finite, or its padded border."""
     x = np.asarray(image)
     missing = ~np.isfinite(x) if x.dtype.kind in "fc" else np.zeros(x.shape, bool)
-    values = padding_values(x)
-    if values is not None:
-        missing |= padding_mask(x, values)
-    return missing
+    pad = padding_of(x)
+    return missing if pad is None else missing | pad
 
 
 def screen(frame: Any, rows: int = 512) -> Screen | None:

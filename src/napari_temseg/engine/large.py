@@ -171,6 +171,7 @@ def predict_bands(
     rows = kw.get("band", BAND_ROWS)
     stats = frame_stats(frame, norm, rows=rows, bin=bin)
     # the whole frame's padding values: a band that is mostly border is judged by them
+    # (none: an empty array, so that no band looks for padding of its own)
     padding = padding_values(frame, block_rows=rows, after_block=lambda: release_pages(frame))
     overlap = model_overlap(model[1], tile, overlap)  # the model's context, in tiles
     kw["halo"] = max(int(kw.get("halo", HALO)), overlap * bin)  # and across bands

@@ -25,7 +25,7 @@ from napari_temseg.engine.checks import (
     check_frame,
 )
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import padding_mask, padding_values
+from napari_temseg.engine.finite import padding_of
 from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -145,9 +145,9 @@ def segment(
         original = np.asarray(image[idx] if idx else image)
         if np.dtype(image.dtype).kind == "f":  # NaN/inf pixels: not classified (0)
             labels[idx][~np.isfinite(original)] = 0
-        values = padding if padding is not None else padding_values(original)
-        if values is not None:  # nor is a padded border (engine.finite)
-            labels[idx][padding_mask(original, values)] = 0
+        pad = padding_of(original, padding)  # nor is a padded border (engine.finite)
+        if pad is not None:
+            labels[idx][pad] = 0
         if probs is not None:
             probs[idx] = p
     return (labels, probs) if probabilities else labels

@@ -26,7 +26,7 @@ import torch
 
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
-from napari_temseg.engine.finite import check_frame, padding_mask, padding_values, screen
+from napari_temseg.engine.finite import check_frame, padding_of, screen
 from napari_temseg.models.normalize import Normalization
 
 Progress = Callable[[int, int], Any]
@@ -285,11 +285,7 @@ def _predict_frame(
     found = screen(frame)
     check_frame(found, label, whole=stats is None, output_float32=within_input)
     nonfinite = found is not None and found.nonfinite > 0  # an all-NaN band too
-    values = padding if padding is not None else padding_values(frame)
-    pad = None  # the frame's padding: filled for the network; a denoiser gives it back
-    if values is not None and len(values):
-        pad = padding_mask(np.asarray(frame), values)
-        pad = pad if pad.any() else None
+    pad = padding_of(frame, padding)  # filled for the network; a denoiser gives it back
     fill = _fill_pool(frame, pad) if nonfinite or pad is not None else None
     seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
     margin, th, tw, ov, ys, xs = _grid(height, width, state["tile"], overlap)
@@ -437,17 +433,14 @@ def _gather(
     if seen is not None and finite.any():
         values = arr if finite.all() else arr[finite]
         seen[0], seen[1] = min(seen[0], float(values.min())), max(seen[1], float(values.max()))
-    height, width = frame.shape[-2:]
-    at = [
-        (_mirror(y - margin, y - margin + th, height), _mirror(x - margin, x - margin + tw, width))
-        for y, x in chunk
-    ]
-    if pad is not None:
-        finite &= ~np.stack([pad[np.ix_(rows, cols)] for rows, cols in at])
-    if fill is not None and not finite.all():
-        for k, (rows, cols) in enumerate(at):
-            if not finite[k].all():
-                arr[k] = np.where(finite[k], arr[k], _fill_at(rows, cols, fill))
+    if fill is not None:  # the frame has non-finite pixels or padding
+        height, width = frame.shape[-2:]
+        for k, (y, x) in enumerate(chunk):
+            rows = _mirror(y - margin, y - margin + th, height)
+            cols = _mirror(x - margin, x - margin + tw, width)
+            data = finite[k] if pad is None else finite[k] & ~pad[np.ix_(rows, cols)]
+            if not data.all():
+                arr[k] = np.where(data, arr[k], _fill_at(rows, cols, fill))
     if normalization is not None:
         arr = normalization.apply(arr, stats)
     x = torch.from_numpy(arr.astype(np.float32)).to(dev, non_blocking=True)[:, None]
