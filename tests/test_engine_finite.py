@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import torch
 
@@ -150,6 +151,34 @@ def test_padding_is_found_on_the_whole_frame_and_filled_with_its_own_data():
     img[(yy - 256) ** 2 + (xx - 256) ** 2 < 60**2] = 0
     values = padding_values(img)
     assert values is None or not padding_mask(img, values).any()
+
+
+def test_a_detectors_ceiling_or_floor_at_the_edge_is_specimen_not_padding():
+    """Vacuum that saturates a bright-field camera, or a dark-field vacuum clipped at 0,
+    is one value over long runs at the edge, as padding is; but it meets the specimen
+    along its outline, not along straight lines. Taken for padding, a segmenter left it
+    unclassified and every particle beside it touched the border. Borders of rotated and
+    shifted frames are still found whole."""
+    from napari_temseg.engine.finite import padding_of
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:768, :768]
+    hole = yy**2 + xx**2 < 260**2  # a hole in the carbon film, at the corner
+    bright_field = np.minimum(rng.poisson(np.where(hole, 2000.0, 700.0)), 1023)
+    assert (bright_field[hole] == 1023).mean() > 0.99  # a 10-bit camera, saturated
+    assert padding_of(bright_field.astype(np.uint16)) is None
+    dark_field = np.clip(rng.normal(np.where(hole, -50.0, 30.0), 5.0), 0, None)
+    assert padding_of(dark_field) is None
+    ring = (yy - 384) ** 2 + (xx - 384) ** 2 > 330**2  # vacuum all round one particle
+    assert padding_of(np.clip(rng.normal(np.where(ring, -50.0, 30.0), 5.0), 0, None)) is None
+
+    for angle, reshape in [(3, True), (12, False), (30, True)]:
+        frame = ndimage.rotate(rng.normal(370, 30, (768, 768)), angle, reshape=reshape, order=1)
+        mask = padding_of(frame)
+        assert mask is not None and not (mask & (frame != 0)).any(), (angle, reshape)
+        assert mask.sum() > 0.99 * (frame == 0).sum()  # all but the wedges' thinnest tips
+    shifted = ndimage.shift(rng.normal(370, 30, (768, 768)), (37.3, -90.6), order=1)
+    assert np.array_equal(padding_of(shifted), shifted == 0)
 
 
 def _denoise_with(image):

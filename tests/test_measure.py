@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from napari_temseg.engine.measure import (
     Cancelled,
@@ -221,6 +222,19 @@ def test_a_particle_cut_by_an_aligned_frames_zero_border_touches_the_border():
         True,
         False,
     ]
+
+
+def test_a_particle_beside_saturated_vacuum_does_not_touch_the_border():
+    """Vacuum that saturates the camera is one value at the edge, like padding, but it is
+    specimen: particles beside it are whole, not cut."""
+    near = ellipse((300, 400), (42.0, 20.0), 3.0, 3.0, PX)
+    yy, xx = np.mgrid[:300, :400]
+    hole = (yy - 300) ** 2 + xx**2 < 120**2  # a hole's arc, from the bottom left corner
+    assert (ndimage.binary_dilation(near, iterations=4) & hole).any()
+    rng = np.random.default_rng(1)
+    image = np.minimum(rng.poisson(np.where(hole, 3000.0, 800.0)), 1023).astype(np.uint16)
+    table = measure_objects(semantic(near & ~hole), image=image, scale=PX)
+    assert table["touches_border"].tolist() == [False]
 
 
 def test_summary_count_coverage_and_sizes():

@@ -25,11 +25,20 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from skimage.measure import approximate_polygon
 
 from napari_temseg.io.model import DataWarning
 from napari_temseg.models.normalize import DEFECT_RUN, defect_runs, run_masks, subsample
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: a border region is padding when what it leaves of the frame is convex (at most this
+#: share of the region lies deeper than ``HULL_SLACK`` px inside that rest's convex hull)
+#: and a polygon of at most ``MAX_CORNERS`` corners (``HULL_SLACK`` px off): the moved
+#: frame's rectangle clipped by the frame has at most eight
+HULL_SHARE = 0.02
+HULL_SLACK = 2.0
+MAX_CORNERS = 8
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,39 @@ def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
     regions, _ = ndimage.label(runs)
     edge = np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]])
     keep = np.intersect1d(np.unique(regions[core]), edge)
-    return np.isin(regions, keep[keep > 0])
+    keep = keep[keep > 0]
+    if not len(keep):
+        return np.zeros(frame.shape, bool)
+    boxes = ndimage.find_objects(regions)
+    keep = [k for k in keep if _straight_edged(regions, k, boxes[k - 1])]
+    return np.isin(regions, keep)
+
+
+def _straight_edged(regions: np.ndarray, label: int, box: tuple[slice, ...]) -> bool:
+    """Whether region ``label`` is cut from the frame along straight lines, as an aligned
+    or rotated frame's border is: what it leaves of the frame is then convex (the frame
+    meets the moved frame's rectangle) and a polygon of a few corners.
+
+    A detector's ceiling or floor is not: the saturated vacuum of a bright-field frame, or
+    a dark-field vacuum clipped at 0, reaches the edge along the specimen's outline (a
+    hole's arc, a ring around a particle). Taken for padding, it was left unclassified by a
+    segmenter and made every particle beside it touch the border."""
+    region = regions == label
+    rest = ~region
+    outline = rest & ~ndimage.binary_erosion(rest, border_value=0)  # with the frame's edge
+    points = np.argwhere(outline)
+    try:
+        hull = ConvexHull(points)
+    except (QhullError, ValueError):  # the rest is a line or less: nothing to judge
+        return True
+    own = np.argwhere(region[box]) + [s.start for s in box]
+    step = max(1, len(own) // 200_000)
+    depth = own[::step] @ hull.equations[:, :2].T + hull.equations[:, 2]
+    cut_in = np.count_nonzero(depth.max(axis=1) < -HULL_SLACK) * step
+    if cut_in > HULL_SHARE * len(own):
+        return False  # the rest is not convex: cut along the specimen, not a line
+    ring = points[np.r_[hull.vertices, hull.vertices[:1]]]
+    return len(approximate_polygon(ring, tolerance=HULL_SLACK)) - 1 <= MAX_CORNERS
 
 
 def padding_of(frame: Any, values: np.ndarray | None = None) -> np.ndarray | None:
