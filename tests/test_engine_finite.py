@@ -10,9 +10,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import ndimage
 import pytest
 import torch
+from scipy import ndimage
 
 from napari_temseg.cli import main
 from napari_temseg.engine import denoise
