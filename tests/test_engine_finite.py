@@ -181,6 +181,24 @@ def test_a_detectors_ceiling_or_floor_at_the_edge_is_specimen_not_padding():
     assert np.array_equal(padding_of(shifted), shifted == 0)
 
 
+def test_the_strip_a_shift_along_one_axis_leaves_is_padding():
+    """Drift correction often shifts a frame along one axis by a few tens of pixels: a
+    strip of zeros narrower than the 64 px runs that padding otherwise needs both ways
+    (it was filled in by the denoiser as a stuck band, classified by a segmenter, and did
+    not cut particles). A dead column or two at the edge is still not padding."""
+    from napari_temseg.engine.finite import padding_of
+
+    base = np.random.default_rng(2).normal(370, 30, (512, 512))
+    for shift in [(0, 20), (0, -6), (-13, 0), (0, 20.4)]:
+        frame = ndimage.shift(base, shift, order=1)
+        assert np.array_equal(padding_of(frame), frame == 0), shift
+    dead = base.copy()
+    dead[:, :2] = 0
+    assert padding_of(dead) is None
+    got = denoise(ndimage.shift(base, (0, 20), order=1), "hrtem-denoise", device="cpu")
+    assert (got[:, :20] == 0).all() and (got[:, 20:] != 0).all()
+
+
 def _denoise_with(image):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)

@@ -222,6 +222,15 @@ def test_a_particle_cut_by_an_aligned_frames_zero_border_touches_the_border():
         True,
         False,
     ]
+    # the strip a shift along one axis leaves, narrower than the 64 px runs both ways
+    near_edge = ellipse((100, 200), (10.0, 7.0), 3.0, 3.0, PX)  # reaches column 20
+    assert near_edge[:, 20].any() and not near_edge[:, :20].any()
+    shifted = np.random.default_rng(1).normal(100, 10, (100, 200)).astype(np.float32)
+    shifted[:, :8] = 0  # 12 px short of the particle: it is whole
+    lone = semantic(near_edge)
+    assert not measure_objects(lone, image=shifted, scale=PX)["touches_border"].any()
+    shifted[:, :20] = 0
+    assert measure_objects(lone, image=shifted, scale=PX)["touches_border"].tolist() == [True]
 
 
 def test_a_particle_beside_saturated_vacuum_does_not_touch_the_border():

@@ -39,6 +39,10 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 HULL_SHARE = 0.02
 HULL_SLACK = 2.0
 MAX_CORNERS = 8
+#: a border region with no pixel in runs both ways is padding when it lines an edge at
+#: least this deep on average (the strip a shift along one axis leaves); a dead column or
+#: two at the edge is not (the network fills them in)
+MIN_STRIP = 4
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,13 @@ def padding_values(
 def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Padding of a 2D frame (a whole frame, or a band of one): pixels that hold one of
     ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected region
-    that touches the frame's edge and somewhere runs that far both ways. So the border of
-    an aligned or rotated frame, with the thin tip of a rotation's wedge; not a stuck
-    column (a line, which a denoiser is trained to fill in), nor a flat region inside the
-    frame (a particle clipped at 0 is specimen)."""
+    that touches the frame's edge, and either somewhere runs that far both ways or lines
+    an edge ``MIN_STRIP`` px deep on average; a region cut from the frame along straight
+    lines (:func:`_straight_edged`). So the border of a shifted, aligned or rotated frame,
+    with the thin tip of a rotation's wedge, and the strip a shift along one axis leaves;
+    not a stuck column (a line, which a denoiser is trained to fill in), nor a flat region
+    inside the frame (a particle clipped at 0 is specimen), nor vacuum that saturates the
+    camera."""
     frame = np.asarray(frame)
     if len(values) > 8:  # many run values (a posterised image): one pass
         candidate = np.isin(frame, values)
@@ -92,19 +99,24 @@ def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
         candidate = np.zeros(frame.shape, bool)
         for v in values:
             candidate |= frame == v
+    none = np.zeros(frame.shape, bool)
     if not candidate.any():
-        return candidate
+        return none
     rows, cols = run_masks(frame, DEFECT_RUN)
     runs = candidate & (rows | cols)
-    core = runs & rows & cols
-    if not core.any():
-        return core
     regions, _ = ndimage.label(runs)
-    edge = np.concatenate([regions[0], regions[-1], regions[:, 0], regions[:, -1]])
-    keep = np.intersect1d(np.unique(regions[core]), edge)
-    keep = keep[keep > 0]
-    if not len(keep):
-        return np.zeros(frame.shape, bool)
+    sides = [regions[0], regions[-1], regions[:, 0], regions[:, -1]]
+    touching = np.unique(np.concatenate(sides))
+    touching = touching[touching > 0]
+    if not len(touching):
+        return none
+    cored = set(np.unique(regions[runs & rows & cols]).tolist())
+    sizes = ndimage.sum_labels(runs, regions, touching)
+    lined = np.max([ndimage.sum_labels(side > 0, side, touching) for side in sides], axis=0)
+    strips = (lined >= DEFECT_RUN) & (sizes >= MIN_STRIP * lined)
+    keep = [k for k, strip in zip(touching, strips, strict=True) if strip or k in cored]
+    if not keep:
+        return none
     boxes = ndimage.find_objects(regions)
     keep = [k for k in keep if _straight_edged(regions, k, boxes[k - 1])]
     return np.isin(regions, keep)
