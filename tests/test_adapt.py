@@ -336,6 +336,7 @@ def test_a_mixed_source_draws_its_share_from_each():
 
 def test_own_frames_are_taught_by_the_models_average(frame, tiny):
     from napari_temseg.engine import adapt
+    from napari_temseg.engine.finite import filled
 
     noisy, _ = frame
     small = np.zeros((40, 40), np.float32)  # smaller than a patch: not cut from
@@ -348,6 +349,14 @@ def test_own_frames_are_taught_by_the_models_average(frame, tiny):
     holes[10:20, :] = np.nan  # masked rows: filled before averaging, never NaN targets
     x, target = adapt.OwnAverage([holes], tiny, 96, "cpu").pairs[0]
     assert np.isfinite(x).all() and np.isfinite(target).all()
+    bordered = noisy.copy()
+    bordered[:, :70] = 0  # a drift-corrected frame's border: taught as inference sees it
+    x, target = adapt.OwnAverage([bordered], tiny, 96, "cpu").pairs[0]
+    fed, missing = filled(bordered)
+    assert missing is not None and missing[:, :70].all() and not missing[:, 70:].any()
+    np.testing.assert_array_equal(x, fed)  # filled with the frame's own draws, not zeros
+    assert abs(x[:, :70].mean() - noisy.mean()) < 0.1 * noisy.std()
+    np.testing.assert_allclose(target, denoise(fed, tiny, device="cpu", tta=True, amp=None))
     empty = np.full((128, 128), np.nan, np.float32)
     assert adapt.OwnAverage([empty], tiny, 96, "cpu").pairs == []
     big = np.random.default_rng(1).poisson(5.0, (1100, 1030)).astype(np.float32)

@@ -104,6 +104,29 @@ def test_a_few_non_finite_pixels_are_left_out_not_trained_on(scene):
     assert not (frame.train[ys[:5], xs[:5]] | frame.val[ys[:5], xs[:5]]).any()
 
 
+def test_a_zero_border_is_trained_on_as_it_is_segmented():
+    """The zero border of a drift-corrected frame is filled for the network at inference
+    with draws of the frame's own pixels (engine.finite.fill_at). Fine-tuning now sees the
+    same values, not the raw zeros, and strokes that stray onto the border are dropped."""
+    from napari_temseg.engine.finite import filled
+    from napari_temseg.engine.tiling import predict_tiled
+
+    s = simulate("stem", 256, pixel_size_nm=0.2, dose=100, seed=3)
+    image = s.noisy.astype(np.float32)
+    image[:, :80] = 0  # a drift-corrected frame's border
+    strokes = scribbles_from_mask(s.recorded_semantic, per_class=4, length=20, seed=0)
+    assert strokes[:, :80].any()
+    tuner = Finetuner([image], [strokes], init="none", config=TINY)
+    frame = tuner.source.frames[0]
+    assert not (frame.train[:, :80] | frame.val[:, :80]).any()
+    assert (frame.train[:, 80:] | frame.val[:, 80:]).any()
+    border = frame.image[:, :80]
+    data = frame.image[:, 80:]
+    assert abs(border.mean() - data.mean()) < 0.1 * data.std()  # not a cliff of zeros
+    seen = predict_tiled(image, lambda x: x, tile=128, overlap=16)  # what a network reads
+    np.testing.assert_allclose(seen, filled(image)[0], rtol=1e-6)  # what training reads
+
+
 def test_finetune_options_are_one_line_errors(tmp_path, capsys, scene):
     image, strokes = scene
     for extra, words in [

@@ -38,7 +38,7 @@ from napari_temseg import defaults
 from napari_temseg.engine.binning import bin_frame, check_bin
 from napari_temseg.engine.data import MixedSource, PairSource
 from napari_temseg.engine.events import TrainEvent, drain
-from napari_temseg.engine.finite import median_filled
+from napari_temseg.engine.finite import filled, median_filled
 from napari_temseg.engine.train import TrainConfig, iter_train
 from napari_temseg.engine.tta import orientation_count
 from napari_temseg.models.bundled import derived_meta
@@ -300,7 +300,9 @@ class OwnAverage:
             crop = _centre(f, OWN_SIDE)
             if not np.isfinite(crop).any():
                 continue
-            crop = median_filled(crop)  # dead or masked pixels, as noise_level reads them
+            # NaN and a padded border filled as inference fills them (so averaged as they
+            # are, not given back): the model is taught on the input it will see
+            crop, _ = filled(crop)
             try:
                 # float32 on CPUs, as measured (docs/benchmarks.md): in bfloat16 the time
                 # saved went to more steps, and the real pair's frame b came out 344-363,

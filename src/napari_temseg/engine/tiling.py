@@ -16,7 +16,6 @@ stays at about input + output + one batch of tiles.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
-from napari_temseg.engine.finite import check_frame, padding_of, screen
+from napari_temseg.engine.finite import check_frame, fill_at, fill_pool, padding_of, screen
 from napari_temseg.models.normalize import Normalization
 
 Progress = Callable[[int, int], Any]
@@ -286,7 +285,7 @@ def _predict_frame(
     check_frame(found, label, whole=stats is None, output_float32=within_input)
     nonfinite = found is not None and found.nonfinite > 0  # an all-NaN band too
     pad = padding_of(frame, padding)  # filled for the network; a denoiser gives it back
-    fill = _fill_pool(frame, pad) if nonfinite or pad is not None else None
+    fill = fill_pool(frame, pad) if nonfinite or pad is not None else None
     seen = [np.inf, -np.inf]  # the frame's finite input range, from the tiles as read
     margin, th, tw, ov, ys, xs = _grid(height, width, state["tile"], overlap)
     ph, pw = height + 2 * margin, width + 2 * margin  # the frame with its mirrored border
@@ -375,33 +374,6 @@ def _restore_padding(block: torch.Tensor, frame: Any, pad: np.ndarray, r0: int) 
         block[:, torch.from_numpy(mask).to(block.device)] = values
 
 
-def _fill_pool(frame: Any, pad: np.ndarray | None) -> np.ndarray:
-    """A sample of the frame's data (finite, not padding; taken by position on a strided
-    grid, so a counting frame's own zeros stay in it), shuffled once: what
-    :func:`_fill_at` draws from."""
-    step = max(1, math.ceil(math.sqrt(frame.shape[-2] * frame.shape[-1] / 65_536)))
-    grid = np.asarray(frame[::step, ::step], np.float64)
-    ok = np.isfinite(grid)
-    if pad is not None:
-        ok &= ~pad[::step, ::step]
-    pool = grid[ok]
-    return np.random.default_rng(0).permutation(pool) if pool.size else np.zeros(1)
-
-
-def _fill_at(rows: np.ndarray, cols: np.ndarray, pool: np.ndarray) -> np.ndarray:
-    """Values for the pixels at ``rows`` x ``cols`` of a frame, drawn from ``pool`` (a
-    sample of its own data) by position: the same in every tile that reads a pixel, so
-    tiles agree, and noise like the frame's. A constant (the median) left the network a
-    flat region beside noisy data, which it took for structure: on simulated HRTEM at
-    10 e/px the 16 px beside a filled border scored 7.9 dB, with these draws 17.2 (17.5
-    without the border)."""
-    z = (rows[:, None].astype(np.uint64) << np.uint64(32)) | cols[None, :].astype(np.uint64)
-    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):  # splitmix64
-        z = (z ^ (z >> np.uint64(shift))) * np.uint64(mul)
-    z ^= z >> np.uint64(31)
-    return pool[(z % np.uint64(len(pool))).astype(np.int64)]
-
-
 def _inside(start: int, size: int, margin: int, length: int) -> slice:
     """The part of a tile starting at ``start`` (in the extended frame) that lies in the frame."""
     return slice(max(0, margin - start), min(size, length + margin - start))
@@ -425,7 +397,7 @@ def _gather(
 
     Normalised in float64, so float64 frames far beyond float32's range (1e300) reach
     the network as ordinary numbers; non-finite pixels, and the frame's padding (``pad``,
-    its mask), are filled from ``fill`` (a sample of the frame's data, :func:`_fill_at`)
+    its mask), are filled from ``fill`` (a sample of the frame's data, :func:`engine.finite.fill_at`)
     first; ``seen`` grows to the finite range of every pixel read.
     """
     arr = np.stack([_read(frame, y, x, th, tw, margin) for y, x in chunk])
@@ -440,7 +412,7 @@ def _gather(
             cols = _mirror(x - margin, x - margin + tw, width)
             data = finite[k] if pad is None else finite[k] & ~pad[np.ix_(rows, cols)]
             if not data.all():
-                arr[k] = np.where(data, arr[k], _fill_at(rows, cols, fill))
+                arr[k] = np.where(data, arr[k], fill_at(rows, cols, fill))
     if normalization is not None:
         arr = normalization.apply(arr, stats)
     x = torch.from_numpy(arr.astype(np.float32)).to(dev, non_blocking=True)[:, None]
