@@ -64,6 +64,30 @@ def test_noise_level_reads_the_data_not_a_zero_border_or_nan():
             assert noise_level(bordered) == pytest.approx(plain, rel=0.1), (fill, width)
 
 
+def test_noise_level_reads_a_sparse_counting_frame():
+    """Below about half a count a pixel most Haar details are exactly 0, and their median
+    read the frame as noiseless: adapting to a 0.2 e/px counting frame was refused ("these
+    frames show no noise"). The level now comes from their mean there; denser frames keep
+    the median."""
+    rng = np.random.default_rng(5)
+    sparse = [noise_level(rng.poisson(lam, (512, 512))) for lam in (0.05, 0.2)]
+    assert all(level > 0.05 for level in sparse), sparse
+    NoiseMatchedPairs("stem", 128, sparse[1], (0.02, 0.02))  # accepted
+    dense = simulate("stem", 256, dose=20, seed=1).noisy
+    hh = _diagonal_detail(dense)
+    assert noise_level(dense) == pytest.approx(np.percentile(np.median(hh, 1) / 0.6745, 20))
+
+
+def _diagonal_detail(frame: np.ndarray) -> np.ndarray:
+    """The absolute diagonal Haar details of a normalised 256 px frame, in 16 px blocks."""
+    from napari_temseg.models.normalize import Normalization
+
+    norm = Normalization()
+    z = norm.apply(frame.astype(np.float64), norm.stats(frame.astype(np.float64)))
+    hh = np.abs(z[0::2, 0::2] - z[0::2, 1::2] - z[1::2, 0::2] + z[1::2, 1::2]) / 2
+    return hh.reshape(8, 16, 8, 16).transpose(0, 2, 1, 3).reshape(64, 256)
+
+
 def test_simulated_pairs_match_the_frames_noise(frame):
     noisy, pixel = frame
     target = noise_level(noisy)

@@ -176,9 +176,9 @@ def noise_level(frame: np.ndarray) -> float:
     b = LEVEL_BLOCK
     hb, wb = hh.shape[0] // b, hh.shape[1] // b
     if hb * wb < 4:
-        return float(np.median(hh) / 0.6745)
+        return float(_robust_sigma(hh.reshape(1, -1))[0])
     blocks = hh[: hb * b, : wb * b].reshape(hb, b, wb, b).transpose(0, 2, 1, 3)
-    sigmas = np.median(blocks.reshape(hb * wb, b * b), axis=1) / 0.6745
+    sigmas = _robust_sigma(blocks.reshape(hb * wb, b * b))
     # blocks that touch no data (NaN, or a drift-corrected frame's zero border) have no
     # noise: a fifth of them made the level 0 and the adaptation simulate noiseless images
     missing = ~np.isfinite(raw)
@@ -190,6 +190,18 @@ def noise_level(frame: np.ndarray) -> float:
         if not m.all():
             sigmas = sigmas[~m.ravel()]
     return float(np.percentile(sigmas, LEVEL_PERCENTILE))
+
+
+def _robust_sigma(detail: np.ndarray) -> np.ndarray:
+    """The noise of each row of absolute Haar details: their median / 0.6745, or where
+    that is 0 (a sparse counting frame, below about 0.5 counts a pixel, whose details
+    are mostly exactly 0) their mean * sqrt(pi / 2). The median alone read such frames
+    as noiseless, and adapting to them was refused."""
+    sigma = np.median(detail, axis=1) / 0.6745
+    flat = sigma == 0
+    if flat.any():
+        sigma[flat] = detail[flat].mean(axis=1) * math.sqrt(math.pi / 2)
+    return sigma
 
 
 class NoiseMatchedPairs:
