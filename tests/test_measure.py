@@ -187,6 +187,9 @@ def test_mean_intensity_from_image():
     image[30, 30] = 140.0  # one bright pixel inside raises the mean by 100 / n
     table = measure_objects(semantic(disc), image=image, scale=PX)
     assert table.iloc[0]["mean_intensity"] == pytest.approx(40.0 + 100.0 / disc.sum())
+    image[30, 31] = np.nan  # a dead pixel: the mean of the others, not NaN
+    table = measure_objects(semantic(disc), image=image, scale=PX)
+    assert table.iloc[0]["mean_intensity"] == pytest.approx(40.0 + 100.0 / (disc.sum() - 1))
     with pytest.raises(ValueError, match="must match"):
         measure_objects(semantic(disc), image=image[:-1], scale=PX)
 

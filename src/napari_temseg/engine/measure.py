@@ -455,10 +455,21 @@ def measure_labels(
             "touches_border": border,
         }
         if image is not None:
-            values["mean_intensity"] = float(p.intensity_mean)
+            values["mean_intensity"] = _mean_intensity(p)
         for name, value in values.items():
             rows[name].append(value)
     return _frame_of(rows, unit, image is not None)
+
+
+def _mean_intensity(p: Any) -> float:
+    """A particle's mean intensity over its pixels that hold data: one NaN pixel (a dead
+    one, or the edge of a masked region) made it NaN. NaN only when none does."""
+    mean = float(p.intensity_mean)
+    if math.isfinite(mean):
+        return mean
+    values = p.image_intensity[p.image]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else math.nan
 
 
 def keep_labels(labels: np.ndarray, ids: Sequence[int]) -> np.ndarray:
