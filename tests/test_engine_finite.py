@@ -44,6 +44,10 @@ def test_an_all_nan_image_is_refused(seg):
         denoise(nan, device="cpu")
     with pytest.raises(ValueError, match="every pixel is NaN or infinite"):
         segment(nan, seg, device="cpu")
+    stack = np.stack([np.ones((64, 64), np.float32), nan])
+    for job in (lambda: denoise(stack, device="cpu"), lambda: segment(stack, seg, device="cpu")):
+        with pytest.raises(ValueError, match=r"^frame 1: every pixel is NaN"):  # which one
+            job()
 
 
 def test_two_inf_pixels_are_masked_reported_and_move_nothing_out_of_range():

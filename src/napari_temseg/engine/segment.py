@@ -124,20 +124,25 @@ def segment(
         if zoom != 1.0:
             f = np.asarray(frame, np.float32)
             frame = ndimage.zoom(f, (zh / h, zw / w), order=1, grid_mode=True, mode="reflect")
-        p = predict_tiled(
-            frame,
-            fn,
-            tile=tile,
-            overlap=overlap,
-            out_channels=k,
-            device=dev,
-            normalization=norm,
-            denormalize=False,
-            progress=report,
-            cancel=cancel,
-            stats=stats,
-            padding=padding,
-        )
+        try:
+            p = predict_tiled(
+                frame,
+                fn,
+                tile=tile,
+                overlap=overlap,
+                out_channels=k,
+                device=dev,
+                normalization=norm,
+                denormalize=False,
+                progress=report,
+                cancel=cancel,
+                stats=stats,
+                padding=padding,
+            )
+        except ValueError as e:  # name the frame of a stack, as denoising does
+            if not idx:
+                raise
+            raise ValueError(f"frame {', '.join(map(str, idx))}: {e}") from None
         if zoom != 1.0:
             p = ndimage.zoom(p, (1, h / zh, w / zw), order=1, grid_mode=True, mode="nearest")
             p = p[:, :h, :w]
