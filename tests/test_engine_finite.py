@@ -26,10 +26,10 @@ def _image(seed: int = 0, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(seed).normal(100, 10, (64, 64)).astype(dtype)
 
 
-def _denoise(image: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def _denoise(image: np.ndarray, **kw) -> tuple[np.ndarray, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
-        out = denoise(image, device="cpu", tile=64, overlap=8, amp=False)  # exact sums
+        out = denoise(image, device="cpu", tile=64, overlap=8, amp=False, **kw)  # exact sums
     return out, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
@@ -58,6 +58,12 @@ def test_two_inf_pixels_are_masked_reported_and_move_nothing_out_of_range():
     assert np.isnan(out[bad]).all() and np.isfinite(out[~bad]).all()
     finite = image[~bad]
     assert finite.min() <= out[~bad].min() and out[~bad].max() <= finite.max()
+    assert notes == [
+        "2 of 4096 pixels are NaN or infinite: filled from the frame's own pixels and masked "
+        "in the result"
+    ]
+    binned, notes = _denoise(image, bin=2)  # averaged away by the binning: still said
+    assert np.isnan(binned[bad]).all() and np.isfinite(binned[~bad]).all()
     assert notes == [
         "2 of 4096 pixels are NaN or infinite: filled from the frame's own pixels and masked "
         "in the result"

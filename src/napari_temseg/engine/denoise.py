@@ -13,7 +13,7 @@ from torch import nn
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import padding_of
+from napari_temseg.engine.finite import check_frame, padding_of, screen
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -143,6 +143,12 @@ def _denoise_binned(
                 progress(base + done, total)
 
         frame = np.asarray(image[idx] if idx else image, np.float32)
+        # binning averages a few NaN pixels away: say so here, as an unbinned frame does
+        # (an all-NaN frame is refused here too, a block of them left to the tiles)
+        found = screen(frame)
+        if found is not None and 0 < found.nonfinite < found.size:
+            where = f"frame {', '.join(map(str, idx))}: " if idx else ""
+            check_frame(found, where, whole=True, output_float32=True)
         small = apply_postfilter(
             predict_tiled(bin_frame(frame, k), model, progress=report, **kw), post
         )
