@@ -73,6 +73,10 @@ def test_noise_level_reads_a_sparse_counting_frame():
     sparse = [noise_level(rng.poisson(lam, (512, 512))) for lam in (0.05, 0.2)]
     assert all(level > 0.05 for level in sparse), sparse
     NoiseMatchedPairs("stem", 128, sparse[1], (0.02, 0.02))  # accepted
+    # sparse vacuum beside a specimen: read on the specimen, not 50 times too low
+    xx = np.mgrid[:512, :512][1]
+    mixed = rng.poisson(np.where(xx < 250, 0.05, 20.0))
+    assert noise_level(mixed) > 0.5 * noise_level(mixed[:, 260:])
     dense = simulate("stem", 256, dose=20, seed=1).noisy
     hh = _diagonal_detail(dense)
     assert noise_level(dense) == pytest.approx(np.percentile(np.median(hh, 1) / 0.6745, 20))

@@ -193,13 +193,15 @@ def test_the_strip_a_shift_along_one_axis_leaves_is_padding():
     """Drift correction often shifts a frame along one axis by a few pixels: a strip of
     zeros narrower than the 64 px runs that padding otherwise needs both ways (it was
     filled in by the denoiser as a stuck band, classified by a segmenter, and did not cut
-    particles). A stuck column inside the frame is still not padding."""
+    particles), from 2 px. A stuck column inside the frame is still not padding."""
     from napari_temseg.engine.finite import padding_of
 
     base = np.random.default_rng(2).normal(370, 30, (512, 512))
-    for shift in [(0, 20), (0, -6), (-13, 0), (0, 20.4), (0, 1), (3, 0)]:
+    for shift in [(0, 20), (0, -6), (-13, 0), (0, 20.4), (0, 2), (3, 0)]:
         frame = ndimage.shift(base, shift, order=1)
         assert np.array_equal(padding_of(frame), frame == 0), shift
+    # one pixel is what a dead edge column leaves too: the network fills it in
+    assert padding_of(ndimage.shift(base, (0, 1), order=1)) is None
     stuck = base.copy()
     stuck[:, 200:202] = 0
     assert padding_of(stuck) is None
@@ -219,6 +221,49 @@ def test_rotated_frames_borders_are_found_whole_at_any_angle():
         for reshape in (False, True):
             frame = ndimage.rotate(base, angle, reshape=reshape, order=1)
             assert np.array_equal(padding_of(frame), frame == 0), (angle, reshape)
+
+
+def test_bands_of_a_large_frame_are_judged_as_the_whole_frame():
+    """A band sees a short piece of a hole's arc, which looks straight: judged on its own
+    data it took the vacuum for padding where the whole frame does not. Bands now take
+    the whole frame's data hull (``engine.finite.Padding``) and agree with it."""
+    from napari_temseg.engine.finite import frame_padding, padding_of
+    from napari_temseg.engine.large import band_rows
+
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:1024, :1024]
+    hole = (yy - 512) ** 2 + (xx - 2100) ** 2 < 1500**2  # a wide hole, clipped at 0
+    vacuum = np.clip(rng.normal(np.where(hole, -50.0, 30.0), 5.0), 0, None)
+    base = rng.normal(370, 30, (1024, 1024))
+    rotated = ndimage.rotate(base, 4, reshape=False, order=1)
+    crossed = ndimage.shift(base, (10, 0), order=1)
+    crossed[:, 500] = 0  # a dead column through the border: the border is still found
+    for frame in (vacuum, rotated, crossed):
+        whole = padding_of(frame)
+        whole = np.zeros(frame.shape, bool) if whole is None else whole
+        spec = frame_padding(frame)
+        banded = np.zeros(frame.shape, bool)
+        for r0, r1, h0, h1 in band_rows(1024, 256, 64):
+            mask = padding_of(frame[h0:h1], spec.band(h0) if spec else np.empty(0))
+            if mask is not None:
+                banded[r0:r1] = mask[r0 - h0 : r1 - h0]
+        assert (whole ^ banded).sum() <= 4
+    assert whole[:10].all() and whole[:, 500].sum() <= 10 + 4  # the column: within 2 px
+    assert padding_of(vacuum) is None
+    assert np.array_equal(padding_of(rotated), rotated == 0)
+
+
+def test_what_padding_is_not_and_is_at_the_edges():
+    """A dead row along the edge is a detector's, not padding; zero padding around data
+    that are all negative is padding, though 0 is then the frame's highest value."""
+    from napari_temseg.engine.finite import padding_of
+
+    base = np.random.default_rng(3).normal(370, 30, (512, 512))
+    dead = base.copy()
+    dead[0] = 0
+    assert padding_of(dead) is None
+    negative = ndimage.shift(-base, (0, 30), order=1)  # a phase or log image, say
+    assert np.array_equal(padding_of(negative), negative == 0)
 
 
 def _denoise_with(image):

@@ -107,7 +107,8 @@ def test_a_few_non_finite_pixels_are_left_out_not_trained_on(scene):
 def test_a_zero_border_is_trained_on_as_it_is_segmented():
     """The zero border of a drift-corrected frame is filled for the network at inference
     with draws of the frame's own pixels (engine.finite.fill_at). Fine-tuning now sees the
-    same values, not the raw zeros, and strokes that stray onto the border are dropped."""
+    same values, not the raw zeros. Strokes there are kept: what reads as padding may be
+    a class's vacuum (clipped at 0 beyond a straight edge)."""
     from napari_temseg.engine.finite import filled
     from napari_temseg.engine.tiling import predict_tiled
 
@@ -118,8 +119,8 @@ def test_a_zero_border_is_trained_on_as_it_is_segmented():
     assert strokes[:, :80].any()
     tuner = Finetuner([image], [strokes], init="none", config=TINY)
     frame = tuner.source.frames[0]
-    assert not (frame.train[:, :80] | frame.val[:, :80]).any()
-    assert (frame.train[:, 80:] | frame.val[:, 80:]).any()
+    kept = frame.train[:, :80] | frame.val[:, :80]
+    np.testing.assert_array_equal(kept > 0, strokes[:, :80] > 0)
     border = frame.image[:, :80]
     data = frame.image[:, 80:]
     assert abs(border.mean() - data.mean()) < 0.1 * data.std()  # not a cliff of zeros

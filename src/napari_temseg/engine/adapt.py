@@ -189,18 +189,22 @@ def noise_level(frame: np.ndarray) -> float:
         m = missing[: hb * b * 2, : wb * b * 2].reshape(hb, 2 * b, wb, 2 * b).any((1, 3))
         if not m.all():
             sigmas = sigmas[~m.ravel()]
-    return float(np.percentile(sigmas, LEVEL_PERCENTILE))
+    sigmas = sigmas[np.isfinite(sigmas)]
+    return float(np.percentile(sigmas, LEVEL_PERCENTILE)) if sigmas.size else 0.0
 
 
 def _robust_sigma(detail: np.ndarray) -> np.ndarray:
-    """The noise of each row of absolute Haar details: their median / 0.6745, or where
-    that is 0 (a sparse counting frame, below about 0.5 counts a pixel, whose details
-    are mostly exactly 0) their mean * sqrt(pi / 2). The median alone read such frames
-    as noiseless, and adapting to them was refused."""
+    """The noise of each row of absolute Haar details: their median / 0.6745. In a sparse
+    counting frame (below about 0.5 counts a pixel) the details are mostly exactly 0, and
+    the median read it as noiseless (adapting to it was refused): where most rows are like
+    that, their mean * sqrt(pi / 2) instead; where fewer are (sparse vacuum beside a
+    specimen), those rows are NaN (left out), not read as a level 50 times too low."""
     sigma = np.median(detail, axis=1) / 0.6745
     flat = sigma == 0
-    if flat.any():
+    if flat.mean() > 0.5:
         sigma[flat] = detail[flat].mean(axis=1) * math.sqrt(math.pi / 2)
+    elif flat.any():
+        sigma[flat] = np.nan
     return sigma
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,11 +14,12 @@ from torch import nn
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import check_frame, padding_of, screen
+from napari_temseg.engine.finite import Padding, check_frame, padding_of, screen
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
 from napari_temseg.engine.tta import orientation_count, with_tta
+from napari_temseg.io.model import DataWarning
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
 
@@ -51,7 +53,7 @@ def denoise(
     bin: int = 1,
     tta: bool | int = False,
     amp: bool | None = True,
-    padding: np.ndarray | None = None,
+    padding: np.ndarray | Padding | None = None,
 ) -> np.ndarray:
     """Denoise a 2D image or a stack (..., Y, X), frame by frame; float32, input's units.
 
@@ -76,7 +78,8 @@ def denoise(
     bfloat16"); None: mixed precision on CUDA only; False: float32 throughout.
     A padded border (the zeros around an aligned or rotated frame, ``engine.finite``) is
     filled for the network and given back as it was; ``padding`` gives the values it may
-    hold (``engine.large`` passes a whole frame's to each band; found per frame when None).
+    hold, or a whole frame's ``engine.finite.Padding`` for a band of it (``engine.large``
+    passes one to each band); found per frame when None.
     """
     _check_image(image)
     check_bin(bin, tuple(image.shape))
@@ -146,18 +149,21 @@ def _denoise_binned(
         # binning averages a few NaN pixels away: say so here, as an unbinned frame does
         # (an all-NaN frame is refused here too, a block of them left to the tiles)
         found = screen(frame)
-        if found is not None and 0 < found.nonfinite < found.size:
+        said = found is not None and 0 < found.nonfinite < found.size
+        if said:
             where = f"frame {', '.join(map(str, idx))}: " if idx else ""
             check_frame(found, where, whole=True, output_float32=True)
-        small = apply_postfilter(
-            predict_tiled(bin_frame(frame, k), model, progress=report, **kw), post
-        )
+        with warnings.catch_warnings():
+            if said:  # a block of them, still NaN when binned, is not counted again
+                warnings.simplefilter("ignore", DataWarning)
+            small = predict_tiled(bin_frame(frame, k), model, progress=report, **kw)
+        small = apply_postfilter(small, post)
         out[idx] = unbin_frame(small, k, (h, w), frame)
         _keep_padding(out[idx], frame, kw.get("padding"))
     return out
 
 
-def _keep_padding(result: np.ndarray, frame: Any, values: np.ndarray | None) -> None:
+def _keep_padding(result: np.ndarray, frame: Any, values: np.ndarray | Padding | None) -> None:
     """Put a frame's padding back into its denoised ``result`` after what the tiles'
     own restoring cannot see: interpolating a binned result back, an adapted model's
     smoothing (both spread the specimen into the border's edge)."""

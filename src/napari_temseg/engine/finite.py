@@ -40,6 +40,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 HULL_SHARE = 0.02
 HULL_SLACK = 2.0
 MAX_CORNERS = 8
+#: a border region with no pixel in runs both ways is padding when it lines a side for
+#: ``DEFECT_RUN`` px and reaches at least this deep into the frame (a dead row does not)
+MIN_STRIP = 2
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,63 @@ def padding_values(
     if runs is None:
         return None
     values = np.unique(grid[runs])
-    values = values[values < np.nanmax(grid)]  # none above it: the ceiling is not padding
+    # nothing above it: a ceiling, not padding (unless 0, the usual padding, above data
+    # that are all negative)
+    values = values[(values < np.nanmax(grid)) | (values == 0)]
     return values if len(values) else None
 
 
-def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Padding:
+    """What a whole frame's padding may be, so that its bands (``engine.large``) are
+    judged as the frame is: the values it may hold, and the convex hull of the frame's
+    data (facet equations in the frame's pixels, from a strided sample; None: each band
+    judged on its own data; empty: no padding). A band alone sees a short piece of a
+    hole's arc, which looks straight: judged on its own, the vacuum of a 1024 px frame
+    with a wide hole was padding in every band and nowhere in the whole frame."""
+
+    values: np.ndarray
+    hull: np.ndarray | None = None
+    slack: float = HULL_SLACK
+
+    def band(self, row0: int) -> Padding:
+        """The same for the band whose first row is the frame's ``row0``."""
+        if self.hull is None or not len(self.hull):
+            return self
+        hull = self.hull.copy()
+        hull[:, 2] += hull[:, 0] * row0
+        return Padding(self.values, hull, self.slack)
+
+
+def frame_padding(
+    frame: Any,
+    max_samples: int = 1_048_576,
+    block_rows: int | None = None,
+    after_block: Callable[[], Any] | None = None,
+) -> Padding | None:
+    """A large frame's :class:`Padding`, read on a strided sample as
+    :func:`padding_values`; None when it has none."""
+    grid = subsample(frame, max_samples, block_rows, after_block, flat=False)
+    runs = defect_runs(grid) if grid.ndim == 2 else None
+    if runs is None:
+        return None
+    values = np.unique(grid[runs])
+    values = values[(values < np.nanmax(grid)) | (values == 0)]
+    if not len(values):
+        return None
+    step = max(1, math.ceil(math.sqrt(math.prod(frame.shape) / max_samples)))
+    hull = _data_hull(~np.isin(grid, values) & np.isfinite(grid))
+    if hull is not None and len(hull):
+        hull = hull * [1.0, 1.0, step]  # grid (i, j) is the frame's (i * step, j * step)
+    return Padding(values, hull, HULL_SLACK + step - 1)
+
+
+def padding_mask(
+    frame: np.ndarray,
+    values: np.ndarray,
+    hull: np.ndarray | None = None,
+    slack: float = HULL_SLACK,
+) -> np.ndarray:
     """Padding of a 2D frame (a whole frame, or a band of one): pixels that hold one of
     ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected region
     that touches the frame's edge and either somewhere runs that far both ways or lines an
@@ -118,21 +173,34 @@ def padding_mask(frame: np.ndarray, values: np.ndarray) -> np.ndarray:
     if not len(touching):
         return none
     cored = np.isin(touching, regions[runs & rows & cols])
-    lined = np.max([ndimage.sum_labels(side > 0, side, touching) for side in sides], axis=0)
-    keep = touching[cored | (lined >= DEFECT_RUN)]
-    data = ~candidate & np.isfinite(frame) if frame.dtype.kind in "fc" else ~candidate
-    hull = _data_hull(data)
+    # a region with no pixel in runs both ways (the strip a shift along one axis leaves, a
+    # small rotation's thin wedge) lines a side that far, and is deeper than a dead row
+    sizes = ndimage.sum_labels(runs, regions, touching)
+    lined = np.array([ndimage.sum_labels(side > 0, side, touching) for side in sides])
+    boxes = ndimage.find_objects(regions)
+    deep_px = np.array([[b[0].stop - b[0].start, b[1].stop - b[1].start] for b in boxes])
+    depth = deep_px[touching - 1][:, [0, 0, 1, 1]].T  # across the top, bottom, left, right
+    strip = ((lined >= DEFECT_RUN) & (depth >= MIN_STRIP)).any(axis=0)
+    keep = touching[cored | strip]
+    if not len(keep):
+        return none
+    if hull is None:  # the frame's own data (``hull``: a whole frame's, for a band)
+        data = ~candidate & np.isfinite(frame) if frame.dtype.kind in "fc" else ~candidate
+        hull = _data_hull(data)
     if hull is None:
         return np.isin(regions, keep)  # no data to cut from (a line of it, or none)
     if not len(hull):
         return none  # the data is no polygon of a few corners: not a frame moved
-    deep = _inside(frame.shape, hull, HULL_SLACK)
-    sizes = ndimage.sum_labels(runs, regions, keep)
-    cut_in = ndimage.sum_labels(deep, regions, keep)
-    keep = keep[cut_in <= HULL_SHARE * sizes]  # not cut along the specimen
+    deep = _inside(frame.shape, hull, slack) & runs
+    # what reaches into the data thickly is specimen (vacuum along a hole's arc); a line
+    # (a dead column crossing the border) is left out, and the border kept
+    thick = ndimage.binary_opening(deep, np.ones((5, 5), bool))
+    keep = keep[
+        ndimage.sum_labels(thick, regions, keep) <= HULL_SHARE * sizes[np.isin(touching, keep)]
+    ]
     if not len(keep):
         return none
-    mask = np.isin(regions, keep)
+    mask = np.isin(regions, keep) & ~deep
     beside = mask | (candidate & ~_inside(frame.shape, hull, 0.5))
     parts, _ = ndimage.label(beside)
     return np.isin(parts, np.unique(parts[mask]))
@@ -177,14 +245,17 @@ def _inside(shape: tuple[int, ...], equations: np.ndarray, depth: float) -> np.n
     return (x >= lo) & (x <= hi)
 
 
-def padding_of(frame: Any, values: np.ndarray | None = None) -> np.ndarray | None:
+def padding_of(frame: Any, values: np.ndarray | Padding | None = None) -> np.ndarray | None:
     """The padding mask of a 2D frame, or None when it has none. ``values``: the values
-    its padding may hold, when known from a larger frame (``engine.large`` passes a whole
-    frame's to its bands; empty: none); found on the frame itself when None."""
+    its padding may hold, when known from a larger frame (empty: none), or a whole
+    frame's :class:`Padding` for one of its bands; found on the frame itself when None."""
+    hull, slack = None, HULL_SLACK
+    if isinstance(values, Padding):
+        values, hull, slack = values.values, values.hull, values.slack
     values = padding_values(frame) if values is None else values
     if values is None or not len(values):
         return None
-    mask = padding_mask(np.asarray(frame), values)
+    mask = padding_mask(np.asarray(frame), values, hull, slack)
     return mask if mask.any() else None
 
 
@@ -290,9 +361,11 @@ def training_frame(
     img: np.ndarray, lab: np.ndarray, where: str, error: type[Exception] = ValueError
 ) -> tuple[np.ndarray, np.ndarray]:
     """A painted frame as float32 with its pixels that hold no data (non-finite, padding)
-    filled as the tiles fill them at inference (:func:`filled`) and unlabelled: trained
-    on raw, a zero border was a cliff the segmenter never met when it segmented, and NaN
-    pixels the median, a flat patch beside noisy data.
+    filled as the tiles fill them at inference (:func:`filled`): trained on raw, a zero
+    border was a cliff the segmenter never met when it segmented, and NaN pixels the
+    median, a flat patch beside noisy data. Strokes on non-finite pixels are dropped;
+    those on what reads as padding are kept (a dark-field vacuum clipped at 0 beyond a
+    straight edge reads so, and its strokes may be a class's only ones).
 
     A frame with no finite pixel, or a constant one, holds nothing to learn from: it is
     refused (``error``, naming ``where``), rather than trained on and saved as a model
@@ -300,9 +373,10 @@ def training_frame(
     """
     if not np.isfinite(img).any():
         raise error(f"{where} has no finite pixel value (all NaN or infinite); check the file")
-    img, missing = filled(img)
-    if missing is not None:
-        lab = np.where(missing, 0, lab).astype(np.uint8)  # strokes on them teach nothing
+    finite = np.isfinite(img)
+    img, _ = filled(img)
+    if not finite.all():
+        lab = np.where(finite, lab, 0).astype(np.uint8)  # strokes on them teach nothing
     if img.min() == img.max():
         raise error(
             f"{where} is constant (every pixel {float(img.flat[0]):g}): there is nothing "

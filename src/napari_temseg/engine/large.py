@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from napari_temseg.defaults import OVERLAP, TILE
-from napari_temseg.engine.finite import padding_values
+from napari_temseg.engine.finite import frame_padding
 from napari_temseg.engine.tiling import Cancelled, model_overlap, tiles_per_frame
 from napari_temseg.models.normalize import Normalization
 
@@ -111,7 +111,7 @@ def frame_stats(
 
 def iter_bands(
     frame: Any,
-    predict: Callable[[np.ndarray, Progress], np.ndarray],
+    predict: Callable[[np.ndarray, Progress, int], np.ndarray],
     *,
     tile: int = TILE,
     overlap: int = OVERLAP,
@@ -122,8 +122,9 @@ def iter_bands(
 ) -> Iterator[np.ndarray]:
     """Yield ``predict(rows, report)`` band by band, top to bottom, cropped to each band.
 
-    ``predict`` gets a band's rows with their halo as a float32 array and returns an array
-    of the same height (and width), e.g. a denoised band or its class ids. ``progress``
+    ``predict`` gets a band's rows with their halo as a float32 array, a progress
+    callback and the frame's row the band starts at, and returns an array of the same
+    height (and width), e.g. a denoised band or its class ids. ``progress``
     counts tiles over the whole frame; ``cancel`` stops before the next band (and between
     tiles inside one, when ``predict`` passes it on).
     """
@@ -141,7 +142,7 @@ def iter_bands(
             if progress is not None:  # scaled: a resampled band may count other tiles
                 progress(base + min(n, math.ceil(done * n / max(of, 1))), total)
 
-        out = predict(rows, report)
+        out = predict(rows, report, h0)
         del rows
         release_pages(frame)  # the band's pages were touched while predicting
         yield np.ascontiguousarray(out[..., r0 - h0 : r1 - h0, :])
@@ -170,14 +171,14 @@ def predict_bands(
     bin = kw.pop("bin", 1)
     rows = kw.get("band", BAND_ROWS)
     stats = frame_stats(frame, norm, rows=rows, bin=bin)
-    # the whole frame's padding values: a band that is mostly border is judged by them
-    # (none: an empty array, so that no band looks for padding of its own)
-    padding = padding_values(frame, block_rows=rows, after_block=lambda: release_pages(frame))
+    # the whole frame's padding (values and data hull): each band is judged by it, as the
+    # frame is (none: an empty array, so that no band looks for padding of its own)
+    padding = frame_padding(frame, block_rows=rows, after_block=lambda: release_pages(frame))
     overlap = model_overlap(model[1], tile, overlap)  # the model's context, in tiles
     kw["halo"] = max(int(kw.get("halo", HALO)), overlap * bin)  # and across bands
     cancel = kw.get("cancel")
 
-    def predict(rows: np.ndarray, report: Progress) -> np.ndarray:
+    def predict(rows: np.ndarray, report: Progress, row0: int) -> np.ndarray:
         return predict_frame(
             rows,
             model,
@@ -186,7 +187,7 @@ def predict_bands(
             progress=report,
             cancel=cancel,
             stats=stats,
-            padding=padding if padding is not None else np.empty(0),
+            padding=padding.band(row0) if padding is not None else np.empty(0),
             **(engine_kw or {}),
         )
 

@@ -25,7 +25,7 @@ from napari_temseg.engine.checks import (
     check_frame,
 )
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import padding_of
+from napari_temseg.engine.finite import Padding, padding_of
 from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -74,7 +74,7 @@ def segment(
     probabilities: bool = False,
     pixel_size_nm: float | None = None,
     stats: tuple[float, float] | None = None,
-    padding: np.ndarray | None = None,
+    padding: np.ndarray | Padding | None = None,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Class ids 1..K (uint8, shape of ``image``) of a 2D image or a stack (..., Y, X).
 
@@ -83,8 +83,8 @@ def segment(
     ``pixel_size_nm`` (the image's, nm/px) lets frames be resampled to the segmenter's
     scale. ``progress(done, total)`` counts tiles; ``cancel`` raises ``engine.Cancelled``.
     ``stats`` fixes every frame's normalisation statistics (a band of a larger frame),
-    ``padding`` the values its padding may hold (``engine.finite``; found per frame when
-    None). Padding and NaN pixels are not classified (0).
+    ``padding`` the values its padding may hold, or a whole frame's
+    ``engine.finite.Padding`` for a band of it (found per frame when None). Padding and NaN pixels are not classified (0).
     """
     shape = tuple(int(s) for s in getattr(image, "shape", ()))
     if len(shape) < 2 or min(shape) == 0:

@@ -25,7 +25,14 @@ import torch
 
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
-from napari_temseg.engine.finite import check_frame, fill_at, fill_pool, padding_of, screen
+from napari_temseg.engine.finite import (
+    Padding,
+    check_frame,
+    fill_at,
+    fill_pool,
+    padding_of,
+    screen,
+)
 from napari_temseg.models.normalize import Normalization
 
 Progress = Callable[[int, int], Any]
@@ -187,7 +194,7 @@ def predict_tiled(
     out: np.ndarray | None = None,
     stats: tuple[float, float] | None = None,
     within_input: bool = False,
-    padding: np.ndarray | None = None,
+    padding: np.ndarray | Padding | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` to an image of any size, tile by tile, and blend the tiles seamlessly.
 
@@ -205,8 +212,9 @@ def predict_tiled(
     batch and raises :class:`Cancelled`. On CUDA out-of-memory the batch is halved, then
     the tile, and the run continues. ``stats`` fixes the normalisation statistics of
     every frame (a band of a larger frame must use the whole frame's, see ``engine.large``),
-    and ``padding`` the values its padding may hold (``engine.finite.padding_values``,
-    found on each frame when None).
+    and ``padding`` the values its padding may hold (``engine.finite.padding_values``),
+    or a whole frame's ``engine.finite.Padding`` for a band of it (found on each frame
+    when None).
 
     Float frames are screened first (``engine.finite``): a frame with no finite pixel is a
     ``ValueError``, a few NaN/inf pixels are filled from the frame's own pixels and reported as
@@ -276,7 +284,7 @@ def _predict_frame(
     remaining_frames: int,
     stats: tuple[float, float] | None = None,
     within_input: bool = False,
-    padding: np.ndarray | None = None,
+    padding: np.ndarray | Padding | None = None,
     label: str = "",
 ) -> None:
     """Predict one frame into ``target`` ((Y, X) or (C, Y, X) float32)."""
