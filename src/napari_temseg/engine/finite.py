@@ -79,7 +79,11 @@ def padding_values(
     for padding, which :func:`padding_mask` finds pixel by pixel. The frame's highest
     value is a detector's ceiling (vacuum that saturates a bright-field camera, whatever
     the outline it meets the specimen along), not padding."""
-    grid = subsample(frame, max_samples, block_rows, after_block, flat=False)
+    return _run_values(subsample(frame, max_samples, block_rows, after_block, flat=False))
+
+
+def _run_values(grid: np.ndarray) -> np.ndarray | None:
+    """The values of a sample's defect runs that may be padding, or None."""
     runs = defect_runs(grid) if grid.ndim == 2 else None
     if runs is None:
         return None
@@ -121,12 +125,8 @@ def frame_padding(
     """A large frame's :class:`Padding`, read on a strided sample as
     :func:`padding_values`; None when it has none."""
     grid = subsample(frame, max_samples, block_rows, after_block, flat=False)
-    runs = defect_runs(grid) if grid.ndim == 2 else None
-    if runs is None:
-        return None
-    values = np.unique(grid[runs])
-    values = values[(values < np.nanmax(grid)) | (values == 0)]
-    if not len(values):
+    values = _run_values(grid)
+    if values is None:
         return None
     step = max(1, math.ceil(math.sqrt(math.prod(frame.shape) / max_samples)))
     hull = _data_hull(~np.isin(grid, values) & np.isfinite(grid))
