@@ -77,8 +77,8 @@ def padding_values(
     """The values that a frame's long runs hold (``models.normalize.defect_runs``, on a
     strided sample, read as ``models.normalize.subsample`` does), or None: the candidates
     for padding, which :func:`padding_mask` finds pixel by pixel. The frame's highest
-    value is a detector's ceiling (vacuum that saturates a bright-field camera, whatever
-    the outline it meets the specimen along), not padding."""
+    value, unless 0, is a detector's ceiling (vacuum that saturates a bright-field camera,
+    whatever the outline it meets the specimen along), not padding."""
     return _run_values(subsample(frame, max_samples, block_rows, after_block, flat=False))
 
 
@@ -144,7 +144,7 @@ def padding_mask(
     """Padding of a 2D frame (a whole frame, or a band of one): pixels that hold one of
     ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected region
     that touches the frame's edge and either somewhere runs that far both ways or lines an
-    edge that far; and that lies outside the frame's data cut along straight lines (the
+    edge that far, ``MIN_STRIP`` px deep or more; and that lies outside the frame's data cut along straight lines (the
     data's convex hull, a polygon of at most ``MAX_CORNERS`` corners: a shifted or
     rotated frame's rectangle, clipped by the frame). With them, the value's pixels beside
     them outside that hull: the thin tips of a rotation's wedges, too short for runs.
@@ -371,9 +371,9 @@ def training_frame(
     refused (``error``, naming ``where``), rather than trained on and saved as a model
     that cannot work. -> (img, lab)
     """
-    if not np.isfinite(img).any():
-        raise error(f"{where} has no finite pixel value (all NaN or infinite); check the file")
     finite = np.isfinite(img)
+    if not finite.any():
+        raise error(f"{where} has no finite pixel value (all NaN or infinite); check the file")
     img, _ = filled(img)
     if not finite.all():
         lab = np.where(finite, lab, 0).astype(np.uint8)  # strokes on them teach nothing
