@@ -253,6 +253,30 @@ def test_bands_of_a_large_frame_are_judged_as_the_whole_frame():
     assert np.array_equal(padding_of(rotated), rotated == 0)
 
 
+def test_a_whole_frames_hull_follows_a_band_into_binning_and_resampling():
+    """A band denoised binned, or segmented at another pixel size, is judged in the frame
+    the tiles see: the whole frame's data hull is scaled to it (``Padding.scaled``);
+    unscaled, it marked half the binned frame's data as inside the border's reach."""
+    from napari_temseg.engine.binning import bin_frame
+    from napari_temseg.engine.finite import frame_padding, padding_of
+
+    base = np.random.default_rng(4).normal(370, 30, (1024, 1024)).astype(np.float32)
+    frame = ndimage.rotate(base, 9, reshape=True, order=1)[:1024, :1024]
+    spec = frame_padding(frame)
+
+    def differ(a, b):
+        return ((a if a is not None else 0) ^ (b if b is not None else 0)).sum()
+
+    small = bin_frame(frame, 2)
+    own = padding_of(small)
+    assert own.sum() > 0.1 * own.size
+    assert differ(own, padding_of(small, spec.scaled(0.5, 0.5))) <= 0.01 * own.sum()
+    assert differ(own, padding_of(small, spec)) > 0.05 * own.sum()  # unscaled
+    zoomed = ndimage.zoom(frame, 0.7, order=1, grid_mode=True, mode="reflect")
+    own = padding_of(zoomed)
+    assert differ(own, padding_of(zoomed, spec.scaled(0.7, 0.7))) <= 0.01 * own.sum()
+
+
 def test_what_padding_is_not_and_is_at_the_edges():
     """A dead row along the edge is a detector's, not padding; zero padding around data
     that are all negative is padding, though 0 is then the frame's highest value."""

@@ -153,10 +153,14 @@ def _denoise_binned(
         if said:
             where = f"frame {', '.join(map(str, idx))}: " if idx else ""
             check_frame(found, where, whole=True, output_float32=True)
+        pad = kw.get("padding")
+        tiles_kw = (
+            kw if not isinstance(pad, Padding) else {**kw, "padding": pad.scaled(1 / k, 1 / k)}
+        )
         with warnings.catch_warnings():
             if said:  # a block of them, still NaN when binned, is not counted again
                 warnings.simplefilter("ignore", DataWarning)
-            small = predict_tiled(bin_frame(frame, k), model, progress=report, **kw)
+            small = predict_tiled(bin_frame(frame, k), model, progress=report, **tiles_kw)
         small = apply_postfilter(small, post)
         out[idx] = unbin_frame(small, k, (h, w), frame)
         _keep_padding(out[idx], frame, kw.get("padding"))

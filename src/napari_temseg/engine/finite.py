@@ -115,6 +115,16 @@ class Padding:
         hull[:, 2] += hull[:, 0] * row0
         return Padding(self.values, hull, self.slack)
 
+    def scaled(self, sy: float, sx: float) -> Padding:
+        """The same for the frame resampled by ``sy`` x ``sx`` (pixel centres mapped as
+        ``ndimage.zoom(grid_mode=True)`` and block binning by 1/k map them)."""
+        if self.hull is None or not len(self.hull):
+            return self
+        a, b, c = self.hull.T
+        hull = np.stack([a / sy, b / sx, c + a * (0.5 / sy - 0.5) + b * (0.5 / sx - 0.5)], 1)
+        norm = np.hypot(hull[:, 0], hull[:, 1])[:, None]
+        return Padding(self.values, hull / norm, max(self.slack * min(sy, sx), HULL_SLACK))
+
 
 def frame_padding(
     frame: Any,

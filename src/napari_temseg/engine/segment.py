@@ -121,9 +121,12 @@ def segment(
             if progress is not None:
                 progress(base + done, total)
 
+        seen_padding = padding  # a whole frame's hull, in the frame the tiles see
         if zoom != 1.0:
             f = np.asarray(frame, np.float32)
             frame = ndimage.zoom(f, (zh / h, zw / w), order=1, grid_mode=True, mode="reflect")
+            if isinstance(padding, Padding):
+                seen_padding = padding.scaled(zh / h, zw / w)
         try:
             p = predict_tiled(
                 frame,
@@ -137,7 +140,7 @@ def segment(
                 progress=report,
                 cancel=cancel,
                 stats=stats,
-                padding=padding,
+                padding=seen_padding,
             )
         except ValueError as e:  # name the frame of a stack, as denoising does
             if not idx:
