@@ -15,6 +15,7 @@ the default output (two orientations). Markdown on stdout.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,10 +34,15 @@ def main() -> int:
     p.add_argument("--sigma", type=float, nargs="+", default=[8, 16, 32])
     p.add_argument("--n", type=int, default=6)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--weights", type=Path, help="folder of <kind>-denoise.safetensors to test instead"
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     cfg = DistortionConfig.poisson_only() if a.detector == "counting" else DistortionConfig.full()
     model = f"{a.kind}-denoise"
+    if a.weights:
+        model = str(a.weights / f"{model}.safetensors")
     heads = ["as denoised", *(f"mean put back, {s:g} px" for s in a.sigma)]
     print(f"{model}, {a.detector} detector, {a.n} frames a dose: PSNR (dB), mean of the frames;")
     print("output mean / noise-free mean in the first column\n")
