@@ -94,7 +94,7 @@ def _run_values(grid: np.ndarray) -> np.ndarray | None:
     return values if len(values) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compared by identity
 class Padding:
     """What a whole frame's padding may be, so that its bands (``engine.large``) are
     judged as the frame is: the values it may hold, and the convex hull of the frame's
