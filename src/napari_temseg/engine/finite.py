@@ -204,7 +204,10 @@ def padding_mask(
     deep = _inside(frame.shape, hull, slack) & runs
     # what reaches into the data thickly is specimen (vacuum along a hole's arc); a line
     # (a dead column crossing the border) is left out, and the border kept
-    thick = ndimage.binary_opening(deep, np.ones((5, 5), bool))
+    thick = np.zeros_like(deep)
+    if deep.any():  # opened within the box that holds it (a border holds none)
+        box = ndimage.find_objects(deep.astype(np.uint8))[0]
+        thick[box] = ndimage.binary_opening(deep[box], np.ones((5, 5), bool))
     keep = keep[
         ndimage.sum_labels(thick, regions, keep) <= HULL_SHARE * sizes[np.isin(touching, keep)]
     ]
