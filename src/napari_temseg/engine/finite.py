@@ -18,7 +18,6 @@ a flat 124 on a simulated HRTEM frame around 370, with a ramp into the specimen.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,13 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import approximate_polygon
 
 from napari_temseg.io.model import DataWarning
-from napari_temseg.models.normalize import DEFECT_RUN, defect_runs, run_masks, subsample
+from napari_temseg.models.normalize import (
+    DEFECT_RUN,
+    defect_runs,
+    run_masks,
+    sample_step,
+    subsample,
+)
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: a border region is padding when at most this share of it lies deeper than
@@ -138,7 +143,7 @@ def frame_padding(
     values = _run_values(grid)
     if values is None:
         return None
-    step = max(1, math.ceil(math.sqrt(math.prod(frame.shape) / max_samples)))
+    step = sample_step(frame.shape, max_samples)
     hull = _data_hull(~np.isin(grid, values) & np.isfinite(grid))
     if hull is not None and len(hull):
         hull = hull * [1.0, 1.0, step]  # grid (i, j) is the frame's (i * step, j * step)
@@ -154,9 +159,10 @@ def padding_mask(
     """Padding of a 2D frame (a whole frame, or a band of one): pixels that hold one of
     ``values`` in a run of ``DEFECT_RUN`` along their row or column, in a connected region
     that touches the frame's edge and either somewhere runs that far both ways or lines an
-    edge that far, ``MIN_STRIP`` px deep or more; and that lies outside the frame's data cut along straight lines (the
-    data's convex hull, a polygon of at most ``MAX_CORNERS`` corners: a shifted or
-    rotated frame's rectangle, clipped by the frame). With them, the value's pixels beside
+    edge that far, ``MIN_STRIP`` px deep or more; and that lies outside the frame's data
+    cut along straight lines (the data's convex hull, a polygon of at most
+    ``MAX_CORNERS`` corners: a shifted or rotated frame's rectangle, clipped by the
+    frame). With them, the value's pixels beside
     them outside that hull: the thin tips of a rotation's wedges, too short for runs.
 
     Not padding: a stuck column (a line, which a denoiser is trained to fill in), a flat
@@ -185,7 +191,6 @@ def padding_mask(
     cored = np.isin(touching, regions[runs & rows & cols])
     # a region with no pixel in runs both ways (the strip a shift along one axis leaves, a
     # small rotation's thin wedge) lines a side that far, and is deeper than a dead row
-    sizes = ndimage.sum_labels(runs, regions, touching)
     lined = np.array([ndimage.sum_labels(side > 0, side, touching) for side in sides])
     boxes = ndimage.find_objects(regions)
     deep_px = np.array([[b[0].stop - b[0].start, b[1].stop - b[1].start] for b in boxes])
@@ -208,9 +213,8 @@ def padding_mask(
     if deep.any():  # opened within the box that holds it (a border holds none)
         box = ndimage.find_objects(deep.astype(np.uint8))[0]
         thick[box] = ndimage.binary_opening(deep[box], np.ones((5, 5), bool))
-    keep = keep[
-        ndimage.sum_labels(thick, regions, keep) <= HULL_SHARE * sizes[np.isin(touching, keep)]
-    ]
+    sizes = ndimage.sum_labels(runs, regions, keep)
+    keep = keep[ndimage.sum_labels(thick, regions, keep) <= HULL_SHARE * sizes]
     if not len(keep):
         return none
     mask = np.isin(regions, keep) & ~deep
@@ -276,7 +280,7 @@ def fill_pool(frame: Any, pad: np.ndarray | None) -> np.ndarray:
     """A sample of the frame's data (finite, not padding; taken by position on a strided
     grid, so a counting frame's own zeros stay in it), shuffled once: what
     :func:`fill_at` draws from."""
-    step = max(1, math.ceil(math.sqrt(frame.shape[-2] * frame.shape[-1] / 65_536)))
+    step = sample_step(tuple(frame.shape[-2:]), 65_536)
     grid = np.asarray(frame[::step, ::step], np.float64)
     ok = np.isfinite(grid)
     if pad is not None:

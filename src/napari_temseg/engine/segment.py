@@ -84,7 +84,8 @@ def segment(
     scale. ``progress(done, total)`` counts tiles; ``cancel`` raises ``engine.Cancelled``.
     ``stats`` fixes every frame's normalisation statistics (a band of a larger frame),
     ``padding`` the values its padding may hold, or a whole frame's
-    ``engine.finite.Padding`` for a band of it (found per frame when None). Padding and NaN pixels are not classified (0).
+    ``engine.finite.Padding`` for a band of it (found per frame when None). Padding and
+    NaN pixels are not classified (0).
     """
     shape = tuple(int(s) for s in getattr(image, "shape", ()))
     if len(shape) < 2 or min(shape) == 0:

@@ -165,6 +165,11 @@ def run_masks(grid: np.ndarray, run: int) -> tuple[np.ndarray, np.ndarray]:
     return along_rows(grid), along_rows(np.ascontiguousarray(grid.T)).T
 
 
+def sample_step(shape: tuple[int, ...], max_samples: int) -> int:
+    """The stride along every axis of :func:`subsample`'s grid."""
+    return max(1, math.ceil((math.prod(shape) / max_samples) ** (1 / max(len(shape), 1))))
+
+
 def subsample(
     frame: Any,
     max_samples: int,
@@ -177,8 +182,7 @@ def subsample(
     (in one go, or ``block_rows`` rows at a time with ``after_block()`` after each);
     raveled, or with ``flat=False`` on the frame's strided grid."""
     shape = frame.shape
-    size = math.prod(shape)
-    step = max(1, math.ceil((size / max_samples) ** (1 / max(len(shape), 1))))
+    step = sample_step(shape, max_samples)
     if block_rows is None or not shape:
         sample = frame[(slice(None, None, step),) * len(shape)] if step > 1 else frame
         sample = np.asarray(sample, dtype=np.float64)
