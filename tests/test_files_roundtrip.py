@@ -89,6 +89,25 @@ def test_colour_is_made_grey_with_a_note(tmp_path, capsys):
     assert "converted to grey" in out.metadata["original_metadata"]["notes"][0]
 
 
+@pytest.mark.parametrize("samples", [2, 3, 4])
+def test_a_colour_or_alpha_png_is_one_grey_picture(tmp_path, capsys, samples):
+    """A PNG holds one picture: its samples were read as frames (an RGB screenshot
+    denoised as 128 strips of 128x3, alpha averaged into the result)."""
+    import imagecodecs
+
+    grey = np.random.default_rng(3).poisson(50, (64, 48)).astype(np.uint8)
+    alpha = [np.full_like(grey, 255)] if samples in (2, 4) else []
+    pixels = np.stack([grey] * (1 if samples == 2 else 3) + alpha, -1)
+    (tmp_path / "shot.png").write_bytes(imagecodecs.png_encode(pixels))
+    assert _denoise(tmp_path / "shot.png", tmp_path / "den") == 0
+    err = capsys.readouterr().err
+    said = "alpha dropped" if samples != 3 else "equal channels: read as grey"
+    assert err.count(said) == 1, err
+    (out,) = read(tmp_path / "den" / "shot.tif")
+    assert out.shape == (64, 48) and out.kind == "image"
+    assert abs(float(np.mean(out.data)) - float(grey.mean())) < 0.05 * float(grey.mean())
+
+
 def test_black_and_white_mask_stored_as_rgb_is_measured_as_labels(tmp_path, capsys):
     mask = np.zeros((64, 64, 3), np.uint8)
     mask[10:30, 10:30] = 255  # white on black, as such masks usually are

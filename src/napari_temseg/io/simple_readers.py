@@ -9,12 +9,13 @@ NPY and PNG carry no calibration; the JSON sidecar our writers leave beside them
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from napari_temseg.io.axes import classify, default_axes
-from napari_temseg.io.model import Axis, EMImage, ReaderError
+from napari_temseg.io.model import Axis, DataWarning, EMImage, ReaderError
 from napari_temseg.io.sidecar import read_sidecar
 
 
@@ -162,7 +163,21 @@ def read_npy(path: Path, lazy: bool) -> list[EMImage]:
 
 
 def read_png(path: Path, lazy: bool) -> list[EMImage]:
+    """A PNG holds one picture, so a third axis is always its samples, never frames:
+    RGB(A) comes back with a colour axis (``io.grey`` makes it grey for processing, as
+    for TIFF), grey with alpha as the grey alone, with a note."""
     import imagecodecs
 
     data = imagecodecs.png_decode(path.read_bytes())
-    return [_with_sidecar(path, data, "PNG", f"imagecodecs {imagecodecs.__version__}")]
+    note = None
+    if data.ndim == 3 and data.shape[-1] == 2:
+        data, note = np.ascontiguousarray(data[..., 0]), "grey with alpha: alpha dropped"
+    image = _with_sidecar(path, data, "PNG", f"imagecodecs {imagecodecs.__version__}")
+    if data.ndim == 3 and image.axes[-1].name != "rgb":
+        axes = [*default_axes(data.shape[:2]), Axis("rgb", int(data.shape[-1]))]
+        image = replace(image, axes=axes, kind="image")
+    if note:
+        warnings.warn(f"{path.name}: {note}", DataWarning, stacklevel=2)
+        notes = [*image.metadata.get("notes", []), note]
+        image = replace(image, metadata={**image.metadata, "notes": notes})
+    return [image]
