@@ -217,16 +217,45 @@ def test_averaging_orientations_denoises_as_the_engine_and_says_so(controls, wid
 def test_the_result_says_what_the_run_used_not_what_the_box_says_later(controls, widget, qtbot):
     viewer, w = widget
     ui = controls(w)
+    ckpt = str(ui["Checkpoint"].value)
     img = np.random.default_rng(7).poisson(3, size=(64, 64)).astype(np.float32)
-    ui["Image"].value = viewer.add_image(img, name="raw")
+    about = {"microscope": "Titan", "adapted": {"steps": 3}}  # an adapted model's result
+    ui["Image"].value = viewer.add_image(img, name="raw", metadata=about)
     ui["Orientations"].value = 8
     ui["Binning"].value = 2
     w.run()
     ui["Orientations"].value = 1  # changed while the job runs: the result is delivered later
     ui["Binning"].value = 1
+    ui["Model"].value = ui["Model"].choices[0]  # a bundled model, chosen meanwhile
     _wait(qtbot, w)
     meta = viewer.layers["raw denoised"].metadata
     assert meta["denoised_orientations"] == 8 and meta["denoised_binning"] == 2
+    assert meta["denoised_with"] == ckpt  # the file, not "checkpoint file…" nor the new box
+    assert meta["microscope"] == "Titan" and "adapted" not in meta  # this run adapted nothing
+
+    # the result denoised again, differently: what it had recorded is replaced, not kept
+    ui["Model"].value = CHECKPOINT_CHOICE
+    ui["Image"].value = viewer.layers["raw denoised"]
+    w.run()
+    _wait(qtbot, w)
+    again = viewer.layers["raw denoised denoised"].metadata
+    assert again["denoised_orientations"] == 1 and "denoised_binning" not in again
+    assert "disagreement_smoothed_px" not in again and again["denoised_with"] == ckpt
+
+
+def test_the_status_names_the_layer_added_and_clears_on_a_refusal(controls, widget, qtbot):
+    viewer, w = widget
+    ui = controls(w)
+    img = np.random.default_rng(8).poisson(5, size=(64, 64)).astype(np.float32)
+    ui["Image"].value = viewer.add_image(img, name="raw")
+    for expected in ("raw denoised", "raw denoised [1]"):  # napari renames the second
+        w.run()
+        _wait(qtbot, w)
+        assert w._status.value == f"done: '{expected}'"
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="shot", rgb=True)
+    ui["Image"].value = viewer.layers["shot"]
+    w.run()  # refused in one line (an RGB layer): the last run's "done" is not left standing
+    assert not w._task.running and w._status.value == ""
 
 
 def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, qtbot, tmp_path):

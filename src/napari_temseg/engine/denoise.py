@@ -18,7 +18,7 @@ from napari_temseg.engine.finite import Padding, check_frame, padding_of, screen
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
-from napari_temseg.engine.tta import orientation_count, with_tta
+from napari_temseg.engine.tta import orientation_count, with_orientations, with_tta
 from napari_temseg.io.model import DataWarning
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import ModelSpec, cached_model
@@ -36,6 +36,33 @@ def _check_image(image: Any) -> None:
             f"shape {tuple(shape)} looks like an RGB(A) picture; denoising expects a "
             "grayscale micrograph or a stack of them"
         )
+
+
+#: what a denoised result records about how it was made (with the orientation keys of
+#: ``engine.tta.with_orientations``): set anew for each result, never inherited from an
+#: input that was itself denoised
+DENOISED_KEYS = ("denoised_with", "denoised_binning", "adapted")
+
+
+def denoised_metadata(
+    meta: dict,
+    model: str,
+    *,
+    bin: int = 1,
+    orientations: int = 1,
+    adapted: dict | None = None,
+) -> dict:
+    """``meta`` of an input, for its result denoised by ``model`` (a name or checkpoint
+    path) with ``bin``, over ``orientations``, ``adapted`` as the adapted model records;
+    what a denoised input had recorded about its own denoising is replaced. One place for
+    the Denoise dock and ``temseg denoise``."""
+    kept = {k: v for k, v in meta.items() if k not in DENOISED_KEYS}
+    made = {
+        "denoised_with": model,
+        **({"denoised_binning": bin} if bin > 1 else {}),
+        **({"adapted": adapted} if adapted else {}),
+    }
+    return with_orientations({**kept, **made}, orientations)
 
 
 def denoise(

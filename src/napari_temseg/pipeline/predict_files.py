@@ -23,12 +23,12 @@ from napari_temseg.engine.checks import (
     frame_stats,
     outside_painted,
 )
-from napari_temseg.engine.denoise import denoise, denoise_bands
+from napari_temseg.engine.denoise import denoise, denoise_bands, denoised_metadata
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.segment import Segmenter, load_segmenter, segment, segment_bands
 from napari_temseg.engine.strokes import SegmentError
 from napari_temseg.engine.tiling import tiles_per_frame
-from napari_temseg.engine.tta import DihedralMean, with_orientations
+from napari_temseg.engine.tta import DihedralMean
 from napari_temseg.pipeline.naming import output_path
 from napari_temseg.pipeline.streams import streamed
 
@@ -92,11 +92,9 @@ def denoise_file(
 
         out = streamed(img.data, np.float32, frame, bands, large_frame_px)
         target = output_path(outdir, stem or path.stem, i)
-        meta = {**img.metadata, "denoised_with": name}
-        if bin > 1:
-            meta["denoised_binning"] = bin
         averaged = isinstance(model[0], DihedralMean)  # FileJob(tta=2 or 8)
-        meta = with_orientations(meta, model[0].orientations if averaged else 1)
+        turns = model[0].orientations if averaged else 1
+        meta = denoised_metadata(img.metadata, name, bin=bin, orientations=turns)
         written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 

@@ -162,6 +162,7 @@ class DenoiseWidget(Container):
         if self._task.running:
             show_info("Denoising is already running; press Cancel to stop it.")
             return
+        self._status.value = ""  # a refusal below is its own message; no stale "done"
         layer = self._image.value
         if layer is None:
             show_warning("Open or select an image layer to denoise.")
@@ -182,6 +183,7 @@ class DenoiseWidget(Container):
         self._source = (layer, frame)
         # what the job runs with, read again when it ends (the controls may change meanwhile)
         self._settings = {
+            "model": model,  # a name, or the checkpoint file's path
             "bin": int(self._bin.value),
             "orientations": int(self._orientations.value),
         }
@@ -214,7 +216,7 @@ class DenoiseWidget(Container):
             bin=self._settings["bin"],
             device=self._device.value,
         )
-        self._status.value = f"adapting '{self._model.value}' to '{layer.name}'…"
+        self._status.value = f"adapting '{model}' to '{layer.name}'…"
         self._task.start(
             adapt_then_denoise,
             data,
@@ -245,16 +247,16 @@ class DenoiseWidget(Container):
         name = f"{layer.name} denoised"
         if frame is not None:
             name += f" [frame {', '.join(map(str, frame))}]"
-        meta = {**layer.metadata, "denoised_with": self._model.value}
-        if adapted is not None:
-            meta["denoised_with"] = self._register_adapted(adapted)
-            meta["adapted"] = adapted.meta["adapted"]
-        if self._settings["bin"] != 1:
-            meta["denoised_binning"] = self._settings["bin"]
-        from napari_temseg.engine.tta import with_orientations
+        from napari_temseg.engine.denoise import denoised_metadata
 
-        meta = with_orientations(meta, self._settings["orientations"])
-        self._viewer.add_image(
+        meta = denoised_metadata(
+            layer.metadata,
+            self._settings["model"] if adapted is None else self._register_adapted(adapted),
+            bin=self._settings["bin"],
+            orientations=self._settings["orientations"],
+            adapted=adapted.meta["adapted"] if adapted is not None else None,
+        )
+        added = self._viewer.add_image(
             result,
             name=name,
             scale=tuple(layer.scale[-ndim:]),
@@ -265,7 +267,7 @@ class DenoiseWidget(Container):
             metadata=meta,
         )
         self._progress.value = 100
-        self._status.value = f"done: '{name}'"
+        self._status.value = f"done: '{added.name}'"  # napari may have renamed it
         if adapted is not None:
             self._status.value += f"; {adapted.message}"
             show_info(f"{adapted.message}. Saved as '{meta['denoised_with']}' (yours).")
@@ -292,8 +294,7 @@ class DenoiseWidget(Container):
     def save(self) -> None:
         """Copy the last adapted model to the chosen file (never overwrites)."""
         saved = save_model_copy(self.last_adapted, self._save_path.value)
-        if saved is not None:
-            self._status.value = f"saved: {saved.name}"
+        self._status.value = f"saved: {saved.name}" if saved is not None else "not saved"
 
     def _on_failed(self, exc: Exception) -> None:
         self._status.value = f"failed: {exc}"
