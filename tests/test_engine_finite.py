@@ -18,6 +18,7 @@ from napari_temseg.cli import main
 from napari_temseg.engine import denoise
 from napari_temseg.engine.segment import load_segmenter, segment
 from napari_temseg.io import DataWarning
+from napari_temseg.models import load_model
 
 torch.set_num_threads(1)
 
@@ -327,6 +328,36 @@ def test_float64_beyond_float32_is_segmented_but_not_denoised(seg):
     labels = segment(huge, seg, device="cpu", tile=64, overlap=8)
     same = segment(huge / 1e298, seg, device="cpu", tile=64, overlap=8)
     assert labels.min() >= 1 and (labels == same).mean() > 0.99  # scale-free, as it should
+
+
+def test_contrast_a_float32_result_cannot_hold_is_refused_not_flattened(seg, tmp_path, capsys):
+    """1e8 plus a spread of a few units came back as two values; at 1e6 4 % off."""
+    from napari_temseg.engine.denoise import denoise_bands
+
+    x = _image(6, np.float64) / 10  # spread about 5 (0.5-99.5 %)
+    for offset, kw in ((1e8, {}), (1e6, {}), (1e8, {"bin": 2})):
+        with pytest.raises(ValueError, match=r"vary by only 5\.\d+, [\d.e+]+ float32 steps there"):
+            denoise(x + offset, device="cpu", tile=64, overlap=8, **kw)
+    with pytest.raises(ValueError, match=r"^frame 1: pixel values near"):  # which frame
+        denoise(np.stack([x, x + 1e8]), device="cpu", tile=64, overlap=8)
+    with pytest.raises(ValueError, match="subtract the offset first"):  # a large frame's bands
+        list(denoise_bands(x + 1e8, load_model("stem-denoise", device="cpu"), band=32))
+    counts = np.uint32(4_000_000_000) + (x * 10).astype(np.uint32)  # 32-bit counts, far from 0
+    with pytest.raises(ValueError, match=r"near 4e\+09 vary by only \d+, 0\.\d+ float32 steps"):
+        denoise(counts, device="cpu", tile=64, overlap=8)
+    # what a float32 holds well enough is denoised as without the offset
+    out, _ = _denoise(x + 1e4)
+    np.testing.assert_allclose(out - 1e4, _denoise(x)[0], atol=0.02 * x.std())
+    flat = np.full((64, 64), 1e8 + 0.3)  # constant: given back, nothing to resolve
+    assert np.allclose(_denoise(flat)[0], np.float32(1e8 + 0.3))
+    assert segment(x + 1e8, seg, device="cpu", tile=64, overlap=8).min() >= 1  # no result in
+    # the frame's units: classified as it stands
+    np.save(tmp_path / "offset.npy", x + 1e8)
+    code = main(["denoise", str(tmp_path / "offset.npy"), "-o", str(tmp_path / "o"),
+                 "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "subtract the offset first" in err and "Traceback" not in err
+    assert not (tmp_path / "o" / "offset.tif").exists()
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float64])

@@ -14,7 +14,13 @@ from torch import nn
 from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import Padding, check_frame, padding_of, screen
+from napari_temseg.engine.finite import (
+    Padding,
+    check_float32_steps,
+    check_frame,
+    padding_of,
+    screen,
+)
 from napari_temseg.engine.large import BAND_ROWS, HALO, predict_bands
 from napari_temseg.engine.postfilter import apply_postfilter
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -172,13 +178,14 @@ def _denoise_binned(
             if progress is not None:
                 progress(base + done, total)
 
+        where = f"frame {', '.join(map(str, idx))}: " if idx else ""
+        check_float32_steps(image[idx] if idx else image, where)  # before it is made float32
         frame = np.asarray(image[idx] if idx else image, np.float32)
         # binning averages a few NaN pixels away: say so here, as an unbinned frame does
         # (an all-NaN frame is refused here too, a block of them left to the tiles)
         found = screen(frame)
         said = found is not None and 0 < found.nonfinite < found.size
         if said:
-            where = f"frame {', '.join(map(str, idx))}: " if idx else ""
             check_frame(found, where, whole=True, output_float32=True)
         pad = kw.get("padding")
         tiles_kw = (
@@ -220,6 +227,7 @@ def denoise_bands(
     are the binned frame's). To average orientations, pass a model wrapped by
     ``engine.tta.with_tta(..., probabilities=False)``, as ``FileJob(tta=True)`` does."""
     check_bin(bin, tuple(frame.shape))
+    check_float32_steps(frame)  # the bands are read as float32
     for key, default in (("band", BAND_ROWS), ("halo", HALO)):  # bands on whole blocks
         kw[key] = -(-int(kw.get(key, default)) // bin) * bin
     return predict_bands(

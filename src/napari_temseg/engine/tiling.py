@@ -27,6 +27,7 @@ from napari_temseg.defaults import OVERLAP, TILE
 from napari_temseg.engine.device import cpu_has_fast_bf16, select_device
 from napari_temseg.engine.finite import (
     Padding,
+    check_float32_steps,
     check_frame,
     fill_at,
     fill_pool,
@@ -291,6 +292,8 @@ def _predict_frame(
     height, width = frame.shape[-2:]
     found = screen(frame)
     check_frame(found, label, whole=stats is None, output_float32=within_input)
+    if within_input:  # a result in the frame's units, as float32
+        check_float32_steps(frame, label)
     nonfinite = found is not None and found.nonfinite > 0  # an all-NaN band too
     pad = padding_of(frame, padding)  # filled for the network; a denoiser gives it back
     fill = fill_pool(frame, pad) if nonfinite or pad is not None else None
