@@ -70,6 +70,26 @@ def test_current_frame_of_a_stack(controls, widget, qtbot):
     assert out.data.shape == (96, 96)
 
 
+def test_current_frame_when_the_view_shows_no_frame(controls, widget, qtbot, monkeypatch):
+    """Rolled axes show a (frame, y) plane: frame 4's (y, x) was denoised instead."""
+    viewer, w = widget
+    ui = controls(w)
+    warned: list[str] = []
+    monkeypatch.setattr("napari_temseg.widgets.denoise.show_warning", warned.append)
+    stack = np.random.default_rng(2).poisson(10, size=(5, 64, 80)).astype(np.float32)
+    ui["Image"].value = viewer.add_image(stack, name="stack")
+    ui["Apply to"].value = "current frame"
+    viewer.dims.set_current_step(0, 3)
+    viewer.dims.order = (0, 2, 1)  # transposed: still frame 3, shown turned
+    w.run()
+    _wait(qtbot, w)
+    assert viewer.layers["stack denoised [frame 3]"].data.shape == (64, 80)
+    viewer.dims.order = (2, 0, 1)  # rolled: the canvas shows (frame, y)
+    w.run()
+    assert not w._task.running and len(viewer.layers) == 2
+    assert warned and "does not show one frame of 'stack'" in warned[-1]
+
+
 def test_whole_stack(controls, widget, qtbot):
     viewer, w = widget
     ui = controls(w)

@@ -196,6 +196,13 @@ def test_stack_current_frame_and_all_frames(controls, widget, qtbot):
     row = next(r for r, f in enumerate(_column(ui.table, "frame")) if f == "0")
     ui.table.selectRow(row)
     assert viewer.dims.current_step[0] == 0  # jumped to the particle's frame
+    viewer.dims.order = (2, 0, 1)  # rolled: the canvas shows (frame, y), no one frame
+    _measure(qtbot, w)  # every frame: measured as before
+    assert ui.table.rowCount() == 6
+    ui["Stack"].value = "current frame"
+    w.run()
+    assert "does not show one frame of 'stack'" in w._status.value
+    assert ui.table.rowCount() == 6  # the last table stays
 
 
 def test_csv_export_writes_and_never_overwrites(controls, widget, qtbot, tmp_path):

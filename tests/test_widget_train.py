@@ -344,6 +344,12 @@ def test_apply_shows_uncertainty_and_warns_on_unlike_frames(
     assert any(x.startswith("raw, frame 1: unlike the painted frames") for x in every)
     assert not any(x.startswith("raw, frame 0: unlike") for x in every)
     assert warned and "Unsure on" in warned[-1]
+    before = [layer.name for layer in viewer.layers]
+    viewer.dims.order = (2, 0, 1)  # rolled: the canvas shows (frame, y), no one frame
+    ui["Apply to"].value = "current frame"
+    w.apply()
+    assert not w._apply_task.running and [layer.name for layer in viewer.layers] == before
+    assert "does not show one frame of 'raw'" in warned[-1]
 
 
 def test_a_degenerate_live_prediction_is_said_after_training(

@@ -47,10 +47,22 @@ def model_choices(task: str = "denoise") -> list[tuple[str, str]]:
     return [*found, (CHECKPOINT_CHOICE, CHECKPOINT_CHOICE)]
 
 
-def frame_index(viewer: Any, layer: Any) -> tuple[int, ...]:
-    """Index of the displayed frame in the layer's leading (non-image) axes; () for 2D."""
-    point = layer.world_to_data(viewer.dims.point)
+#: what a dock says when "current frame" is asked of a view that shows no single frame
+NO_FRAME_SHOWN = (
+    "The view does not show one frame of '{}' (a frame axis is displayed: rolled or "
+    "transposed axes, or 3D). Show a frame's (y, x) plane, or choose the whole stack."
+)
+
+
+def frame_index(viewer: Any, layer: Any) -> tuple[int, ...] | None:
+    """Index of the displayed frame in the layer's leading (non-image) axes; () for 2D.
+    None when the view shows no single frame: one of those axes is displayed (rolled or
+    transposed dims, a 3D view), so the canvas shows a plane across frames."""
     lead = layer.ndim - 2
+    first = viewer.dims.ndim - layer.ndim  # napari aligns a layer's axes to the last ones
+    if any(first + a in set(viewer.dims.displayed) for a in range(lead)):
+        return None
+    point = layer.world_to_data(viewer.dims.point)
     return tuple(
         int(np.clip(round(p), 0, s - 1))
         for p, s in zip(point[:lead], layer.data.shape[:lead], strict=True)

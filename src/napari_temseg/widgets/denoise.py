@@ -28,6 +28,7 @@ from napari_temseg.models.user import user_models_changed
 from napari_temseg.widgets._layout import tabify_when_docked
 from napari_temseg.widgets._parts import (
     CHECKPOINT_CHOICE,
+    NO_FRAME_SHOWN,
     device_choices,
     frame_index,
     model_choices,
@@ -179,6 +180,9 @@ class DenoiseWidget(Container):
         frame = None
         if data.ndim > 2 and self._scope.value == "current frame":
             frame = frame_index(self._viewer, layer)
+            if frame is None:
+                show_warning(NO_FRAME_SHOWN.format(layer.name))
+                return
             data = data[frame]
         self._source = (layer, frame)
         # what the job runs with, read again when it ends (the controls may change meanwhile)

@@ -39,7 +39,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 from napari_temseg.engine.measure import MIN_SIZE_PX, Measurement, measure, write_csv
 from napari_temseg.io.calibration import Calibration
 from napari_temseg.widgets._layout import section, tabify_when_docked
-from napari_temseg.widgets._parts import camera, frame_index
+from napari_temseg.widgets._parts import NO_FRAME_SHOWN, camera, frame_index
 from napari_temseg.widgets._tasks import Runner
 from napari_temseg.widgets.atoms import AtomsPanel
 
@@ -240,6 +240,11 @@ class MeasureWidget(Container):
         calibration = Calibration.from_layer(layer)
         scale, translate, unit = calibration.yx, calibration.origin_yx, calibration.unit
         idx = frame_index(self._viewer, layer)
+        if idx is None and layer.ndim == 3 and self._scope.value != SCOPES[0]:
+            idx = (0,)  # every frame of a stack: which one is shown does not matter
+        elif idx is None:  # one frame, or the stack an outer axis's position selects
+            self._status.value = NO_FRAME_SHOWN.format(layer.name)
+            return
         frames = None
         if idx:
             data = data[idx[:-1]]  # (T, Y, X): the stack the frame axis runs through

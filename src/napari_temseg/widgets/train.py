@@ -46,6 +46,7 @@ from napari_temseg.widgets._curves import LossCurves
 from napari_temseg.widgets._layout import section, tabify_when_docked
 from napari_temseg.widgets._parts import (
     CHECKPOINT_CHOICE,
+    NO_FRAME_SHOWN,
     camera,
     device_choices,
     frame_index,
@@ -450,6 +451,8 @@ class TrainWidget(Container):
             return
         labels.metadata = {**labels.metadata, "class_names": names}
         frame = frame_index(self._viewer, image) if image.data.ndim > 2 else ()
+        if frame is None:  # a plane across frames on view: preview the first frame
+            frame = (0,) * (image.data.ndim - 2)
         corner = _preview_corner(self._viewer, image)
         view = image.data[frame] if frame else image.data
         side = PREVIEW_MAX_SIDE
@@ -509,6 +512,9 @@ class TrainWidget(Container):
             frame = None
             if scope == APPLY_SCOPES[0] and data.ndim > 2:
                 frame = frame_index(self._viewer, layer)
+                if frame is None:
+                    show_warning(NO_FRAME_SHOWN.format(layer.name))
+                    return
                 data = data[frame]
             jobs.append(
                 {
