@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -223,6 +224,11 @@ def test_refusals_are_one_line(frame, tiny, tmp_path):
     flat = np.full((64, 64), 100.0, np.float32)  # no noise: no dose to measure
     with pytest.raises(ValueError, match="show no noise"):
         run_adapt([flat], tiny, AdaptConfig(seconds=1, device="cpu"))
+    row = np.random.default_rng(0).poisson(20, (1, 256)).astype(np.float32)  # noisy, one row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" came first
+        with pytest.raises(ValueError, match=r"^a frame of 1 x 256 pixels is too small to"):
+            run_adapt([row], tiny, AdaptConfig(seconds=1, device="cpu"))
     seg = save_checkpoint(
         tmp_path / "seg.safetensors", UNet(base=4, depth=2, out_channels=3), {"task": "segment"}
     )

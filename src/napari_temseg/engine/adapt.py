@@ -167,6 +167,9 @@ def noise_level(frame: np.ndarray) -> float:
     low-dose pair to 127 e/px, where this finds 7-8 (docs/denoise.md).
     """
     raw = np.asarray(frame, np.float64)
+    if min(raw.shape[-2:]) < 2:  # no 2 x 2 block: no Haar detail to read the noise from
+        h, w = raw.shape[-2:]
+        raise ValueError(f"a frame of {h} x {w} pixels is too small to measure its noise")
     x = median_filled(raw)
     norm = Normalization()
     z = norm.apply(x, norm.stats(x))
