@@ -140,6 +140,21 @@ def test_labels_layer_saved_through_napari_reads_back(make_napari_viewer, tmp_pa
     side = json.loads((tmp_path / f"mask{ext}.json").read_text())
     assert [c["name"] for c in side["classes"]] == ["support", "particle"]
     assert all(c["color"].startswith("#") for c in side["classes"])  # from the layer colormap
+    # opened again: a Labels layer with its classes, as saved (it came back as an image,
+    # which the Measure dock could not pick)
+    [back] = viewer.open(written[0], plugin="napari-temseg")
+    from napari.layers import Labels
+
+    assert isinstance(back, Labels) and np.array_equal(back.data, labels)
+    assert tuple(back.scale) == pytest.approx((0.4, 0.5))
+    assert back.metadata["class_names"] == {1: "support", 2: "particle"}
+    colour = {c["value"]: c["color"] for c in side["classes"]}
+    shown = back.colormap.map(np.array([2]))[0][:3]
+    assert np.allclose(shown, [int(colour[2][i : i + 2], 16) / 255 for i in (1, 3, 5)], atol=0.01)
+    from napari_temseg.io.napari_hooks import class_info
+
+    names, _ = class_info(back.data, {"metadata": back.metadata})
+    assert names == {1: "support", 2: "particle"}  # what Export and Measure read
 
 
 def test_image_layer_saved_as_float32_tiff(make_napari_viewer, testdata, tmp_path):

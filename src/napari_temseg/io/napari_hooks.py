@@ -84,9 +84,35 @@ def layer_data(image: EMImage, name: str) -> tuple[Any, dict, str]:
         "metadata": meta,
         "rgb": rgb,
     }
+    side = image.metadata.get("sidecar") or {}
+    if side.get("kind") == "labels" and not rgb and np.dtype(image.dtype).kind in "ui":
+        return _labels_data(data, kwargs, side)
     if image.lazy and not rgb:
         kwargs["contrast_limits"] = display_limits(data)  # the first frame only
     return (data, kwargs, "image")
+
+
+def _labels_data(data: Any, kwargs: dict, side: dict) -> tuple[Any, dict, str]:
+    """A mask our writers wrote (its sidecar says labels) as a Labels layer with its
+    classes' names and colours, as the docks made it: opened as an image it could be
+    neither measured nor exported again with its classes."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    classes = [c for c in side.get("classes") or [] if isinstance(c, dict) and "value" in c]
+    names = {int(c["value"]): str(c["name"]) for c in classes if "name" in c}
+    colors = {int(c["value"]): str(c["color"]) for c in classes if "color" in c}
+    meta = dict(kwargs["metadata"])
+    if names:
+        meta["class_names"] = names
+    if colors:
+        meta["class_colors"] = colors
+    out = {k: v for k, v in kwargs.items() if k != "rgb"}
+    out["metadata"] = meta
+    if colors:
+        out["colormap"] = DirectLabelColormap(
+            color_dict={None: "transparent", 0: "transparent", **colors}
+        )
+    return (data, out, "labels")
 
 
 def _read_one(path: str) -> list[tuple]:
