@@ -17,7 +17,7 @@ from scipy import ndimage
 from napari_temseg.cli import main
 from napari_temseg.engine import denoise
 from napari_temseg.engine.segment import load_segmenter, segment
-from napari_temseg.io import DataWarning
+from napari_temseg.io import DataWarning, read
 from napari_temseg.models import load_model
 
 torch.set_num_threads(1)
@@ -45,10 +45,41 @@ def test_an_all_nan_image_is_refused(seg):
         denoise(nan, device="cpu")
     with pytest.raises(ValueError, match="every pixel is NaN or infinite"):
         segment(nan, seg, device="cpu")
-    stack = np.stack([np.ones((64, 64), np.float32), nan])
-    for job in (lambda: denoise(stack, device="cpu"), lambda: segment(stack, seg, device="cpu")):
-        with pytest.raises(ValueError, match=r"^frame 1: every pixel is NaN"):  # which one
-            job()
+
+
+def test_an_all_nan_frame_of_a_stack_is_left_out_and_named(seg, tiny_segmenter, tmp_path, capsys):
+    """A dropped frame of a movie stopped the whole run: nothing was denoised or segmented."""
+    from napari_temseg.engine.segment import segment_checked
+
+    stack = np.stack([_image(1), np.full((64, 64), np.nan, np.float32), _image(2)])
+    kw = {"device": "cpu", "tile": 64, "overlap": 8}
+    with pytest.warns(DataWarning, match=r"^frame 1: every pixel is NaN or infinite: left out"):
+        out = denoise(stack, **kw)
+    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
+    np.testing.assert_allclose(out[2], denoise(stack[2], **kw), atol=1e-4)
+    with pytest.warns(DataWarning, match=r"^frame 1: every pixel is NaN"):
+        labels, probs = segment(stack, seg, probabilities=True, **kw)
+    assert (labels[1] == 0).all() and (labels[[0, 2]] > 0).all()
+    assert np.allclose(probs[1], 0.5)  # two classes, nothing known
+    with pytest.warns(DataWarning):
+        labels, unsure, found = segment_checked(stack, seg, **kw)
+    assert (labels[1] == 0).all() and (unsure[1] == 100).all() and (labels[0] > 0).all()
+    assert ((1,), "every pixel is NaN or infinite: left out (NaN when denoised, 0 when "
+            "segmented)") in found  # fmt: skip
+    # the command line writes the other frames and says which was left out
+    np.save(tmp_path / "movie.npy", stack)
+    argv = ["--device", "cpu", "--tile", "64", "--overlap", "8"]
+    assert main(["denoise", str(tmp_path / "movie.npy"), "-o", str(tmp_path / "d"), *argv]) == 0
+    err = capsys.readouterr().err
+    assert err.count("frame 1: every pixel is NaN or infinite: left out") == 1
+    written = read(tmp_path / "d" / "movie.tif")[0].data
+    assert np.isnan(written[1]).all() and np.isfinite(written[0]).all()
+    model = tiny_segmenter
+    code = main(["segment", str(tmp_path / "movie.npy"), "--model", model, "-o",
+                 str(tmp_path / "s"), *argv])  # fmt: skip
+    assert code == 0 and "frame 1: every pixel is NaN" in capsys.readouterr().err
+    mask = read(tmp_path / "s" / "movie.tif")[0].data
+    assert (mask[1] == 0).all() and (mask[[0, 2]] > 0).all()
 
 
 def test_two_inf_pixels_are_masked_reported_and_move_nothing_out_of_range():

@@ -344,6 +344,14 @@ def test_apply_shows_uncertainty_and_warns_on_unlike_frames(
     assert any(x.startswith("raw, frame 1: unlike the painted frames") for x in every)
     assert not any(x.startswith("raw, frame 0: unlike") for x in every)
     assert warned and "Unsure on" in warned[-1]
+    # one open image holds no data: the others are segmented, and it is named
+    viewer.add_image(np.full((64, 64), np.nan, np.float32), name="dead")
+    ui["Apply to"].value = "all open images"
+    w.apply()
+    _wait(qtbot, w._apply_task)
+    assert "raw segmentation" in viewer.layers and "dead segmentation" not in viewer.layers
+    assert any(x.startswith("Not segmented: 'dead': every pixel is NaN") for x in warned)
+    assert w._status.value == "segmented 1 image(s); 1 not (see the message)"
     before = [layer.name for layer in viewer.layers]
     viewer.dims.order = (2, 0, 1)  # rolled: the canvas shows (frame, y), no one frame
     ui["Apply to"].value = "current frame"

@@ -348,6 +348,22 @@ def screen(frame: Any, rows: int = 512) -> Screen | None:
     return Screen(int(np.prod(frame.shape)), nonfinite, lo, hi)
 
 
+#: what a frame of a stack with no finite pixel (a dropped frame of a movie) gets: it is
+#: left out, NaN when denoised and 0 (not classified) when segmented, so that one such
+#: frame does not stop a run of the others; a 2D image with none is refused
+LEFT_OUT = "every pixel is NaN or infinite: left out (NaN when denoised, 0 when segmented)"
+
+
+def left_out(frame: Any, where: str) -> bool:
+    """True, with a :class:`DataWarning` naming it (``where``: "frame 3: "), when a frame
+    of a stack holds no finite pixel; see :data:`LEFT_OUT`."""
+    found = screen(frame)
+    if found is None or found.size == 0 or found.any_finite:
+        return False
+    warnings.warn(f"{where}{LEFT_OUT}", DataWarning, stacklevel=3)
+    return True
+
+
 def check_frame(found: Screen | None, where: str, whole: bool, output_float32: bool) -> None:
     """Refuse what cannot be processed; report the non-finite pixels that will be masked.
 

@@ -25,7 +25,7 @@ from napari_temseg.engine.checks import (
     check_frame,
 )
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.finite import Padding, padding_of
+from napari_temseg.engine.finite import LEFT_OUT, Padding, left_out, padding_of
 from napari_temseg.engine.large import predict_bands
 from napari_temseg.engine.strokes import SCALE_TOLERANCE, SegmentError
 from napari_temseg.engine.tiling import model_overlap, predict_tiled, tiles_per_frame
@@ -122,6 +122,13 @@ def segment(
             if progress is not None:
                 progress(base + done, total)
 
+        if idx and left_out(frame, f"frame {', '.join(map(str, idx))}: "):
+            labels[idx] = 0  # a dropped frame of the stack: not classified, stops no other
+            if probs is not None:
+                probs[idx] = 1.0 / k
+            report(per_frame, total)
+            continue
+
         seen_padding = padding  # a whole frame's hull, in the frame the tiles see
         if zoom != 1.0:
             f = np.asarray(frame, np.float32)
@@ -179,7 +186,7 @@ def segment_checked(
     frame's class probabilities (K floats a pixel) are held at a time; the uncertainty is
     kept as whole percents (one byte a pixel) for the same reason.
     """
-    from napari_temseg.engine.checks import uncertainty
+    from napari_temseg.engine.checks import describe_frame, uncertainty
 
     dev = select_device(device)
     seg = _segmenter(model, dev)
@@ -196,6 +203,11 @@ def segment_checked(
                 progress(n * total + done, len(frames) * total)
 
         frame = np.asarray(image[idx] if idx else image)
+        if idx and left_out(frame, f"{describe_frame(idx)}: "):  # stops no other frame
+            labels[idx], unsure[idx] = 0, 100
+            found.append((idx, LEFT_OUT))
+            report(1, 1)
+            continue
         lab, probs = segment(
             frame,
             seg,

@@ -31,6 +31,7 @@ from napari_temseg.engine.finite import (
     check_frame,
     fill_at,
     fill_pool,
+    left_out,
     padding_of,
     screen,
 )
@@ -241,6 +242,14 @@ def predict_tiled(
     for k, idx in enumerate(frames):
         target = out[idx] if idx else out
         done_before = state["done"]
+        label = f"frame {', '.join(map(str, idx))}: " if idx else ""
+        if idx and left_out(image[idx], label):  # a dropped frame stops no other
+            target[...] = np.nan if within_input else 1.0 / out_channels
+            per_frame = tiles_per_frame((height, width), state["tile"], overlap)
+            state["done"] += per_frame
+            if progress is not None:
+                progress(state["done"], state["done"] + (len(frames) - k - 1) * per_frame)
+            continue
         while True:
             try:
                 _predict_frame(
@@ -260,7 +269,7 @@ def predict_tiled(
                     stats=stats,
                     within_input=within_input,
                     padding=padding,
-                    label=f"frame {', '.join(map(str, idx))}: " if idx else "",
+                    label=label,
                 )
                 break
             except _ShrinkTile:

@@ -25,6 +25,7 @@ from napari_temseg.engine.checks import (
 )
 from napari_temseg.engine.denoise import denoise, denoise_bands, denoised_metadata
 from napari_temseg.engine.device import select_device
+from napari_temseg.engine.finite import left_out
 from napari_temseg.engine.segment import Segmenter, load_segmenter, segment, segment_bands
 from napari_temseg.engine.strokes import SegmentError
 from napari_temseg.engine.tiling import tiles_per_frame
@@ -81,6 +82,8 @@ def denoise_file(
         n = int(np.prod(img.data.shape[:-2]))
 
         def frame(data: Any, idx: tuple, k: int, n: int = n) -> np.ndarray:
+            if idx and left_out(data, f"{describe_frame(idx)}: "):  # stops no other frame
+                return np.full(data.shape, np.nan, np.float32)
             label = f"{path.name} [{k + 1}/{n}]" if idx else path.name
             kw = {"tile": tile, "overlap": overlap, "progress": report(label), "bin": bin}
             return denoise(data, model, device=dev, **kw)
@@ -141,6 +144,9 @@ def _segment_streamed(
             if progress is not None:
                 progress(base + done, total)
 
+        if idx and left_out(image, f"{describe_frame(idx)}: "):  # stops no other frame
+            report(per_frame, total)
+            return np.zeros(image.shape, dtype)
         mask = segment(image, seg, progress=report if idx else progress, **kw)
         check(idx, image, mask)
         return mask

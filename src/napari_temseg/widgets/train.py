@@ -99,17 +99,23 @@ def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progres
         def report(done: int, total: int, n: int = n) -> None:
             progress(n, len(jobs), done, total)
 
-        labels, unsure, warnings = segment_checked(
-            job["data"],
-            model,
-            device=device,
-            tile=tile,
-            overlap=tile // 8,
-            progress=report,
-            cancel=cancel,
-            pixel_size_nm=job["pixel_size"],
-        )
         rest = {k: v for k, v in job.items() if k != "data"}
+        try:
+            labels, unsure, warnings = segment_checked(
+                job["data"],
+                model,
+                device=device,
+                tile=tile,
+                overlap=tile // 8,
+                progress=report,
+                cancel=cancel,
+                pixel_size_nm=job["pixel_size"],
+            )
+        except ValueError as exc:  # this image's input (all NaN, ...): the others go on
+            if len(jobs) == 1:
+                raise
+            out.append({**rest, "error": str(exc)})
+            continue
         out.append({**rest, "labels": labels, "uncertainty": unsure, "warnings": warnings})
     return out
 
@@ -695,6 +701,10 @@ class TrainWidget(Container):
     def _on_apply_done(self, results: list) -> None:
         names = self.segmenter[1].get("class_names") or []
         colors = self.segmenter[1].get("class_colors") or self._colors(names)
+        failed = [f"'{r['layer'].name}': {r['error']}" for r in results if "error" in r]
+        if failed:
+            show_warning(f"Not segmented: {'; '.join(failed)}")
+        results = [r for r in results if "error" not in r]
         for r in results:
             layer = r["layer"]
             if layer not in self._viewer.layers:
@@ -703,7 +713,9 @@ class TrainWidget(Container):
                 f"{layer.name} segmentation", layer, r["labels"], r["frame"], names, colors
             )
             self._put_uncertainty(layer, r["uncertainty"], r["frame"])
-        self._status.value = f"segmented {len(results)} image(s)"
+        self._status.value = f"segmented {len(results)} image(s)" + (
+            f"; {len(failed)} not (see the message)" if failed else ""
+        )
         self._report_checks(results)
 
     def _report_checks(self, results: list) -> None:
