@@ -372,6 +372,28 @@ def test_files_round_trip(stem, tmp_path):
     assert mask.shape == s.noisy.shape and set(np.unique(np.asarray(mask.data))) <= {1, 2}
 
 
+def test_a_class_without_strokes_is_said(stem, tmp_path, capsys):
+    """Strokes 1 and 3 only trained a "particle" class nobody painted, and said nothing."""
+    from napari_temseg.cli import main
+    from napari_temseg.io import write_image, write_labels
+
+    s, strokes = stem
+    skipped = np.where(strokes == 2, 3, strokes).astype(np.uint8)
+    names = ["support", "particle", "defect"]
+    tuner = Finetuner([s.noisy], [skipped], names, init="none", config=tiny())
+    assert tuner.notes == [
+        "class 2 'particle' has no strokes: it is not learned, nor ever predicted, until "
+        "some are painted"
+    ]
+    assert Finetuner([s.noisy], [strokes], init="none", config=tiny()).notes == []
+    write_image(tmp_path / "a.tif", s.noisy, scale=(0.1, 0.1))
+    write_labels(tmp_path / "a_strokes.tif", skipped, scale=(0.1, 0.1))  # no class names
+    argv = ["finetune", "--image", str(tmp_path / "a.tif"), "--labels"]
+    argv += [str(tmp_path / "a_strokes.tif"), "-o", str(tmp_path / "m.safetensors")]
+    assert main([*argv, "--steps", "2", "--device", "cpu", "--init", "none"]) == 0
+    assert "note: class 2 'particle' has no strokes" in capsys.readouterr().err
+
+
 def test_auto_init_uses_the_bundled_denoiser_when_installed(stem):
     from napari_temseg.models import FINETUNE_START, list_models, load_model
 

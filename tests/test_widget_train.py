@@ -461,3 +461,22 @@ def test_apply_can_average_eight_orientations(controls, widget, sample, qtbot, m
     shown = viewer.layers["raw uncertainty"].data.astype(int)
     assert np.abs(shown - np.round(uncertainty(probs) * 100)).max() <= 1
     assert np.abs(shown - np.round(uncertainty(plain) * 100)).max() > 1  # one pass differs
+
+
+def test_a_named_class_without_strokes_is_said_when_training_starts(
+    controls, widget, sample, qtbot, monkeypatch
+):
+    _small_net(monkeypatch)
+    viewer, w = widget
+    ui = controls(w)
+    s, strokes = sample
+    ui["Image"].value = viewer.add_image(s.noisy, name="raw")
+    w.add_strokes_layer().data = np.where(strokes == 2, 3, strokes).astype(np.uint8)
+    ui["Classes"].value = "support, particle, defect"  # 'particle' not painted (yet)
+    warned = []
+    monkeypatch.setattr(train_mod, "show_warning", warned.append)
+    ui["Steps"].value = 4
+    w.train()
+    said = "class 2 'particle' has no strokes: it is not learned"
+    assert warned and warned[-1].startswith(said) and said in w._status.value
+    _wait(qtbot, w._task)

@@ -343,6 +343,12 @@ class Finetuner:
             blur_jitter=cfg.blur_jitter,
             seed=cfg.seed,
         )
+        #: what the user should know before training (one line each; the faces show them)
+        self.notes = [
+            f"class {c} '{self.class_names[c - 1]}' has no strokes: it is not learned, nor "
+            "ever predicted, until some are painted"
+            for c in self.source.unpainted
+        ]
         self.val = self.source.validation()
         self.val_on = "held-out strokes"
         if self.source.held_out_frame is not None:

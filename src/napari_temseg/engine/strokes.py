@@ -294,6 +294,9 @@ class StrokeSource:
                 "(e.g. support and particle) so the network can tell them apart"
             )
         self.counts = counts[1:]
+        # named classes with no stroke (painted 1 and 3, or a class named ahead): trained
+        # with weight 0, never predicted until painted; the faces say so (Finetuner.notes)
+        self.unpainted = [c for c in range(1, self.n_classes + 1) if counts[c] == 0]
 
     def _index_strokes(self) -> None:
         """Per class, the (frame, y, x) of its training pixels, for class-balanced sampling."""

@@ -8,6 +8,7 @@ never sees a file name or a bar.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from napari_temseg.engine.pretrain import (
 )
 from napari_temseg.engine.process import JobProcess
 from napari_temseg.engine.strokes import SegmentError, label_values
+from napari_temseg.io.model import DataWarning
 from napari_temseg.io.outputs import check_output_file
 from napari_temseg.models.resolve import AUTO
 from napari_temseg.pipeline.batch import expand_inputs
@@ -105,6 +107,8 @@ def finetune_files(
         names = list(DEFAULT_CLASSES) + [f"class {i}" for i in range(3, kmax + 1)]
     cfg = replace(config or FinetuneConfig(), steps=int(steps), device=device)
     tuner = Finetuner(imgs, labs, names, init=init, config=cfg, pixel_sizes=sizes)
+    for note in tuner.notes:
+        warnings.warn(note, DataWarning, stacklevel=2)
     result = drain(tuner.run(cancel=cancel), progress)
     save_segmenter(out, result.model, result.meta, overwrite=overwrite, rescue=True)
     return out, result

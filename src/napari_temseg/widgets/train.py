@@ -481,6 +481,9 @@ class TrainWidget(Container):
             f"training on {len(tuner.source.frames)} frame(s) from {tuner.meta.get('source_model')}"
             f"{'' if tuner.head_is_new else ' (continuing)'}…"
         )
+        if tuner.notes:
+            show_warning("; ".join(tuner.notes))
+            self._status.value += " " + "; ".join(tuner.notes)
         self._train.enabled = False
         self._stop.enabled = True
         self._task.start(train_job, tuner, cfg.steps, preview)
