@@ -480,3 +480,26 @@ def test_a_named_class_without_strokes_is_said_when_training_starts(
     said = "class 2 'particle' has no strokes: it is not learned"
     assert warned and warned[-1].startswith(said) and said in w._status.value
     _wait(qtbot, w._task)
+
+
+def test_strokes_at_another_scale_or_place_than_the_image_are_refused(
+    controls, widget, sample, qtbot, monkeypatch
+):
+    """Strokes pair with pixels by index: a shifted overlay trained on unpainted pixels."""
+    viewer, w = widget
+    ui = controls(w)
+    s, strokes = sample
+    ui["Image"].value = viewer.add_image(s.noisy, name="raw", scale=(0.1, 0.1))
+    for scale, translate in (((0.2, 0.2), (0, 0)), ((0.1, 0.1), (5.0, 0))):
+        ui["Strokes"].value = viewer.add_labels(strokes, scale=scale, translate=translate)
+        warned = []
+        monkeypatch.setattr(train_mod, "show_warning", warned.append)
+        w.train()
+        assert not w._task.running and "at another scale or position" in warned[-1]
+    layer = w.add_strokes_layer()  # made by the dock: on the image's pixels
+    layer.data = strokes
+    ui["Steps"].value = 2
+    _small_net(monkeypatch)
+    w.train()
+    assert w._task.running
+    _wait(qtbot, w._task)

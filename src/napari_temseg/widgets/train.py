@@ -120,6 +120,17 @@ def apply_job(jobs: list[dict], model: tuple, device: str, tile: int, *, progres
     return out
 
 
+def _same_place(image: Image, labels: Labels) -> bool:
+    """Whether strokes lie on the image's pixels as drawn: the same scale and translation
+    of the axes they share (strokes pair with pixels by index, not by where they show)."""
+    n = min(image.ndim, labels.ndim)
+    scale = np.asarray(image.scale[-n:], float)
+    shift = (np.asarray(labels.translate[-n:]) - np.asarray(image.translate[-n:])) / scale
+    return bool(np.allclose(labels.scale[-n:], scale, rtol=1e-6)) and bool(
+        np.abs(shift).max() < 1e-3  # a thousandth of a pixel
+    )
+
+
 class TrainWidget(Container):
     """Fine-tune a segmenter from strokes painted in a Labels layer, live, in the background."""
 
@@ -376,7 +387,7 @@ class TrainWidget(Container):
                     continue
                 img = self._viewer.layers[target]
                 if isinstance(img, Image) and img.data.shape == layer.data.shape:
-                    if np.asarray(layer.data).any():
+                    if np.asarray(layer.data).any() and _same_place(img, layer):
                         pairs.append((img, layer))
         return pairs
 
@@ -419,6 +430,13 @@ class TrainWidget(Container):
             return
         if image.rgb or image.multiscale:
             show_warning(f"'{image.name}' must be a single-resolution grayscale image.")
+            return
+        if not _same_place(image, labels):
+            show_warning(
+                f"'{labels.name}' lies over '{image.name}' at another scale or position: "
+                "strokes are matched to the image's pixels by index, so they would teach "
+                "other pixels than those painted. Make them with 'Add strokes layer'."
+            )
             return
         names = self._class_names()
         if names is None:
