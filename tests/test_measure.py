@@ -414,3 +414,45 @@ def test_small_instances_are_left_out_by_default():
     boolean[2:10, 2:10] = True
     boolean[20, 20] = True
     assert len(measure_objects(boolean)) == 1
+
+
+def test_instance_masks_are_measured_as_instances(tmp_path, capsys):
+    """An instance mask was measured as classes: id 1 dropped as support, each id a class;
+    ours also counted the support's instance as a particle (coverage 100 %)."""
+    import tifffile
+
+    from napari_temseg.cli import main
+
+    inst = _instance_export(tmp_path)
+    assert main(["measure", str(inst), "-o", str(tmp_path / "t.csv"), "--min-size", "0"]) == 0
+    table = pd.read_csv(tmp_path / "t.csv")
+    assert sorted(table["class"]) == [2, 2, 3]  # the support's id left out, classes kept
+    assert sorted(table["area_nm2"]) == [25.0, 25.0, 37.5]
+    # an instance mask from another tool (ids 1..4, 0 between them): --instances
+    other = np.zeros((80, 100), np.uint16)
+    for i, (y, x) in enumerate([(5, 5), (30, 30), (50, 70), (65, 10)], start=1):
+        other[y : y + 8, x : x + 8] = i
+    tifffile.imwrite(tmp_path / "stardist.tif", other)
+    argv = ["measure", str(tmp_path / "stardist.tif"), "-o", str(tmp_path / "s.csv")]
+    assert main([*argv, "--instances"]) == 0
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 4
+    # not strokes: fine-tuning on it is refused in one line
+    np.save(tmp_path / "img.npy", np.random.default_rng(0).normal(size=(80, 100)))
+    code = main(["finetune", "--image", str(tmp_path / "img.npy"), "--labels", str(inst),
+                 "-o", str(tmp_path / "seg.safetensors"), "--steps", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "is an instance mask (one id per particle), not strokes" in err
+    assert not (tmp_path / "seg.safetensors").exists()
+
+
+def _instance_export(folder) -> str:
+    """The Export dock's instance mask of support (1) with two class-2 and one class-3
+    particle, 0.5 nm pixels."""
+    from napari_temseg.io.export import export_labels
+
+    semantic = np.ones((80, 100), np.uint8)
+    semantic[10:20, 10:20] = 2
+    semantic[40:50, 60:75] = 2
+    semantic[60:70, 20:30] = 3
+    written = export_labels(semantic, folder, "m", scale=(0.5, 0.5), instance=True)
+    return next(p for p in written.masks if "_instances" in p)

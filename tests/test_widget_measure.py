@@ -425,3 +425,15 @@ def test_atoms_section_confirms_faint_atoms_with_a_segmentation_layer(widget, qt
     panel.confirm.value = viewer.layers["one frame"]
     panel.find.native.click()
     assert "differ in shape" in panel.status.value
+
+
+def test_an_instance_mask_we_wrote_is_measured_as_instances(controls, widget, qtbot, tmp_path):
+    from test_measure import _instance_export
+
+    viewer, w = widget
+    ui = controls(w)
+    [layer] = viewer.open(_instance_export(tmp_path), plugin="napari-temseg")
+    ui["Mask"].value = layer
+    ui["Min. size (px)"].value = 0
+    _measure(qtbot, w)
+    assert sorted(_column(ui.table, "class")) == ["2", "2", "3"]

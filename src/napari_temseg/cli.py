@@ -417,6 +417,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise CLIError("--tta averages the --confirm-with segmenter: use it with both")
     from napari_temseg.engine.measure import measure, write_csv
     from napari_temseg.io.calibration import Calibration
+    from napari_temseg.io.sidecar import instance_classes
     from napari_temseg.pipeline.batch import expand_inputs
 
     output = _csv_output(args.output, "particles.csv")
@@ -433,6 +434,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
             (mask,) = _read_images(path)[:1]
             image = _read_images(images[i])[0].data if images else None
             calibration = Calibration.from_image(mask)
+            known = instance_classes(mask.metadata)  # an instance mask our writers wrote
             result = measure(
                 mask.data,
                 image,
@@ -440,6 +442,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 unit=calibration.unit,
                 return_labels=False,
                 min_size_px=args.min_size,
+                instances=args.instances or known is not None,
+                instance_class=known or None,
             )
         except (CLIError, ValueError) as exc:
             failed += 1
@@ -891,6 +895,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--image", nargs="+", default=None, metavar="IMG")
     s.add_argument("-o", "--output", required=True, metavar="TABLE.csv")
+    s.add_argument(
+        "--instances",
+        action="store_true",
+        help="the masks hold one id per particle (StarDist, Cellpose, ...), 0 between "
+        "them; an instance mask temseg wrote is read as one without it (its sidecar says so)",
+    )
     s.add_argument(
         "--min-size",
         type=int,

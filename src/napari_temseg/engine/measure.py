@@ -252,14 +252,27 @@ def label_particles(
     split: bool = False,
     split_min_distance_nm: float | None = None,
     split_compactness: float = 0.0,
+    instance_class: dict[int, int] | None = None,
 ) -> tuple[np.ndarray, dict[int, int | None]]:
     """Instance ids of the particles in a 2D mask and the class of each id.
 
     Semantic masks: components of each particle class (default: every class but 0 and
     1), numbered 1..N over all classes; a boolean mask is one class (True). Instance
-    masks keep their ids (class unknown: None) unless ``split``, which renumbers.
+    masks keep their ids (class unknown: None) unless ``split``, which renumbers;
+    ``instance_class`` (id -> class, as our instance masks record it in their sidecar)
+    gives each id its class and leaves out the ids of classes that are not particles
+    (the support's, as for a semantic mask).
     """
     m = check_mask(mask, 2)
+    if instances and instance_class:
+        wanted = set(particle_classes) if particle_classes is not None else None
+        drop = [
+            int(i)
+            for i, c in instance_class.items()
+            if (c == SUPPORT_CLASS if wanted is None else c not in wanted)
+        ]
+        if drop:
+            m = np.where(np.isin(m, drop), 0, m)
     spacing = _pair(scale, "scale", positive=True)
 
     def split_one(binary: np.ndarray) -> np.ndarray:
@@ -271,7 +284,8 @@ def label_particles(
 
     if instances:
         if not split:
-            return m, {int(i): None for i in np.unique(m) if i != 0}
+            known = instance_class or {}
+            return m, {int(i): known.get(int(i)) for i in np.unique(m) if i != 0}
         from skimage.segmentation import relabel_sequential
 
         seq = relabel_sequential(m)[0]  # find_objects needs small ids, users' may be huge
@@ -493,6 +507,7 @@ def measure_objects(
     split_compactness: float = 0.0,
     unit: str = "nm",
     return_labels: bool = False,
+    instance_class: dict[int, int] | None = None,
 ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
     """Measure every particle of a 2D semantic or instance mask (one row per particle).
 
@@ -502,7 +517,7 @@ def measure_objects(
     pixels are not measured, and a semantic mask is first cleaned of specks and pinholes
     of that size (:func:`clean_specks`); ``min_size_px=0`` measures the mask as it is. With
     ``return_labels`` the instance image of the measured particles comes back too (ids =
-    the ``label`` column).
+    the ``label`` column). ``instance_class``: see :func:`label_particles`.
     """
     if not instances and min_size_px > 1:
         mask = clean_specks(mask, min_size_px, particle_classes)
@@ -514,6 +529,7 @@ def measure_objects(
         split=split,
         split_min_distance_nm=split_min_distance_nm,
         split_compactness=split_compactness,
+        instance_class=instance_class,
     )
     table = measure_labels(
         labels, classes, image, scale, translate, exclude_border, min_area_nm2, unit, min_size_px

@@ -14,6 +14,22 @@ from typing import Any
 
 FORMAT_TAG = "napari-temseg"
 VERSION = 1
+#: what a reader keeps of a mask's sidecar in ``metadata["sidecar"]``
+KEPT = ("classes", "mask", "kind", "source", "instance_class", "semantic_classes")
+
+
+def instance_classes(metadata: Mapping[str, Any]) -> dict[int, int] | None:
+    """id -> class of a mask our writers recorded as an instance mask (empty when the
+    sidecar does not say); None for any other mask. Measuring such a mask as classes
+    dropped id 1 as the support and named every particle's id its class."""
+    side = metadata.get("sidecar") or {}
+    if side.get("mask") != "instance":
+        return None
+    table = side.get("instance_class") or {}
+    try:
+        return {int(i): int(c) for i, c in dict(table).items()}
+    except (TypeError, ValueError):
+        return {}
 
 
 def sidecar_path(path: str | Path) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 
 from napari_temseg.io.axes import classify, default_axes
 from napari_temseg.io.model import Axis, DataWarning, EMImage, ReaderError
-from napari_temseg.io.sidecar import read_sidecar
+from napari_temseg.io.sidecar import KEPT, read_sidecar
 
 
 def axes_from_sidecar(path: Path, shape: tuple[int, ...]) -> tuple[list[Axis] | None, dict]:
@@ -43,7 +43,7 @@ def axes_from_sidecar(path: Path, shape: tuple[int, ...]) -> tuple[list[Axis] | 
 
 
 def sidecar_metadata(info: dict) -> dict:
-    keep = {k: info[k] for k in ("classes", "mask", "kind", "source") if k in info}
+    keep = {k: info[k] for k in KEPT if k in info}
     return {"sidecar": keep} if keep else {}
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_temseg.io.model import Axis, EMImage
+from napari_temseg.io.sidecar import KEPT
 from napari_temseg.io.units import to_nm
 
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -213,7 +214,7 @@ def _describe(tf: Any, series: Any, index: int) -> tuple[list[Axis], dict[str, A
     }
     if ours:
         meta["calibration_source"] = "napari-temseg metadata"
-        meta["sidecar"] = {k: ours[k] for k in ("classes", "mask", "kind") if k in ours}
+        meta["sidecar"] = {k: ours[k] for k in KEPT if k in ours}
         if "metadata" in ours:
             meta["original_metadata"] = ours["metadata"]
     if tf.is_imagej:

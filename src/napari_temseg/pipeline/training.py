@@ -34,6 +34,7 @@ from napari_temseg.engine.process import JobProcess
 from napari_temseg.engine.strokes import SegmentError, label_values
 from napari_temseg.io.model import DataWarning
 from napari_temseg.io.outputs import check_output_file
+from napari_temseg.io.sidecar import instance_classes
 from napari_temseg.models.resolve import AUTO
 from napari_temseg.pipeline.batch import expand_inputs
 from napari_temseg.pipeline.predict_files import first_image
@@ -94,6 +95,11 @@ def finetune_files(
     for ip, lp in zip(images, labels, strict=True):
         im = first_image(ip)
         lab = read(lp)[0]
+        if instance_classes(lab.metadata) is not None:  # trained one class per particle
+            raise SegmentError(
+                f"{Path(lp).name} is an instance mask (one id per particle), not strokes "
+                "of classes: give the semantic mask or a strokes file"
+            )
         imgs.append(np.asarray(im.data))
         labs.append(np.asarray(lab.data))
         sizes.append(im.pixel_size_nm)

@@ -38,6 +38,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from napari_temseg.engine.measure import MIN_SIZE_PX, Measurement, measure, write_csv
 from napari_temseg.io.calibration import Calibration
+from napari_temseg.io.sidecar import instance_classes
 from napari_temseg.widgets._layout import section, tabify_when_docked
 from napari_temseg.widgets._parts import NO_FRAME_SHOWN, camera, frame_index
 from napari_temseg.widgets._tasks import Runner
@@ -256,6 +257,7 @@ class MeasureWidget(Container):
         where = f" (frame {idx[-1]})" if frames else ""
         self._status.value = f"measuring '{layer.name}'{where}…"
         minimum = self._min_distance.value
+        known = instance_classes(layer.metadata)  # an instance mask our writers wrote
         self._task.start(
             measure,
             data,
@@ -265,7 +267,8 @@ class MeasureWidget(Container):
             translate=translate,
             unit=unit,
             particle_classes=classes,
-            instances=self._instances.value,
+            instances=self._instances.value or known is not None,
+            instance_class=known or None,
             split=self._split.value,
             split_min_distance_nm=minimum if minimum > 0 else None,
             exclude_border=self._exclude_border.value,
