@@ -220,6 +220,12 @@ def test_a_particle_cut_by_an_aligned_frames_zero_border_touches_the_border():
     table = measure_objects(mask, image=image, scale=PX)
     assert table["touches_border"].tolist() == [True, False]
     assert not measure_objects(mask, scale=PX)["touches_border"].any()  # no image: unknown
+    # ... unless the mask shows it: `temseg segment` leaves the border unclassified (0)
+    segmented = mask.copy()
+    segmented[:, :80] = 0
+    assert measure_objects(segmented, scale=PX)["touches_border"].tolist() == [True, False]
+    unpainted = np.where(mask == 1, 0, mask)  # 0 all round the particles: no border
+    assert not measure_objects(unpainted, scale=PX)["touches_border"].any()
     nan_image = np.where(image == 0, np.nan, image)
     assert measure_objects(mask, image=nan_image, scale=PX)["touches_border"].tolist() == [
         True,

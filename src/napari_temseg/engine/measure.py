@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_temseg import defaults
-from napari_temseg.engine.finite import no_data
+from napari_temseg.engine.finite import no_data, padding_of
 from napari_temseg.engine.tiling import Cancelled
 
 if TYPE_CHECKING:
@@ -411,10 +411,13 @@ def measure_labels(
     min_area_nm2: float = 0.0,
     unit: str = "nm",
     min_size_px: int = 0,
+    missing: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per instance id of ``labels`` (2D); see the module docstring for columns.
 
     Ids smaller than ``min_size_px`` pixels or ``min_area_nm2`` (in ``unit``²) are left out.
+    A particle beside pixels with no data (the image's NaN or padded border, or without
+    an image ``missing``: the mask's own) is cut, as at the frame's edge.
     """
     from skimage.measure import regionprops
 
@@ -440,7 +443,9 @@ def measure_labels(
     props = regionprops(lab.astype(np.int64, copy=False), intensity_image=image)
     # beside pixels with no data (NaN, an aligned frame's zero border) a particle is cut
     # as at the frame's edge
-    cut = ndimage.binary_dilation(no_data(image)) if image is not None else None
+    if image is not None:
+        missing = no_data(image)
+    cut = ndimage.binary_dilation(missing) if missing is not None else None
     for p in props:
         label = int(p.label if ids is None else ids[p.label])
         area = p.num_pixels * sy * sx
@@ -531,8 +536,22 @@ def measure_objects(
         split_compactness=split_compactness,
         instance_class=instance_class,
     )
+    # without an image, a semantic mask's unclassified border (0 where a padded frame held
+    # no data, as `temseg segment` writes it) is what tells a cut particle
+    unclassified = None
+    if image is None and not instances and np.asarray(mask).dtype != bool:
+        unclassified = padding_of(np.asarray(mask), np.zeros(1, np.asarray(mask).dtype))
     table = measure_labels(
-        labels, classes, image, scale, translate, exclude_border, min_area_nm2, unit, min_size_px
+        labels,
+        classes,
+        image,
+        scale,
+        translate,
+        exclude_border,
+        min_area_nm2,
+        unit,
+        min_size_px,
+        missing=unclassified,
     )
     if not return_labels:
         return table
