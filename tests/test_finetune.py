@@ -394,6 +394,30 @@ def test_a_class_without_strokes_is_said(stem, tmp_path, capsys):
     assert "note: class 2 'particle' has no strokes" in capsys.readouterr().err
 
 
+def test_strokes_that_cannot_teach_are_refused_with_their_reason(stem, tmp_path, capsys):
+    """Colour strokes were told to relabel 255; strokes on NaN only "only class 1"."""
+    import imagecodecs
+
+    from napari_temseg.cli import main
+    from napari_temseg.io import write_image
+
+    s, strokes = stem
+    nan = s.noisy.astype(np.float32)
+    nan[strokes == 2] = np.nan  # every particle stroke where the image holds no data
+    with pytest.raises(StrokeError, match="strokes of class 2 lie only on NaN or infinite"):
+        Finetuner([nan], [strokes], init="none", config=tiny())
+    write_image(tmp_path / "a.tif", s.noisy)
+    rgb = np.zeros((*strokes.shape, 3), np.uint8)
+    rgb[strokes == 1, 0] = 255  # red: support, green: particle
+    rgb[strokes == 2, 1] = 255
+    (tmp_path / "strokes.png").write_bytes(imagecodecs.png_encode(rgb))
+    argv = ["finetune", "--image", str(tmp_path / "a.tif"), "--labels"]
+    argv += [str(tmp_path / "strokes.png"), "-o", str(tmp_path / "m.safetensors")]
+    assert main([*argv, "--steps", "1", "--init", "none"]) != 0
+    err = capsys.readouterr().err
+    assert "strokes.png is a colour (RGB) picture, not labels" in err and "255" not in err
+
+
 def test_auto_init_uses_the_bundled_denoiser_when_installed(stem):
     from napari_temseg.models import FINETUNE_START, list_models, load_model
 

@@ -227,6 +227,7 @@ class StrokeSource:
         self.pixel_size_nm = pixel_size_nm or (float(np.median(known)) if known else None)
         rng = np.random.default_rng([seed, 7])
         self.frames: list[StrokeFrame] = []
+        self._on_no_data: set[int] = set()  # classes whose strokes lay on NaN pixels only
         for k, (image, lab) in enumerate(zip(images, labels, strict=True)):
             for idx, frame, lab2 in _frames(image, lab):
                 self.frames.append(self._prepare(frame, lab2, sizes[k], (k, *idx), rng))
@@ -247,7 +248,9 @@ class StrokeSource:
                 f"named (labels 1..{self.n_classes}); add a class name or erase those strokes"
             )
         where = f"image {origin[0] + 1}" + (f", frame {origin[1:]}" if len(origin) > 1 else "")
+        painted = set(np.unique(lab).tolist()) - {0}
         img, lab = training_frame(np.asarray(frame), lab.astype(np.uint8), where, StrokeError)
+        self._on_no_data |= painted - set(np.unique(lab).tolist())  # all on NaN here
         raw = frame_stats(img)  # before normalising: what other frames are compared with
         img = self.normalization.apply(img, self.normalization.stats(img)).astype(np.float32)
         img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
@@ -288,6 +291,12 @@ class StrokeSource:
             counts += np.bincount(np.maximum(f.train, f.val).ravel(), minlength=self.n_classes + 1)
         painted = [c for c in range(1, self.n_classes + 1) if counts[c] > 0]
         if len(painted) < 2:
+            lost = sorted(c for c in self._on_no_data if counts[c] == 0)
+            if lost:
+                raise StrokeError(
+                    f"the strokes of class {', '.join(map(str, lost))} lie only on NaN or "
+                    "infinite pixels, which hold no data; paint them where the image has data"
+                )
             which = f"only class {painted[0]}" if painted else "no class"
             raise StrokeError(
                 f"strokes of {which} were painted; paint at least two classes "

@@ -32,6 +32,7 @@ from napari_temseg.engine.pretrain import (
 )
 from napari_temseg.engine.process import JobProcess
 from napari_temseg.engine.strokes import SegmentError, label_values
+from napari_temseg.io.grey import is_colour
 from napari_temseg.io.model import DataWarning
 from napari_temseg.io.outputs import check_output_file
 from napari_temseg.io.sidecar import instance_classes
@@ -95,6 +96,12 @@ def finetune_files(
     for ip, lp in zip(images, labels, strict=True):
         im = first_image(ip)
         lab = read(lp)[0]
+        if is_colour(lab):  # its samples read as labels gave a 0/255 diagnosis
+            raise SegmentError(
+                f"{Path(lp).name} is a colour (RGB) picture, not labels: strokes are whole "
+                "numbers 1, 2, ... one per class; paint them in napari's Train dock or save "
+                "them as a label image"
+            )
         if instance_classes(lab.metadata) is not None:  # trained one class per particle
             raise SegmentError(
                 f"{Path(lp).name} is an instance mask (one id per particle), not strokes "
