@@ -291,11 +291,21 @@ def test_segment_warns_per_frame_when_unsure(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "series.tif", np.stack([s.noisy, low]).astype(np.float32))
     argv = ["segment", str(tmp_path / "series.tif"), "--model", str(model)]
     assert main([*argv, "-o", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    err = capsys.readouterr().err
+    said = capsys.readouterr()
+    err = said.err
     lines = [x for x in err.splitlines() if x.startswith("temseg: warning:")]
     assert lines and all("series.tif: frame 1: " in x for x in lines), err
     assert any("unlike the painted frames" in x for x in lines)
     assert all(x.endswith("paint a few strokes on this frame and train again") for x in lines)
+    # kept beside the file in the batch's summary: it scrolled past in a long batch
+    assert "1 done (1 with warnings), 0 skipped" in said.out
+    import csv
+    import json
+
+    (row,) = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert row["status"] == "done" and "frame 1: " in row["warnings"]
+    (entry,) = json.loads((tmp_path / "out" / "summary.json").read_text())["files"]
+    assert len(entry["notes"]) == len(lines)
 
 
 def test_finetune_can_validate_on_a_whole_painted_frame(tmp_path, capsys):

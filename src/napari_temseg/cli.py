@@ -171,7 +171,9 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
         raise CLIError(str(exc)) from exc
     c = report.counts()
     where = f"summary in {report.summary}" if report.summary else "nothing written"
-    print(f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; {where}")
+    doubt = sum(1 for r in report.results if r.notes)
+    noted = f" ({doubt} with warnings)" if doubt else ""
+    print(f"{c['done']} done{noted}, {c['skipped']} skipped, {c['failed']} failed; {where}")
     return 1 if c["failed"] else 0
 
 
@@ -396,12 +398,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     def process(path: Path, stem: str) -> list[Path]:
         bar, report = _tile_bar(path.name)
-
-        def warn(line: str) -> None:  # a frame unlike the painted ones, or degenerate
-            bar.write(f"temseg: warning: {path}: {line}", file=sys.stderr)
-
-        with bar:
-            return job(path, stem, progress=report, warn=warn)
+        with bar:  # a frame unlike the painted ones, or degenerate: a ResultWarning
+            return job(path, stem, progress=report)
 
     return _run_files(args, job, process)
 
@@ -995,14 +993,16 @@ def _notes_as_lines() -> Iterator[None]:
     pixels replaced) as one ``temseg: note:`` line each, every time they occur."""
     import warnings
 
-    from napari_temseg.io import DataWarning
+    from napari_temseg.io import DataWarning, ResultWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("always", DataWarning)
         shown = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None) -> None:
-            if issubclass(category, DataWarning):
+            if issubclass(category, ResultWarning):  # a result to doubt
+                print(f"temseg: warning: {message}", file=sys.stderr)
+            elif issubclass(category, DataWarning):
                 print(f"temseg: note: {message}", file=sys.stderr)
             else:
                 shown(message, category, filename, lineno, file, line)

@@ -1,6 +1,13 @@
 """Readers and writers: microscope files <-> numpy/dask arrays + calibration. No Qt."""
 
-from napari_temseg.io.model import Axis, DataWarning, EMImage, NotAnImageError, ReaderError
+from napari_temseg.io.model import (
+    Axis,
+    DataWarning,
+    EMImage,
+    NotAnImageError,
+    ReaderError,
+    ResultWarning,
+)
 from napari_temseg.io.readers import info_dict, read, read_images
 from napari_temseg.io.writers import (
     FrameStream,
@@ -18,6 +25,7 @@ __all__ = [
     "FrameStream",
     "NotAnImageError",
     "ReaderError",
+    "ResultWarning",
     "TileStream",
     "WriterError",
     "info_dict",

@@ -31,6 +31,11 @@ class DataWarning(UserWarning):
     non-finite pixels replaced): ``temseg`` prints it as a note, napari shows it."""
 
 
+class ResultWarning(DataWarning):
+    """A result to doubt (a frame segmented unlike the painted ones, or into one class):
+    ``temseg`` prints it as a warning, and a batch's summary keeps it beside the file."""
+
+
 @dataclass
 class Axis:
     """One array axis: spatial axes ("z", "y", "x") carry a scale in nm, others scale 1."""

@@ -15,11 +15,13 @@ import glob
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_temseg.io.model import DataWarning, ResultWarning
 from napari_temseg.io.readers import SUFFIXES
 from napari_temseg.pipeline.naming import output_stems
 
@@ -35,6 +37,7 @@ class FileResult:
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
+    notes: list[str] = field(default_factory=list)  # the results to doubt (ResultWarning)
 
 
 @dataclass
@@ -59,9 +62,10 @@ class BatchReport:
         js.write_text(json.dumps(payload, indent=1))
         with cs.open("w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["input", "status", "outputs", "seconds", "error"])
+            w.writerow(["input", "status", "outputs", "seconds", "error", "warnings"])
             for r in self.results:
-                w.writerow([r.input, r.status, ";".join(r.outputs), f"{r.seconds:.2f}", r.error])
+                outs, took = ";".join(r.outputs), f"{r.seconds:.2f}"
+                w.writerow([r.input, r.status, outs, took, r.error, " | ".join(r.notes)])
         return js, cs
 
 
@@ -145,13 +149,20 @@ def attempt(
     a cluster worker can run it (``process`` must then be picklable, e.g. a ``FileJob``).
     """
     t0 = time.perf_counter()
+    caught: list[warnings.WarningMessage] = []
     try:
-        outs = process(path, stem)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            outs = process(path, stem)
         r = FileResult(str(path), "done", [str(o) for o in outs])
+        r.notes = [str(w.message) for w in caught if issubclass(w.category, ResultWarning)]
     except errors as exc:
         if target is not None and target.exists() and not output_is_complete(target):
             os.remove(target)  # never leave a half-written output behind
         r = FileResult(str(path), "failed", error=str(exc) or type(exc).__name__)
+    finally:  # shown as they would have been, once the file is done
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     r.seconds = time.perf_counter() - t0
     return r
 

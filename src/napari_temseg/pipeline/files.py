@@ -134,7 +134,7 @@ class FileJob:
                 text = str(note.message)
                 if issubclass(note.category, DataWarning):
                     prefixed = text if text.startswith(name) else f"{name}: {text}"
-                    warnings.warn(prefixed, DataWarning, stacklevel=2)
+                    warnings.warn(prefixed, note.category, stacklevel=2)
                 else:
                     warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
 

@@ -7,6 +7,7 @@ dispatch (``streams.streamed``) and writes under the one naming rule
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from napari_temseg.engine.segment import Segmenter, load_segmenter, segment, seg
 from napari_temseg.engine.strokes import SegmentError
 from napari_temseg.engine.tiling import tiles_per_frame
 from napari_temseg.engine.tta import DihedralMean
+from napari_temseg.io.model import ResultWarning
 from napari_temseg.pipeline.naming import output_path
 from napari_temseg.pipeline.streams import streamed
 
@@ -129,15 +131,17 @@ def _segment_streamed(
     total = per_frame * int(np.prod(data.shape[:-2]))
 
     def check(idx: tuple, frame: Any, mask: Any) -> None:
-        if warn is None:
-            return
         where = describe_frame(idx)
         lines = check_frame(frame, mask, seg[1]) if mask is not None else []
         if mask is None:  # band by band: compare the intensities only
             why = outside_painted(frame_stats(frame), _painted(seg[1]))
             lines = [f"{why}; {REMEDY}"] if why else []
         for line in lines:
-            warn(f"{where}: {line}" if where else line)
+            line = f"{where}: {line}" if where else line
+            if warn is None:  # a note the batch's summary keeps (engine/checks.py)
+                warnings.warn(line, ResultWarning, stacklevel=2)
+            else:
+                warn(line)
 
     def frame(image: Any, idx: tuple, n: int) -> np.ndarray:
         def report(done: int, _total: int, base: int = n * per_frame) -> None:
