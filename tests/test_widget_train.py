@@ -503,3 +503,24 @@ def test_strokes_at_another_scale_or_place_than_the_image_are_refused(
     w.train()
     assert w._task.running
     _wait(qtbot, w._task)
+
+
+def test_the_live_preview_follows_the_frame_shown(controls, widget, sample, qtbot, monkeypatch):
+    """Train pressed on frame 0, frame 2 shown meanwhile: the previews stayed on frame 0."""
+    _small_net(monkeypatch)
+    monkeypatch.setattr(train_mod, "PREVIEW_EVERY_S", 0.0)
+    viewer, w = widget
+    ui = controls(w)
+    s, strokes = sample
+    stack = np.stack([s.noisy] * 3).astype(np.float32)
+    ui["Image"].value = viewer.add_image(stack, name="raw")
+    viewer.dims.set_current_step(0, 0)
+    painted = np.zeros(stack.shape, np.uint8)
+    painted[0] = strokes
+    w.add_strokes_layer().data = painted
+    ui["Steps"].value = 30
+    w.train()
+    viewer.dims.set_current_step(0, 2)
+    _wait(qtbot, w._task)
+    shown = viewer.layers["raw prediction"].data
+    assert shown[2].any()  # the last previews were of frame 2, where the user looks

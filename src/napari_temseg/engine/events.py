@@ -36,6 +36,17 @@ class SegmentPreview:
     labels: np.ndarray  # class index per pixel (1..K)
     uncertainty: np.ndarray  # 0..100 (uint8), engine.checks.uncertainty
     degenerate: str | None  # a warning when one class covers the whole window
+    where: Any = None  # the PreviewWindow's tag of the window it was computed on
+
+
+class PreviewWindow:
+    """The window a training run previews, which the face may move while the run goes on
+    (the user shows another frame): ``current`` is ``(image, where)``, replaced whole
+    (one assignment: the worker never reads one window's image with another's tag), and
+    each preview carries its ``where`` back so it is placed where it was computed."""
+
+    def __init__(self, image: np.ndarray, where: Any = None) -> None:
+        self.current: tuple[np.ndarray, Any] = (image, where)
 
 
 @dataclass

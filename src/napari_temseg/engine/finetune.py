@@ -44,7 +44,7 @@ from torch import nn
 
 from napari_temseg import defaults
 from napari_temseg.engine.device import select_device
-from napari_temseg.engine.events import SegmentPreview, TrainEvent, drain
+from napari_temseg.engine.events import PreviewWindow, SegmentPreview, TrainEvent, drain
 from napari_temseg.engine.loop import (
     Best,
     LoopConfig,
@@ -447,10 +447,17 @@ class Finetuner:
             list(v.dice) if v is not None and v.dice is not None else [None] * len(self.class_names)
         )
 
-    def preview(self, image: np.ndarray, cancel: threading.Event | None = None) -> SegmentPreview:
-        """The best model so far on ``image`` (the displayed window), and the checks' view."""
+    def preview(
+        self, image: np.ndarray | PreviewWindow, cancel: threading.Event | None = None
+    ) -> SegmentPreview:
+        """The best model so far on ``image`` (the displayed window, or a
+        :class:`PreviewWindow` the face moves), and the checks' view."""
         from napari_temseg.engine.checks import degenerate, uncertainty
         from napari_temseg.engine.segment import segment
+
+        where = None
+        if isinstance(image, PreviewWindow):
+            image, where = image.current
 
         seg = (self.best_model(), self.segmenter_meta())
         labels, probs = segment(
@@ -467,6 +474,7 @@ class Finetuner:
             np.round(uncertainty(probs) * 100).astype(np.uint8),
             # a held-out Dice of 1.00 and one class on the whole window disagree
             degenerate(labels, self.class_names),
+            where,
         )
 
     def best_model(self) -> nn.Module:
@@ -584,7 +592,7 @@ class Finetuner:
         self,
         steps: int | None = None,
         cancel: threading.Event | None = None,
-        preview: np.ndarray | None = None,
+        preview: np.ndarray | PreviewWindow | None = None,
         preview_every_s: float = 3.0,
     ) -> Generator[TrainEvent, None, FinetuneResult]:
         """Train ``steps`` more steps (default ``config.steps``); yields events, returns the result.
@@ -593,8 +601,9 @@ class Finetuner:
         ``config.max_seconds`` (head fit included) ends the run early too: a user thinks in
         "train for a minute", not in steps whose cost depends on the machine. Under a budget
         the learning-rate decay follows the time as well as the steps, so a run cut short by
-        time still ends on a low rate. ``preview``: an image (the displayed window) that a
-        new best model segments, at most every ``preview_every_s``, as a "preview" event.
+        time still ends on a low rate. ``preview``: an image (the displayed window), or a
+        :class:`PreviewWindow` the face moves, that a new best model segments, at most
+        every ``preview_every_s``, as a "preview" event.
         """
         cfg = self.config
         steps = int(steps or cfg.steps)
@@ -690,7 +699,9 @@ class _StrokeTraining(Method):
         self.cancel: threading.Event | None = None
         self.image: np.ndarray | None = None
 
-    def begin(self, cancel: threading.Event | None, image: np.ndarray | None) -> None:
+    def begin(
+        self, cancel: threading.Event | None, image: np.ndarray | PreviewWindow | None
+    ) -> None:
         """After the head fit: how this run starts (warm-up or not), what it previews."""
         t = self.tuner
         self.fitted = t.head_fit_accuracy is not None

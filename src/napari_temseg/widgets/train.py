@@ -37,7 +37,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QTabWidget
 
 from napari_temseg import defaults
-from napari_temseg.engine.events import SegmentPreview, drain, format_duration
+from napari_temseg.engine.events import PreviewWindow, SegmentPreview, drain, format_duration
 from napari_temseg.engine.prior import describe_balance
 from napari_temseg.io.calibration import Calibration
 from napari_temseg.models import DEFAULT_DENOISER
@@ -474,13 +474,7 @@ class TrainWidget(Container):
             self._status.value = f"cannot train: {exc}"
             return
         labels.metadata = {**labels.metadata, "class_names": names}
-        frame = frame_index(self._viewer, image) if image.data.ndim > 2 else ()
-        if frame is None:  # a plane across frames on view: preview the first frame
-            frame = (0,) * (image.data.ndim - 2)
-        corner = _preview_corner(self._viewer, image)
-        view = image.data[frame] if frame else image.data
-        side = PREVIEW_MAX_SIDE
-        preview = np.asarray(view[corner[0] : corner[0] + side, corner[1] : corner[1] + side])
+        window = PreviewWindow(*self._window_on_view(image))
         self._job = {
             "image": image,
             "layers": {id(i) for i, _ in pairs} | {id(lab) for _, lab in pairs},
@@ -488,8 +482,7 @@ class TrainWidget(Container):
             "steps": cfg.steps,
             "names": names,
             "colors": tuner.class_colors,
-            "frame": frame,
-            "corner": corner,
+            "window": window,
         }
         if tuner.steps_done == 0:
             self._loss_plot.clear()
@@ -504,7 +497,30 @@ class TrainWidget(Container):
             self._status.value += " " + "; ".join(tuner.notes)
         self._train.enabled = False
         self._stop.enabled = True
-        self._task.start(train_job, tuner, cfg.steps, preview)
+        self._viewer.dims.events.current_step.connect(self._follow_view)
+        self._task.start(train_job, tuner, cfg.steps, window)
+
+    def _window_on_view(self, image: Image) -> tuple[np.ndarray, tuple]:
+        """The displayed window of ``image`` to preview on, and where it lies: (frame,
+        top-left corner)."""
+        frame = frame_index(self._viewer, image) if image.data.ndim > 2 else ()
+        if frame is None:  # a plane across frames on view: preview the first frame
+            frame = (0,) * (image.data.ndim - 2)
+        corner = _preview_corner(self._viewer, image)
+        view = image.data[frame] if frame else image.data
+        side = PREVIEW_MAX_SIDE
+        crop = np.asarray(view[corner[0] : corner[0] + side, corner[1] : corner[1] + side])
+        return crop, (frame, corner)
+
+    def _follow_view(self, _event: Any = None) -> None:
+        """Another frame shown while training: the next previews are of it (they stayed on
+        the frame shown when Train was pressed)."""
+        job = self._job or {}
+        image, window = job.get("image"), job.get("window")
+        if not self._task.running or window is None or image not in self._viewer.layers:
+            return
+        if image.data.ndim > 2 and frame_index(self._viewer, image) != window.current[1][0]:
+            window.current = self._window_on_view(image)
 
     def stop(self) -> None:
         self._task.cancel()
@@ -660,21 +676,22 @@ class TrainWidget(Container):
                     self._dice_plot.add(name, ev.step, d)
 
     def _show_train_preview(self, shown: SegmentPreview) -> None:
-        """Put the engine's preview (a SegmentPreview) on the displayed frame."""
+        """Put the engine's preview (a SegmentPreview) where its window was taken."""
         job = self._job
         image = job.get("image")
         if image is None or image not in self._viewer.layers:
             return
+        frame, corner = shown.where
         self._put_labels(
             f"{image.name} prediction",
             image,
             shown.labels,
-            job["frame"] or None,
+            frame or None,
             job["names"],
             job["colors"],
-            job["corner"],
+            corner,
         )
-        self._put_uncertainty(image, shown.uncertainty, job["frame"] or None, job["corner"])
+        self._put_uncertainty(image, shown.uncertainty, frame or None, corner)
         job["degenerate"] = shown.degenerate
 
     def _on_train_done(self, result: Any) -> None:
@@ -711,6 +728,7 @@ class TrainWidget(Container):
         self._status.value = f"failed: {exc}"
 
     def _on_train_finished(self) -> None:
+        self._viewer.dims.events.current_step.disconnect(self._follow_view)
         self._train.enabled = True
         self._stop.enabled = False
         self._progress.value = 100
