@@ -538,9 +538,9 @@ def measure_objects(
     )
     # without an image, a semantic mask's unclassified border (0 where a padded frame held
     # no data, as `temseg segment` writes it) is what tells a cut particle
-    unclassified = None
-    if image is None and not instances and np.asarray(mask).dtype != bool:
-        unclassified = padding_of(np.asarray(mask), np.zeros(1, np.asarray(mask).dtype))
+    unclassified, m = None, np.asarray(mask)
+    if image is None and not instances and m.dtype != bool:
+        unclassified = padding_of(m, np.zeros(1, m.dtype))
     table = measure_labels(
         labels,
         classes,

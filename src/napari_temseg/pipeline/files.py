@@ -117,17 +117,17 @@ class FileJob:
         stem: str | None = None,
         progress: Callable[[int, int], Any] | None = None,
         frame_progress: Callable[[str], Callable[[int, int], Any]] | None = None,
-        warn: Callable[[str], Any] | None = None,
     ) -> list[Path]:
         """Process one file into ``OUTDIR/<stem>*.tif`` (default: the input's stem);
         ``progress(done, total)`` counts its tiles (segment), or ``frame_progress(label)``
-        gives one callback per frame (denoise, for a bar each); ``warn(line)`` gets the
-        warnings of a segmented frame (``engine/checks.py``)."""
+        gives one callback per frame (denoise, for a bar each). The data notes and a
+        segmented frame's warnings (``io.ResultWarning``) are warned again after the run,
+        each naming the file."""
         notes: list[warnings.WarningMessage] = []
         try:
             with warnings.catch_warnings(record=True) as notes:
                 warnings.simplefilter("always", DataWarning)
-                return self._run(Path(path), stem, progress, frame_progress, warn)
+                return self._run(Path(path), stem, progress, frame_progress)
         finally:  # each note once more, outside the catch, naming the file it is about
             name = Path(path).name
             for note in notes:
@@ -144,7 +144,6 @@ class FileJob:
         stem: str | None,
         progress: Callable[[int, int], Any] | None,
         frame_progress: Callable[[str], Callable[[int, int], Any]] | None,
-        warn: Callable[[str], Any] | None,
     ) -> list[Path]:
         if self.threads:
             torch.set_num_threads(int(self.threads))
@@ -163,7 +162,6 @@ class FileJob:
                 source=self.model_name,
                 large_frame_px=self.large_frame_px,
                 stem=stem,
-                warn=warn,
             )
             return [out]
         return denoise_file(

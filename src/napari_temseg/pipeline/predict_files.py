@@ -118,12 +118,11 @@ def _segment_streamed(
     progress: Progress | None,
     pixel_size_nm: float | None,
     large_frame_px: int | None = None,
-    warn: Callable[[str], Any] | None = None,
 ) -> Any:
     """A 2D mask, or what writes one piece by piece (``streams.streamed``); progress counts
-    the whole file's tiles. ``warn(line)`` gets each frame's warnings
-    (``engine/checks.py``) as soon as the frame is segmented; a frame segmented band by
-    band gets the intensity check only (its mask is never whole)."""
+    the whole file's tiles. Each frame's warnings (``engine/checks.py``) are a
+    ``ResultWarning`` as soon as the frame is segmented (a batch's summary keeps them); a
+    frame segmented band by band gets the intensity check only (its mask is never whole)."""
     kw = {"device": dev, "tile": tile, "overlap": overlap, "pixel_size_nm": pixel_size_nm}
     k = int(seg[0].config.get("out_channels", 2)) if hasattr(seg[0], "config") else 2
     dtype = np.uint8 if k < 256 else np.uint16
@@ -137,11 +136,7 @@ def _segment_streamed(
             why = outside_painted(frame_stats(frame), _painted(seg[1]))
             lines = [f"{why}; {REMEDY}"] if why else []
         for line in lines:
-            line = f"{where}: {line}" if where else line
-            if warn is None:  # a note the batch's summary keeps (engine/checks.py)
-                warnings.warn(line, ResultWarning, stacklevel=2)
-            else:
-                warn(line)
+            warnings.warn(f"{where}: {line}" if where else line, ResultWarning, stacklevel=2)
 
     def frame(image: Any, idx: tuple, n: int) -> np.ndarray:
         def report(done: int, _total: int, base: int = n * per_frame) -> None:
@@ -173,22 +168,21 @@ def segment_file(
     source: str = "in memory",
     large_frame_px: int | None = None,
     stem: str | None = None,
-    warn: Callable[[str], Any] | None = None,
 ) -> Path:
     """One file's first image -> ``OUTDIR/<stem>.tif`` (labels 1..K, calibrated, classes named).
 
     ``stem`` defaults to the input's (a batch gives inputs that share one their own).
 
     Stacks are written frame by frame and frames above ``large_frame_px`` pixels band by
-    band, as they are segmented. ``warn(line)``: one line per frame that looks unlike the
-    painted frames or came out degenerate (``engine/checks.py``).
+    band, as they are segmented. A frame that looks unlike the painted frames or came out
+    degenerate is a ``ResultWarning`` (``engine/checks.py``).
     """
     from napari_temseg.io import write_labels
 
     dev = select_device(device)
     im = first_image(path)
     mask = _segment_streamed(
-        im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px, warn
+        im.data, seg, dev, tile, overlap, progress, im.pixel_size_nm, large_frame_px
     )
     target = output_path(outdir, stem or Path(path).stem)
     write_labels(
