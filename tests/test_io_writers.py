@@ -187,3 +187,19 @@ def test_export_png_of_a_stack_needs_per_frame(tmp_path, labels):
     with pytest.raises(WriterError, match="one file per frame"):
         export_labels(labels, tmp_path, "m", "png")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["image", "float64 image", "labels"])
+def test_hyperspy_reads_the_scale_and_its_unit(tmp_path, kind):
+    """RosettaSciIO (HyperSpy's reader) takes a TIFF's unit from Gatan's tags only; non-square
+    pixels show which axis each scale lands on."""
+    tiff_api = pytest.importorskip("rsciio.tiff")
+    data = np.random.default_rng(0).random((2, 30, 40))
+    if kind == "labels":
+        files = write_labels(tmp_path / "m.tif", (data > 0.5).astype(np.uint8), scale=(1, 0.7, 0.5))
+    else:
+        dtype = np.float64 if kind.startswith("float64") else np.float32
+        files = write_image(tmp_path / "i.tif", data.astype(dtype), scale=(1, 0.7, 0.5))
+    axes = tiff_api.file_reader(files[0])[0]["axes"]
+    assert [(a["scale"], a["units"]) for a in axes[1:]] == [(0.7, "nm"), (0.5, "nm")]
+    assert read(files[0])[0].scale == (1.0, 0.7, 0.5)

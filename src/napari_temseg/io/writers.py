@@ -229,6 +229,7 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
     resolution = None
     if calibrated and "y" in by_name:
         resolution = (1.0 / by_name["x"].scale, 1.0 / by_name["y"].scale)
+    dm_tags = _dm_scale_tags(by_name["x"].scale, by_name["y"].scale) if resolution else []
     block = json.dumps({"napari-temseg": info})
     if len(block) > _MAX_INFO_BYTES:
         info = {k: v for k, v in info.items() if k != "metadata"}
@@ -249,6 +250,7 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
                 imagej=True,
                 resolution=resolution,
                 metadata=metadata,
+                extratags=dm_tags,
                 compression=extra.get("compression"),
             )
         else:  # ImageJ cannot hold this dtype/axis layout (or tiles): plain TIFF + our JSON
@@ -258,10 +260,26 @@ def _write_tiff(path: Path, data: np.ndarray, axes: list[Axis], info: dict, **ex
                 photometric="minisblack",
                 **_cm_resolution(resolution),
                 metadata={"temseg": {"napari-temseg": info}},
+                extratags=dm_tags,
                 compression=extra.get("compression"),
             )
 
     _replace_atomically(path, write)
+
+
+def _dm_scale_tags(x_nm: float, y_nm: float) -> list[tuple]:
+    """Gatan DigitalMicrograph's private scale and unit tags, in nm.
+
+    RosettaSciIO (so HyperSpy) takes its units only from these (ImageJ's ``unit`` counts
+    for it only when it is "micron"), so without them our files open there with the
+    right scale and no unit. Its reader pairs 65003 / 65009 with the rows and 65004 /
+    65010 with the columns."""
+    return [
+        (65003, "s", 0, "nm", True),
+        (65004, "s", 0, "nm", True),
+        (65009, "d", 1, float(y_nm), True),
+        (65010, "d", 1, float(x_nm), True),
+    ]
 
 
 def _cm_resolution(per_nm: tuple[float, float] | None) -> dict[str, Any]:
