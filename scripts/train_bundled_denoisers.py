@@ -38,6 +38,7 @@ from napari_temseg.engine import (
 )
 from napari_temseg.engine.data import TARGETS, ParallelSource
 from napari_temseg.engine.device import bf16_is_native
+from napari_temseg.engine.loop import ResumeRefused
 from napari_temseg.engine.losses import TERMS, check_terms
 from napari_temseg.engine.tta import with_tta
 from napari_temseg.models import UNet, count_parameters, load_model, save_checkpoint
@@ -74,7 +75,10 @@ class DistilledSource:
             t = self.teacher(torch.from_numpy(xs).to(dev)).float().cpu().numpy()
         return xs, ((1 - self.alpha) * ys + self.alpha * t).astype(np.float32)
 
-    def __getattr__(self, name: str):  # normalization, describe, close: the source's
+    def describe(self) -> dict:
+        return {**self.source.describe(), "distill": self.alpha}
+
+    def __getattr__(self, name: str):  # normalization, close: the source's
         if name.startswith("__") or name == "source":  # copy/pickle before __init__
             raise AttributeError(name)
         return getattr(self.source, name)
@@ -276,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             teacher = load_model(args.init, device=str(select_device(cfg.device)))
             feed = DistilledSource(feed, teacher, args.distill)
         result = train(model, feed, cfg, val=val, progress=log)
+    except ResumeRefused as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if hasattr(feed, "close"):
             feed.close()

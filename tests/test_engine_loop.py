@@ -308,6 +308,9 @@ def test_denoiser_training_resumes_exactly(method, tmp_path):
     state = str(tmp_path / "state.pt")
     part, _, _ = go(make(**common, checkpoint_every=4, state_path=state), cancel_at=4)
     assert part.stopped and part.steps_done == 4
+    other = r"^state.pt was written by a run with other settings \(lr: \S+ there, 0\.0005 now\)"
+    with pytest.raises(loop.ResumeRefused, match=other):  # not its learning rate
+        go(make(**{**common, "lr": 5e-4}, resume=state))
     rest, rest_losses, rest_model = go(make(**common, resume=state))
     assert rest_losses == whole_losses[4:]
     assert rest.best_val_loss == whole.best_val_loss and rest.best_step == whole.best_step

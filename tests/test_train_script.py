@@ -119,3 +119,21 @@ def test_a_distillation_without_a_start_or_outside_zero_to_one_is_refused(tmp_pa
     assert exc.value.code == 2
     assert "--distill must be in [0, 1] and needs --init" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_resume_under_other_settings_is_refused_in_one_line(tmp_path, capsys):
+    """The state must not continue under another loss, decay share or distillation: the
+    result would be a mix that no recorded command makes. How long it runs may change."""
+    work, out = tmp_path / "w", tmp_path / "out"
+    argv = ["--kind", "stem", *TINY, "--checkpoint-every", "1", "--work", str(work)]
+    argv += ["--detector-decay", "0.5", "--out", str(out)]
+    assert _train()(argv) == 0
+    capsys.readouterr()
+    assert _train()([*argv, "--detector-decay", "0.9", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "detector_decay.probability=0.5" in err
+    assert "detector_decay.probability=0.9" in err
+    assert _train()([*argv, "--loss", "l2", "--resume"]) == 2
+    assert "loss: 'l1' there, 'l2' now" in capsys.readouterr().err
+    assert _train()([*argv, "--steps", "3", "--resume"]) == 0  # to step 3 of 3
+    assert read_checkpoint_meta(out / "stem-denoise.safetensors")["training"]["steps"] == 3

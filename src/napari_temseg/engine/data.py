@@ -212,6 +212,24 @@ class _SimulatedPair:
         return s.noisy, (s.recorded_clean if self.target == "recorded" else s.clean)
 
 
+def _custom_distortions(config: Any) -> str:
+    """A custom distortion set as what it changes in the full one ("custom" alone would
+    let two different sets pass for one in a record or a resumed run)."""
+    from dataclasses import asdict
+
+    from napari_temseg.synth import DistortionConfig
+
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    full, mine = flat(asdict(DistortionConfig.full())), flat(asdict(config))
+    changed = [f"{k}={mine[k]}" for k in sorted(mine) if mine[k] != full.get(k)]
+    return "custom: full, with " + ", ".join(changed) if changed else "full"
+
+
 def simulated_source(
     kind: str,
     size: int = 256,
@@ -265,7 +283,7 @@ def simulated_source(
         "image_size": size,
         "dose_range_e_per_px": list(doses),
         "pixel_size_range_nm": list(pixels),
-        "distortions": "full" if distortions is None else "custom",
+        "distortions": "full" if distortions is None else _custom_distortions(config),
         "target": target,
         "counting_detector_fraction": counting_fraction,
         **({"low_dose_share_max": list(low_dose)} if low_dose is not None else {}),

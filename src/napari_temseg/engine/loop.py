@@ -29,6 +29,7 @@ that each method turns into its own result.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import threading
@@ -145,6 +146,25 @@ class Best:
         )
 
 
+class ResumeRefused(ValueError):
+    """A training state that this run cannot continue (another version, other settings)."""
+
+
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as JSON reads them back (tuples become lists, odd values strings)."""
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def _check_same_settings(path: str | Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in differ)
+        raise ResumeRefused(
+            f"{Path(path).name} was written by a run with other settings ({shown}): resume "
+            "with that run's settings, or start a new run without resuming"
+        )
+
+
 class Method:
     """What a training method plugs into :class:`TrainingLoop` (override the hooks)."""
 
@@ -184,6 +204,12 @@ class Method:
 
     def extra_state(self) -> dict[str, Any]:
         """What else a resumed run needs (random generators, ...); plain values only."""
+        return {}
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues (its objective, its
+        data), as JSON-able values: a resume under other settings is refused, because its
+        result would be a mix that no recorded command makes."""
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -464,6 +490,7 @@ class TrainingLoop:
             "average": {"n": self.averaged, "state": self.average, "from": self.average_from_step},
             "torch_rng": torch.get_rng_state(),
             "method": m.extra_state(),
+            "settings": json.dumps(_plain(m.settings()), sort_keys=True),
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -476,8 +503,10 @@ class TrainingLoop:
         """Continue from :meth:`save_state`'s file (the method is set up the same way)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"{path}: not a training state this version can resume")
+            raise ResumeRefused(f"{path}: not a training state this version can resume")
         m = self.method
+        if "settings" in state:  # states written before settings were recorded: trusted
+            _check_same_settings(path, json.loads(state["settings"]), _plain(m.settings()))
         for name, mod in m.modules().items():
             mod.load_state_dict(state["modules"][name])
         m.lr_scale = state["lr_scale"]

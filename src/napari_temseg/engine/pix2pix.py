@@ -35,6 +35,7 @@ from napari_temseg.engine.train import (
     evaluate,
     loop_config,
     result_of,
+    resume_settings,
 )
 from napari_temseg.models import PatchGANDiscriminator
 
@@ -190,6 +191,9 @@ class Pix2PixTraining(Method):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.last_good = tuple(state["last_good"])  # type: ignore[assignment]
+
+    def settings(self) -> dict[str, Any]:
+        return resume_settings(self.cfg, self.source)
 
 
 def iter_pix2pix(

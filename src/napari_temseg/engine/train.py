@@ -281,6 +281,9 @@ class PixelTraining(Method):
     def extra_state(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "last_good": self.last_good}
 
+    def settings(self) -> dict[str, Any]:
+        return resume_settings(self.cfg, self.source)
+
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.last_good = state["last_good"]
@@ -394,11 +397,20 @@ def guarded_step(
 
 #: TrainConfig fields that are not training settings (kept out of checkpoint metadata)
 NOT_SETTINGS = ("meta", "checkpoint", "checkpoint_every", "state_path", "resume")
+#: settings a resumed run may change: how long it runs and on what, not what it learns
+RUN_SETTINGS = ("steps", "max_seconds", "device", "amp", "prefetch", "max_bad_steps", "val_every")
 
 
 def settings_of(cfg: TrainConfig) -> dict[str, Any]:
     """The training settings recorded in a checkpoint's metadata."""
     return {k: v for k, v in asdict(cfg).items() if k not in NOT_SETTINGS}
+
+
+def resume_settings(cfg: TrainConfig, source: PatchSource) -> dict[str, Any]:
+    """What a resumed denoiser training must share with the run it continues: every
+    setting of what it learns (loss, rate, batch, seed, ...) and its data's description."""
+    learned = {k: v for k, v in settings_of(cfg).items() if k not in RUN_SETTINGS}
+    return {**learned, "data": source.describe()}
 
 
 def _save(
