@@ -203,3 +203,20 @@ def test_hyperspy_reads_the_scale_and_its_unit(tmp_path, kind):
     axes = tiff_api.file_reader(files[0])[0]["axes"]
     assert [(a["scale"], a["units"]) for a in axes[1:]] == [(0.7, "nm"), (0.5, "nm")]
     assert read(files[0])[0].scale == (1.0, 0.7, 0.5)
+
+
+def test_a_class_table_reads_back_what_was_written_and_skips_what_is_not_readable():
+    from napari_temseg.io.sidecar import class_table, read_class_table
+
+    written = class_table({1: "support", 3: "particle"}, {1: (1.0, 0, 0), 3: "#00FF00"})
+    assert read_class_table(written) == {
+        1: {"name": "support", "color": "#ff0000"},
+        3: {"name": "particle", "color": "#00ff00"},
+    }
+    # other tools' tables: a list without values, a mapping, junk entries among them
+    assert read_class_table([{"name": "a"}, "b"]) == {1: {"name": "a"}, 2: {"name": "b"}}
+    assert read_class_table({"2": "grain", "x": "?", 4: {"color": "#0000ff"}}) == {
+        2: {"name": "grain"},
+        4: {"color": "#0000ff"},
+    }
+    assert read_class_table("support") == read_class_table(None) == {}

@@ -22,6 +22,7 @@ from napari_temseg.io.axes import NOT_IMAGES
 from napari_temseg.io.calibration import Calibration
 from napari_temseg.io.model import EMImage, ReaderError
 from napari_temseg.io.readers import SUFFIXES, not_an_image_reason, read
+from napari_temseg.io.sidecar import read_class_table
 from napari_temseg.io.tiff import TIFF_MAGIC
 
 NULL_LAYER = [(None,)]
@@ -98,9 +99,9 @@ def _labels_data(data: Any, kwargs: dict, side: dict) -> tuple[Any, dict, str]:
     neither measured nor exported again with its classes."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    classes = [c for c in side.get("classes") or [] if isinstance(c, dict) and "value" in c]
-    names = {int(c["value"]): str(c["name"]) for c in classes if "name" in c}
-    colors = {int(c["value"]): str(c["color"]) for c in classes if "color" in c}
+    table = read_class_table(side.get("classes"))
+    names = {v: c["name"] for v, c in table.items() if "name" in c}
+    colors = {v: c["color"] for v, c in table.items() if "color" in c}
     meta = dict(kwargs["metadata"])
     if names:
         meta["class_names"] = names

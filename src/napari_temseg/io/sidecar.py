@@ -80,6 +80,32 @@ def class_table(
     return table
 
 
+def read_class_table(classes: Any) -> dict[int, dict[str, str]]:
+    """value -> {"name", "color"} (each where stored) from a stored class table: the list
+    :func:`class_table` writes (entries without a value number labels 1, 2, ...) or a
+    mapping value -> name or entry. Entries that are not readable are left out; a file
+    from elsewhere must not stop its mask from opening."""
+    if isinstance(classes, Mapping):
+        items = list(classes.items())
+    elif isinstance(classes, Sequence) and not isinstance(classes, str):
+        items = [
+            (c.get("value", i + 1) if isinstance(c, Mapping) else i + 1, c)
+            for i, c in enumerate(classes)
+        ]
+    else:
+        return {}
+    table: dict[int, dict[str, str]] = {}
+    for value, entry in items:
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(entry, Mapping):
+            entry = {"name": entry}
+        table[v] = {k: str(entry[k]) for k in ("name", "color") if entry.get(k) is not None}
+    return table
+
+
 def write_sidecar(path: str | Path, info: dict[str, Any]) -> Path:
     target = sidecar_path(path)
     payload = {"format": FORMAT_TAG, "version": VERSION, "file": Path(path).name, **info}

@@ -35,7 +35,7 @@ from napari_temseg.engine.strokes import SegmentError, label_values
 from napari_temseg.io.grey import is_colour
 from napari_temseg.io.model import DataWarning
 from napari_temseg.io.outputs import check_output_file
-from napari_temseg.io.sidecar import instance_classes
+from napari_temseg.io.sidecar import instance_classes, read_class_table
 from napari_temseg.models.resolve import AUTO
 from napari_temseg.pipeline.batch import expand_inputs
 from napari_temseg.pipeline.predict_files import first_image
@@ -133,18 +133,8 @@ def _names_from(meta: dict) -> list[str]:
         return [str(n) for n in meta["class_names"]]
     if isinstance(meta.get("sidecar"), dict):
         return _names_from(meta["sidecar"])
-    classes = meta.get("classes")
-    if isinstance(classes, dict):
-        items = sorted((int(k), v) for k, v in classes.items() if int(k) > 0)
-        return [str(v.get("name", v)) if isinstance(v, dict) else str(v) for _, v in items]
-    if isinstance(classes, list):
-        named = sorted(
-            (int(c.get("value", i + 1)), str(c.get("name", f"class {i + 1}")))
-            for i, c in enumerate(classes)
-            if isinstance(c, dict)
-        )
-        return [n for v, n in named if v > 0]
-    return []
+    table = read_class_table(meta.get("classes"))
+    return [c.get("name", f"class {v}") for v, c in sorted(table.items()) if v > 0]
 
 
 def pretrain_files(
