@@ -238,3 +238,48 @@ def test_a_missing_input_writes_nothing(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "no such file" in captured.err and "nothing written" in captured.out
     assert not out.exists()
+
+
+def test_a_batch_never_writes_over_its_inputs(tmp_path, capsys):
+    """Output folder = input folder: --overwrite replaced the raw frames by their results,
+    and without it each input passed for its own finished output."""
+    files = _images(tmp_path / "raw")
+    before = [p.read_bytes() for p in files]
+    for extra in ([], ["--overwrite"]):
+        argv = ["denoise", str(tmp_path / "raw"), "-o", str(tmp_path / "raw"), *extra]
+        assert main([*argv, "--device", "cpu", "--tile", "64", "--overlap", "8"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(
+            "is an input folder: its results would replace inputs of the "
+            "same name and be read as inputs next time; choose another"
+        )
+        assert "\n" not in err
+    # a single file named into its own folder
+    argv = ["denoise", str(files[0]), "-o", str(tmp_path / "raw"), "--overwrite"]
+    assert main([*argv, "--device", "cpu", "--tile", "64", "--overlap", "8"]) == 1
+    assert "would be written over the input of that name" in capsys.readouterr().err
+    assert [p.read_bytes() for p in files] == before
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["scan_0.tif", "scan_1.tif"]
+
+
+def test_resume_skips_only_what_this_run_would_have_made(tmp_path, capsys, tiny_segmenter):
+    """A complete TIFF of the right name from another command or model is no finished
+    output: the file fails in one line and is left as it is, not skipped."""
+    files = _images(tmp_path / "in", n=1)
+    out = tmp_path / "out"
+    common = ["-o", str(out), "--device", "cpu", "--tile", "64", "--overlap", "8"]
+    assert main(["denoise", str(files[0]), *common, "--orientations", "1"]) == 0
+    made = (out / "scan_0.tif").read_bytes()
+    capsys.readouterr()
+    assert main(["segment", str(files[0]), *common, "--model", tiny_segmenter]) == 1
+    assert "out/scan_0.tif holds a denoised image, not this run's mask" in capsys.readouterr().err
+    assert main(["denoise", str(files[0]), *common]) == 1  # two orientations by default
+    assert "was denoised with 1 orientation(s), not 2" in capsys.readouterr().err
+    assert main(["denoise", str(files[0]), *common, "--model", "hrtem-denoise"]) == 1
+    assert "was denoised with stem-denoise, not hrtem-denoise" in capsys.readouterr().err
+    assert (out / "scan_0.tif").read_bytes() == made
+    assert main(["denoise", str(files[0]), *common, "--orientations", "1"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert main(["segment", str(files[0]), *common, "--model", tiny_segmenter, "--overwrite"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 0}

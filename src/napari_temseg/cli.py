@@ -146,7 +146,7 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
     the picklable ``job`` runs on the cluster's workers instead, one task per file.
     """
     from napari_temseg.io import ReaderError
-    from napari_temseg.pipeline.batch import run_batch
+    from napari_temseg.pipeline.batch import BatchRefused, run_batch
     from napari_temseg.pipeline.cluster import ClusterError, batch_client, threads_per_worker
 
     outdir = Path(job.outdir)
@@ -162,12 +162,13 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
                 outdir,
                 process if client is None else job,
                 outputs=job.outputs_for,
+                stale=job.stale,
                 resume=not args.overwrite,
                 errors=(*BATCH_ERRORS, ReaderError),
                 on_result=_print_result,
                 client=client,
             )
-    except ClusterError as exc:
+    except (ClusterError, BatchRefused) as exc:
         raise CLIError(str(exc)) from exc
     c = report.counts()
     where = f"summary in {report.summary}" if report.summary else "nothing written"

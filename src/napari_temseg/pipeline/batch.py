@@ -109,6 +109,32 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[FileRes
     return unique, misses
 
 
+class BatchRefused(ValueError):
+    """A batch that must not start: it would write over its own inputs."""
+
+
+def check_outputs_apart(
+    items: Sequence[str | Path], files: Sequence[Path], planned: Iterable[Path], outdir: Path
+) -> None:
+    """Refuse a batch whose output folder is one of its input folders, or one of whose
+    outputs is one of its inputs: ``--overwrite`` replaced a raw micrograph by its mask,
+    and without it the input passed for its own finished output."""
+    out = outdir.resolve()
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir() and p.resolve() == out:
+            raise BatchRefused(
+                f"the output folder {outdir} is an input folder: its results would replace "
+                "inputs of the same name and be read as inputs next time; choose another"
+            )
+    inputs = {f.resolve() for f in files}
+    for o in planned:
+        if o.resolve() in inputs:
+            raise BatchRefused(
+                f"{o} would be written over the input of that name; choose another output folder"
+            )
+
+
 def output_is_complete(path: Path) -> bool:
     """True when ``path`` is a TIFF whose every page's data lies inside the file.
 
@@ -173,6 +199,7 @@ def run_batch(
     process: Callable[[Path, str], list[Path]],
     *,
     outputs: Callable[[Path, str], list[Path]] | None = None,
+    stale: Callable[[Path], str | None] | None = None,
     resume: bool = True,
     errors: tuple[type[BaseException], ...] = (Exception,),
     on_result: Callable[[FileResult], None] | None = None,
@@ -183,7 +210,10 @@ def run_batch(
     ``stem`` is the input's own output stem (``naming.output_stems``: two inputs never share
     one). ``outputs(input, stem)`` names every output an input makes, the main one first;
     with ``resume`` an input all of whose outputs are complete is skipped (a file of
-    several datasets killed after its first output is redone). An exception in
+    several datasets killed after its first output is redone), unless ``stale(output)``
+    says why one is not this run's result (another task or model wrote it): then that
+    input fails, and the file is left as it is. A batch whose outputs would replace its
+    inputs is refused before anything runs (:class:`BatchRefused`). An exception in
     ``errors`` marks that input failed and the batch goes on; anything else (a wrong
     model, Ctrl-C) stops it, with the summary of what was done still written. When no
     input exists at all nothing is written, not even the folder. ``on_result`` sees each
@@ -202,14 +232,23 @@ def run_batch(
     report = BatchReport(results)
     if not files:
         return report
+    stems = output_stems(files)
+    plans = [
+        outputs(path, stem) if outputs else [] for path, stem in zip(files, stems, strict=True)
+    ]
+    check_outputs_apart(inputs, files, (o for made in plans for o in made), outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     todo: list[tuple[Path, str, Path | None]] = []
     try:
-        for path, stem in zip(files, output_stems(files), strict=True):
-            made = outputs(path, stem) if outputs else []
+        for path, stem, made in zip(files, stems, plans, strict=True):
             target = made[0] if made else None
             if resume and made and all(output_is_complete(o) for o in made):
-                r = FileResult(str(path), "skipped", [str(o) for o in made])
+                why = next(((o, w) for o in made if (w := stale and stale(o))), None)
+                if why is None:
+                    r = FileResult(str(path), "skipped", [str(o) for o in made])
+                else:
+                    error = f"{why[0]} {why[1]}: choose another output folder, or --overwrite"
+                    r = FileResult(str(path), "failed", error=error)
                 results.append(r)
                 if on_result:
                     on_result(r)

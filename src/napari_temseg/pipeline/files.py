@@ -92,6 +92,40 @@ class FileJob:
             return [main]
         return [output_path(self.outdir, stem, i) for i in range(max(n, 1))]
 
+    def stale(self, output: str | Path) -> str | None:
+        """Why a complete ``output`` already in the folder is not what this job makes
+        (another task, model, orientations or binning), or None when it is.
+
+        Resuming skips finished outputs; without this a folder of denoised images passed
+        for finished masks, and a model changed between runs went unnoticed."""
+        from napari_temseg.io import ReaderError, read
+
+        try:
+            with warnings.catch_warnings():  # a header check: its notes are not the run's
+                warnings.simplefilter("ignore", DataWarning)
+                image = read(output)[0]
+        except (ReaderError, OSError, ValueError):
+            return "cannot be read back"
+        kind = (image.metadata.get("sidecar") or {}).get("kind")
+        made = image.metadata.get("original_metadata") or {}
+        segment = self.task == "segment"
+        if kind != ("labels" if segment else "image"):
+            held = {"labels": "a mask", "image": "a denoised image"}.get(kind, "another image")
+            return f"holds {held}, not this run's {'mask' if segment else 'denoised image'}"
+        key = "segmented_with" if segment else "denoised_with"
+        if str(made.get(key)) != self.model_name:
+            return f"was {key.split('_')[0]} with {made.get(key)}, not {self.model_name}"
+        if segment:
+            return None
+        settings = {
+            "orientation(s)": (made.get("denoised_orientations", 1), orientation_count(self.tta)),
+            "px binning": (made.get("denoised_binning", 1), self.bin),
+        }
+        for what, (then, now) in settings.items():
+            if then != now:
+                return f"was denoised with {then} {what}, not {now}"
+        return None
+
     def resolved_device(self) -> torch.device:
         """Where this process runs the job (a cluster worker picks its own GPU)."""
 
