@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,6 +278,24 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     resumed = ["--adapt", "2", "--orientations", "1"]
     assert main([*argv, *resumed]) == 0  # resumed: the adapted model is reused
     assert "using the adapted model already" in capsys.readouterr().out
+    assert meta["adapted"]["from_model"] == str(Path(tiny).resolve())
+    # not when it started from another file of the same name, or for other binning
+    other = tmp_path / "elsewhere" / Path(tiny).name
+    other.parent.mkdir()
+    other.write_bytes(Path(tiny).read_bytes())
+    elsewhere = ["denoise", str(src), "-o", str(out), "--model", str(other), "--device", "cpu"]
+    assert main([*elsewhere, *resumed, "--tile", "64", "--overlap", "8"]) == 1
+    text = capsys.readouterr()
+    assert f"was adapted from {Path(tiny).resolve()}, not {other.resolve()}: adapting again" in (
+        text.out
+    )
+    # the output the first adaptation made is no result of this one: left as it was
+    assert "out/in.tif was denoised by another adaptation of" in text.err
+    denoised.unlink()
+    assert main([*elsewhere, *resumed, "--bin", "2", "--tile", "64", "--overlap", "8"]) == 0
+    assert "adapted to frames binned by 1, not 2: adapting again" in capsys.readouterr().out
+    assert main([*argv, *resumed, "--overwrite"]) == 0  # back to the first model
+    capsys.readouterr()
     assert main([*argv, "--adapt", "0"]) == 1
     assert "--adapt needs a positive number" in capsys.readouterr().err
     # an averaged output (two orientations by default, or eight) is not taught by the
@@ -284,12 +303,14 @@ def test_cli_adapts_once_writes_the_model_and_reuses_it(frame, tiny, tmp_path, c
     # (other orientations than the adapted model's adapt again, without --overwrite)
     for flags, n in (([], 2), (["--tta"], 8)):
         rerun = ["--adapt", "2", *flags, "--tile", "64", "--overlap", "8"]
+        denoised.unlink()  # (an output of another adaptation would fail, as above)
         assert main([*argv, *rerun]) == 0
         assert f"fitted for {1 if n == 2 else 2} orientation(s), not {n}" in capsys.readouterr().out
         _, meta = load_model(str(model), "cpu")
         assert meta["adapted"]["config"]["own_share"] == 0
         assert meta["adapted"]["config"]["orientations"] == n
     model.write_bytes(b"not a checkpoint")  # damaged: adapted again, said in one line
+    denoised.unlink()
     assert main([*argv, "--adapt", "2", "--tile", "64", "--overlap", "8"]) == 0
     assert "is no adapted model: adapting again" in capsys.readouterr().out
     assert load_model(str(model), "cpu")[1]["adapted"]["from"] == "tiny"

@@ -258,7 +258,7 @@ def _adapted_model(args: argparse.Namespace) -> str:
     it was adapted for other --orientations (its final smoothing is fitted on that output)."""
     from napari_temseg.models import DEFAULT_DENOISER, CheckpointError
     from napari_temseg.models.checkpoint import read_checkpoint_meta
-    from napari_temseg.pipeline.training import adapt_files
+    from napari_temseg.pipeline.training import adapt_files, adapted_differs
 
     if not args.adapt > 0:
         raise CLIError(f"--adapt needs a positive number of seconds, got {args.adapt}")
@@ -267,19 +267,14 @@ def _adapted_model(args: argparse.Namespace) -> str:
     path = Path(args.output) / f"{base}-adapted.safetensors"
     if path.exists() and not args.overwrite:
         try:
-            config = read_checkpoint_meta(path).get("adapted", {}).get("config", {})
+            meta = read_checkpoint_meta(path)
         except (CheckpointError, OSError, ValueError):
-            config = {}
-        made_for = int(config.get("orientations", 1))  # older adapted models: one pass
-        if config and made_for == args.orientations:
+            meta = {}
+        why = adapted_differs(meta, args.model, args.orientations, args.bin)
+        if why is None:
             print(f"using the adapted model already in the output folder: {path.name}")
             return str(path)
-        print(
-            f"the adapted model in the output folder was fitted for {made_for} "
-            f"orientation(s), not {args.orientations}: adapting again"
-            if config
-            else f"{path.name} in the output folder is no adapted model: adapting again"
-        )
+        print(f"{path.name} in the output folder {why}: adapting again")
     try:
         path, result = adapt_files(
             args.inputs,

@@ -10,6 +10,7 @@ the model on its own device.
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections.abc import Callable
@@ -124,6 +125,8 @@ class FileJob:
         for what, (then, now) in settings.items():
             if then != now:
                 return f"was denoised with {then} {what}, not {now}"
+        if _canonical(made.get("adapted")) != _canonical(self.load()[1].get("adapted")):
+            return f"was denoised by another adaptation of {self.model_name}"
         return None
 
     def resolved_device(self) -> torch.device:
@@ -211,6 +214,12 @@ class FileJob:
             large_frame_px=self.large_frame_px,
             stem=stem,
         )
+
+
+def _canonical(value: Any) -> str:
+    """``value`` as JSON writes it, so that a record read back from a file compares equal
+    to the same record in a model's header."""
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 __all__ = ["FileJob"]

@@ -99,7 +99,8 @@ def denoise_file(
         target = output_path(outdir, stem or path.stem, i)
         averaged = isinstance(model[0], DihedralMean)  # FileJob(tta=2 or 8)
         turns = model[0].orientations if averaged else 1
-        meta = denoised_metadata(img.metadata, name, bin=bin, orientations=turns)
+        adapted = model[1].get("adapted")  # which adaptation: a rerun may adapt anew
+        meta = denoised_metadata(img.metadata, name, bin=bin, orientations=turns, adapted=adapted)
         written += [Path(p) for p in write_image(target, out, axes=img.axes, metadata=meta)]
     return written
 

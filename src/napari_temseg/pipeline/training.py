@@ -294,13 +294,57 @@ def adapt_files(
         result = run_adapt(arrays, model, cfg, pixel, progress=report)
     finally:
         bar.close()
+    result.meta["adapted"]["from_model"] = model_reference(model)
     path = save_or_rescue(output, result.model, result.meta)
     return Path(path), result
+
+
+def model_reference(model: str | None) -> str:
+    """What names a starting model across runs: a bundled name as it is, a file by its
+    absolute path (two files called ``mine.safetensors`` are two models)."""
+    from napari_temseg.models import DEFAULT_DENOISER
+
+    ref = model or DEFAULT_DENOISER
+    return str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().is_file() else ref
+
+
+def adapted_differs(meta: dict, model: str | None, orientations: int, bin: int) -> str | None:
+    """Why an adapted model (its header ``meta``) is not the one ``temseg denoise --adapt``
+    would make now from ``model`` for ``orientations`` and ``bin``, or None when it is.
+
+    A resumed batch reuses the adapted model in OUTDIR; reused by its file name alone, it
+    denoised one user's HRTEM frames with a STEM model adapted to other frames."""
+    adapted = meta.get("adapted") or {}
+    config = adapted.get("config") or {}
+    if not config:
+        return "is no adapted model"
+    then = adapted.get("from_model", adapted.get("from"))  # older ones: the header's name
+    now = model_reference(model) if "from_model" in adapted else _header_name(model)
+    if then != now:
+        return f"was adapted from {then}, not {now}"
+    made_for = int(config.get("orientations", 1))  # older adapted models: one pass
+    if made_for != orientations:
+        return f"was fitted for {made_for} orientation(s), not {orientations}"
+    if int(config.get("bin", 1)) != bin:
+        return f"was adapted to frames binned by {config.get('bin', 1)}, not {bin}"
+    return None
+
+
+def _header_name(model: str | None) -> str | None:
+    from napari_temseg.models import DEFAULT_DENOISER, CheckpointError
+    from napari_temseg.models.bundled import resolve_model
+    from napari_temseg.models.checkpoint import read_checkpoint_meta
+
+    try:
+        return read_checkpoint_meta(resolve_model(model or DEFAULT_DENOISER)).get("name")
+    except (CheckpointError, OSError, ValueError):
+        return None
 
 
 __all__ = [
     "TrainingProcess",
     "adapt_files",
+    "adapted_differs",
     "finetune_files",
     "pretrain_files",
     "pretrain_job",
