@@ -185,6 +185,51 @@ def test_measure_reports_a_bad_file_and_goes_on(tmp_path, capsys):
     assert (tmp_path / "t.csv").is_file()
 
 
+def test_measure_a_mask_from_elsewhere_says_what_it_measured(tmp_path, capsys):
+    """A 0/1 mask (skimage, ilastik) measured 0 particles without a word; two folders'
+    m.tif shared one name in the table; --instances split a class mask's support into a
+    particle; a bad --image was blamed on the mask."""
+    import pandas as pd
+    import tifffile
+    from skimage.draw import disk
+
+    from napari_temseg.io import write_labels
+
+    binary = np.zeros((100, 100), np.uint8)
+    binary[disk((30, 30), 10)] = binary[disk((70, 60), 8)] = 1
+    tifffile.imwrite(tmp_path / "binary.tif", binary)
+    out = str(tmp_path / "t.csv")
+    assert main(["measure", str(tmp_path / "binary.tif"), "-o", out]) == 0
+    captured = capsys.readouterr()
+    assert "0 particle(s)" in captured.out
+    assert captured.err.strip() == (
+        f"temseg: warning: {tmp_path / 'binary.tif'}: class 1 counts as support/background; "
+        "to measure its objects, pass --particle-classes 1"
+    )
+    argv = ["measure", str(tmp_path / "binary.tif"), "-o", out, "--particle-classes", "1"]
+    assert main(argv) == 0 and len(pd.read_csv(out)) == 2
+    assert capsys.readouterr().err == ""
+
+    for folder, n in (("s1", 1), ("s2", 2)):
+        mask = np.ones((100, 100), np.uint8)
+        for k in range(n):
+            mask[disk((25 + 50 * k, 50), 10)] = 2
+        (tmp_path / folder).mkdir()
+        write_labels(tmp_path / folder / "m.tif", mask, class_names=["support", "particle"])
+    assert main(["measure", str(tmp_path / "s1"), str(tmp_path / "s2"), "-o", out]) == 0
+    assert list(pd.read_csv(out)["file"]) == ["s1/m.tif", "s2/m.tif", "s2/m.tif"]
+
+    semantic = str(tmp_path / "s2" / "m.tif")
+    assert main(["measure", semantic, "-o", out, "--instances"]) == 1
+    assert "holds classes (a semantic mask), not one id per particle: leave out --instances" in (
+        capsys.readouterr().err
+    )
+    (tmp_path / "spectrum.tif").write_bytes(b"II*\x00garbage")
+    assert main(["measure", semantic, "-o", out, "--image", str(tmp_path / "spectrum.tif")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"temseg: error: {tmp_path / 'spectrum.tif'}") and "s2" not in err
+
+
 def test_pretrain_writes_a_denoiser_that_loads(tmp_path, capsys):
     from napari_temseg.io import write_image
     from napari_temseg.models import load_model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -409,7 +410,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise CLIError("--confirm-with confirms atoms: use it with --atoms STROKES")
     if args.tta:
         raise CLIError("--tta averages the --confirm-with segmenter: use it with both")
-    from napari_temseg.engine.measure import measure, write_csv
+    from napari_temseg.engine.measure import SUPPORT_CLASS, measure, write_csv
     from napari_temseg.io.calibration import Calibration
     from napari_temseg.io.sidecar import instance_classes
     from napari_temseg.pipeline.batch import expand_inputs
@@ -423,12 +424,28 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if images and len(images) != len(masks):
         raise CLIError(f"got {len(masks)} mask(s) but {len(images)} image(s); give one per mask")
     tables, failed = [], len(misses)
+    names = _table_names(masks)
     for i, path in enumerate(masks):
+        about = path  # whose fault an error is: the mask's, or its --image's
         try:
             (mask,) = _read_images(path)[:1]
-            image = _read_images(images[i])[0].data if images else None
+            if images:
+                about = images[i]
+                image = _read_images(images[i])[0].data
+                about = path
+            else:
+                image = None
             calibration = Calibration.from_image(mask)
             known = instance_classes(mask.metadata)  # an instance mask our writers wrote
+            side = mask.metadata.get("sidecar") or {}
+            classes = side.get("mask") == "semantic" or (
+                side.get("kind") == "labels" and side.get("classes") and known is None
+            )
+            if args.instances and classes:
+                raise CLIError(
+                    "its sidecar says it holds classes (a semantic mask), not one id per "
+                    "particle: leave out --instances"
+                )
             result = measure(
                 mask.data,
                 image,
@@ -436,22 +453,41 @@ def cmd_measure(args: argparse.Namespace) -> int:
                 unit=calibration.unit,
                 return_labels=False,
                 min_size_px=args.min_size,
+                particle_classes=args.particle_classes,
                 instances=args.instances or known is not None,
                 instance_class=known or None,
             )
         except (CLIError, ValueError) as exc:
             failed += 1
-            print(f"temseg: error: {_about(path, str(exc))}", file=sys.stderr)
+            print(f"temseg: error: {_about(about, str(exc))}", file=sys.stderr)
             continue
         table = result.table
-        table.insert(0, "file", Path(path).name)
+        table.insert(0, "file", names[path])
         tables.append(table)
         s = result.summary
         print(f"{path}: {s.get('count', 0)} particle(s), coverage {s.get('coverage', 0):.1%}")
+        if not len(table) and not (args.instances or known is not None or args.particle_classes):
+            if bool(np.any(np.asarray(mask.data) == SUPPORT_CLASS)):
+                print(
+                    f"temseg: warning: {path}: class {SUPPORT_CLASS} counts as support/"
+                    f"background; to measure its objects, pass --particle-classes {SUPPORT_CLASS}",
+                    file=sys.stderr,
+                )
     if tables:
         out = write_csv(pd.concat(tables, ignore_index=True), output, overwrite=True)
         print(f"wrote {out}")
     return 1 if failed else 0
+
+
+def _table_names(paths: list[Path]) -> dict[Path, str]:
+    """What the table's ``file`` column calls each input: its name, or where two inputs
+    share one (``s1/m.tif``, ``s2/m.tif``), its path below the folder they all share."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return dict(zip(paths, names, strict=True))
+    full = [p.resolve() for p in paths]
+    common = Path(os.path.commonpath(full))
+    return {p: str(f.relative_to(common)) for p, f in zip(paths, full, strict=True)}
 
 
 def _csv_output(path: str, example: str) -> Path:
@@ -894,6 +930,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the masks hold one id per particle (StarDist, Cellpose, ...), 0 between "
         "them; an instance mask temseg wrote is read as one without it (its sidecar says so)",
+    )
+    s.add_argument(
+        "--particle-classes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="the classes measured as particles (default: every class above 1; class 1 counts "
+        "as support/background, so a 0/1 mask needs --particle-classes 1)",
     )
     s.add_argument(
         "--min-size",
