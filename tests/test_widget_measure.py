@@ -437,3 +437,41 @@ def test_an_instance_mask_we_wrote_is_measured_as_instances(controls, widget, qt
     ui["Min. size (px)"].value = 0
     _measure(qtbot, w)
     assert sorted(_column(ui.table, "class")) == ["2", "2", "3"]
+
+
+def test_the_particles_layer_measures_and_exports_as_the_particles_it_shows(
+    controls, widget, qtbot, tmp_path
+):
+    """Measured again, the dock's own particles layer lost particle 1 (taken for the
+    support) and its ids became classes; exported, it was written as a class mask."""
+    from napari_temseg.io import read
+    from napari_temseg.widgets.export import ExportWidget
+
+    viewer, w = widget
+    ui = controls(w)
+    mask = discs()
+    mask[mask == 2] = 3  # the particles' class is 3
+    mask[:, :150][mask[:, :150] == 3] = 2  # ... and 2 for the first two
+    viewer.add_labels(mask, name="mask", scale=(PX, PX))
+    ui["Mask"].value = viewer.layers["mask"]
+    _measure(qtbot, w)
+    first = sorted(_column(ui.table, "area_nm2"))
+    particles = viewer.layers["mask particles"]
+    ui["Mask"].value = particles
+    _measure(qtbot, w)
+    assert sorted(_column(ui.table, "area_nm2")) == first
+    assert sorted(_column(ui.table, "class")) == ["2", "2", "3"]
+
+    export = ExportWidget(viewer)
+    viewer.window.add_dock_widget(export)
+    ex = controls(export)
+    ex["Labels layers"].value = [particles.name]
+    ex["Folder"].value = tmp_path
+    ex["instance mask (connected components per class)"].value = True
+    ex["Export"].clicked.emit()
+    result = export.last_result
+    assert result is not None and len(result.masks) == 2
+    semantic, instances = (read(p)[0] for p in result.masks)
+    assert np.array_equal(np.asarray(semantic.data), np.where(mask > 1, mask, 0))
+    assert np.array_equal(np.asarray(instances.data), particles.data)
+    assert instances.metadata["sidecar"]["instance_class"] == {"1": 2, "2": 2, "3": 3}

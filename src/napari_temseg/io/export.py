@@ -70,11 +70,17 @@ def export_labels(
     per_frame: bool = False,
     axes: Sequence[str] | None = None,
     source: str = "",
+    instance_class: Mapping[int, int] | None = None,
 ) -> ExportResult:
     """Write ``FOLDER/<stem>[_instances][_frameNNNN].<ext>`` (+ sidecars), never overwriting.
 
     Instance ids are unique over the whole stack; a stack whose leading axis is not a
     spatial z is labelled frame by frame, so particles in successive frames stay apart.
+
+    ``instance_class`` (id -> class, ``io.sidecar.instance_classes``; empty: classes not
+    known) says ``data`` already is an instance mask, as the Measure dock's particles are:
+    its ids are written as they are, and its semantic mask is each id's class. Exported
+    as classes, each particle id became a class and the first one the support.
     """
     array = np.asarray(data)
     folder = Path(folder)
@@ -85,14 +91,29 @@ def export_labels(
     names = [a.name for a in ax]
     full_scale = [a.scale for a in ax] if scale is not None else None
     jobs: list[tuple[str, np.ndarray, str]] = []
-    if semantic:
+    known = instance_class
+    class_of: dict[int, int] = {}  # instance id -> class (0: not known)
+    if known is not None:  # an instance mask already: its ids, and their classes
+        if semantic and not known:
+            raise WriterError(
+                f"'{stem}' holds one id per particle whose classes are not known: "
+                "tick instance mask only"
+            )
+        ids, where = np.unique(array, return_inverse=True)  # any ids, however large
+        classes = np.array([int(known.get(int(i), 0)) for i in ids], np.int64)
+        class_of = dict(zip(ids.tolist(), classes.tolist(), strict=True))
+        if semantic:
+            jobs.append(("", classes[where].reshape(array.shape), "semantic"))
+        if instance:
+            jobs.append(("_instances", array, "instance"))
+    elif semantic:
         jobs.append(("", array, "semantic"))
-    instance_class = None
-    if instance:
+    if instance and known is None:
         volume = array.ndim > 2 and names[-3] == "z"
         ids = instance_mask(array, per_frame=not volume)
-        instance_class = np.zeros(int(ids.max()) + 1, dtype=np.int64)
-        instance_class[ids.ravel()] = array.ravel()  # every pixel of an id has one class
+        lut = np.zeros(int(ids.max()) + 1, dtype=np.int64)
+        lut[ids.ravel()] = array.ravel()  # every pixel of an id has one class
+        class_of = dict(enumerate(lut.tolist()))
         jobs.append(("_instances", ids, "instance"))
     if fmt_name == "png":
         for _tag, mask, _kind in jobs:
@@ -125,10 +146,10 @@ def export_labels(
                 extra["semantic_classes"] = class_table(class_names, None)
             if idx is not None:
                 extra["frame_index"] = list(idx)
-            if kind == "instance" and instance_class is not None:
+            if kind == "instance" and class_of:
                 present = np.unique(piece)
                 extra["instance_class"] = {
-                    str(int(i)): int(instance_class[i]) for i in present if i > 0
+                    str(int(i)): class_of[int(i)] for i in present if i > 0 and class_of[int(i)]
                 }
             files = write_labels(
                 target,

@@ -27,6 +27,7 @@ from napari.utils.notifications import show_error
 from napari_temseg.io.calibration import Calibration
 from napari_temseg.io.export import ExportResult, export_labels, safe_stem
 from napari_temseg.io.napari_hooks import class_info, layer_axis_names
+from napari_temseg.io.sidecar import instance_classes
 from napari_temseg.widgets._layout import tabify_when_docked
 
 FORMAT_CHOICES = (("TIFF", "tiff"), ("PNG", "png"), ("NPY", "npy"))
@@ -131,6 +132,7 @@ class ExportWidget(Container):
                     per_frame=self._per_frame.value,
                     axes=layer_axis_names(meta, data.ndim),
                     source=name,
+                    instance_class=instance_classes(layer.metadata),
                 )
                 total.masks += result.masks
                 total.written += result.written

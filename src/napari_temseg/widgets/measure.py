@@ -374,6 +374,17 @@ class MeasureWidget(Container):
                     units=layer.units,
                     opacity=0.6,
                 )
+        # what the ids are, as an instance mask's sidecar says: measured or exported again,
+        # the layer's first id was dropped as support and the others became classes
+        self.particles.metadata = {
+            **self.particles.metadata,
+            "sidecar": {
+                "kind": "labels",
+                "mask": "instance",
+                "source": layer.name,
+                "instance_class": _classes_of_ids(result.table),
+            },
+        }
         if self.marker is not None:
             self.marker.visible = False
 
@@ -539,3 +550,18 @@ class MeasureWidget(Container):
             text += f" ({wanted.name} exists and was kept)"
         self._status.value = text
         return written
+
+
+def _classes_of_ids(table: Any) -> dict[str, int]:
+    """id -> class of the measured particles; empty when not known (an instance mask of
+    unknown classes) or when a stack's frames, which number their particles anew, give
+    one id two classes."""
+    if "class" not in table or "label" not in table:
+        return {}
+    seen: dict[int, set[int]] = {}
+    for label, cls in zip(table["label"], table["class"], strict=True):
+        if cls == cls and cls is not None:  # NaN: class not known
+            seen.setdefault(int(label), set()).add(int(cls))
+    if len(seen) < len(set(table["label"])) or any(len(c) > 1 for c in seen.values()):
+        return {}
+    return {str(i): c.pop() for i, c in seen.items()}
