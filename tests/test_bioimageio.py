@@ -212,6 +212,36 @@ def test_reimported_denoiser_is_the_original(denoiser_zip, tmp):
     assert np.abs(y[0, 0] * (hi - lo) + lo - engine).max() > 1e-3 * (hi - lo)  # it matters
 
 
+def test_an_adapted_denoiser_package_carries_its_final_smoothing(tmp):
+    """An adapted model's blend with its smoothed output ran in napari-temseg only: the
+    package gave other tools another image (up to a third of the output's spread)."""
+    model, meta = load_model("stem-denoise")
+    meta = {**meta, "postfilter": {"sigma": 3.0, "weight": 0.25}}
+    sample = simulate("stem", 256, pixel_size_nm=0.05, dose=30, seed=4).noisy
+    path = export_bioimageio((model, meta), tmp / "adapted.zip", sample=sample)
+    x, y = _npy(path, "test_input.npy")[0, 0], _npy(path, "test_output.npy")
+    lo, hi = np.percentile(x.astype(np.float64), [0.5, 99.5])
+    engine = denoise(x, (model, meta), device="cpu", amp=False)
+    m = 2 * border_margin(model_overlap(meta, TILE, OVERLAP), *x.shape) + 13  # + the blur's
+    inner = slice(m, x.shape[0] - m), slice(m, x.shape[1] - m)
+    assert x.shape[0] > 2 * m + 20
+    package = y[0, 0] * (hi - lo) + lo
+    np.testing.assert_allclose(package[inner], engine[inner], atol=1e-5 * (hi - lo))
+    plain = denoise(
+        x, (model, {k: v for k, v in meta.items() if k != "postfilter"}), device="cpu", amp=False
+    )
+    assert np.abs(plain[inner] - engine[inner]).max() > 1e-2 * (hi - lo)  # it matters
+    with zipfile.ZipFile(path) as z:
+        assert "Gaussian smoothing (sigma 3 px, weight" in z.read("README.md").decode()
+        ts = torch.jit.load(io.BytesIO(z.read("weights_torchscript.pt")), map_location="cpu")
+    pre = torch.from_numpy(declared_preprocessing(x, Normalization()))[None, None]
+    with torch.no_grad():
+        np.testing.assert_allclose(ts(pre).numpy(), y, atol=1e-5)
+    assert import_bioimageio(path)[1]["postfilter"] == meta["postfilter"]
+    passed, summary = validate_bioimageio(path)  # both weight formats, as other tools run them
+    assert passed, summary
+
+
 def test_reimported_segmenter_is_the_original(segmenter_zip, segmenter, tmp):
     net, meta0 = segmenter
     model, meta = import_bioimageio(segmenter_zip, tmp / "imported.safetensors")

@@ -94,20 +94,45 @@ class BioimageioNet(nn.Module):
 
     It is the ``pytorch_state_dict`` architecture of exported packages; its state dict is
     the native one with every key under ``net.``.
+
+    ``smoothing``: an adapted denoiser's final blend with its smoothed output (the
+    header's ``postfilter``, ``engine.postfilter``), done here as napari-temseg does it
+    after the network: without it a package of such a model gave other tools a
+    different image than napari-temseg (up to a third of the output's spread).
     """
 
-    def __init__(self, config: dict[str, Any], softmax: bool = False) -> None:
+    def __init__(
+        self, config: dict[str, Any], softmax: bool = False, smoothing: dict | None = None
+    ) -> None:
         super().__init__()
         self.net = build_model(dict(config))
         self.softmax = bool(softmax)
         self.multiple = _multiple(self.net.config)
         self.pad_mode = "reflect" if self.net.config["arch"] == "unet" else "replicate"
+        spec = smoothing or {}
+        self.sigma = float(spec.get("sigma") or 0.0)
+        self.weight = float(spec.get("weight", 1.0)) if self.sigma else 1.0
+        self.radius = int(4.0 * self.sigma + 0.5)  # scipy's gaussian_filter, truncate 4
+        g = torch.exp(
+            -0.5 * (torch.arange(-self.radius, self.radius + 1.0) / (self.sigma or 1)) ** 2
+        )
+        self.register_buffer("taps", (g / g.sum()).view(1, 1, 1, -1), persistent=False)
+
+    def _smooth(self, y: torch.Tensor) -> torch.Tensor:
+        """scipy's ``gaussian_filter(mode="reflect")``: the edge mirrored with itself."""
+        r = self.radius
+        for _ in range(2):  # along x, then (transposed) along y
+            y = torch.cat([y[..., :r].flip(-1), y, y[..., -r:].flip(-1)], dim=-1)
+            y = F.conv2d(y, self.taps).transpose(-1, -2)
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2], x.shape[-1]
         ph = (self.multiple - h % self.multiple) % self.multiple
         pw = (self.multiple - w % self.multiple) % self.multiple
         y = self.net(F.pad(x, (0, pw, 0, ph), mode=self.pad_mode))[..., :h, :w]
+        if self.sigma:
+            y = self.weight * y + (1 - self.weight) * self._smooth(y)
         return torch.softmax(y, dim=1) if self.softmax else y
 
 
@@ -322,6 +347,15 @@ def _readme(
             "back detector units, invert the preprocessing with the input frame's "
             "percentiles: `out * (hi - lo) + lo` (napari-temseg does this itself).",
         ]
+        post = meta.get("postfilter") or {}
+        if post.get("sigma"):
+            lines += [
+                "",
+                f"The network's output is blended with its Gaussian smoothing (sigma "
+                f"{post['sigma']:g} px, weight of the unsmoothed output "
+                f"{post.get('weight', 0.0):g}), fitted when the model was adapted to its "
+                "frames; it is done inside the network, as napari-temseg does it.",
+            ]
     lines += [
         "",
         "The network is fully convolutional: predict whole images where memory allows. "
@@ -421,7 +455,8 @@ def export_bioimageio(
 
     # a CPU copy in eval mode: the caller's module is left where and as it is
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    wrapper = BioimageioNet(config, softmax=task == "segment").eval()
+    smoothing = meta.get("postfilter") if task == "denoise" else None
+    wrapper = BioimageioNet(config, softmax=task == "segment", smoothing=smoothing).eval()
     wrapper.net.load_state_dict(state, strict=True)
     image = _sample_image(sample, meta, min_size)
     x = torch.from_numpy(declared_preprocessing(image, norm))[None, None]
@@ -522,7 +557,11 @@ def export_bioimageio(
                 architecture=bio.ArchitectureFromLibraryDescr(
                     callable=bio.Identifier(BioimageioNet.__name__),
                     import_from=__name__,
-                    kwargs={"config": config, "softmax": task == "segment"},
+                    kwargs={
+                        "config": config,
+                        "softmax": task == "segment",
+                        **({"smoothing": dict(smoothing)} if smoothing else {}),
+                    },
                 ),
                 pytorch_version=torch_version,
                 dependencies=bio.FileDescr(source=d / "environment.yaml"),
