@@ -88,6 +88,21 @@ def test_seeds_reproduce():
     assert not np.array_equal(a[0], c[0])
 
 
+def test_nan_pixels_are_filled_and_a_frame_of_no_data_is_refused():
+    """A few NaN pixels made every noisy copy NaN ("lam value too large")."""
+    img = _image(0, (96, 96))
+    holed = img.copy()
+    holed[10:20, 30:40] = np.nan
+    train, _ = own_image_sources([holed], patch=32, names=["holed.tif"])
+    x, y = train.sample(64, np.random.default_rng(1))
+    assert np.isfinite(x).all() and np.isfinite(y).all()
+    plain = own_image_sources([img], patch=32)[0].describe()["image_dose_e_per_px"]
+    assert train.describe()["image_dose_e_per_px"] == pytest.approx(plain, rel=0.1)
+    stack = np.stack([img, np.full_like(img, np.nan)])
+    with pytest.raises(ValueError, match=r"^s.tif frame 2 has no finite pixel value"):
+        own_image_sources([stack], patch=32, names=["s.tif"])
+
+
 def test_clear_errors():
     with pytest.raises(ValueError, match="smaller than the patch size"):
         own_image_sources([np.zeros((20, 200), np.float32)], patch=32)

@@ -33,6 +33,7 @@ from torch import nn
 from napari_temseg import defaults
 from napari_temseg.engine.data import PairSource
 from napari_temseg.engine.events import DenoisePreview, TrainEvent, drain
+from napari_temseg.engine.finite import filled
 from napari_temseg.engine.train import TrainConfig, TrainResult, iter_train, settings_of
 from napari_temseg.models.normalize import Normalization
 from napari_temseg.models.resolve import AUTO, SCRATCH, start_denoiser
@@ -109,10 +110,11 @@ def estimate_gain(frame: np.ndarray, block: int = 8) -> DoseEstimate:
 # --------------------------------------------------------------------------- patch source
 
 
-def _frames(images: Sequence[Any]) -> list[np.ndarray]:
+def _frames(images: Sequence[Any], names: Sequence[str] = ()) -> list[np.ndarray]:
     """Every 2D frame of 2D images and stacks (..., Y, X), as float32 arrays."""
     out = []
     for i, im in enumerate(images):
+        name = names[i] if i < len(names) else f"image {i + 1}"
         shape = getattr(im, "shape", None)
         dtype = np.dtype(getattr(im, "dtype", np.float32))
         if shape is None or len(shape) < 2:
@@ -125,10 +127,24 @@ def _frames(images: Sequence[Any]) -> list[np.ndarray]:
                 "pretraining expects grayscale micrographs"
             )
         flat = np.asarray(im, np.float32).reshape(-1, *shape[-2:])
-        out.extend(flat[k] for k in range(flat.shape[0]))
+        for k in range(flat.shape[0]):
+            where = f"{name} frame {k + 1}" if flat.shape[0] > 1 else name
+            out.append(_finite_frame(flat[k], where))
     if not out:
         raise ValueError("no images to pretrain on")
     return out
+
+
+def _finite_frame(frame: np.ndarray, where: str) -> np.ndarray:
+    """``frame`` with its NaN/inf pixels filled as the tiles fill them at inference
+    (``engine.finite.filled``): their NaN made every noisy copy NaN ("lam value too
+    large" from the Poisson draw). A frame with no finite pixel is refused."""
+    ok = np.isfinite(frame)
+    if ok.all():
+        return frame
+    if not ok.any():
+        raise ValueError(f"{where} has no finite pixel value (all NaN or infinite); check the file")
+    return filled(frame)[0].astype(np.float32)
 
 
 def _split(frame: np.ndarray, patch: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -223,7 +239,7 @@ def own_image_sources(
         raise ValueError(f"dose_fraction must satisfy 0 < lo <= hi < 1, got {dose_fraction}")
     if not 0 <= sim_fraction <= 1:
         raise ValueError(f"sim_fraction must be in [0, 1], got {sim_fraction}")
-    frames = _frames(images)
+    frames = _frames(images, names)
     small = [f.shape for f in frames if min(f.shape) < patch]
     if small:
         raise ValueError(
