@@ -320,6 +320,10 @@ def test_adapt_first_then_denoise_and_keep_the_adapted_model(controls, widget, q
         before = target.stat().st_mtime_ns
         ui.click("Save adapted model…")
         assert target.stat().st_mtime_ns == before
+        blocked = target / "inner.safetensors"  # its folder is a file: a warning, no traceback
+        ui["Save as"].value = blocked
+        ui.click("Save adapted model…")
+        assert not blocked.exists() and target.stat().st_mtime_ns == before
         # averaged output: nothing is taught by the average it will itself be
         ui["Model"].value = ui["Model"].choices[0]
         ui["Orientations"].value = 2

@@ -94,7 +94,13 @@ def save_model_copy(source: Any, target: Any) -> Any:
     if target.exists():
         show_warning(f"{target} already exists; choose another name (nothing was overwritten).")
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    from napari_temseg.io.outputs import replace_atomically
+
+    try:  # a read-only share, a full disk, a file where a folder should be
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(target, lambda tmp: shutil.copyfile(source, tmp))
+    except OSError as exc:
+        show_warning(f"Could not save the model to {target}: {exc.strerror or exc}")
+        return None
     show_info(f"Saved the model to {target}")
     return target
