@@ -218,6 +218,23 @@ def test_adapt_then_denoise_reports_both_phases(frame, tiny):
     np.testing.assert_allclose(out, denoise(noisy, r.spec, device="cpu", tile=64, overlap=8))
 
 
+def test_a_frame_too_small_or_without_noise_does_not_count_in_the_level(frame):
+    """One 2 x 2 file among the inputs read a noise of 0 and halved the median of two."""
+    from napari_temseg.engine.adapt import frames_noise_level
+    from napari_temseg.io import DataWarning
+
+    noisy, _ = frame
+    alone = noise_level(noisy)
+    tiny_frame = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    flat = np.full((64, 64), 7.0, np.float32)
+    with pytest.warns(DataWarning, match=r"^the noise was read from 1 of 3 frames; 2 left out: too small"):
+        assert frames_noise_level([tiny_frame, noisy, flat]) == pytest.approx(alone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert frames_noise_level([noisy, noisy]) == pytest.approx(alone)
+        assert frames_noise_level([flat]) == 0.0  # NoiseMatchedPairs refuses it in one line
+
+
 def test_refusals_are_one_line(frame, tiny, tmp_path):
     noisy, _ = frame
     with pytest.raises(ValueError, match="positive time budget"):

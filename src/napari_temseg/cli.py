@@ -1041,10 +1041,12 @@ def _notes_as_lines() -> Iterator[None]:
         shown = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None) -> None:
+            from tqdm import tqdm  # its write keeps a line of its own beside a progress bar
+
             if issubclass(category, ResultWarning):  # a result to doubt
-                print(f"temseg: warning: {message}", file=sys.stderr)
+                tqdm.write(f"temseg: warning: {message}", file=sys.stderr)
             elif issubclass(category, DataWarning):
-                print(f"temseg: note: {message}", file=sys.stderr)
+                tqdm.write(f"temseg: note: {message}", file=sys.stderr)
             else:
                 shown(message, category, filename, lineno, file, line)
 

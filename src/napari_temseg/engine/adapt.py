@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -41,6 +42,7 @@ from napari_temseg.engine.events import TrainEvent, drain
 from napari_temseg.engine.finite import filled, median_filled
 from napari_temseg.engine.train import TrainConfig, iter_train
 from napari_temseg.engine.tta import orientation_count
+from napari_temseg.io.model import DataWarning
 from napari_temseg.models.bundled import derived_meta
 from napari_temseg.models.normalize import Normalization, defect_runs
 from napari_temseg.models.resolve import ModelSpec, cached_model
@@ -362,6 +364,44 @@ def sample_frames(images: Sequence[Any], n: int = MAX_FRAMES) -> list[np.ndarray
     return [np.asarray(images[index[k][0]][index[k][1]], np.float32) for k in picks]
 
 
+#: frames with a shorter side hold too few blocks to read their noise from
+MIN_LEVEL_SIDE = LEVEL_BLOCK
+
+
+def frames_noise_level(frames: Sequence[np.ndarray]) -> float:
+    """The median :func:`noise_level` of the frames that show one: a frame too small to
+    read it from, or one without noise, is left out with a ``DataWarning`` (one 2 x 2
+    file among the inputs read 0 and halved the median of two). When none shows any,
+    the first one's own reason is raised, or the level is 0 (``NoiseMatchedPairs`` says
+    there is no noise to match)."""
+    levels, skipped, first_error = [], 0, None
+    for f in frames:
+        if min(f.shape[-2:]) < MIN_LEVEL_SIDE and len(frames) > 1:
+            skipped += 1
+            continue
+        try:
+            v = noise_level(f)
+        except ValueError as exc:
+            first_error, skipped = first_error or exc, skipped + 1
+            continue
+        if v > 0 and math.isfinite(v):
+            levels.append(v)
+        else:
+            skipped += 1
+    if not levels:
+        if first_error is not None:
+            raise first_error
+        return 0.0
+    if skipped:
+        warnings.warn(
+            f"the noise was read from {len(levels)} of {len(frames)} frames; {skipped} "
+            f"left out: too small (under {MIN_LEVEL_SIDE} px) or without noise",
+            DataWarning,
+            stacklevel=2,
+        )
+    return float(np.median(levels))
+
+
 def _pixel_range(meta: dict, kind: str, pixel_size_nm: float | None) -> tuple[float, float]:
     from napari_temseg.synth import PIXEL_SIZE_RANGE_NM
 
@@ -405,7 +445,7 @@ def iter_adapt(
         )
     frames = [bin_frame(f, cfg.bin) if cfg.bin > 1 else f for f in sample_frames(images)]
     norm = Normalization.from_dict(meta.get("normalization"))
-    level = float(np.median([noise_level(f) for f in frames]))
+    level = frames_noise_level(frames)
     pixel = None if pixel_size_nm is None else pixel_size_nm * cfg.bin
     pixels = _pixel_range(meta, kind, pixel)
     data = meta.get("training_data", {})
