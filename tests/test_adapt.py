@@ -227,7 +227,9 @@ def test_a_frame_too_small_or_without_noise_does_not_count_in_the_level(frame):
     alone = noise_level(noisy)
     tiny_frame = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     flat = np.full((64, 64), 7.0, np.float32)
-    with pytest.warns(DataWarning, match=r"^the noise was read from 1 of 3 frames; 2 left out: too small"):
+    with pytest.warns(
+        DataWarning, match=r"^the noise was read from 1 of 3 frames; 2 left out: too small"
+    ):
         assert frames_noise_level([tiny_frame, noisy, flat]) == pytest.approx(alone)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

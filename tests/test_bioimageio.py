@@ -242,6 +242,18 @@ def test_an_adapted_denoiser_package_carries_its_final_smoothing(tmp):
     assert passed, summary
 
 
+def test_a_package_is_a_model_wherever_one_is_asked_for(denoiser_zip, segmenter_zip, segmenter):
+    """Given as --model (or in a dock's checkpoint field), a package named torch's archive
+    internals ("file in archive is not in a subdirectory: cover.png")."""
+    model, meta = load_model(str(denoiser_zip))
+    original, original_meta = load_model("stem-denoise")
+    assert _same_weights(model, original) and meta == original_meta
+    image = simulate("stem", 96, pixel_size_nm=0.1, dose=30, seed=2).noisy
+    np.testing.assert_array_equal(
+        segment(image, str(segmenter_zip), device="cpu"), segment(image, segmenter, device="cpu")
+    )
+
+
 def test_reimported_segmenter_is_the_original(segmenter_zip, segmenter, tmp):
     net, meta0 = segmenter
     model, meta = import_bioimageio(segmenter_zip, tmp / "imported.safetensors")

@@ -157,8 +157,17 @@ def test_pickle_payload_cannot_run_code(tmp_path):
     marker = tmp_path / "marker.txt"
     evil = tmp_path / "evil.pt"
     torch.save({"format": "napari-temseg-checkpoint", "payload": _Exploit(marker)}, evil)
-    with pytest.raises(CheckpointError, match="weights-only"):
+    with pytest.raises(CheckpointError, match="holds pickled Python objects"):
         load_checkpoint(evil)
+    whole = tmp_path / "whole.pt"  # a whole pickled model, as torch.save(model) writes
+    torch.save(UNet(base=2, depth=2), whole)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(whole)
+    text = str(caught.value)  # torch's own text was terminal codes and half a sentence
+    assert text == (
+        "whole.pt holds pickled Python objects (a whole model, or code), which are never "
+        "loaded: only plain-tensor checkpoints are"
+    )
     raw = tmp_path / "evil.pkl"
     raw.write_bytes(pickle.dumps(_Exploit(marker)))
     with pytest.raises(CheckpointError):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -158,10 +160,16 @@ def _trusted(path: Path, check: Any, *args: Any) -> Any:
 def _read_torch(path: Path) -> tuple[dict, dict, dict]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refuses code objects with UnpicklingError
+    except pickle.UnpicklingError as exc:  # weights_only refuses code objects so
+        raise CheckpointError(
+            f"{path.name} holds pickled Python objects (a whole model, or code), which are "
+            "never loaded: only plain-tensor checkpoints are"
+        ) from exc
+    except Exception as exc:
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc).splitlines()[0]) if str(exc) else ""
         raise CheckpointError(
             f"{path.name} could not be read as a weights-only torch file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); only plain tensors are accepted"
+            f"{first}); only plain tensors are accepted"
         ) from exc
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         raise CheckpointError(f"{path.name} is a torch file but not a napari-temseg checkpoint")
@@ -171,6 +179,31 @@ def _read_torch(path: Path) -> tuple[dict, dict, dict]:
         raise CheckpointError(f"{path.name}: incomplete checkpoint ({exc})") from exc
     _trusted(path, check_header, config, meta)
     return config, meta, state
+
+
+def _is_package(path: Path) -> bool:
+    """A bioimage.io model package (a zip with its rdf.yaml), not a torch file."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(
+                n.rsplit("/", 1)[-1] in ("rdf.yaml", "bioimageio.yaml") for n in z.namelist()
+            )
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _read_package(path: Path) -> tuple[dict, dict, dict]:
+    """A package ``export_bioimageio`` wrote, read as its native checkpoint: given where a
+    model is asked for, it named torch's archive internals ("file in archive is not in a
+    subdirectory: cover.png")."""
+    from napari_temseg.models.bioimageio import import_bioimageio
+
+    try:
+        model, meta = import_bioimageio(path)
+    except ValueError as exc:  # BioimageioError: not ours, damaged
+        raise CheckpointError(str(exc)) from exc
+    config = dict(meta.pop("config"))
+    return config, meta, dict(model.state_dict())
 
 
 def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
@@ -183,7 +216,7 @@ def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         if zipfile.is_zipfile(path):
-            config, meta, tensors = _read_torch(path)
+            config, meta, tensors = _read_package(path) if _is_package(path) else _read_torch(path)
             return config, meta, tensors if with_tensors else None
         raise CheckpointError(
             f"{path.name} is not a napari-temseg checkpoint (not a safetensors file: {exc})"
