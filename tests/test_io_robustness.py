@@ -172,3 +172,17 @@ def test_missing_rosettasciio_is_named(testdata, monkeypatch):
     monkeypatch.setitem(sys.modules, "rsciio.digitalmicrograph", None)  # import fails
     with pytest.raises(ReaderError, match=r"nonsquare\.dm4.*needs RosettaSciIO"):
         read(testdata / "ncem_float32_nonsquare.dm4")
+
+
+def test_a_damaged_tiff_is_one_line_without_tifffiles_log(tmp_path, caplog):
+    """tifffile logged a line for every tag it could not parse (to stderr), beside the
+    one line the readers give."""
+    from napari_temseg.io import ReaderError, read, write_image
+
+    good = tmp_path / "good.tif"
+    write_image(good, np.random.default_rng(0).random((256, 256)).astype(np.float32))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with caplog.at_level("DEBUG"), pytest.raises(ReaderError):
+        np.asarray(read(cut)[0].data)
+    assert [r.getMessage() for r in caplog.records if r.name == "tifffile"] == []

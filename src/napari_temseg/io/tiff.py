@@ -15,8 +15,10 @@ uncompressed, else one dask chunk per TIFF page (LZW/zstd decoded by imagecodecs
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +250,26 @@ def _microscope(tf: Any) -> dict[str, Any]:
     return {**microscope_metadata(*trees.values()), **trees}
 
 
+@contextmanager
+def tifffile_quiet() -> Iterator[None]:
+    """Silence tifffile's log while we read: of a damaged file it printed a line for every
+    tag it could not parse (``<TiffTag.fromfile> raised TiffFileError(...)``) beside the
+    one line our readers give."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def read_tiff(path: Path, lazy: bool) -> list[EMImage]:
+    with tifffile_quiet():
+        return _read_tiff(path, lazy)
+
+
+def _read_tiff(path: Path, lazy: bool) -> list[EMImage]:
     import tifffile
 
     images = []

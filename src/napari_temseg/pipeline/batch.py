@@ -146,8 +146,10 @@ def output_is_complete(path: Path) -> bool:
     try:
         import tifffile
 
+        from napari_temseg.io.tiff import tifffile_quiet
+
         size = path.stat().st_size
-        with tifffile.TiffFile(path) as tf:
+        with tifffile_quiet(), tifffile.TiffFile(path) as tf:
             if not tf.pages:
                 return False
             for page in tf.pages:
