@@ -58,7 +58,7 @@ def test_an_unexpected_error_stops_the_batch_but_keeps_the_summary(tmp_path):
     with pytest.raises(KeyError):
         run_batch(files, tmp_path / "out", process, errors=(ValueError,))
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["counts"] == {"done": 0, "skipped": 0, "failed": 0}
+    assert summary["counts"] == {"done": 0, "skipped": 0, "failed": 0, "stopped": 2}
 
 
 def test_denoise_batch_isolates_failures_and_resumes(tmp_path, capsys):
@@ -283,3 +283,39 @@ def test_resume_skips_only_what_this_run_would_have_made(tmp_path, capsys, tiny_
     assert main(["segment", str(files[0]), *common, "--model", tiny_segmenter, "--overwrite"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 0}
+
+
+def test_a_stopped_batch_lists_every_input_and_a_resumed_one_keeps_its_warnings(tmp_path):
+    """Stopped, the summary listed only what had run; resumed, a file whose result was
+    doubted was listed as skipped with no note."""
+    import warnings
+
+    from napari_temseg.io import ResultWarning
+
+    files = _images(tmp_path / "in", n=3)
+    out = tmp_path / "out"
+
+    def outputs(path, stem):
+        return [out / f"{stem}.tif"]
+
+    def process(path, stem):
+        if path.name == "scan_2.tif":
+            raise KeyboardInterrupt
+        if path.name == "scan_0.tif":
+            warnings.warn(f"{path.name}: 100.0% of the pixels are 'support'", ResultWarning, 2)
+        write_image(out / f"{stem}.tif", np.zeros((8, 8), np.float32))
+        return [out / f"{stem}.tif"]
+
+    with warnings.catch_warnings(), pytest.raises(KeyboardInterrupt):
+        warnings.simplefilter("ignore", ResultWarning)
+        run_batch(files, out, process, outputs=outputs)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [f["status"] for f in summary["files"]] == ["done", "done", "stopped"]
+    assert summary["counts"] == {"done": 2, "skipped": 0, "failed": 0, "stopped": 1}
+    noted = summary["files"][0]["notes"]
+    assert noted == ["scan_0.tif: 100.0% of the pixels are 'support'"]
+
+    report = run_batch(files[:2], out, process, outputs=outputs)
+    assert [r.status for r in report.results] == ["skipped", "skipped"]
+    assert report.results[0].notes == noted and report.results[1].notes == []
+    assert "support" in (out / "summary.csv").read_text()

@@ -136,6 +136,8 @@ def _print_result(r) -> None:
     elif r.status == "skipped":
         done = ", ".join(r.outputs)
         print(f"{r.input}: skipped, {done} {'is' if len(r.outputs) == 1 else 'are'} complete")
+        for note in r.notes:  # what its run said to doubt still holds
+            print(f"temseg: warning: {note} (said when it was made)", file=sys.stderr)
     else:
         print(f"{r.input} -> {', '.join(r.outputs)} ({r.seconds:.1f} s)")
 
@@ -173,9 +175,13 @@ def _run_files(args: argparse.Namespace, job: Any, process: Callable[[Path], lis
         raise CLIError(str(exc)) from exc
     c = report.counts()
     where = f"summary in {report.summary}" if report.summary else "nothing written"
-    doubt = sum(1 for r in report.results if r.notes)
-    noted = f" ({doubt} with warnings)" if doubt else ""
-    print(f"{c['done']} done{noted}, {c['skipped']} skipped, {c['failed']} failed; {where}")
+
+    def noted(status: str) -> str:
+        doubt = sum(1 for r in report.results if r.notes and r.status == status)
+        return f" ({doubt} with warnings)" if doubt else ""
+
+    done, skipped = f"{c['done']} done{noted('done')}", f"{c['skipped']} skipped{noted('skipped')}"
+    print(f"{done}, {skipped}, {c['failed']} failed; {where}")
     return 1 if c["failed"] else 0
 
 

@@ -33,7 +33,7 @@ FOLDER_SKIP = (".emi", ".png")
 @dataclass
 class FileResult:
     input: str
-    status: str  # "done", "skipped" (output already complete) or "failed"
+    status: str  # "done", "skipped" (output already complete), "failed" or "stopped"
     outputs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     error: str = ""
@@ -50,9 +50,10 @@ class BatchReport:
         return [r for r in self.results if r.status == "failed"]
 
     def counts(self) -> dict[str, int]:
+        """Inputs per status; "stopped" (the batch stopped before they were done) only when some are."""
         out = {"done": 0, "skipped": 0, "failed": 0}
         for r in self.results:
-            out[r.status] += 1
+            out[r.status] = out.get(r.status, 0) + 1
         return out
 
     def write(self, outdir: Path, name: str = "summary") -> tuple[Path, Path]:
@@ -234,6 +235,7 @@ def run_batch(
     report = BatchReport(results)
     if not files:
         return report
+    earlier = _earlier_notes(outdir)  # a skipped file keeps what its run noted
     stems = output_stems(files)
     plans = [
         outputs(path, stem) if outputs else [] for path, stem in zip(files, stems, strict=True)
@@ -247,7 +249,8 @@ def run_batch(
             if resume and made and all(output_is_complete(o) for o in made):
                 why = next(((o, w) for o in made if (w := stale and stale(o))), None)
                 if why is None:
-                    r = FileResult(str(path), "skipped", [str(o) for o in made])
+                    notes = earlier.get(str(path), [])
+                    r = FileResult(str(path), "skipped", [str(o) for o in made], notes=notes)
                 else:
                     error = f"{why[0]} {why[1]}: choose another output folder, or --overwrite"
                     r = FileResult(str(path), "failed", error=error)
@@ -265,9 +268,22 @@ def run_batch(
             _run_on_cluster(client, process, todo, errors, results, on_result)
             order = {str(p): i for i, p in enumerate(files)}
             results.sort(key=lambda r: order.get(r.input, -1))
-    finally:
+    finally:  # every input has its entry, also when the batch was stopped before it
+        reached = {r.input for r in results}
+        results += [FileResult(str(f), "stopped") for f in files if str(f) not in reached]
         report.summary = report.write(outdir)[0]
     return report
+
+
+def _earlier_notes(outdir: Path) -> dict[str, list[str]]:
+    """input -> notes of the summary an earlier run left in ``outdir`` (empty if none or
+    unreadable): resumed, a file whose run was noted as doubtful ("100 % of the pixels
+    are 'support'") was listed as skipped with no note, and the doubt was lost."""
+    try:
+        files = json.loads((outdir / "summary.json").read_text())["files"]
+        return {str(f["input"]): [str(n) for n in f.get("notes") or []] for f in files}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _run_on_cluster(
