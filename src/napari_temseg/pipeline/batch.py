@@ -38,6 +38,9 @@ class FileResult:
     seconds: float = 0.0
     error: str = ""
     notes: list[str] = field(default_factory=list)  # the results to doubt (ResultWarning)
+    # what the readers and engine noted (DataWarning), carried back from a cluster worker
+    # to be shown where the batch runs; not part of the summary
+    said: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +62,8 @@ class BatchReport:
     def write(self, outdir: Path, name: str = "summary") -> tuple[Path, Path]:
         """``summary.json`` (counts and every file) and ``summary.csv`` (one row a file)."""
         js, cs = outdir / f"{name}.json", outdir / f"{name}.csv"
-        payload = {"counts": self.counts(), "files": [asdict(r) for r in self.results]}
+        files = [{k: v for k, v in asdict(r).items() if k != "said"} for r in self.results]
+        payload = {"counts": self.counts(), "files": files}
         js.write_text(json.dumps(payload, indent=1))
         with cs.open("w", newline="") as fh:
             w = csv.writer(fh)
@@ -171,11 +175,15 @@ def attempt(
     stem: str,
     target: Path | None,
     errors: tuple[type[BaseException], ...] = (Exception,),
+    remote: bool = False,
 ) -> FileResult:
     """Run ``process(path, stem)`` once -> its result; an error in ``errors`` fails it.
 
     A failed file's half-written main output (``target``) is removed. Module-level so that
     a cluster worker can run it (``process`` must then be picklable, e.g. a ``FileJob``).
+    Its warnings are warned again once the file is done; ``remote`` (on a cluster worker):
+    they come back in the result instead (``said``, ``notes``), to be shown where the batch
+    runs (:func:`show_again`), not as raw Python warnings on a worker's console.
     """
     t0 = time.perf_counter()
     caught: list[warnings.WarningMessage] = []
@@ -190,10 +198,24 @@ def attempt(
             os.remove(target)  # never leave a half-written output behind
         r = FileResult(str(path), "failed", error=str(exc) or type(exc).__name__)
     finally:  # shown as they would have been, once the file is done
-        for w in caught:
+        for w in caught if not remote else ():
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if remote:
+        r.said = [
+            str(w.message)
+            for w in caught
+            if issubclass(w.category, DataWarning) and not issubclass(w.category, ResultWarning)
+        ]
     r.seconds = time.perf_counter() - t0
     return r
+
+
+def show_again(r: FileResult) -> None:
+    """Warn, where the batch runs, what a cluster worker's run of ``r`` noted."""
+    for text in r.said:
+        warnings.warn(text, DataWarning, stacklevel=2)
+    for text in r.notes:
+        warnings.warn(text, ResultWarning, stacklevel=2)
 
 
 def run_batch(
@@ -298,7 +320,7 @@ def _run_on_cluster(
     from distributed import as_completed
 
     futures = {
-        client.submit(attempt, process, path, stem, target, errors, pure=False): path
+        client.submit(attempt, process, path, stem, target, errors, True, pure=False): path
         for path, stem, target in todo
     }
     try:
@@ -309,6 +331,7 @@ def _run_on_cluster(
             except Exception as exc:  # a worker died or raised something unexpected
                 msg = str(exc) or type(exc).__name__
                 r = FileResult(str(path), "failed", error=f"on the cluster: {msg}")
+            show_again(r)
             results.append(r)
             if on_result:
                 on_result(r)
