@@ -87,6 +87,33 @@ def test_velox_era_emd_unit_n_m_is_nanometres(testdata):
     assert image.metadata["magnification"] == pytest.approx(5.1e6)
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_berkeley_emd_keeps_its_rows_and_each_axis_its_pixel_size(testdata, tmp_path, lazy):
+    """RosettaSciIO transposes NCEM-layout EMD files and names their axes (X, Y); taken by
+    position, the frame came out transposed and a non-square one with swapped pixel sizes."""
+    import h5py
+
+    real = testdata / "velox_Acquisition_18.emd"
+    with h5py.File(real, "r") as f:
+        assert f["data/single/dim1"].attrs["name"] == b"Y"  # rows first, as stored
+        stored = f["data/single/data"][()]
+    np.testing.assert_array_equal(np.asarray(read(real, lazy=lazy)[0].data), stored)
+    frame = np.arange(100 * 200, dtype=np.uint16).reshape(100, 200)
+    path = tmp_path / "nonsquare.emd"
+    with h5py.File(path, "w") as f:
+        f.attrs["version_major"], f.attrs["version_minor"] = 0, 2
+        g = f.create_group("data/img")
+        g.attrs["emd_group_type"] = 1
+        g.create_dataset("data", data=frame)
+        for dim, (name, size, step) in enumerate((("Y", 100, 0.05), ("X", 200, 0.1)), 1):
+            d = g.create_dataset(f"dim{dim}", data=np.arange(size) * step)
+            d.attrs["name"], d.attrs["units"] = np.bytes_(name), np.bytes_(b"n_m")
+    image = read(path, lazy=lazy)[0]
+    np.testing.assert_array_equal(np.asarray(image.data), frame)
+    assert [(a.name, a.size) for a in image.axes] == [("y", 100), ("x", 200)]
+    assert image.scale == pytest.approx((0.05, 0.1))
+
+
 def test_velox_metadata_reaches_the_image(testdata):
     meta = read(testdata / "velox_camera_ceta_imaging.emd")[0].metadata
     assert meta["voltage_kV"] == pytest.approx(300.0)

@@ -56,6 +56,16 @@ def file_size_for(path: Path) -> int:
     return path.stat().st_size
 
 
+def _rows_first(data: Any, raw: list[RawAxis]) -> tuple[Any, list[RawAxis]]:
+    """The frame's rows first, as every reader gives them, also where RosettaSciIO names the
+    plane's axes (X, Y) in array order: it does so for Berkeley (NCEM) EMD files, whose
+    data it transposes. Taken by position, their X became the rows and, in a non-square
+    frame, each pixel size the other axis's."""
+    if len(raw) >= 2 and [a.name.strip().lower() for a in raw[-2:]] == ["x", "y"]:
+        return data.swapaxes(-1, -2), [*raw[:-2], raw[-1], raw[-2]]
+    return data, raw
+
+
 def read_rsciio(path: Path, lazy: bool) -> list[EMImage]:
     """Every dataset RosettaSciIO finds in ``path`` (a Velox EMD may hold several)."""
     import importlib
@@ -82,6 +92,7 @@ def read_rsciio(path: Path, lazy: bool) -> list[EMImage]:
     for index, sig in enumerate(signals):
         data = sig["data"]
         raw = _raw_axes(list(sig.get("axes", [])), data.ndim)
+        data, raw = _rows_first(data, raw)
         kind = classify(raw)
         md = sig.get("metadata", {}) or {}
         original = sig.get("original_metadata", {}) or {}
