@@ -70,6 +70,42 @@ def test_current_frame_of_a_stack(controls, widget, qtbot):
     assert out.data.shape == (96, 96)
 
 
+def test_a_frame_result_is_a_2d_image_and_a_diffraction_pattern_is_refused(
+    controls, widget, qtbot, tmp_path, monkeypatch
+):
+    """A frame of a stack came back with axis labels '-2', '-1' and still described as a
+    3D stack; a diffraction pattern was denoised by a real-space model without a word."""
+    from napari_temseg.io import write_image
+
+    viewer, w = widget
+    ui = controls(w)
+    stack = np.random.default_rng(1).poisson(10, size=(3, 96, 96)).astype(np.float32)
+    [layer] = viewer.open(
+        write_image(tmp_path / "s.tif", stack, scale=(1, 0.1, 0.1))[0], plugin="napari-temseg"
+    )
+    assert layer.axis_labels == ("frame", "y", "x")
+    viewer.dims.set_current_step(0, 1)
+    ui["Image"].value = layer
+    ui["Apply to"].value = "current frame"
+    ui["Orientations"].value = 1
+    w.run()
+    _wait(qtbot, w)
+    out = viewer.layers[-1]
+    assert out.axis_labels == ("y", "x") and out.metadata["kind"] == "image"
+    assert [a["name"] for a in out.metadata["axes"]] == ["y", "x"]
+
+    warned = []
+    monkeypatch.setattr("napari_temseg.widgets.denoise.show_warning", warned.append)
+    pattern = viewer.add_image(stack[0], name="dp", metadata={"kind": "diffraction"})
+    ui["Image"].value = pattern
+    before = len(viewer.layers)
+    w.run()
+    assert not w._task.running and len(viewer.layers) == before
+    assert warned == [
+        "'dp' is a diffraction pattern; the denoisers are made for real-space micrographs."
+    ]
+
+
 def test_current_frame_when_the_view_shows_no_frame(controls, widget, qtbot, monkeypatch):
     """Rolled axes show a (frame, y) plane: frame 4's (y, x) was denoised instead."""
     viewer, w = widget

@@ -173,6 +173,12 @@ class DenoiseWidget(Container):
                 f"'{layer.name}' is an RGB image; denoising expects a grayscale micrograph."
             )
             return
+        if layer.metadata.get("kind") == "diffraction":  # as `temseg denoise` refuses it
+            show_warning(
+                f"'{layer.name}' is a diffraction pattern; the denoisers are made for "
+                "real-space micrographs."
+            )
+            return
         model = self._selected_model()
         if model is None:
             return
@@ -260,12 +266,15 @@ class DenoiseWidget(Container):
             orientations=self._settings["orientations"],
             adapted=adapted.meta["adapted"] if adapted is not None else None,
         )
+        if frame is not None and isinstance(meta.get("axes"), list):  # one frame of a stack
+            meta = {**meta, "kind": "image", "axes": meta["axes"][-ndim:]}
         added = self._viewer.add_image(
             result,
             name=name,
             scale=tuple(layer.scale[-ndim:]),
             translate=tuple(layer.translate[-ndim:]),
             units=tuple(layer.units[-ndim:]),
+            axis_labels=tuple(layer.axis_labels[-ndim:]),
             colormap=layer.colormap.name,
             contrast_limits=display_limits(result),
             metadata=meta,
