@@ -80,7 +80,8 @@ def test_an_uncalibrated_layer_is_written_without_a_fake_pixel_size():
 
 
 def test_a_lazy_file_opens_with_the_one_contrast_rule():
-    """The reader, sample data and docks share display_limits (0.5/99.5 %, first frame)."""
+    """The reader, sample data and docks share display_limits (0.5/99.5 % of the first,
+    middle and last frames)."""
     from napari_temseg.display import display_limits
 
     rng = np.random.default_rng(0)
@@ -91,5 +92,11 @@ def test_a_lazy_file_opens_with_the_one_contrast_rule():
 
     image = EMImage(da.from_array(stack, chunks=(1, 64, 64)), axes, "image")
     _, kwargs, _ = layer_data(image, "x")
-    assert kwargs["contrast_limits"] == display_limits(stack[0])
+    assert kwargs["contrast_limits"] == display_limits(stack)
     assert kwargs["contrast_limits"][1] < 200
+    # a series that brightens: its last frames are inside the limits, not white
+    drift = np.stack([stack[1] + 300 * k for k in range(30)])
+    lazy = da.from_array(drift, chunks=(1, 64, 64))
+    _, kwargs, _ = layer_data(EMImage(lazy, [Axis("frame", 30), *axes[1:]], "stack"), "x")
+    lo, hi = kwargs["contrast_limits"]
+    assert lo < float(np.median(drift[0])) and hi > float(np.median(drift[-1]))
