@@ -186,3 +186,33 @@ def test_a_damaged_tiff_is_one_line_without_tifffiles_log(tmp_path, caplog):
     with caplog.at_level("DEBUG"), pytest.raises(ReaderError):
         np.asarray(read(cut)[0].data)
     assert [r.getMessage() for r in caplog.records if r.name == "tifffile"] == []
+
+
+def _tiff_with_its_directory_last(path: Path, h: int = 64, w: int = 64) -> None:
+    """A baseline uint8 TIFF whose image directory follows the pixels, as many cameras and
+    Pillow-era tools write it: cut short, the file keeps its pixels but loses the page."""
+    import struct
+
+    pixels = np.random.default_rng(0).integers(0, 255, (h, w), np.uint8).tobytes()
+    tags = [(256, 3, w), (257, 3, h), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+            (273, 4, 8), (278, 3, h), (279, 4, len(pixels))]  # fmt: skip
+    ifd = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags
+    )
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8 + len(pixels)) + pixels + ifd + b"\0" * 4)
+
+
+def test_files_that_hold_nothing_say_what_is_missing(testdata, tmp_path):
+    """A cut TIFF whose directory was at its end, and an .emi without its .ser, were both
+    said to 'hold no datasets'."""
+    whole = tmp_path / "whole.tif"
+    _tiff_with_its_directory_last(whole)
+    assert read(whole)[0].data.shape == (64, 64)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: 8 + 64 * 64])
+    with pytest.raises(ReaderError, match="damaged or cut short"):
+        read(cut)
+    lonely = tmp_path / "lonely.emi"
+    lonely.write_bytes((testdata / "16_STOimage.emi").read_bytes())
+    with pytest.raises(ReaderError, match=r"its pixels are in 'lonely_1.ser' .* not beside it"):
+        read(lonely)

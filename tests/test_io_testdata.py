@@ -114,6 +114,16 @@ def test_a_berkeley_emd_keeps_its_rows_and_each_axis_its_pixel_size(testdata, tm
     assert image.scale == pytest.approx((0.05, 0.1))
 
 
+def test_a_dm_acquisition_time_is_an_iso_timestamp(testdata):
+    """The DataBar's "8/29/2017" and "1:58:43 PM" were glued into "8/29/2017T1:58:43 PM"."""
+    from napari_temseg.io.metadata import _iso
+
+    meta = read(testdata / "ncem_08_carbon.dm3")[0].metadata
+    assert meta["acquisition_time"] == "2017-08-29T13:58:43"
+    assert _iso("29.08.2017", "13:58:43") == "2017-08-29T13:58:43"
+    assert _iso("Tuesday", "noon") == "Tuesday noon"  # unknown spellings stay as given
+
+
 def test_velox_metadata_reaches_the_image(testdata):
     meta = read(testdata / "velox_camera_ceta_imaging.emd")[0].metadata
     assert meta["voltage_kV"] == pytest.approx(300.0)

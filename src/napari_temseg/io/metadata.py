@@ -112,10 +112,30 @@ def _acquisition_time(flat: dict[str, Any]) -> str | None:
     date = _first(flat, "General.date", "DataBar.Acquisition Date", "AcquireDate", "User.Date")
     time = _first(flat, "General.time", "DataBar.Acquisition Time", "User.Time")
     if date and time:
-        return f"{date[1]}T{time[1]}"
+        return _iso(str(date[1]), str(time[1]))
     if date:
         return str(date[1])
     return None
+
+
+#: how DigitalMicrograph's DataBar and other headers spell a date and a time of day
+_DATE_FORMATS = ("%Y-%m-%d", "%m/%d/%Y", "%d.%m.%Y", "%d/%m/%Y", "%Y/%m/%d")
+_TIME_FORMATS = ("%H:%M:%S.%f", "%H:%M:%S", "%I:%M:%S %p", "%I:%M:%S.%f %p", "%H:%M")
+
+
+def _iso(date: str, time: str) -> str:
+    """ISO 8601 from a header's date and time strings ("8/29/2017" and "1:58:43 PM" gave
+    "8/29/2017T1:58:43 PM", which is no timestamp); both as given, joined by a space, when
+    neither is a spelling known here."""
+    for df in _DATE_FORMATS:
+        for tf in _TIME_FORMATS:
+            try:
+                return _dt.datetime.strptime(
+                    f"{date.strip()} {time.strip()}", f"{df} {tf}"
+                ).isoformat()
+            except ValueError:
+                continue
+    return f"{date} {time}"
 
 
 def _dwell_time_us(flat: dict[str, Any]) -> float | None:

@@ -9,6 +9,7 @@ whose message names the file and the problem.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,18 @@ def _validate(image: EMImage, touch: bool = True) -> None:
         np.asarray(first), np.asarray(last)
 
 
+def _why_empty(path: Path, suffix: str) -> str:
+    """Why a reader found no dataset in ``path``, as far as the file's kind tells."""
+    if suffix == ".emi" and not list(path.parent.glob(f"{glob.escape(path.stem)}_*.ser")):
+        return (
+            f"an .emi holds only the metadata; its pixels are in '{path.stem}_1.ser' "
+            "(and _2, ...), which is not beside it: copy it along"
+        )
+    if suffix in (".tif", ".tiff"):
+        return "no complete image in it: the file is damaged or cut short (incomplete copy?)"
+    return "the file holds no datasets"
+
+
 def read(
     path: str | Path,
     *,
@@ -135,7 +148,7 @@ def read(
             path,
         ) from exc
     if not images:
-        raise ReaderError(f"cannot open '{path.name}': the file holds no datasets", path)
+        raise ReaderError(f"cannot open '{path.name}': {_why_empty(path, suffix)}", path)
     if image_only:
         kept = [im for im in images if im.kind not in NOT_IMAGES and im.kind != "scalar"]
         if not kept:
