@@ -76,6 +76,10 @@ def test_only_the_offered_factors_and_big_enough_frames_are_accepted():
         check_bin(3)
     with pytest.raises(ValueError, match="too small to bin 4x4"):
         denoise(np.ones((40, 40), np.float32), "hrtem-denoise", device="cpu", bin=4)
+    # nor is a frame too small to denoise at all: a 2 x 2 file came back averaged, "done"
+    with pytest.raises(ValueError, match=r"^a 2x2 frame is too small to denoise \(at least 16"):
+        denoise(np.arange(4, dtype=np.float32).reshape(2, 2), "stem-denoise", device="cpu")
+    assert denoise(np.ones((16, 40), np.float32), "stem-denoise", device="cpu").shape == (16, 40)
 
 
 def test_binning_helps_where_detail_is_coarse_and_costs_where_it_is_fine():

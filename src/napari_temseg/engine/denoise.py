@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from napari_temseg.defaults import OVERLAP, TILE
-from napari_temseg.engine.binning import bin_frame, check_bin, unbin_frame
+from napari_temseg.engine.binning import MIN_BINNED, bin_frame, check_bin, unbin_frame
 from napari_temseg.engine.device import select_device
 from napari_temseg.engine.finite import (
     Padding,
@@ -41,6 +41,11 @@ def _check_image(image: Any) -> None:
         raise ValueError(
             f"shape {tuple(shape)} looks like an RGB(A) picture; denoising expects a "
             "grayscale micrograph or a stack of them"
+        )
+    if min(shape[-2:]) < MIN_BINNED:  # a 2 x 2 "image" came back averaged, called done
+        raise ValueError(
+            f"a {shape[-2]}x{shape[-1]} frame is too small to denoise (at least "
+            f"{MIN_BINNED} px a side: the network reads each pixel from those around it)"
         )
 
 
