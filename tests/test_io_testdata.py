@@ -164,6 +164,28 @@ def test_the_eels_spectrum_is_reported_as_a_spectrum(testdata):
         read(testdata / "ncem_08_carbon.dm3", image_only=True)
 
 
+def test_info_describes_the_image_of_a_file_of_several_and_lists_them_all(monkeypatch, capsys):
+    """A Velox file with a diffraction pattern first was described by the pattern alone,
+    with no word of the image beside it."""
+    from napari_temseg.cli import main
+    from napari_temseg.io import readers
+    from napari_temseg.io.model import Axis, EMImage
+
+    def made(kind, names, title):
+        axes = [Axis(n, 8, 0.1 if n in "yx" else 1.0, "nm" if n in "yx" else "") for n in names]
+        return EMImage(np.zeros((8,) * len(names)), axes, kind, metadata={"title": title})
+
+    found = [made("diffraction", "kk", "DP"), made("image", "yx", "HAADF")]
+    monkeypatch.setattr(readers, "read", lambda *a, **k: found)
+    info = info_dict("x.emd")
+    assert info["kind"] == "image" and info["described"] == 1 and info["pixel_size_nm"] == 0.1
+    assert [d["title"] for d in info["datasets"]] == ["DP", "HAADF"]
+    monkeypatch.setattr("napari_temseg.io.info_dict", info_dict)
+    assert main(["info", "x.emd"]) == 0
+    out = capsys.readouterr().out
+    assert "the file holds 2 datasets (above: number 2):" in out and "1 'DP': diffraction" in out
+
+
 def test_info_dict_matches_the_cli_contract(testdata):
     info = info_dict(testdata / "ncem_float32_nonsquare.dm3")
     assert info == {
@@ -177,6 +199,10 @@ def test_info_dict_matches_the_cli_contract(testdata):
         "kind": "image",
         "acquisition": {},
         "notes": [],
+        "described": 0,
+        "datasets": [
+            {"kind": "image", "shape": [64, 128], "title": "dmTest_float32_nonSquare_diffPixelSize"}
+        ],
     }
     json.dumps(info)
     spectrum = info_dict(testdata / "ncem_08_carbon.dm3")

@@ -102,7 +102,7 @@ def test_velox_like_tiff_brings_its_acquisition_facts_to_info(corpus, capsys):
         "microscope": "Talos F200X",
         "voltage_kV": pytest.approx(200.0),
         "dwell_time_us": pytest.approx(1.0),
-        "acquisition_time": "12/01/2023T10:11:12 AM",
+        "acquisition_time": "2023-12-01T10:11:12",
     }
     assert main(["info", str(corpus["fei_velox_like"])]) == 0
     out = capsys.readouterr().out

@@ -83,6 +83,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  {label}: {value}")
     for note in info["notes"]:
         print(f"  note: {note}")
+    if len(info["datasets"]) > 1:
+        print(
+            f"  the file holds {len(info['datasets'])} datasets (above: number {info['described'] + 1}):"
+        )
+        for i, d in enumerate(info["datasets"], 1):
+            title = f" '{d['title']}'" if d["title"] else ""
+            print(f"    {i}{title}: {d['kind']}, shape {tuple(d['shape'])}")
     return 0
 
 

@@ -209,13 +209,22 @@ def info_dict(path: str | Path) -> dict[str, Any]:
     """What ``temseg info FILE --json`` prints: shape, dtype, axes, pixel size, kind, the
     acquisition facts the file holds and notes on metadata that could not be read.
 
-    Describes the first image-like dataset (or the first dataset when there is none)
-    from metadata only: no pixel is read, whatever the file's size or compression.
+    Describes the first real-space image or stack (else the first diffraction pattern,
+    else the first dataset) from metadata only: no pixel is read, whatever the file's size
+    or compression. ``datasets`` lists every dataset of the file, ``described`` which one
+    is described: a Velox file with a pattern first was described by its pattern alone.
     """
     images = read(path, lazy=True, touch_pixels=False)
-    image = next((im for im in images if im.kind not in NOT_IMAGES), images[0])
+    rank = {"image": 0, "stack": 0, "diffraction": 1}
+    described = min(range(len(images)), key=lambda i: rank.get(images[i].kind, 2))
+    image = images[described]  # the first of the best rank
     meta = image.metadata
     return {
+        "described": described,
+        "datasets": [
+            {"kind": im.kind, "shape": list(im.shape), "title": im.metadata.get("title", "")}
+            for im in images
+        ],
         "shape": list(image.shape),
         "dtype": str(image.dtype),
         "axes": [
