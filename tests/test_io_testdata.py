@@ -114,6 +114,22 @@ def test_a_berkeley_emd_keeps_its_rows_and_each_axis_its_pixel_size(testdata, tm
     assert image.scale == pytest.approx((0.05, 0.1))
 
 
+def test_a_ser_beside_its_emi_brings_the_acquisition(testdata, tmp_path):
+    """Opened alone, a .ser had no microscope, voltage, magnification or dwell time, though
+    its .emi beside it holds them."""
+    ser = read(testdata / "16_STOimage_1.ser")[0]
+    emi = read(testdata / "16_STOimage.emi")[0]
+    np.testing.assert_array_equal(np.asarray(ser.data), np.asarray(emi.data))
+    for key in ("microscope", "voltage_kV", "magnification", "dwell_time_us", "acquisition_time"):
+        assert ser.metadata[key] == emi.metadata[key], key
+    alone = tmp_path / "16_STOimage_1.ser"  # without its .emi: the pixels, and no more
+    alone.write_bytes((testdata / "16_STOimage_1.ser").read_bytes())
+    lone = read(alone)[0]
+    np.testing.assert_array_equal(np.asarray(lone.data), np.asarray(ser.data))
+    assert lone.pixel_size_nm == pytest.approx(ser.pixel_size_nm)
+    assert "voltage_kV" not in lone.metadata
+
+
 def test_a_dm_acquisition_time_is_an_iso_timestamp(testdata):
     """The DataBar's "8/29/2017" and "1:58:43 PM" were glued into "8/29/2017T1:58:43 PM"."""
     from napari_temseg.io.metadata import _iso

@@ -56,6 +56,26 @@ def file_size_for(path: Path) -> int:
     return path.stat().st_size
 
 
+def _with_emi(path: Path, reader: Any, lazy: bool) -> list[dict]:
+    """A TIA ``<name>_N.ser`` read through the ``<name>.emi`` beside it, which holds the
+    acquisition (microscope, voltage, magnification, dwell time, date): read alone, the
+    .ser had none of it. Empty when there is no .emi, it cannot be read, or it does not
+    list this .ser."""
+    stem, sep, number = path.stem.rpartition("_")
+    emi = path.with_name(f"{stem}.emi")
+    if path.suffix.lower() != ".ser" or not sep or not number.isdigit() or not emi.is_file():
+        return []
+    try:
+        signals = reader(str(emi), lazy=lazy)
+    except Exception:  # a damaged .emi must not stop the .ser from opening
+        return []
+    return [
+        sig
+        for sig in signals
+        if ((sig.get("metadata") or {}).get("General") or {}).get("original_filename") == path.name
+    ]
+
+
 def _rows_first(data: Any, raw: list[RawAxis]) -> tuple[Any, list[RawAxis]]:
     """The frame's rows first, as every reader gives them, also where RosettaSciIO names the
     plane's axes (X, Y) in array order: it does so for Berkeley (NCEM) EMD files, whose
@@ -84,7 +104,7 @@ def read_rsciio(path: Path, lazy: bool) -> list[EMImage]:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            signals = reader(str(path), lazy=lazy)
+            signals = _with_emi(path, reader, lazy) or reader(str(path), lazy=lazy)
     finally:
         logger.setLevel(level)
     notes = sorted({str(w.message) for w in caught})
