@@ -351,6 +351,20 @@ def test_a_smoothing_the_frames_refuse_is_named(frame, tiny, monkeypatch):
     assert all(np.isfinite([c["frames"], c["simulated"]]).all() for c in checked)
 
 
+def test_no_smoothing_worth_fitting_is_said(frame, tiny, monkeypatch):
+    """When no blend gains enough on the simulated images, the message said nothing of it,
+    though the docs say the user is told when there is no final smoothing."""
+    from napari_temseg.engine import adapt
+
+    monkeypatch.setattr(adapt, "MIN_POSTFILTER_GAIN_DB", np.inf)
+    noisy, pixel = frame
+    r = run_adapt([noisy], tiny, AdaptConfig(seconds=1, device="cpu"), pixel_size_nm=pixel)
+    assert "postfilter" not in r.meta
+    assert r.message.endswith(
+        "; no final smoothing: none gained inf dB on simulated images at this noise"
+    )
+
+
 def test_simulated_pairs_smear_the_noise_as_the_models_training_did():
     """A STEM model trained with the detector's decay adapts on smeared noise too: on white
     noise alone the shipped stem-denoise got worse on the real pair (416 / 593 -> 670 / 865)."""

@@ -248,12 +248,13 @@ def test_a_batch_never_writes_over_its_inputs(tmp_path, capsys):
     for extra in ([], ["--overwrite"]):
         argv = ["denoise", str(tmp_path / "raw"), "-o", str(tmp_path / "raw"), *extra]
         assert main([*argv, "--device", "cpu", "--tile", "64", "--overlap", "8"]) == 1
-        err = capsys.readouterr().err.strip()
+        said = capsys.readouterr()
+        err = said.err.strip()
         assert err.endswith(
             "is an input folder: its results would replace inputs of the "
             "same name and be read as inputs next time; choose another"
         )
-        assert "\n" not in err
+        assert "\n" not in err and "denoising with" not in said.out  # before the model loads
     # a single file named into its own folder
     argv = ["denoise", str(files[0]), "-o", str(tmp_path / "raw"), "--overwrite"]
     assert main([*argv, "--device", "cpu", "--tile", "64", "--overlap", "8"]) == 1

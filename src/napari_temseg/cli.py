@@ -30,6 +30,17 @@ class CLIError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
+def _outdir_apart(args: argparse.Namespace) -> None:
+    """The batch's output folder is none of its input folders, said before any model loads
+    or adapts (``pipeline.batch.check_outdir_apart``)."""
+    from napari_temseg.pipeline.batch import BatchRefused, check_outdir_apart
+
+    try:
+        check_outdir_apart(args.inputs, args.output)
+    except BatchRefused as exc:
+        raise CLIError(str(exc)) from exc
+
+
 def _output_folder(path: str | Path) -> Path:
     """``path`` checked as the folder outputs go to, before any work (one line if not)."""
     from napari_temseg.io.outputs import OutputError, check_output_folder
@@ -243,6 +254,7 @@ def _file_job(args: argparse.Namespace, task: str) -> Any:
 
 
 def cmd_denoise(args: argparse.Namespace) -> int:
+    _outdir_apart(args)
     if args.adapt is not None:
         args.model = _adapted_model(args)
     job = _file_job(args, "denoise")
@@ -404,6 +416,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    _outdir_apart(args)
     job = _file_job(args, "segment")
 
     def process(path: Path, stem: str) -> list[Path]:

@@ -559,6 +559,11 @@ def iter_adapt(
             f"+{_gain_db(mse_plain, mse_post):.1f} dB"
         )
     refused = checked[: len(checked) - 1] if post else checked
+    if not post and not refused and not (cancel is not None and cancel.is_set()):
+        msg += (
+            f"; no final smoothing: none gained {MIN_POSTFILTER_GAIN_DB:g} dB on simulated "
+            "images at this noise"
+        )
     if refused:  # the user's frames said no to a smoothing the simulated images wanted
         c = refused[0]
         msg += (

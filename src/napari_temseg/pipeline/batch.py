@@ -118,13 +118,10 @@ class BatchRefused(ValueError):
     """A batch that must not start: it would write over its own inputs."""
 
 
-def check_outputs_apart(
-    items: Sequence[str | Path], files: Sequence[Path], planned: Iterable[Path], outdir: Path
-) -> None:
-    """Refuse a batch whose output folder is one of its input folders, or one of whose
-    outputs is one of its inputs: ``--overwrite`` replaced a raw micrograph by its mask,
-    and without it the input passed for its own finished output."""
-    out = outdir.resolve()
+def check_outdir_apart(items: Sequence[str | Path], outdir: str | Path) -> None:
+    """Refuse an output folder that is one of the input folders (cheap: a face calls it
+    before it loads a model; :func:`run_batch` again)."""
+    out = Path(outdir).expanduser().resolve()
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir() and p.resolve() == out:
@@ -132,6 +129,15 @@ def check_outputs_apart(
                 f"the output folder {outdir} is an input folder: its results would replace "
                 "inputs of the same name and be read as inputs next time; choose another"
             )
+
+
+def check_outputs_apart(
+    items: Sequence[str | Path], files: Sequence[Path], planned: Iterable[Path], outdir: Path
+) -> None:
+    """Refuse a batch whose output folder is one of its input folders, or one of whose
+    outputs is one of its inputs: ``--overwrite`` replaced a raw micrograph by its mask,
+    and without it the input passed for its own finished output."""
+    check_outdir_apart(items, outdir)
     inputs = {f.resolve() for f in files}
     for o in planned:
         if o.resolve() in inputs:
