@@ -237,6 +237,18 @@ def test_a_frame_too_small_or_without_noise_does_not_count_in_the_level(frame):
         assert frames_noise_level([flat]) == 0.0  # NoiseMatchedPairs refuses it in one line
 
 
+def test_a_tiny_file_among_the_frames_does_not_stop_the_adaptation(frame, tiny):
+    """Its final smoothing was checked by denoising every frame, the 2 x 2 one included,
+    which denoising refuses."""
+    from napari_temseg.io import DataWarning
+
+    noisy, pixel = frame
+    tiny_frame = np.arange(4, dtype=np.float32).reshape(2, 2)
+    with pytest.warns(DataWarning, match="noise was read from 1 of 2 frames"):
+        r = run_adapt([noisy, tiny_frame], tiny, AdaptConfig(seconds=1, device="cpu"), pixel)
+    assert r.noise_level == pytest.approx(noise_level(noisy))
+
+
 def test_refusals_are_one_line(frame, tiny, tmp_path):
     noisy, _ = frame
     with pytest.raises(ValueError, match="positive time budget"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,6 +285,17 @@ def test_resume_skips_only_what_this_run_would_have_made(tmp_path, capsys, tiny_
     assert main(["segment", str(files[0]), *common, "--model", tiny_segmenter, "--overwrite"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 0}
+    # and a segment batch resumed as it ran skips its own masks (the model, given by
+    # another path to the same file, is the same model)
+    same = str(
+        Path(tiny_segmenter).parent
+        / ".."
+        / Path(tiny_segmenter).parent.name
+        / Path(tiny_segmenter).name
+    )
+    assert main(["segment", str(files[0]), *common, "--model", same]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"] == {"done": 0, "skipped": 1, "failed": 0}
 
 
 def test_a_stopped_batch_lists_every_input_and_a_resumed_one_keeps_its_warnings(tmp_path):

@@ -473,5 +473,6 @@ def test_the_particles_layer_measures_and_exports_as_the_particles_it_shows(
     assert result is not None and len(result.masks) == 2
     semantic, instances = (read(p)[0] for p in result.masks)
     assert np.array_equal(np.asarray(semantic.data), np.where(mask > 1, mask, 0))
+    assert not semantic.metadata["sidecar"].get("classes")  # not one "class" per particle
     assert np.array_equal(np.asarray(instances.data), particles.data)
     assert instances.metadata["sidecar"]["instance_class"] == {"1": 2, "2": 2, "3": 3}

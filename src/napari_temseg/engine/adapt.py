@@ -36,7 +36,7 @@ import numpy as np
 from torch import nn
 
 from napari_temseg import defaults
-from napari_temseg.engine.binning import bin_frame, check_bin
+from napari_temseg.engine.binning import MIN_BINNED, bin_frame, check_bin
 from napari_temseg.engine.data import MixedSource, PairSource
 from napari_temseg.engine.events import TrainEvent, drain
 from napari_temseg.engine.finite import filled, median_filled
@@ -514,7 +514,9 @@ def iter_adapt(
     after = result.best_val_psnr if improved else before
     post, mse_plain, mse_post, checked = None, math.nan, math.nan, []
     if not (cancel is not None and cancel.is_set()):
-        post, mse_plain, mse_post, checked = _fit_postfilter(out, meta, pairs, norm, cfg, frames)
+        # checked on the frames it can denoise (a 2 x 2 file among them is refused there)
+        big = [f for f in frames if min(f.shape[-2:]) >= MIN_BINNED]
+        post, mse_plain, mse_post, checked = _fit_postfilter(out, meta, pairs, norm, cfg, big)
     adapted = {
         "from": meta.get("name", "model"),
         "noise_level": round(level, 5),

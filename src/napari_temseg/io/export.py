@@ -94,6 +94,7 @@ def export_labels(
     known = instance_class
     class_of: dict[int, int] = {}  # instance id -> class (0: not known)
     if known is not None:  # an instance mask already: its ids, and their classes
+        class_names = class_colors = None  # a layer's names/colours are its ids', no class's
         if semantic and not known:
             raise WriterError(
                 f"'{stem}' holds one id per particle whose classes are not known: "

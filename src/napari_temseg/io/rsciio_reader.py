@@ -9,12 +9,12 @@ importing ``napari_temseg.io`` stays cheap.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
 from napari_temseg.io.axes import RawAxis, classify, convert_axes
+from napari_temseg.io.logs import quiet_log
 from napari_temseg.io.metadata import json_safe, microscope_metadata
 from napari_temseg.io.model import EMImage, ReaderError
 
@@ -56,7 +56,7 @@ def file_size_for(path: Path) -> int:
     return path.stat().st_size
 
 
-def _with_emi(path: Path, reader: Any, lazy: bool) -> list[dict]:
+def _with_emi(path: Path, lazy: bool) -> list[dict]:
     """A TIA ``<name>_N.ser`` read through the ``<name>.emi`` beside it, which holds the
     acquisition (microscope, voltage, magnification, dwell time, date): read alone, the
     .ser had none of it. Empty when there is no .emi, it cannot be read, or it does not
@@ -65,15 +65,25 @@ def _with_emi(path: Path, reader: Any, lazy: bool) -> list[dict]:
     emi = path.with_name(f"{stem}.emi")
     if path.suffix.lower() != ".ser" or not sep or not number.isdigit() or not emi.is_file():
         return []
-    try:
-        signals = reader(str(emi), lazy=lazy)
-    except Exception:  # a damaged .emi must not stop the .ser from opening
+    try:  # this .ser only, with its object of the .emi, as rsciio's emi_reader does per
+        # file (emi_reader itself reads every sibling .ser's pixels in full)
+        import xml.etree.ElementTree as ET
+
+        from rsciio.tia._api import emixml2dtb, get_xml_info_from_emi, ser_reader
+        from rsciio.utils._dictionary import DTBox
+
+        objects = get_xml_info_from_emi(str(emi))
+        index = int(number) - 1
+        if index >= len(objects):
+            return []
+        signals = ser_reader(str(path), objects, lazy)
+        for sig in signals:
+            tree = DTBox(sig["original_metadata"], box_dots=True)
+            emixml2dtb(ET.fromstring(objects[index]), tree)
+            sig["original_metadata"] = tree.to_dict()
+        return signals
+    except Exception:  # a damaged .emi, another rsciio: the .ser alone, as before
         return []
-    return [
-        sig
-        for sig in signals
-        if ((sig.get("metadata") or {}).get("General") or {}).get("original_filename") == path.name
-    ]
 
 
 def _rows_first(data: Any, raw: list[RawAxis]) -> tuple[Any, list[RawAxis]]:
@@ -98,15 +108,10 @@ def read_rsciio(path: Path, lazy: bool) -> list[EMImage]:
             f"reading {fmt} files needs RosettaSciIO (pip install rosettasciio), "
             f"which is not available: {exc}"
         ) from exc
-    logger = logging.getLogger("rsciio")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # rsciio logs expected quirks of real files as warnings
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            signals = _with_emi(path, reader, lazy) or reader(str(path), lazy=lazy)
-    finally:
-        logger.setLevel(level)
+    # rsciio logs expected quirks of real files as warnings
+    with quiet_log("rsciio"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        signals = _with_emi(path, lazy) or reader(str(path), lazy=lazy)
     notes = sorted({str(w.message) for w in caught})
     images = []
     for index, sig in enumerate(signals):

@@ -15,7 +15,7 @@ from typing import Any
 FORMAT_TAG = "napari-temseg"
 VERSION = 1
 #: what a reader keeps of a mask's sidecar in ``metadata["sidecar"]``
-KEPT = ("classes", "mask", "kind", "source", "instance_class", "semantic_classes")
+KEPT = ("classes", "mask", "kind", "source", "instance_class", "semantic_classes", "segmented_with")
 
 
 def instance_classes(metadata: Mapping[str, Any]) -> dict[int, int] | None:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_temseg.io.logs import quiet_log
 from napari_temseg.io.model import Axis, EMImage
 from napari_temseg.io.sidecar import KEPT
 from napari_temseg.io.units import to_nm
@@ -250,18 +251,11 @@ def _microscope(tf: Any) -> dict[str, Any]:
     return {**microscope_metadata(*trees.values()), **trees}
 
 
-@contextmanager
-def tifffile_quiet() -> Iterator[None]:
+def tifffile_quiet() -> AbstractContextManager[None]:
     """Silence tifffile's log while we read: of a damaged file it printed a line for every
     tag it could not parse (``<TiffTag.fromfile> raised TiffFileError(...)``) beside the
     one line our readers give."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+    return quiet_log("tifffile", logging.CRITICAL + 1)  # its errors are ours to say
 
 
 def read_tiff(path: Path, lazy: bool) -> list[EMImage]:

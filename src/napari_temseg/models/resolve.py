@@ -135,3 +135,12 @@ __all__ = [
     "resolve_init",
     "start_denoiser",
 ]
+
+
+def model_reference(model: str | None) -> str:
+    """What names a model across runs: a bundled name as it is, a file by its absolute
+    path (two files called ``mine.safetensors`` are two models; ``out/m.safetensors`` and
+    ``/abs/out/m.safetensors`` one)."""
+    ref = str(model or DEFAULT_DENOISER)
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.is_file() else ref

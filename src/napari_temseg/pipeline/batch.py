@@ -277,7 +277,7 @@ def run_batch(
             if resume and made and all(output_is_complete(o) for o in made):
                 why = next(((o, w) for o in made if (w := stale and stale(o))), None)
                 if why is None:
-                    notes = earlier.get(str(path), [])
+                    notes = earlier.get(str(path.resolve()), [])
                     r = FileResult(str(path), "skipped", [str(o) for o in made], notes=notes)
                 else:
                     error = f"{why[0]} {why[1]}: choose another output folder, or --overwrite"
@@ -304,12 +304,14 @@ def run_batch(
 
 
 def _earlier_notes(outdir: Path) -> dict[str, list[str]]:
-    """input -> notes of the summary an earlier run left in ``outdir`` (empty if none or
+    """input (resolved) -> notes of the summary an earlier run left in ``outdir`` (empty if none or
     unreadable): resumed, a file whose run was noted as doubtful ("100 % of the pixels
     are 'support'") was listed as skipped with no note, and the doubt was lost."""
     try:
         files = json.loads((outdir / "summary.json").read_text())["files"]
-        return {str(f["input"]): [str(n) for n in f.get("notes") or []] for f in files}
+        return {
+            str(Path(f["input"]).resolve()): [str(n) for n in f.get("notes") or []] for f in files
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

@@ -95,27 +95,35 @@ class FileJob:
 
     def stale(self, output: str | Path) -> str | None:
         """Why a complete ``output`` already in the folder is not what this job makes
-        (another task, model, orientations or binning), or None when it is.
+        (another task, model, orientations, binning or adaptation), or None when it is,
+        or when it does not record how it was made (it is then trusted, as before).
 
         Resuming skips finished outputs; without this a folder of denoised images passed
-        for finished masks, and a model changed between runs went unnoticed."""
+        for finished masks, and a model changed between runs went unnoticed. Reads the
+        header only."""
         from napari_temseg.io import ReaderError, read
+        from napari_temseg.models.resolve import model_reference
 
         try:
             with warnings.catch_warnings():  # a header check: its notes are not the run's
                 warnings.simplefilter("ignore", DataWarning)
-                image = read(output)[0]
+                image = read(output, lazy=True, touch_pixels=False)[0]
         except (ReaderError, OSError, ValueError):
             return "cannot be read back"
-        kind = (image.metadata.get("sidecar") or {}).get("kind")
+        side = image.metadata.get("sidecar") or {}
         made = image.metadata.get("original_metadata") or {}
         segment = self.task == "segment"
-        if kind != ("labels" if segment else "image"):
-            held = {"labels": "a mask", "image": "a denoised image"}.get(kind, "another image")
+        if side.get("kind") != ("labels" if segment else "image"):
+            held = {"labels": "a mask", "image": "a denoised image"}.get(
+                side.get("kind"), "another image"
+            )
             return f"holds {held}, not this run's {'mask' if segment else 'denoised image'}"
         key = "segmented_with" if segment else "denoised_with"
-        if str(made.get(key)) != self.model_name:
-            return f"was {key.split('_')[0]} with {made.get(key)}, not {self.model_name}"
+        recorded = (side if segment else made).get(key)
+        if recorded is None:  # not recorded (written elsewhere, or its record was too long)
+            return None
+        if model_reference(str(recorded)) != model_reference(self.model_name):
+            return f"was {key.split('_')[0]} with {recorded}, not {self.model_name}"
         if segment:
             return None
         settings = {

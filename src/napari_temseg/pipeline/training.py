@@ -294,18 +294,11 @@ def adapt_files(
         result = run_adapt(arrays, model, cfg, pixel, progress=report)
     finally:
         bar.close()
+    from napari_temseg.models.resolve import model_reference
+
     result.meta["adapted"]["from_model"] = model_reference(model)
     path = save_or_rescue(output, result.model, result.meta)
     return Path(path), result
-
-
-def model_reference(model: str | None) -> str:
-    """What names a starting model across runs: a bundled name as it is, a file by its
-    absolute path (two files called ``mine.safetensors`` are two models)."""
-    from napari_temseg.models import DEFAULT_DENOISER
-
-    ref = model or DEFAULT_DENOISER
-    return str(Path(ref).expanduser().resolve()) if Path(ref).expanduser().is_file() else ref
 
 
 def adapted_differs(meta: dict, model: str | None, orientations: int, bin: int) -> str | None:
@@ -318,6 +311,8 @@ def adapted_differs(meta: dict, model: str | None, orientations: int, bin: int) 
     config = adapted.get("config") or {}
     if not config:
         return "is no adapted model"
+    from napari_temseg.models.resolve import model_reference
+
     then = adapted.get("from_model", adapted.get("from"))  # older ones: the header's name
     now = model_reference(model) if "from_model" in adapted else _header_name(model)
     if then != now:

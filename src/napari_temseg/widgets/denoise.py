@@ -266,8 +266,10 @@ class DenoiseWidget(Container):
             orientations=self._settings["orientations"],
             adapted=adapted.meta["adapted"] if adapted is not None else None,
         )
-        if frame is not None and isinstance(meta.get("axes"), list):  # one frame of a stack
-            meta = {**meta, "kind": "image", "axes": meta["axes"][-ndim:]}
+        if frame is not None:  # one frame of a stack: a 2D image
+            meta = {**meta, "kind": "image"}
+            if isinstance(meta.get("axes"), list):
+                meta["axes"] = meta["axes"][-ndim:]
         added = self._viewer.add_image(
             result,
             name=name,
