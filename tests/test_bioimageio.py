@@ -242,16 +242,24 @@ def test_an_adapted_denoiser_package_carries_its_final_smoothing(tmp):
     assert passed, summary
 
 
-def test_a_package_is_a_model_wherever_one_is_asked_for(denoiser_zip, segmenter_zip, segmenter):
+def test_a_package_given_as_a_model_says_how_to_use_it(denoiser_zip, tmp, capsys):
     """Given as --model (or in a dock's checkpoint field), a package named torch's archive
     internals ("file in archive is not in a subdirectory: cover.png")."""
-    model, meta = load_model(str(denoiser_zip))
-    original, original_meta = load_model("stem-denoise")
-    assert _same_weights(model, original) and meta == original_meta
-    image = simulate("stem", 96, pixel_size_nm=0.1, dose=30, seed=2).noisy
-    np.testing.assert_array_equal(
-        segment(image, str(segmenter_zip), device="cpu"), segment(image, segmenter, device="cpu")
+    from napari_temseg.models import CheckpointError
+
+    with pytest.raises(CheckpointError) as caught:
+        load_model(str(denoiser_zip))
+    assert str(caught.value) == (
+        "stem-denoise.zip is a bioimage.io model package, not a checkpoint: import it once "
+        "with `temseg import-bioimageio stem-denoise.zip OUT.safetensors` (or Load it in "
+        "the Train dock) and use that file"
     )
+    image = tmp / "frame.tif"
+    from napari_temseg.io import write_image
+
+    write_image(image, simulate("stem", 64, pixel_size_nm=0.1, dose=30, seed=2).noisy)
+    assert main(["denoise", str(image), "-o", str(tmp / "o"), "--model", str(denoiser_zip)]) == 1
+    assert "is a bioimage.io model package, not a checkpoint" in capsys.readouterr().err
 
 
 def test_reimported_segmenter_is_the_original(segmenter_zip, segmenter, tmp):

@@ -42,7 +42,7 @@ def _check_image(image: Any) -> None:
             f"shape {tuple(shape)} looks like an RGB(A) picture; denoising expects a "
             "grayscale micrograph or a stack of them"
         )
-    if min(shape[-2:]) < MIN_BINNED:  # a 2 x 2 "image" came back averaged, called done
+    if 0 < min(shape[-2:]) < MIN_BINNED:  # a 2 x 2 "image" came back averaged, called done
         raise ValueError(
             f"a {shape[-2]}x{shape[-1]} frame is too small to denoise (at least "
             f"{MIN_BINNED} px a side: the network reads each pixel from those around it)"

@@ -192,18 +192,15 @@ def _is_package(path: Path) -> bool:
         return False
 
 
-def _read_package(path: Path) -> tuple[dict, dict, dict]:
-    """A package ``export_bioimageio`` wrote, read as its native checkpoint: given where a
-    model is asked for, it named torch's archive internals ("file in archive is not in a
+def _package_refused(path: Path) -> CheckpointError:
+    """A bioimage.io package given where a checkpoint is asked for: said so, with the way
+    to use it (it named torch's archive internals: "file in archive is not in a
     subdirectory: cover.png")."""
-    from napari_temseg.models.bioimageio import import_bioimageio
-
-    try:
-        model, meta = import_bioimageio(path)
-    except ValueError as exc:  # BioimageioError: not ours, damaged
-        raise CheckpointError(str(exc)) from exc
-    config = dict(meta.pop("config"))
-    return config, meta, dict(model.state_dict())
+    return CheckpointError(
+        f"{path.name} is a bioimage.io model package, not a checkpoint: import it once with "
+        f"`temseg import-bioimageio {path.name} OUT.safetensors` (or Load it in the Train "
+        "dock) and use that file"
+    )
 
 
 def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None]:
@@ -216,7 +213,9 @@ def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict, dict | None
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         if zipfile.is_zipfile(path):
-            config, meta, tensors = _read_package(path) if _is_package(path) else _read_torch(path)
+            if _is_package(path):
+                raise _package_refused(path) from exc
+            config, meta, tensors = _read_torch(path)
             return config, meta, tensors if with_tensors else None
         raise CheckpointError(
             f"{path.name} is not a napari-temseg checkpoint (not a safetensors file: {exc})"
