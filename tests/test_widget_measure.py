@@ -476,3 +476,16 @@ def test_the_particles_layer_measures_and_exports_as_the_particles_it_shows(
     assert not semantic.metadata["sidecar"].get("classes")  # not one "class" per particle
     assert np.array_equal(np.asarray(instances.data), particles.data)
     assert instances.metadata["sidecar"]["instance_class"] == {"1": 2, "2": 2, "3": 3}
+
+
+def test_instances_ticked_on_a_class_mask_measures_without_a_traceback(controls, widget, qtbot):
+    """The particles layer's id -> class table met pd.NA (classes unknown) and raised
+    "boolean value of NA is ambiguous": no table, a stuck status."""
+    viewer, w = widget
+    ui = controls(w)
+    viewer.add_labels(discs(), name="mask", scale=(PX, PX))
+    ui["Mask"].value = viewer.layers["mask"]
+    ui["instance mask (one id per particle)"].value = True
+    _measure(qtbot, w)
+    assert ui.table.rowCount() > 0 and w._status.value.startswith("measured")
+    assert viewer.layers["mask particles"].metadata["sidecar"]["instance_class"] == {}

@@ -200,6 +200,17 @@ def test_save_and_load_never_overwrites(controls, widget, sample, qtbot, monkeyp
     assert "raw uncertainty" in viewer.layers  # shown, and not itself segmented
     assert not any(lay.name.startswith("raw uncertainty ") for lay in viewer.layers)
     assert viewer.layers["raw segmentation"].metadata["class_names"] == ["carbon", "gold"]
+    # one of the images removed while they are segmented: the others are still done (any
+    # layer removed cancelled the whole Apply, without a word)
+    for name in ("other segmentation", "other uncertainty", "raw segmentation"):
+        viewer.layers.remove(name)
+    w.apply()
+    viewer.layers.remove("other")
+    _wait(qtbot, w._apply_task)
+    assert "raw segmentation" in viewer.layers and "other segmentation" not in viewer.layers
+    assert w._status.value.startswith("segmented")
+    w.stop()  # nothing is training: no "stopping" left standing
+    assert not w._status.value.startswith("stopping")
 
 
 def test_preview_window_follows_the_view_on_big_images(widget):

@@ -560,7 +560,7 @@ def _classes_of_ids(table: Any) -> dict[str, int]:
         return {}
     seen: dict[int, set[int]] = {}
     for label, cls in zip(table["label"], table["class"], strict=True):
-        if cls == cls and cls is not None:  # NaN: class not known
+        if not pd.isna(cls):  # NaN or pd.NA: class not known
             seen.setdefault(int(label), set()).add(int(cls))
     if len(seen) < len(set(table["label"])) or any(len(c) > 1 for c in seen.values()):
         return {}

@@ -248,6 +248,7 @@ class TrainWidget(Container):
         self._task.failed.connect(self._on_failed)
         self._task.finished.connect(self._on_train_finished)
         self._apply_task = Runner(self.native, "Segmenting")
+        self._apply_layers: set[int] = set()  # ids of the layers the running Apply segments
         self._apply_task.progress.connect(self._on_apply_progress)
         self._apply_task.done.connect(self._on_apply_done)
         self._apply_task.failed.connect(self._on_failed)
@@ -523,6 +524,8 @@ class TrainWidget(Container):
             window.current = self._window_on_view(image)
 
     def stop(self) -> None:
+        if not self._task.running:  # nothing to stop: no false "stopping" left standing
+            return
         self._task.cancel()
         self._status.value = "stopping; the model so far is kept…"
 
@@ -568,6 +571,7 @@ class TrainWidget(Container):
                 }
             )
         self._apply.enabled = False
+        self._apply_layers = {id(job["layer"]) for job in jobs}
         self._status.value = f"segmenting {len(jobs)} image(s)…"
         model = with_tta(self.segmenter) if self._tta.value else self.segmenter
         self._apply_task.start(apply_job, jobs, model, self._device.value, 256)
@@ -646,8 +650,12 @@ class TrainWidget(Container):
         if self._task.running and id(event.value) in self._job.get("layers", ()):
             self._task.cancel()
             self._status.value = f"'{event.value.name}' was removed; training stopped"
-        if self._apply_task.running:
-            self._apply_task.cancel()
+        if self._apply_task.running and id(event.value) in self._apply_layers:
+            self._apply_layers.discard(id(event.value))
+            if not self._apply_layers:  # every image being segmented is gone: stop
+                self._apply_task.cancel()
+                self._status.value = f"'{event.value.name}' was removed; segmenting stopped"
+            # otherwise the others go on: a removed one's result is not put anywhere
 
     def _on_train_progress(self, args: tuple) -> None:
         ev = args[0]["event"]
