@@ -489,3 +489,22 @@ def test_instances_ticked_on_a_class_mask_measures_without_a_traceback(controls,
     _measure(qtbot, w)
     assert ui.table.rowCount() > 0 and w._status.value.startswith("measured")
     assert viewer.layers["mask particles"].metadata["sidecar"]["instance_class"] == {}
+
+
+def test_a_mask_replaced_while_measured_gets_the_particles_of_what_was_measured(
+    controls, widget, qtbot
+):
+    """The particles layer took the mask's scale when the job ended: replaced meanwhile by a
+    stack, it raised a broadcast error and the result was lost."""
+    viewer, w = widget
+    ui = controls(w)
+    mask = np.ones((768, 768), np.uint8)
+    mask[100:140, 100:140] = mask[400:460, 500:560] = 2
+    layer = viewer.add_labels(mask, name="big", scale=(PX, PX))
+    ui["Mask"].value = layer
+    w.run()
+    layer.data = np.ones((3, 40, 40), np.uint8)  # while it is measured
+    qtbot.waitUntil(lambda: not w._task.running, timeout=30_000)
+    particles = viewer.layers["big particles"]
+    assert particles.data.shape == (768, 768) and tuple(particles.scale) == pytest.approx((PX, PX))
+    assert w._status.value == "measured 2 particles"

@@ -252,7 +252,14 @@ class MeasureWidget(Container):
             if self._scope.value == SCOPES[0]:
                 frames = [idx[-1]]
         image = self._intensity_source(layer, idx)
-        self._pending = {"layer": layer, "idx": idx, "scale": scale, "translate": translate}
+        self._pending = {
+            "layer": layer,
+            "idx": idx,
+            "scale": scale,
+            "translate": translate,
+            # where the mask lay when measured: its data may be replaced before the end
+            "placement": (tuple(layer.scale), tuple(layer.translate), tuple(layer.units)),
+        }
         self._measure.enabled = False
         where = f" (frame {idx[-1]})" if frames else ""
         self._status.value = f"measuring '{layer.name}'{where}…"
@@ -350,18 +357,19 @@ class MeasureWidget(Container):
         layer = self._job["layer"]
         idx = self._job["idx"]
         labels = result.labels
-        translate = list(layer.translate)
+        scale, placed, units = self._job["placement"]
+        translate = list(placed)
         if idx:  # (n, Y, X) for the measured frames, placed at their position in the stack
             labels = labels.reshape((1,) * (len(idx) - 1) + labels.shape)
             starts = (*idx[:-1], result.frames[0])
             for axis, start in enumerate(starts):
-                translate[axis] += start * layer.scale[axis]
+                translate[axis] += start * scale[axis]
         name = f"{layer.name} particles"
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
         if isinstance(existing, Labels):  # measuring the same mask again: update in place
             self.particles = existing
             self.particles.data = labels
-            self.particles.scale = layer.scale
+            self.particles.scale = scale
             self.particles.translate = translate
             self.particles.show_selected_label = False
         else:
@@ -369,9 +377,9 @@ class MeasureWidget(Container):
                 self.particles = self._viewer.add_labels(
                     labels,
                     name=name,
-                    scale=layer.scale,
+                    scale=scale,
                     translate=translate,
-                    units=layer.units,
+                    units=units,
                     opacity=0.6,
                 )
         # what the ids are, as an instance mask's sidecar says: measured or exported again,
